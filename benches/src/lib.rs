@@ -1,0 +1,1 @@
+//! Criterion benchmarks live beside this file; the library is empty.

@@ -1,0 +1,53 @@
+//! subledger-core: the domain of the ledger, with no I/O, no clock and no RNG.
+//!
+//! Layout: [`money`] and [`ids`] are the value types; [`command`] is what callers ask for;
+//! [`event`] is what the log records; [`decide()`] turns a command and the current [`State`]
+//! into events or a [`Rejection`]; [`State::apply`] folds an event into the state. The engine
+//! crate owns threads, queues and storage; this crate only knows the rules.
+//!
+//! ```
+//! use subledger_core::*;
+//!
+//! let mut state = State::new(Policy::default());
+//! let hash = SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()).unwrap();
+//! let open = Command::OpenPrimary(OpenPrimary {
+//!     key: "prim0001".parse().unwrap(),
+//!     name: "Acme".into(),
+//!     currency: Currency::EUR,
+//!     credit_line: Amount::ZERO,
+//!     secret: NewSecret { id: SecretId::from_bytes([1; 16]), hash },
+//! });
+//! let Ok(Decision::Apply(events)) = decide(&state, &open) else { panic!() };
+//! for (offset, event) in (1..).zip(&events) {
+//!     state.apply(Sequence(offset), Timestamp(0), event).unwrap();
+//! }
+//! assert_eq!(state.account_count(), 1);
+//! ```
+
+pub mod command;
+pub mod decide;
+pub mod event;
+pub mod ids;
+pub mod money;
+pub mod rejection;
+pub mod secret;
+pub mod state;
+
+pub use command::{
+    Charge, CloseSubaccount, Command, CreateSecret, CreateSubaccount, NewSecret, OpenPrimary,
+    RevokeSecret, SetCreditLine, SetSuspended, TopUp, Transfer, UpdateSubaccount,
+};
+pub use decide::{
+    decide, validate_name, validate_reference, Decision, NAME_CHARS_MAX, REFERENCE_CHARS_MAX,
+};
+pub use event::{Batch, Event, SecretRecord};
+pub use ids::{
+    AccountId, ApiKey, CommandId, Currency, IdError, SecretId, Sequence, Timestamp, API_KEY_CHARS,
+};
+pub use money::{Amount, AmountError, AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_WHOLE_MAX};
+pub use rejection::{Field, Invalid, Rejection, TransferRule};
+pub use secret::{validate_secret, SecretError, SecretHash};
+pub use state::{
+    Account, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding, MoneyKind, Policy,
+    State, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
+};

@@ -1,0 +1,327 @@
+//! Exact money: `Amount`, a signed fixed-point count of 10⁻⁸ currency units with a hard bound.
+//!
+//! Why fixed point in an `i128` (see `docs/adr/0001-money-representation.md`): arithmetic is one
+//! or two machine instructions, comparison is exact, and with every value bounded by
+//! [`AMOUNT_WHOLE_MAX`] = 10¹² whole units (10²⁰ minor units) the sum of any two amounts — and
+//! even of a billion of them — stays far inside `i128`, so overflow is impossible by
+//! construction. The bound is still enforced on every operation that produces an `Amount`.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+
+/// Fractional digits an amount may carry. More is a validation error, never rounded away.
+pub const AMOUNT_FRACTION_DIGITS_MAX: u32 = 8;
+/// Minor units in one whole currency unit (10⁸).
+const UNITS_PER_WHOLE: i128 = 100_000_000;
+/// The largest magnitude, in whole currency units, that any amount, balance or limit may have.
+pub const AMOUNT_WHOLE_MAX: i128 = 1_000_000_000_000;
+/// The largest magnitude in minor units (10²⁰).
+const UNITS_MAX: i128 = AMOUNT_WHOLE_MAX * UNITS_PER_WHOLE;
+/// Longest decimal text accepted for an amount, in bytes (sign, digits, point, exponent).
+pub const AMOUNT_TEXT_BYTES_MAX: usize = 64;
+
+/// Why a value is not a valid [`Amount`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum AmountError {
+    #[error("more than {AMOUNT_FRACTION_DIGITS_MAX} fractional digits")]
+    TooManyFractionDigits,
+    #[error("magnitude above {AMOUNT_WHOLE_MAX}")]
+    OutOfRange,
+    #[error("not a decimal number")]
+    Malformed,
+}
+
+/// A signed, exact amount of money in minor units of 10⁻⁸; always within ±10¹² whole units.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Amount(i128);
+
+impl Amount {
+    pub const ZERO: Amount = Amount(0);
+    /// The largest representable amount (10¹² whole units).
+    pub const MAX: Amount = Amount(UNITS_MAX);
+    /// The smallest representable amount (−10¹² whole units).
+    pub const MIN: Amount = Amount(-UNITS_MAX);
+
+    /// An amount from minor units (10⁻⁸), if within the bound.
+    pub fn from_units(units: i128) -> Result<Amount, AmountError> {
+        if units.abs() > UNITS_MAX {
+            return Err(AmountError::OutOfRange);
+        }
+        Ok(Amount(units))
+    }
+
+    /// A whole number of currency units, if within the bound.
+    pub fn from_whole(whole: i64) -> Result<Amount, AmountError> {
+        Amount::from_units(i128::from(whole) * UNITS_PER_WHOLE)
+    }
+
+    /// The value in minor units (10⁻⁸).
+    pub fn units(self) -> i128 {
+        self.0
+    }
+
+    pub fn is_positive(self) -> bool {
+        self.0 > 0
+    }
+
+    pub fn is_negative(self) -> bool {
+        self.0 < 0
+    }
+
+    pub fn is_zero(self) -> bool {
+        self.0 == 0
+    }
+
+    /// `self + other`, or `None` when the result leaves the bound.
+    pub fn checked_add(self, other: Amount) -> Option<Amount> {
+        // Cannot overflow i128: both magnitudes are ≤ 10²⁰.
+        Amount::from_units(self.0 + other.0).ok()
+    }
+
+    /// `self - other`, or `None` when the result leaves the bound.
+    pub fn checked_sub(self, other: Amount) -> Option<Amount> {
+        Amount::from_units(self.0 - other.0).ok()
+    }
+
+    /// `-self`; always representable because the bound is symmetric.
+    pub fn negate(self) -> Amount {
+        Amount(-self.0)
+    }
+
+    /// `|self|`; always representable because the bound is symmetric.
+    pub fn magnitude(self) -> Amount {
+        Amount(self.0.abs())
+    }
+
+    /// The exact decimal value.
+    pub fn to_decimal(self) -> Decimal {
+        // 10²⁰ fits Decimal's 96-bit mantissa (≈7.9·10²⁸), so this is exact.
+        Decimal::from_i128_with_scale(self.0, AMOUNT_FRACTION_DIGITS_MAX)
+    }
+
+    /// An amount from an exact decimal. Trailing zeros beyond 8 digits are fine (the value is
+    /// still exact); a non-zero 9th digit is an error.
+    pub fn from_decimal(value: Decimal) -> Result<Amount, AmountError> {
+        let value = value.normalize();
+        if value.scale() > AMOUNT_FRACTION_DIGITS_MAX {
+            return Err(AmountError::TooManyFractionDigits);
+        }
+        let shift = AMOUNT_FRACTION_DIGITS_MAX - value.scale();
+        let units = value
+            .mantissa()
+            .checked_mul(10_i128.pow(shift))
+            .ok_or(AmountError::OutOfRange)?;
+        Amount::from_units(units)
+    }
+}
+
+impl FromStr for Amount {
+    type Err = AmountError;
+
+    /// Parses JSON-number-shaped text exactly: `-?digits(.digits)?([eE][+-]?digits)?`.
+    /// No floating point is involved at any step.
+    fn from_str(text: &str) -> Result<Amount, AmountError> {
+        if text.is_empty() || text.len() > AMOUNT_TEXT_BYTES_MAX {
+            return Err(if text.is_empty() {
+                AmountError::Malformed
+            } else {
+                AmountError::OutOfRange
+            });
+        }
+        let (negative, rest) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text),
+        };
+        let (mantissa, exponent) = match rest.find(['e', 'E']) {
+            Some(at) => (&rest[..at], parse_exponent(&rest[at + 1..])?),
+            None => (rest, 0),
+        };
+        let (whole, fraction) = match mantissa.split_once('.') {
+            Some((whole, fraction)) if !fraction.is_empty() => (whole, fraction),
+            Some(_) => return Err(AmountError::Malformed),
+            None => (mantissa, ""),
+        };
+        if whole.is_empty() || !is_digits(whole) || !is_digits(fraction) {
+            return Err(AmountError::Malformed);
+        }
+        // digits · 10^(exponent − fraction.len()) with trailing zeros trimmed first, so that
+        // "1.000000000" is accepted as exactly 1.
+        let digits = format!("{whole}{fraction}");
+        let trimmed = digits.trim_end_matches('0');
+        let trailing_zeros =
+            i64::try_from(digits.len() - trimmed.len()).map_err(|_| AmountError::OutOfRange)?;
+        let significant = trimmed.trim_start_matches('0');
+        if significant.is_empty() {
+            return Ok(Amount::ZERO);
+        }
+        let fraction_len = i64::try_from(fraction.len()).map_err(|_| AmountError::OutOfRange)?;
+        let power =
+            exponent - fraction_len + trailing_zeros + i64::from(AMOUNT_FRACTION_DIGITS_MAX);
+        if power < 0 {
+            return Err(AmountError::TooManyFractionDigits);
+        }
+        // 21 significant digits already exceed 10²⁰ minor units.
+        if significant.len() > 21 || power > 21 {
+            return Err(AmountError::OutOfRange);
+        }
+        let mut units: i128 = 0;
+        for byte in significant.bytes() {
+            units = units * 10 + i128::from(byte - b'0');
+        }
+        let power = u32::try_from(power).map_err(|_| AmountError::OutOfRange)?;
+        let units = units
+            .checked_mul(10_i128.pow(power))
+            .ok_or(AmountError::OutOfRange)?;
+        Amount::from_units(if negative { -units } else { units })
+    }
+}
+
+fn is_digits(text: &str) -> bool {
+    text.bytes().all(|byte| byte.is_ascii_digit())
+}
+
+fn parse_exponent(text: &str) -> Result<i64, AmountError> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || digits.len() > 4 || !is_digits(digits) {
+        return Err(if digits.len() > 4 && is_digits(digits) {
+            AmountError::OutOfRange
+        } else {
+            AmountError::Malformed
+        });
+    }
+    text.parse::<i64>().map_err(|_| AmountError::Malformed)
+}
+
+impl fmt::Display for Amount {
+    /// Plain decimal text without trailing zeros: `12`, `-0.5`, `0.00000001`.
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sign = if self.0 < 0 { "-" } else { "" };
+        let magnitude = self.0.unsigned_abs();
+        let per_whole = UNITS_PER_WHOLE.unsigned_abs();
+        let whole = magnitude / per_whole;
+        let fraction = magnitude % per_whole;
+        if fraction == 0 {
+            return write!(formatter, "{sign}{whole}");
+        }
+        let fraction = format!("{fraction:08}");
+        write!(
+            formatter,
+            "{sign}{whole}.{}",
+            fraction.trim_end_matches('0')
+        )
+    }
+}
+
+impl fmt::Debug for Amount {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Amount({self})")
+    }
+}
+
+impl bincode::Encode for Amount {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode(encoder)
+    }
+}
+
+impl<Context> bincode::Decode<Context> for Amount {
+    /// Decoding re-checks the bound: a hostile or corrupt record cannot smuggle in an amount
+    /// that later arithmetic would overflow on.
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let units = i128::decode(decoder)?;
+        Amount::from_units(units)
+            .map_err(|_| bincode::error::DecodeError::Other("amount out of range"))
+    }
+}
+
+impl<'de, Context> bincode::BorrowDecode<'de, Context> for Amount {
+    fn borrow_decode<D: bincode::de::BorrowDecoder<'de, Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        bincode::Decode::decode(decoder)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Amount, AmountError> {
+        text.parse()
+    }
+
+    #[test]
+    fn parses_exactly() {
+        assert_eq!(parse("0.1"), Ok(Amount(10_000_000)));
+        assert_eq!(parse("12"), Ok(Amount(1_200_000_000)));
+        assert_eq!(parse("-0.00000001"), Ok(Amount(-1)));
+        assert_eq!(parse("1.000000000"), Ok(Amount(100_000_000)));
+        assert_eq!(parse("1e2"), Ok(Amount(10_000_000_000)));
+        assert_eq!(parse("15E-1"), Ok(Amount(150_000_000)));
+        assert_eq!(parse("0"), Ok(Amount::ZERO));
+        assert_eq!(parse("1000000000000"), Ok(Amount::MAX));
+    }
+
+    #[test]
+    fn rejects_what_it_cannot_hold_exactly() {
+        assert_eq!(
+            parse("0.000000001"),
+            Err(AmountError::TooManyFractionDigits)
+        );
+        assert_eq!(parse("1e-9"), Err(AmountError::TooManyFractionDigits));
+        assert_eq!(
+            parse("1000000000000.00000001"),
+            Err(AmountError::OutOfRange)
+        );
+        assert_eq!(parse("1e40"), Err(AmountError::OutOfRange));
+        assert_eq!(parse("1e99999"), Err(AmountError::OutOfRange));
+        for bad in [
+            "", "-", ".5", "5.", "1..2", "abc", "1e", "+1", "0x10", " 1", "1 ", "NaN",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} must not parse");
+        }
+    }
+
+    #[test]
+    fn displays_without_trailing_zeros() {
+        assert_eq!(Amount(150_000_000).to_string(), "1.5");
+        assert_eq!(Amount(-1).to_string(), "-0.00000001");
+        assert_eq!(Amount(0).to_string(), "0");
+        assert_eq!(Amount::MIN.to_string(), "-1000000000000");
+    }
+
+    #[test]
+    fn decimal_round_trip_is_exact() {
+        let amount = parse("123.45678901").expect("valid");
+        assert_eq!(Amount::from_decimal(amount.to_decimal()), Ok(amount));
+        let too_fine = Decimal::from_i128_with_scale(1, 9);
+        assert_eq!(
+            Amount::from_decimal(too_fine),
+            Err(AmountError::TooManyFractionDigits)
+        );
+    }
+
+    #[test]
+    fn arithmetic_respects_the_bound() {
+        assert_eq!(Amount::MAX.checked_add(Amount(1)), None);
+        assert_eq!(Amount::MIN.checked_sub(Amount(1)), None);
+        assert_eq!(Amount(5).checked_sub(Amount(7)), Some(Amount(-2)));
+        assert_eq!(Amount::MIN.negate(), Amount::MAX);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn text_round_trip(units in -UNITS_MAX..=UNITS_MAX) {
+            let amount = Amount(units);
+            proptest::prop_assert_eq!(parse(&amount.to_string()), Ok(amount));
+        }
+    }
+}

@@ -1,0 +1,795 @@
+//! The write-side state and `apply`: folding one committed event into it. `apply` is total:
+//! it checks the event against the structure and the SPEC §4 invariants *before* changing
+//! anything, so a hostile or corrupt log is refused with a typed error instead of a panic or a
+//! half-applied event. The state holds only what deciding needs (no names, no secret hashes,
+//! no history); the read views hold the rest.
+
+use rustc_hash::FxHashMap;
+
+use crate::event::{Batch, Event, SecretRecord};
+use crate::ids::{AccountId, ApiKey, CommandId, Currency, SecretId, Sequence, Timestamp};
+use crate::money::Amount;
+
+/// Most active secrets an account may have.
+pub const SECRETS_PER_ACCOUNT_MAX: usize = 2;
+/// Default for [`Policy::subaccounts_per_primary_max`].
+pub const SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT: u32 = 1_000;
+
+/// Configuration the rules consult when deciding. Not part of the state hash: it limits what
+/// new commands may do, never how recorded events apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// Most open subaccounts one primary may have (closed ones do not count).
+    pub subaccounts_per_primary_max: u32,
+}
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            subaccounts_per_primary_max: SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Where an account's money lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Funding {
+    /// Its own balance and credit limit (`credit_limit ≤ 0 ≤ balance - credit_limit`).
+    Own {
+        balance: Amount,
+        credit_limit: Amount,
+    },
+    /// A subaccount spending its primary's balance.
+    Shared,
+}
+
+/// One account as the rules need it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub key: ApiKey,
+    /// The owning primary; `None` for a primary.
+    pub primary: Option<AccountId>,
+    pub currency: Currency,
+    pub funding: Funding,
+    pub suspended: bool,
+    pub closed: bool,
+    /// Ids of the active secrets (1 or 2).
+    pub secrets: Vec<SecretId>,
+    /// A primary's subaccounts, oldest first (empty for subaccounts).
+    pub subaccounts: Vec<AccountId>,
+}
+
+impl Account {
+    pub fn is_primary(&self) -> bool {
+        self.primary.is_none()
+    }
+
+    /// `balance - credit_limit`: the most the account can spend; `None` when shared.
+    pub fn available(&self) -> Option<Amount> {
+        match self.funding {
+            // Both are bounded by 10²⁰ minor units, so the difference fits; the fallback is
+            // unreachable but keeps this panic-free.
+            Funding::Own {
+                balance,
+                credit_limit,
+            } => Some(balance.checked_sub(credit_limit).unwrap_or(Amount::MAX)),
+            Funding::Shared => None,
+        }
+    }
+
+    /// `|credit_limit| - max(0, -balance)`: credit granted but not drawn; `None` when shared.
+    pub fn unused_credit(&self) -> Option<Amount> {
+        match self.funding {
+            Funding::Own {
+                balance,
+                credit_limit,
+            } => {
+                let drawn = if balance.is_negative() {
+                    balance.negate()
+                } else {
+                    Amount::ZERO
+                };
+                Some(
+                    credit_limit
+                        .magnitude()
+                        .checked_sub(drawn)
+                        .unwrap_or(Amount::ZERO),
+                )
+            }
+            Funding::Shared => None,
+        }
+    }
+}
+
+/// What the ledger remembers of an applied money command, so a retry with the same id gets the
+/// original result and a retry with other content is told apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandRecord {
+    pub content: CommandContent,
+    pub seq: Sequence,
+    pub at: Timestamp,
+}
+
+/// The exact content of a money command (accounts resolved to ids), compared on retries.
+/// Exact rather than hashed: no collision can turn a conflict into a false duplicate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandContent {
+    pub kind: MoneyKind,
+    pub source: AccountId,
+    pub target: AccountId,
+    pub amount: Amount,
+    pub reference: Box<str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MoneyKind {
+    BalanceTransfer,
+    CreditTransfer,
+    Charge,
+    TopUp,
+}
+
+/// Why an event cannot be applied: the log is corrupt or was not written by `decide`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("event {seq} cannot be applied: {fault}")]
+pub struct ApplyError {
+    pub seq: Sequence,
+    pub fault: ApplyFault,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApplyFault {
+    #[error("sequence out of order (expected {expected})")]
+    OutOfOrder { expected: Sequence },
+    #[error("timestamp goes backwards")]
+    TimeGoesBackwards,
+    #[error("unknown account {0:?}")]
+    UnknownAccount(AccountId),
+    #[error("account id {0:?} is not the next one")]
+    UnexpectedAccountId(AccountId),
+    #[error("api key {0} already exists")]
+    DuplicateKey(ApiKey),
+    #[error("account {0:?} is not of the kind the event needs")]
+    WrongAccountKind(AccountId),
+    #[error("account {0:?} is closed")]
+    Closed(AccountId),
+    #[error("the accounts are not a primary and its own subaccount")]
+    NotPaired,
+    #[error("account {0:?} has no own balance")]
+    Shared(AccountId),
+    #[error(
+        "invariant broken for account {0:?}: balance ≥ credit_limit, credit_limit ≤ 0 and bounds"
+    )]
+    Invariant(AccountId),
+    #[error("command id {0} already applied")]
+    DuplicateCommand(CommandId),
+    #[error("secret rule broken for account {0:?}")]
+    Secrets(AccountId),
+    #[error("non-positive amount")]
+    NotPositive,
+}
+
+/// The whole write-side state.
+#[derive(Debug, Clone, Default)]
+pub struct State {
+    policy: Policy,
+    accounts: Vec<Account>,
+    by_key: FxHashMap<ApiKey, AccountId>,
+    commands: FxHashMap<CommandId, CommandRecord>,
+    last_seq: Sequence,
+    last_at: Timestamp,
+}
+
+impl PartialEq for State {
+    /// Equal when the recorded facts are equal; the policy is configuration, not state.
+    fn eq(&self, other: &State) -> bool {
+        self.accounts == other.accounts
+            && self.commands == other.commands
+            && self.last_seq == other.last_seq
+            && self.last_at == other.last_at
+    }
+}
+
+impl State {
+    pub fn new(policy: Policy) -> State {
+        State {
+            policy,
+            ..State::default()
+        }
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    pub fn set_policy(&mut self, policy: Policy) {
+        self.policy = policy;
+    }
+
+    /// The sequence number of the last applied event (0 before any).
+    pub fn last_seq(&self) -> Sequence {
+        self.last_seq
+    }
+
+    /// The instant of the last applied event.
+    pub fn last_at(&self) -> Timestamp {
+        self.last_at
+    }
+
+    pub fn account(&self, id: AccountId) -> Option<&Account> {
+        self.accounts.get(id.index())
+    }
+
+    pub fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
+        self.by_key.get(key).copied()
+    }
+
+    pub fn account_by_key(&self, key: &ApiKey) -> Option<(AccountId, &Account)> {
+        let id = self.account_id(key)?;
+        Some((id, self.account(id)?))
+    }
+
+    pub fn accounts(&self) -> impl ExactSizeIterator<Item = (AccountId, &Account)> + '_ {
+        self.accounts
+            .iter()
+            .enumerate()
+            .map(|(index, account)| (AccountId(u32::try_from(index).unwrap_or(u32::MAX)), account))
+    }
+
+    pub fn account_count(&self) -> usize {
+        self.accounts.len()
+    }
+
+    /// The id the next created account gets.
+    pub fn next_account_id(&self) -> Option<AccountId> {
+        u32::try_from(self.accounts.len()).ok().map(AccountId)
+    }
+
+    pub fn command(&self, id: &CommandId) -> Option<&CommandRecord> {
+        self.commands.get(id)
+    }
+
+    pub fn command_count(&self) -> usize {
+        self.commands.len()
+    }
+
+    /// Applies every event of a committed batch, stopping at the first that cannot apply.
+    pub fn apply_batch(&mut self, batch: &Batch) -> Result<(), ApplyError> {
+        for (seq, event) in batch.iter() {
+            self.apply(seq, batch.at, event)?;
+        }
+        Ok(())
+    }
+
+    /// Folds one committed event into the state, or refuses it and changes nothing.
+    pub fn apply(&mut self, seq: Sequence, at: Timestamp, event: &Event) -> Result<(), ApplyError> {
+        let fail = |fault| ApplyError { seq, fault };
+        let expected = self.last_seq.next();
+        if seq != expected {
+            return Err(fail(ApplyFault::OutOfOrder { expected }));
+        }
+        if at < self.last_at {
+            return Err(fail(ApplyFault::TimeGoesBackwards));
+        }
+        self.apply_checked(seq, at, event).map_err(fail)?;
+        self.last_seq = seq;
+        self.last_at = at;
+        Ok(())
+    }
+
+    fn apply_checked(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+    ) -> Result<(), ApplyFault> {
+        match event {
+            Event::PrimaryOpened {
+                account,
+                key,
+                currency,
+                credit_limit,
+                secret,
+                ..
+            } => {
+                let funding = Funding::Own {
+                    balance: Amount::ZERO,
+                    credit_limit: *credit_limit,
+                };
+                check_funding(*account, funding)?;
+                self.insert_account(*account, *key, None, *currency, funding, secret)
+            }
+            Event::SubaccountCreated {
+                account,
+                primary,
+                key,
+                use_primary_account_balance,
+                secret,
+                ..
+            } => {
+                let owner = self.open_account(*primary)?;
+                if !owner.is_primary() {
+                    return Err(ApplyFault::WrongAccountKind(*primary));
+                }
+                let currency = owner.currency;
+                let funding = if *use_primary_account_balance {
+                    Funding::Shared
+                } else {
+                    Funding::Own {
+                        balance: Amount::ZERO,
+                        credit_limit: Amount::ZERO,
+                    }
+                };
+                self.insert_account(*account, *key, Some(*primary), currency, funding, secret)?;
+                self.account_mut(*primary)?.subaccounts.push(*account);
+                Ok(())
+            }
+            Event::SubaccountRenamed { account, .. } => {
+                self.open_subaccount(*account)?;
+                Ok(())
+            }
+            Event::AccountSuspended { account } => {
+                self.open_account(*account)?;
+                self.account_mut(*account)?.suspended = true;
+                Ok(())
+            }
+            Event::AccountReactivated { account } => {
+                self.open_account(*account)?;
+                self.account_mut(*account)?.suspended = false;
+                Ok(())
+            }
+            Event::SubaccountSwitchedToOwnBalance { account } => {
+                if self.open_subaccount(*account)?.funding != Funding::Shared {
+                    return Err(ApplyFault::WrongAccountKind(*account));
+                }
+                self.account_mut(*account)?.funding = Funding::Own {
+                    balance: Amount::ZERO,
+                    credit_limit: Amount::ZERO,
+                };
+                Ok(())
+            }
+            Event::SubaccountClosed { account } => {
+                let subaccount = self.open_subaccount(*account)?;
+                let settled = match subaccount.funding {
+                    Funding::Own {
+                        balance,
+                        credit_limit,
+                    } => balance.is_zero() && credit_limit.is_zero(),
+                    Funding::Shared => true,
+                };
+                if !settled {
+                    return Err(ApplyFault::Invariant(*account));
+                }
+                self.account_mut(*account)?.closed = true;
+                Ok(())
+            }
+            Event::BalanceTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference,
+            } => {
+                self.check_pair(*source, *target)?;
+                let (source_funding, target_funding) =
+                    self.moved(*source, *target, *amount, MoneyKind::BalanceTransfer)?;
+                self.record_command(
+                    *command,
+                    MoneyKind::BalanceTransfer,
+                    *source,
+                    *target,
+                    *amount,
+                    reference,
+                    seq,
+                    at,
+                )?;
+                self.set_funding(*source, source_funding)?;
+                self.set_funding(*target, target_funding)
+            }
+            Event::CreditTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference,
+            } => {
+                self.check_pair(*source, *target)?;
+                let (source_funding, target_funding) =
+                    self.moved(*source, *target, *amount, MoneyKind::CreditTransfer)?;
+                self.record_command(
+                    *command,
+                    MoneyKind::CreditTransfer,
+                    *source,
+                    *target,
+                    *amount,
+                    reference,
+                    seq,
+                    at,
+                )?;
+                self.set_funding(*source, source_funding)?;
+                self.set_funding(*target, target_funding)
+            }
+            Event::Charged {
+                command,
+                account,
+                payer,
+                amount,
+                reference,
+            } => {
+                let charged = self.open_account(*account)?;
+                let expected_payer = match charged.funding {
+                    Funding::Shared => charged
+                        .primary
+                        .ok_or(ApplyFault::WrongAccountKind(*account))?,
+                    Funding::Own { .. } => *account,
+                };
+                if *payer != expected_payer {
+                    return Err(ApplyFault::WrongAccountKind(*payer));
+                }
+                let funding = self.shifted_balance(*payer, amount.negate(), *amount)?;
+                self.record_command(
+                    *command,
+                    MoneyKind::Charge,
+                    *account,
+                    *payer,
+                    *amount,
+                    reference,
+                    seq,
+                    at,
+                )?;
+                self.set_funding(*payer, funding)
+            }
+            Event::ToppedUp {
+                command,
+                account,
+                amount,
+                reference,
+            } => {
+                if !self.open_account(*account)?.is_primary() {
+                    return Err(ApplyFault::WrongAccountKind(*account));
+                }
+                let funding = self.shifted_balance(*account, *amount, *amount)?;
+                self.record_command(
+                    *command,
+                    MoneyKind::TopUp,
+                    *account,
+                    *account,
+                    *amount,
+                    reference,
+                    seq,
+                    at,
+                )?;
+                self.set_funding(*account, funding)
+            }
+            Event::CreditLineSet {
+                account,
+                credit_line,
+                credit_limit,
+            } => {
+                let primary = self.open_account(*account)?;
+                if !primary.is_primary() {
+                    return Err(ApplyFault::WrongAccountKind(*account));
+                }
+                let Funding::Own { balance, .. } = primary.funding else {
+                    return Err(ApplyFault::Shared(*account));
+                };
+                // The recorded limit must be the line minus what is lent (credit conservation).
+                let lent = self.lent_credit(*account);
+                if credit_line.checked_add(lent) != Some(*credit_limit) {
+                    return Err(ApplyFault::Invariant(*account));
+                }
+                let funding = Funding::Own {
+                    balance,
+                    credit_limit: *credit_limit,
+                };
+                check_funding(*account, funding)?;
+                self.set_funding(*account, funding)
+            }
+            Event::SecretCreated { account, secret } => {
+                let holder = self.open_account(*account)?;
+                if holder.secrets.len() >= SECRETS_PER_ACCOUNT_MAX
+                    || holder.secrets.contains(&secret.id)
+                {
+                    return Err(ApplyFault::Secrets(*account));
+                }
+                self.account_mut(*account)?.secrets.push(secret.id);
+                Ok(())
+            }
+            Event::SecretRevoked { account, secret } => {
+                let holder = self.open_account(*account)?;
+                if holder.secrets.len() <= 1 || !holder.secrets.contains(secret) {
+                    return Err(ApplyFault::Secrets(*account));
+                }
+                self.account_mut(*account)?
+                    .secrets
+                    .retain(|id| id != secret);
+                Ok(())
+            }
+        }
+    }
+
+    fn insert_account(
+        &mut self,
+        id: AccountId,
+        key: ApiKey,
+        primary: Option<AccountId>,
+        currency: Currency,
+        funding: Funding,
+        secret: &SecretRecord,
+    ) -> Result<(), ApplyFault> {
+        if Some(id) != self.next_account_id() {
+            return Err(ApplyFault::UnexpectedAccountId(id));
+        }
+        if self.by_key.contains_key(&key) {
+            return Err(ApplyFault::DuplicateKey(key));
+        }
+        self.by_key.insert(key, id);
+        self.accounts.push(Account {
+            key,
+            primary,
+            currency,
+            funding,
+            suspended: false,
+            closed: false,
+            secrets: vec![secret.id],
+            subaccounts: Vec::new(),
+        });
+        Ok(())
+    }
+
+    fn account_mut(&mut self, id: AccountId) -> Result<&mut Account, ApplyFault> {
+        self.accounts
+            .get_mut(id.index())
+            .ok_or(ApplyFault::UnknownAccount(id))
+    }
+
+    fn open_account(&self, id: AccountId) -> Result<&Account, ApplyFault> {
+        let account = self.account(id).ok_or(ApplyFault::UnknownAccount(id))?;
+        if account.closed {
+            return Err(ApplyFault::Closed(id));
+        }
+        Ok(account)
+    }
+
+    fn open_subaccount(&self, id: AccountId) -> Result<&Account, ApplyFault> {
+        let account = self.open_account(id)?;
+        if account.is_primary() {
+            return Err(ApplyFault::WrongAccountKind(id));
+        }
+        Ok(account)
+    }
+
+    /// Credit a primary has lent to its own-balance subaccounts: Σ |credit_limit|.
+    pub fn lent_credit(&self, primary: AccountId) -> Amount {
+        let Some(owner) = self.account(primary) else {
+            return Amount::ZERO;
+        };
+        owner
+            .subaccounts
+            .iter()
+            .filter_map(|id| match self.account(*id)?.funding {
+                Funding::Own { credit_limit, .. } => Some(credit_limit.magnitude()),
+                Funding::Shared => None,
+            })
+            .fold(Amount::ZERO, |sum, lent| {
+                sum.checked_add(lent).unwrap_or(Amount::MAX)
+            })
+    }
+
+    /// Transfers run between a primary and one of its own open subaccounts, either direction.
+    fn check_pair(&self, source: AccountId, target: AccountId) -> Result<(), ApplyFault> {
+        let from = self.open_account(source)?;
+        let to = self.open_account(target)?;
+        let paired = (from.primary == Some(target) && to.is_primary())
+            || (to.primary == Some(source) && from.is_primary());
+        if paired {
+            Ok(())
+        } else {
+            Err(ApplyFault::NotPaired)
+        }
+    }
+
+    /// The fundings of both ends after moving `amount` of balance or credit.
+    fn moved(
+        &self,
+        source: AccountId,
+        target: AccountId,
+        amount: Amount,
+        kind: MoneyKind,
+    ) -> Result<(Funding, Funding), ApplyFault> {
+        if !amount.is_positive() {
+            return Err(ApplyFault::NotPositive);
+        }
+        let (source_balance, source_limit) = self.own(source)?;
+        let (target_balance, target_limit) = self.own(target)?;
+        let invariant = |id| move || ApplyFault::Invariant(id);
+        let (source_after, target_after) = if kind == MoneyKind::CreditTransfer {
+            (
+                Funding::Own {
+                    balance: source_balance,
+                    credit_limit: source_limit
+                        .checked_add(amount)
+                        .ok_or_else(invariant(source))?,
+                },
+                Funding::Own {
+                    balance: target_balance,
+                    credit_limit: target_limit
+                        .checked_sub(amount)
+                        .ok_or_else(invariant(target))?,
+                },
+            )
+        } else {
+            (
+                Funding::Own {
+                    balance: source_balance
+                        .checked_sub(amount)
+                        .ok_or_else(invariant(source))?,
+                    credit_limit: source_limit,
+                },
+                Funding::Own {
+                    balance: target_balance
+                        .checked_add(amount)
+                        .ok_or_else(invariant(target))?,
+                    credit_limit: target_limit,
+                },
+            )
+        };
+        check_funding(source, source_after)?;
+        check_funding(target, target_after)?;
+        Ok((source_after, target_after))
+    }
+
+    /// The funding of `id` after its balance changes by `delta` (`amount` must be positive).
+    fn shifted_balance(
+        &self,
+        id: AccountId,
+        delta: Amount,
+        amount: Amount,
+    ) -> Result<Funding, ApplyFault> {
+        if !amount.is_positive() {
+            return Err(ApplyFault::NotPositive);
+        }
+        let (balance, credit_limit) = self.own(id)?;
+        let funding = Funding::Own {
+            balance: balance
+                .checked_add(delta)
+                .ok_or(ApplyFault::Invariant(id))?,
+            credit_limit,
+        };
+        check_funding(id, funding)?;
+        Ok(funding)
+    }
+
+    fn own(&self, id: AccountId) -> Result<(Amount, Amount), ApplyFault> {
+        match self.open_account(id)?.funding {
+            Funding::Own {
+                balance,
+                credit_limit,
+            } => Ok((balance, credit_limit)),
+            Funding::Shared => Err(ApplyFault::Shared(id)),
+        }
+    }
+
+    fn set_funding(&mut self, id: AccountId, funding: Funding) -> Result<(), ApplyFault> {
+        self.account_mut(id)?.funding = funding;
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)] // one flat record; a struct here would only be noise
+    fn record_command(
+        &mut self,
+        id: CommandId,
+        kind: MoneyKind,
+        source: AccountId,
+        target: AccountId,
+        amount: Amount,
+        reference: &str,
+        seq: Sequence,
+        at: Timestamp,
+    ) -> Result<(), ApplyFault> {
+        if self.commands.contains_key(&id) {
+            return Err(ApplyFault::DuplicateCommand(id));
+        }
+        let content = CommandContent {
+            kind,
+            source,
+            target,
+            amount,
+            reference: reference.into(),
+        };
+        self.commands.insert(id, CommandRecord { content, seq, at });
+        Ok(())
+    }
+
+    /// Checks invariant 1 of SPEC §4 for every account (`balance ≥ credit_limit ≤ 0`).
+    /// `apply` already refuses any event that would break it; this is for tests and audits.
+    pub fn check_invariants(&self) -> Result<(), AccountId> {
+        for (id, account) in self.accounts() {
+            check_funding(id, account.funding).map_err(|_| id)?;
+            if account.is_primary() && account.funding == Funding::Shared {
+                return Err(id);
+            }
+        }
+        Ok(())
+    }
+
+    /// A deterministic hash of everything the state records (accounts in id order, applied
+    /// commands in id order, position in the log). Equal states have equal hashes, so replay
+    /// equality can be checked by comparing 32 bytes.
+    pub fn state_hash(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.last_seq.0.to_le_bytes());
+        hasher.update(&self.last_at.0.to_le_bytes());
+        hasher.update(&(self.accounts.len() as u64).to_le_bytes());
+        for account in &self.accounts {
+            hash_account(&mut hasher, account);
+        }
+        let mut commands: Vec<_> = self.commands.iter().collect();
+        commands.sort_unstable_by_key(|(id, _)| **id);
+        for (id, record) in commands {
+            hasher.update(&id.to_uuid().into_bytes());
+            let content = &record.content;
+            hasher.update(&[content.kind as u8]);
+            hasher.update(&content.source.0.to_le_bytes());
+            hasher.update(&content.target.0.to_le_bytes());
+            hasher.update(&content.amount.units().to_le_bytes());
+            hasher.update(&(content.reference.len() as u64).to_le_bytes());
+            hasher.update(content.reference.as_bytes());
+            hasher.update(&record.seq.0.to_le_bytes());
+            hasher.update(&record.at.0.to_le_bytes());
+        }
+        *hasher.finalize().as_bytes()
+    }
+}
+
+fn hash_account(hasher: &mut blake3::Hasher, account: &Account) {
+    hasher.update(&account.key.as_bytes());
+    hasher.update(
+        &account
+            .primary
+            .map_or(u64::MAX, |id| u64::from(id.0))
+            .to_le_bytes(),
+    );
+    hasher.update(account.currency.as_str().as_bytes());
+    match account.funding {
+        Funding::Own {
+            balance,
+            credit_limit,
+        } => {
+            hasher.update(&[1]);
+            hasher.update(&balance.units().to_le_bytes());
+            hasher.update(&credit_limit.units().to_le_bytes());
+        }
+        Funding::Shared => {
+            hasher.update(&[0]);
+        }
+    }
+    hasher.update(&[u8::from(account.suspended), u8::from(account.closed)]);
+    hasher.update(&(account.secrets.len() as u64).to_le_bytes());
+    for secret in &account.secrets {
+        hasher.update(&secret.to_uuid().into_bytes());
+    }
+    hasher.update(&(account.subaccounts.len() as u64).to_le_bytes());
+    for id in &account.subaccounts {
+        hasher.update(&id.0.to_le_bytes());
+    }
+}
+
+/// Invariant 1 of SPEC §4 plus the bound: `credit_limit ≤ 0` and `balance ≥ credit_limit`.
+fn check_funding(id: AccountId, funding: Funding) -> Result<(), ApplyFault> {
+    match funding {
+        Funding::Own {
+            balance,
+            credit_limit,
+        } if credit_limit.is_negative() || credit_limit.is_zero() => {
+            if balance >= credit_limit {
+                Ok(())
+            } else {
+                Err(ApplyFault::Invariant(id))
+            }
+        }
+        Funding::Own { .. } => Err(ApplyFault::Invariant(id)),
+        Funding::Shared => Ok(()),
+    }
+}
