@@ -198,20 +198,60 @@ fn parse_exponent(text: &str) -> Result<i64, AmountError> {
 impl fmt::Display for Amount {
     /// Plain decimal text without trailing zeros: `12`, `-0.5`, `0.00000001`.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let sign = if self.0 < 0 { "-" } else { "" };
-        let magnitude = self.0.unsigned_abs();
-        let per_whole = UNITS_PER_WHOLE.unsigned_abs();
-        let whole = magnitude / per_whole;
-        let fraction = magnitude % per_whole;
-        if fraction == 0 {
-            return write!(formatter, "{sign}{whole}");
-        }
-        let fraction = format!("{fraction:08}");
-        write!(
-            formatter,
-            "{sign}{whole}.{}",
-            fraction.trim_end_matches('0')
-        )
+        write_units(self.0, formatter)
+    }
+}
+
+/// Writes minor units as plain decimal text without trailing zeros.
+fn write_units(units: i128, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+    let sign = if units < 0 { "-" } else { "" };
+    let magnitude = units.unsigned_abs();
+    let per_whole = UNITS_PER_WHOLE.unsigned_abs();
+    let whole = magnitude / per_whole;
+    let fraction = magnitude % per_whole;
+    if fraction == 0 {
+        return write!(formatter, "{sign}{whole}");
+    }
+    let fraction = format!("{fraction:08}");
+    write!(
+        formatter,
+        "{sign}{whole}.{}",
+        fraction.trim_end_matches('0')
+    )
+}
+
+/// A sum of many amounts (a family's total balance or credit limit). It may exceed the bound of
+/// a single [`Amount`], but never `i128`: even 10¹⁵ accounts at the bound sum to 10³⁵.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Total(i128);
+
+impl Total {
+    pub const ZERO: Total = Total(0);
+
+    /// The sum of `self` and `amount`, saturating (unreachable with realistic account counts).
+    pub fn plus(self, amount: Amount) -> Total {
+        Total(self.0.saturating_add(amount.0))
+    }
+
+    pub fn units(self) -> i128 {
+        self.0
+    }
+
+    /// The exact decimal value, or `None` beyond Decimal's 96-bit mantissa (≈7.9·10²⁰ units).
+    pub fn to_decimal(self) -> Option<Decimal> {
+        Decimal::try_from_i128_with_scale(self.0, AMOUNT_FRACTION_DIGITS_MAX).ok()
+    }
+}
+
+impl fmt::Display for Total {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write_units(self.0, formatter)
+    }
+}
+
+impl fmt::Debug for Total {
+    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(formatter, "Total({self})")
     }
 }
 

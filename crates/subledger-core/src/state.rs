@@ -177,6 +177,9 @@ pub struct State {
     accounts: Vec<Account>,
     by_key: FxHashMap<ApiKey, AccountId>,
     commands: FxHashMap<CommandId, CommandRecord>,
+    /// Read-side copies skip the idempotency index: only the writer decides, so only it needs
+    /// to recognise retries, and the index is the largest part of the state.
+    without_command_index: bool,
     last_seq: Sequence,
     last_at: Timestamp,
 }
@@ -195,6 +198,16 @@ impl State {
     pub fn new(policy: Policy) -> State {
         State {
             policy,
+            ..State::default()
+        }
+    }
+
+    /// A state that applies events exactly like [`State::new`] but keeps no idempotency index
+    /// (for read-side projections, which never decide).
+    pub fn without_command_index(policy: Policy) -> State {
+        State {
+            policy,
+            without_command_index: true,
             ..State::default()
         }
     }
@@ -688,6 +701,9 @@ impl State {
         seq: Sequence,
         at: Timestamp,
     ) -> Result<(), ApplyFault> {
+        if self.without_command_index {
+            return Ok(());
+        }
         if self.commands.contains_key(&id) {
             return Err(ApplyFault::DuplicateCommand(id));
         }

@@ -1,0 +1,394 @@
+//! subledger-engine: the single-writer ledger and its embedding API.
+//!
+//! Layout: [`Ledger`] is the handle callers hold. Commands go through a bounded
+//! `crossbeam-channel` queue to one writer thread ([`writer`]), which owns the decide-side
+//! [`State`](subledger_core::State) and the [`EventLog`]. The writer drains up to
+//! `batch_commands_max` queued commands, decides them in order, appends their events as one
+//! batch, syncs the log, and only then updates the read views, notifies subscribers
+//! ([`subscription`]) and answers every caller (group commit). Reads take a brief read lock on
+//! the views and never wait for a sync.
+//!
+//! ```
+//! use subledger_core::*;
+//! use subledger_engine::{Config, Ledger};
+//!
+//! let ledger = Ledger::in_memory(Config::default()).unwrap();
+//! let hash = SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA".into()).unwrap();
+//! let primary: ApiKey = "acme0001".parse().unwrap();
+//! ledger.submit(Command::OpenPrimary(OpenPrimary {
+//!     key: primary,
+//!     name: "Acme".into(),
+//!     currency: Currency::EUR,
+//!     credit_line: Amount::ZERO,
+//!     secret: NewSecret { id: ledger.new_secret_id(), hash },
+//! })).unwrap().unwrap();
+//! let receipt = ledger.submit(Command::TopUp(TopUp {
+//!     id: ledger.new_command_id(),
+//!     primary,
+//!     amount: "100.10".parse().unwrap(),
+//!     reference: "invoice 7".into(),
+//! })).unwrap().unwrap();
+//! assert!(!receipt.replayed);
+//! let balance = ledger.read(|views| views.account(&primary).unwrap().balance);
+//! assert_eq!(balance, Some("100.1".parse().unwrap()));
+//! ledger.close().unwrap();
+//! ```
+
+mod clock;
+mod subscription;
+mod writer;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::{Sender, TrySendError};
+use subledger_core::{
+    ApiKey, ApplyError, Command, CommandId, Policy, Rejection, SecretId, Sequence, State, Timestamp,
+};
+use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
+use subledger_views::Views;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use subscription::{Filter, Notice, Subscription, SubscriptionError};
+
+/// Default for [`Config::queue_commands_max`].
+pub const QUEUE_COMMANDS_MAX_DEFAULT: usize = 65_536;
+/// Default for [`Config::batch_commands_max`].
+pub const BATCH_COMMANDS_MAX_DEFAULT: usize = 8_192;
+/// Default for [`Config::subscriber_batches_max`].
+pub const SUBSCRIBER_BATCHES_MAX_DEFAULT: usize = 4_096;
+/// Most live subscriptions at once.
+pub const SUBSCRIBERS_MAX: usize = 1_024;
+
+/// Engine configuration. Every queue and batch is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Config {
+    /// Commands waiting for the writer; beyond this, `submit` returns [`EngineError::Busy`].
+    pub queue_commands_max: usize,
+    /// Most commands decided and committed together in one group commit.
+    pub batch_commands_max: usize,
+    /// Committed batches a subscriber may fall behind before it is disconnected.
+    pub subscriber_batches_max: usize,
+    /// The rules' configuration (e.g. subaccounts per primary).
+    pub policy: Policy,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            queue_commands_max: QUEUE_COMMANDS_MAX_DEFAULT,
+            batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
+            subscriber_batches_max: SUBSCRIBER_BATCHES_MAX_DEFAULT,
+            policy: Policy::default(),
+        }
+    }
+}
+
+/// What a committed command produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Receipt {
+    /// Sequence number of the command's first event (for a replayed command: the original's).
+    pub first: Sequence,
+    /// Number of events the command produced (0 for a command that changed nothing).
+    pub events: u32,
+    /// Commit instant (for a replayed command: the original's).
+    pub at: Timestamp,
+    /// `true` when this is a retry of a command already applied with the same id and content.
+    pub replayed: bool,
+}
+
+/// The business outcome of a command: a receipt, or a rejection (the ledger is unchanged).
+pub type Outcome = Result<Receipt, Rejection>;
+
+/// Why the engine could not give a command an outcome. Distinct from [`Rejection`]: these are
+/// about the engine, not the rules.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The queue is full; retry later (HTTP 503).
+    #[error("the ledger is busy: the command queue is full")]
+    Busy,
+    /// The writer stopped after a failure (fail-stop). The command was not committed unless an
+    /// earlier outcome said so; reopen the ledger to recover from the log.
+    #[error("the ledger stopped: {reason}")]
+    Stopped { reason: String },
+    /// The ledger was closed.
+    #[error("the ledger is closed")]
+    Closed,
+}
+
+/// Why opening a ledger failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    #[error("cannot read the log: {0}")]
+    Log(#[from] LogError),
+    #[error("the log cannot be replayed: {0}")]
+    Replay(#[from] ApplyError),
+    #[error("cannot start the writer thread: {0}")]
+    Thread(String),
+}
+
+/// Counters for monitoring; read with [`Ledger::metrics`].
+#[derive(Debug, Default)]
+struct Counters {
+    commands: AtomicU64,
+    rejected: AtomicU64,
+    batches: AtomicU64,
+    events: AtomicU64,
+}
+
+/// A point-in-time reading of the engine's counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Metrics {
+    pub commands: u64,
+    pub rejected: u64,
+    pub batches: u64,
+    pub events: u64,
+    pub queue_depth: usize,
+    pub last_seq: Sequence,
+}
+
+/// State shared between the handle, the writer and subscriptions.
+#[derive(Debug)]
+struct Shared {
+    views: RwLock<Views>,
+    subscribers: Mutex<Vec<subscription::Subscriber>>,
+    failure: Mutex<Option<String>>,
+    counters: Counters,
+    reader: Arc<dyn LogReader>,
+    subscriber_batches_max: usize,
+}
+
+impl Shared {
+    fn failure(&self) -> Option<String> {
+        self.failure.lock().ok().and_then(|failure| failure.clone())
+    }
+}
+
+/// A reply channel: the blocking and the async API differ only in how the caller waits.
+enum Reply {
+    Blocking(crossbeam_channel::Sender<Result<Outcome, EngineError>>),
+    Async(tokio::sync::oneshot::Sender<Result<Outcome, EngineError>>),
+}
+
+impl Reply {
+    fn send(self, result: Result<Outcome, EngineError>) {
+        // A caller that stopped waiting is not an error for the writer.
+        match self {
+            Reply::Blocking(sender) => {
+                let _ = sender.send(result);
+            }
+            Reply::Async(sender) => {
+                let _ = sender.send(result);
+            }
+        }
+    }
+}
+
+enum Request {
+    Command(Command, Reply),
+    /// Finish everything queued before this, then stop and hand back the state and the log.
+    Close(crossbeam_channel::Sender<(State, Box<dyn EventLog>)>),
+}
+
+/// The ledger: submit commands, read views, subscribe to committed events. Share it between
+/// threads and tasks with `Arc<Ledger>`.
+#[derive(Debug)]
+pub struct Ledger {
+    sender: Sender<Request>,
+    shared: Arc<Shared>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Request::Command(command, _) => write!(formatter, "Command({command:?})"),
+            Request::Close(_) => formatter.write_str("Close"),
+        }
+    }
+}
+
+impl Ledger {
+    /// A ledger on a fresh in-memory log (nothing survives the process).
+    pub fn in_memory(config: Config) -> Result<Ledger, OpenError> {
+        Ledger::open(config, MemoryLog::new(), SystemClock)
+    }
+
+    /// Opens a ledger on `log`: replays it into the state and the views, then starts the writer.
+    pub fn open(
+        config: Config,
+        log: impl EventLog,
+        clock: impl Clock,
+    ) -> Result<Ledger, OpenError> {
+        let reader = log.reader();
+        let mut state = State::new(config.policy);
+        let mut views = Views::new();
+        for batch in reader.read_from(Sequence(1))? {
+            let batch = batch?;
+            state.apply_batch(&batch)?;
+            views.apply_batch(&batch)?;
+        }
+        Ledger::start(config, state, views, Box::new(log), Box::new(clock))
+    }
+
+    fn start(
+        config: Config,
+        state: State,
+        views: Views,
+        log: Box<dyn EventLog>,
+        clock: Box<dyn Clock>,
+    ) -> Result<Ledger, OpenError> {
+        let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
+        let shared = Arc::new(Shared {
+            views: RwLock::new(views),
+            subscribers: Mutex::new(Vec::new()),
+            failure: Mutex::new(None),
+            counters: Counters::default(),
+            reader: log.reader(),
+            subscriber_batches_max: config.subscriber_batches_max,
+        });
+        let writer = writer::Writer::new(config, state, log, clock, Arc::clone(&shared));
+        let handle = std::thread::Builder::new()
+            .name("subledger-writer".into())
+            .spawn(move || writer.run(receiver))
+            .map_err(|error| OpenError::Thread(error.to_string()))?;
+        Ok(Ledger {
+            sender,
+            shared,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    /// Submits a command and waits (blocking the thread) until it is durable or refused.
+    /// The outer `Result` is about the engine, the inner [`Outcome`] about the rules.
+    pub fn submit(&self, command: Command) -> Result<Outcome, EngineError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.enqueue(Request::Command(command, Reply::Blocking(reply)))?;
+        answer.recv().unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    /// Submits a command; the future resolves when it is durable or refused. Never blocks the
+    /// async runtime: enqueueing fails fast with `Busy` when the queue is full.
+    pub async fn submit_async(&self, command: Command) -> Result<Outcome, EngineError> {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.enqueue(Request::Command(command, Reply::Async(reply)))?;
+        answer.await.unwrap_or_else(|_| Err(self.stopped()))
+    }
+
+    fn enqueue(&self, request: Request) -> Result<(), EngineError> {
+        if let Some(reason) = self.shared.failure() {
+            return Err(EngineError::Stopped { reason });
+        }
+        self.sender.try_send(request).map_err(|error| match error {
+            TrySendError::Full(_) => EngineError::Busy,
+            TrySendError::Disconnected(_) => self.stopped(),
+        })
+    }
+
+    fn stopped(&self) -> EngineError {
+        match self.shared.failure() {
+            Some(reason) => EngineError::Stopped { reason },
+            None => EngineError::Closed,
+        }
+    }
+
+    /// Runs `query` against the committed read views (a brief shared lock).
+    pub fn read<R>(&self, query: impl FnOnce(&Views) -> R) -> R {
+        match self.shared.views.read() {
+            Ok(views) => query(&views),
+            // A writer that panicked mid-update poisons the lock; the views are still the last
+            // consistent committed state or the engine has failed and reports so on submit.
+            Err(poisoned) => query(&poisoned.into_inner()),
+        }
+    }
+
+    /// A reader over the committed log, for change feeds and audits.
+    pub fn log_reader(&self) -> Arc<dyn LogReader> {
+        Arc::clone(&self.shared.reader)
+    }
+
+    /// Subscribes to events committed from now on, filtered. See [`Subscription`].
+    pub fn subscribe(&self, filter: Filter) -> Result<Subscription, SubscriptionError> {
+        subscription::subscribe(&self.shared, filter)
+    }
+
+    /// The engine's counters and queue depth.
+    pub fn metrics(&self) -> Metrics {
+        let counters = &self.shared.counters;
+        Metrics {
+            commands: counters.commands.load(Ordering::Relaxed),
+            rejected: counters.rejected.load(Ordering::Relaxed),
+            batches: counters.batches.load(Ordering::Relaxed),
+            events: counters.events.load(Ordering::Relaxed),
+            queue_depth: self.sender.len(),
+            last_seq: self.read(Views::last_seq),
+        }
+    }
+
+    /// Why the writer stopped, if it did (fail-stop).
+    pub fn failure(&self) -> Option<String> {
+        self.shared.failure()
+    }
+
+    /// A fresh random command id (UUID v4).
+    pub fn new_command_id(&self) -> CommandId {
+        CommandId::from_uuid(uuid::Uuid::new_v4())
+    }
+
+    /// A fresh random secret id (UUID v4).
+    pub fn new_secret_id(&self) -> SecretId {
+        SecretId::from_uuid(uuid::Uuid::new_v4())
+    }
+
+    /// A fresh random api key. Collisions are refused by the rules (`KeyTaken`); retry then.
+    pub fn new_api_key(&self) -> ApiKey {
+        let random = uuid::Uuid::new_v4().into_bytes();
+        let mut bytes = [0u8; 8];
+        bytes.copy_from_slice(&random[..8]);
+        ApiKey::from_random(bytes)
+    }
+
+    /// Finishes every command queued so far, stops the writer and returns the final decide-side
+    /// state and the log (for tests and tools). Commands submitted afterwards get `Closed`.
+    pub fn close_into_parts(self) -> Result<(State, Box<dyn EventLog>), EngineError> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        // A blocking send: closing must not be refused because the queue is full.
+        if self.sender.send(Request::Close(reply)).is_err() {
+            return Err(self.stopped());
+        }
+        let parts = answer.recv().map_err(|_| self.stopped());
+        self.join_writer();
+        parts
+    }
+
+    /// Finishes every queued command and stops the writer.
+    pub fn close(self) -> Result<(), EngineError> {
+        self.close_into_parts().map(|_| ())
+    }
+
+    fn join_writer(&self) {
+        let handle = self.writer.lock().ok().and_then(|mut handle| handle.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+    }
+}
+
+impl Drop for Ledger {
+    /// Dropping drains the queue like `close`: every command already accepted gets its outcome.
+    fn drop(&mut self) {
+        let running = self
+            .writer
+            .lock()
+            .map(|handle| handle.is_some())
+            .unwrap_or(false);
+        if running {
+            let (reply, _answer) = crossbeam_channel::bounded(1);
+            let _ = self.sender.send(Request::Close(reply));
+            self.join_writer();
+        }
+    }
+}

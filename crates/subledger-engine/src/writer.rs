@@ -1,0 +1,198 @@
+//! The writer thread: the only code that decides commands and appends to the log.
+//!
+//! One loop iteration is one group commit: take a batch of queued commands, decide each against
+//! the state (applying accepted events at once, so later commands in the batch see them),
+//! append the batch, sync, update the read views, publish to subscribers, and answer every
+//! caller. Nothing is acknowledged — not to callers, views or subscribers — before the sync
+//! returns. Any failure of the log or of `apply` stops the writer for good (fail-stop): the
+//! in-memory state may then be ahead of the log, so only reopening from the log is safe.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::Receiver;
+use subledger_core::{decide, Batch, Decision, Event, State};
+use subledger_log::EventLog;
+
+use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared};
+
+pub(crate) struct Writer {
+    config: Config,
+    state: State,
+    log: Box<dyn EventLog>,
+    clock: Box<dyn Clock>,
+    shared: Arc<Shared>,
+}
+
+impl Writer {
+    pub(crate) fn new(
+        config: Config,
+        state: State,
+        log: Box<dyn EventLog>,
+        clock: Box<dyn Clock>,
+        shared: Arc<Shared>,
+    ) -> Writer {
+        Writer {
+            config,
+            state,
+            log,
+            clock,
+            shared,
+        }
+    }
+
+    pub(crate) fn run(mut self, receiver: Receiver<Request>) {
+        let batch_max = self.config.batch_commands_max.max(1);
+        let mut pending: Vec<(subledger_core::Command, Reply)> = Vec::with_capacity(batch_max);
+        loop {
+            // Block for the first request, then take whatever else is already queued.
+            let Ok(first) = receiver.recv() else { return };
+            let mut close = None;
+            let mut next = Some(first);
+            while let Some(request) = next.take() {
+                match request {
+                    Request::Command(command, reply) => pending.push((command, reply)),
+                    Request::Close(reply) => {
+                        close = Some(reply);
+                        break;
+                    }
+                }
+                if pending.len() < batch_max {
+                    next = receiver.try_recv().ok();
+                }
+            }
+            if let Err(reason) = self.commit(&mut pending) {
+                self.fail_stop(reason, &mut pending, &receiver);
+                return;
+            }
+            if let Some(reply) = close {
+                self.close(&receiver, reply);
+                return;
+            }
+        }
+    }
+
+    /// Decides, appends, syncs and acknowledges one batch. `Err` is fail-stop.
+    fn commit(
+        &mut self,
+        pending: &mut Vec<(subledger_core::Command, Reply)>,
+    ) -> Result<(), String> {
+        if pending.is_empty() {
+            return Ok(());
+        }
+        // One instant per batch, never earlier than the last: recorded, so replay needs no clock.
+        let at = self.clock.now().max(self.state.last_at());
+        let first = self.state.last_seq().next();
+        let mut events: Vec<Event> = Vec::new();
+        let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
+        for (command, _) in pending.iter() {
+            let outcome = match decide(&self.state, command) {
+                Ok(Decision::Apply(decided)) => {
+                    let start = self.state.last_seq().next();
+                    for event in &decided {
+                        let seq = self.state.last_seq().next();
+                        // decide produced it, so it must apply; if not, a rule is broken and
+                        // the batch must not reach the log.
+                        self.state.apply(seq, at, event).map_err(|error| {
+                            format!("invariant check failed, batch not committed: {error}")
+                        })?;
+                    }
+                    let count = u32::try_from(decided.len()).unwrap_or(u32::MAX);
+                    events.extend(decided);
+                    Ok(Receipt {
+                        first: start,
+                        events: count,
+                        at,
+                        replayed: false,
+                    })
+                }
+                Ok(Decision::AlreadyApplied { seq, at }) => Ok(Receipt {
+                    first: seq,
+                    events: 1,
+                    at,
+                    replayed: true,
+                }),
+                Err(rejection) => Err(rejection),
+            };
+            outcomes.push(outcome);
+        }
+        let counters = &self.shared.counters;
+        let rejected = outcomes.iter().filter(|outcome| outcome.is_err()).count();
+        counters
+            .commands
+            .fetch_add(outcomes.len() as u64, Ordering::Relaxed);
+        counters
+            .rejected
+            .fetch_add(rejected as u64, Ordering::Relaxed);
+        if !events.is_empty() {
+            let event_count = events.len() as u64;
+            let batch = Arc::new(Batch { first, at, events });
+            self.log
+                .append(&batch)
+                .map_err(|error| format!("log append failed: {error}"))?;
+            self.log
+                .sync()
+                .map_err(|error| format!("log sync failed: {error}"))?;
+            // Durable from here on.
+            self.apply_to_views(&batch)?;
+            crate::subscription::publish(&self.shared, &batch);
+            counters.batches.fetch_add(1, Ordering::Relaxed);
+            counters.events.fetch_add(event_count, Ordering::Relaxed);
+        }
+        for ((_, reply), outcome) in pending.drain(..).zip(outcomes) {
+            reply.send(Ok(outcome));
+        }
+        Ok(())
+    }
+
+    fn apply_to_views(&self, batch: &Batch) -> Result<(), String> {
+        let mut views = self
+            .shared
+            .views
+            .write()
+            .map_err(|_| "the read views lock is poisoned".to_string())?;
+        views
+            .apply_batch(batch)
+            .map_err(|error| format!("read views refused a committed batch: {error}"))
+    }
+
+    /// Records the failure, answers the failed batch and everything still queued, and stops.
+    fn fail_stop(
+        &mut self,
+        reason: String,
+        pending: &mut Vec<(subledger_core::Command, Reply)>,
+        receiver: &Receiver<Request>,
+    ) {
+        if let Ok(mut failure) = self.shared.failure.lock() {
+            failure.get_or_insert(reason.clone());
+        }
+        let stopped = || EngineError::Stopped {
+            reason: reason.clone(),
+        };
+        for (_, reply) in pending.drain(..) {
+            reply.send(Err(stopped()));
+        }
+        while let Ok(request) = receiver.try_recv() {
+            if let Request::Command(_, reply) = request {
+                reply.send(Err(stopped()));
+            }
+        }
+        crate::subscription::disconnect_all(&self.shared);
+    }
+
+    /// Stops after a `Close` request: later requests get `Closed`; the state and log go back to
+    /// the closer.
+    fn close(
+        self,
+        receiver: &Receiver<Request>,
+        reply: crossbeam_channel::Sender<(State, Box<dyn EventLog>)>,
+    ) {
+        while let Ok(request) = receiver.try_recv() {
+            if let Request::Command(_, reply) = request {
+                reply.send(Err(EngineError::Closed));
+            }
+        }
+        crate::subscription::disconnect_all(&self.shared);
+        let _ = reply.send((self.state, self.log));
+    }
+}
