@@ -109,8 +109,9 @@ pub enum EngineError {
     /// The queue is full; retry later (HTTP 503).
     #[error("the ledger is busy: the command queue is full")]
     Busy,
-    /// The writer stopped after a failure (fail-stop). The command was not committed unless an
-    /// earlier outcome said so; reopen the ledger to recover from the log.
+    /// The writer stopped after a failure (fail-stop). The command's outcome is unknown: its
+    /// events are in the log only if the failed write reached the disk. Reopen the ledger from
+    /// the log and resubmit with the same command id: idempotency tells the two cases apart.
     #[error("the ledger stopped: {reason}")]
     Stopped { reason: String },
     /// The ledger was closed.

@@ -1,0 +1,402 @@
+//! One ledger at a time: outcomes, idempotent retries, back-pressure, fail-stop, recovery,
+//! subscriptions and report queries.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, Sender};
+use subledger_core::*;
+use subledger_engine::*;
+use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
+use subledger_views::{TransferKind, TransferQuery};
+
+use crate::support::*;
+
+fn ledger_on(log: MemoryLog, clock: ManualClock, config: Config) -> Ledger {
+    Ledger::open(config, log, clock).unwrap()
+}
+
+#[test]
+fn commands_commit_and_views_show_them() {
+    let ledger = Ledger::in_memory(Config::default()).unwrap();
+    let receipt = ledger.submit(open_primary("prim0001")).unwrap().unwrap();
+    assert_eq!(
+        (receipt.first, receipt.events, receipt.replayed),
+        (Sequence(1), 1, false)
+    );
+    ledger
+        .submit(create_subaccount("prim0001", "sub00001", false))
+        .unwrap()
+        .unwrap();
+    ledger.submit(top_up("prim0001", "100")).unwrap().unwrap();
+    ledger
+        .submit(transfer_balance("prim0001", "prim0001", "sub00001", "30.5"))
+        .unwrap()
+        .unwrap();
+    let family = ledger.read(|views| views.family(&key("prim0001"))).unwrap();
+    assert_eq!(family.primary.balance, Some(amount("69.5")));
+    assert_eq!(family.subaccounts[0].balance, Some(amount("30.5")));
+    assert_eq!(family.total_balance.to_string(), "100");
+    let rejected = ledger
+        .submit(transfer_balance("prim0001", "sub00001", "prim0001", "31"))
+        .unwrap();
+    assert_eq!(
+        rejected,
+        Err(Rejection::InsufficientFunds {
+            available: amount("30.5"),
+            requested: amount("31")
+        })
+    );
+    let metrics = ledger.metrics();
+    assert_eq!(
+        (metrics.commands, metrics.rejected, metrics.events),
+        (5, 1, 4)
+    );
+    assert_eq!(metrics.last_seq, Sequence(4));
+}
+
+#[test]
+fn a_retried_command_returns_the_original_receipt_and_changes_nothing() {
+    let clock = ManualClock::new(Timestamp(1_000));
+    let ledger = ledger_on(MemoryLog::new(), clock.clone(), Config::default());
+    ledger.submit(open_primary("prim0002")).unwrap().unwrap();
+    let command = top_up("prim0002", "10");
+    let original = ledger.submit(command.clone()).unwrap().unwrap();
+    clock.advance(5_000);
+    let retry = ledger.submit(command.clone()).unwrap().unwrap();
+    assert!(retry.replayed);
+    assert_eq!((retry.first, retry.at), (original.first, original.at));
+    let balance = ledger.read(|views| views.account(&key("prim0002")).unwrap().balance);
+    assert_eq!(balance, Some(amount("10")));
+    let Command::TopUp(mut changed) = command else {
+        unreachable!()
+    };
+    changed.amount = amount("11");
+    let conflict = ledger.submit(Command::TopUp(changed.clone())).unwrap();
+    assert_eq!(
+        conflict,
+        Err(Rejection::IdempotencyConflict { id: changed.id })
+    );
+}
+
+/// A log whose `sync` waits for the test's permission, to hold the writer mid-commit.
+struct GateLog {
+    inner: MemoryLog,
+    entered: Sender<()>,
+    gate: Receiver<()>,
+}
+
+impl EventLog for GateLog {
+    fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
+        self.inner.append(batch)
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        let _ = self.entered.send(());
+        self.gate.recv().map_err(|_| LogError::Injected)?;
+        self.inner.sync()
+    }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        self.inner.reader()
+    }
+}
+
+#[test]
+fn a_full_queue_answers_busy_and_nothing_is_acknowledged_before_sync() {
+    let (entered_sender, entered) = crossbeam_channel::unbounded();
+    let (open_gate, gate) = crossbeam_channel::unbounded();
+    let log = GateLog {
+        inner: MemoryLog::new(),
+        entered: entered_sender,
+        gate,
+    };
+    let config = Config {
+        queue_commands_max: 2,
+        batch_commands_max: 1,
+        ..Config::default()
+    };
+    let ledger = Arc::new(Ledger::open(config, log, SystemClock).unwrap());
+    let submitter = |command: Command| {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || ledger.submit(command))
+    };
+    let first = submitter(open_primary("prim0003"));
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    // The writer holds the first command inside sync: it is neither acknowledged nor visible.
+    assert!(!first.is_finished());
+    assert!(ledger
+        .read(|views| views.account(&key("prim0003")))
+        .is_none());
+    let queued: Vec<_> = (0..2).map(|_| submitter(top_up("prim0003", "1"))).collect();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger.metrics().queue_depth < 2 {
+        assert!(std::time::Instant::now() < deadline, "queue never filled");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(
+        ledger.submit(top_up("prim0003", "1")),
+        Err(EngineError::Busy)
+    );
+    for _ in 0..3 {
+        open_gate.send(()).unwrap();
+    }
+    assert!(first.join().unwrap().unwrap().is_ok());
+    for handle in queued {
+        assert!(handle.join().unwrap().unwrap().is_ok());
+    }
+    let balance = ledger.read(|views| views.account(&key("prim0003")).unwrap().balance);
+    assert_eq!(balance, Some(amount("2")));
+}
+
+#[test]
+fn a_failed_sync_stops_the_writer_and_the_log_recovers_it() {
+    let log = MemoryLog::new();
+    let faults = log.fault_switch();
+    let ledger = ledger_on(log.clone(), ManualClock::default(), Config::default());
+    ledger.submit(open_primary("prim0004")).unwrap().unwrap();
+    faults.fail_next_sync();
+    let unknown = top_up("prim0004", "5");
+    let failed = ledger.submit(unknown.clone());
+    assert!(
+        matches!(failed, Err(EngineError::Stopped { .. })),
+        "{failed:?}"
+    );
+    let later = ledger.submit(top_up("prim0004", "1"));
+    assert!(
+        matches!(later, Err(EngineError::Stopped { .. })),
+        "{later:?}"
+    );
+    assert!(ledger.failure().is_some());
+    // The views never saw the unacknowledged batch.
+    let balance = ledger.read(|views| views.account(&key("prim0004")).unwrap().balance);
+    assert_eq!(balance, Some(Amount::ZERO));
+    drop(ledger);
+    // The append reached this log before the sync failed, so reopening finds the command;
+    // resubmitting the same id tells the caller so without applying it twice.
+    let reopened = ledger_on(log, ManualClock::default(), Config::default());
+    let retry = reopened.submit(unknown).unwrap().unwrap();
+    assert!(retry.replayed);
+    let balance = reopened.read(|views| views.account(&key("prim0004")).unwrap().balance);
+    assert_eq!(balance, Some(amount("5")));
+}
+
+#[test]
+fn reopening_rebuilds_the_same_state_and_views() {
+    let log = MemoryLog::new();
+    let ledger = ledger_on(
+        log.clone(),
+        ManualClock::new(Timestamp(7)),
+        Config::default(),
+    );
+    for command in [
+        open_primary("prim0005"),
+        create_subaccount("prim0005", "sub00005", false),
+        create_subaccount("prim0005", "sub00006", true),
+        top_up("prim0005", "50"),
+        transfer_balance("prim0005", "prim0005", "sub00005", "20"),
+        charge("sub00006", "5"),
+        charge("sub00005", "2.25"),
+    ] {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    let views_hash = ledger.read(|views| views.views_hash());
+    let (state, _log) = ledger.close_into_parts().unwrap();
+    let reopened = ledger_on(log, ManualClock::default(), Config::default());
+    assert_eq!(reopened.read(|views| views.views_hash()), views_hash);
+    let (reopened_state, _) = reopened.close_into_parts().unwrap();
+    assert_eq!(reopened_state.state_hash(), state.state_hash());
+}
+
+#[test]
+fn a_family_subscription_follows_new_subaccounts_and_ignores_strangers() {
+    let ledger = Ledger::in_memory(Config::default()).unwrap();
+    ledger.submit(open_primary("prim0006")).unwrap().unwrap();
+    ledger.submit(open_primary("prim0007")).unwrap().unwrap();
+    let mut feed = ledger.subscribe(Filter::Family(key("prim0006"))).unwrap();
+    assert_eq!(feed.start(), Sequence(2));
+    ledger
+        .submit(create_subaccount("prim0006", "sub00007", false))
+        .unwrap()
+        .unwrap();
+    ledger.submit(top_up("prim0007", "9")).unwrap().unwrap();
+    ledger.submit(top_up("prim0006", "3")).unwrap().unwrap();
+    ledger
+        .submit(transfer_balance("prim0006", "prim0006", "sub00007", "1"))
+        .unwrap()
+        .unwrap();
+    let kinds: Vec<(u64, &str)> = (0..3)
+        .map(|_| {
+            let notice = feed.recv_timeout(Duration::from_secs(5)).unwrap().unwrap();
+            (notice.seq.0, notice.event.kind())
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (3, "subaccount_created"),
+            (5, "topped_up"),
+            (6, "balance_transferred")
+        ]
+    );
+    assert_eq!(feed.recv_timeout(Duration::from_millis(50)).unwrap(), None);
+}
+
+#[test]
+fn a_subscriber_that_falls_behind_is_ended_with_its_resume_point() {
+    let config = Config {
+        subscriber_batches_max: 2,
+        ..Config::default()
+    };
+    let ledger = Ledger::in_memory(config).unwrap();
+    let mut feed = ledger.subscribe(Filter::All).unwrap();
+    ledger.submit(open_primary("prim0008")).unwrap().unwrap();
+    for _ in 0..4 {
+        ledger.submit(top_up("prim0008", "1")).unwrap().unwrap();
+    }
+    assert_eq!(feed.recv().unwrap().seq, Sequence(1));
+    assert_eq!(feed.recv().unwrap().seq, Sequence(2));
+    assert_eq!(
+        feed.recv(),
+        Err(SubscriptionError::Ended {
+            last_seq: Sequence(2)
+        })
+    );
+    // The rest is in the log, from the resume point on.
+    let rest: Vec<u64> = ledger
+        .log_reader()
+        .read_from(Sequence(3))
+        .unwrap()
+        .flat_map(|batch| {
+            batch
+                .unwrap()
+                .iter()
+                .map(|(seq, _)| seq.0)
+                .collect::<Vec<_>>()
+        })
+        .filter(|seq| *seq >= 3)
+        .collect();
+    assert_eq!(rest, vec![3, 4, 5]);
+}
+
+#[test]
+fn subscribing_to_an_unknown_account_is_refused() {
+    let ledger = Ledger::in_memory(Config::default()).unwrap();
+    assert_eq!(
+        ledger
+            .subscribe(Filter::Account(key("nobody00")))
+            .unwrap_err(),
+        SubscriptionError::UnknownAccount(key("nobody00"))
+    );
+}
+
+#[test]
+fn transfer_reports_filter_by_date_and_subaccount_newest_first_with_cursor() {
+    let clock = ManualClock::new(Timestamp(1_000));
+    let ledger = ledger_on(MemoryLog::new(), clock.clone(), Config::default());
+    for command in [
+        open_primary("prim0009"),
+        create_subaccount("prim0009", "suba0009", false),
+        create_subaccount("prim0009", "subb0009", false),
+        top_up("prim0009", "100"),
+    ] {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    // Five transfers at instants 2000, 3000, …, 6000, alternating subaccounts.
+    for step in 0..5_i64 {
+        clock.set(Timestamp(2_000 + step * 1_000));
+        let to = if step % 2 == 0 {
+            "suba0009"
+        } else {
+            "subb0009"
+        };
+        ledger
+            .submit(transfer_balance("prim0009", "prim0009", to, "1"))
+            .unwrap()
+            .unwrap();
+    }
+    let query = |query: TransferQuery| {
+        ledger
+            .read(|views| views.transfers(&key("prim0009"), TransferKind::Balance, &query))
+            .unwrap()
+    };
+    let all = query(TransferQuery::default());
+    let instants: Vec<i64> = all.items.iter().map(|item| item.at.0).collect();
+    assert_eq!(instants, vec![6_000, 5_000, 4_000, 3_000, 2_000]);
+    assert_eq!(all.next, None);
+    let window = query(TransferQuery {
+        start: Some(Timestamp(3_000)),
+        end: Some(Timestamp(5_000)),
+        ..TransferQuery::default()
+    });
+    let instants: Vec<i64> = window.items.iter().map(|item| item.at.0).collect();
+    assert_eq!(
+        instants,
+        vec![4_000, 3_000],
+        "start inclusive, end exclusive"
+    );
+    let only_a = query(TransferQuery {
+        subaccounts: vec![key("suba0009")],
+        ..TransferQuery::default()
+    });
+    assert!(only_a.items.iter().all(|item| item.to == key("suba0009")));
+    assert_eq!(only_a.items.len(), 3);
+    let first_page = query(TransferQuery {
+        limit: Some(2),
+        ..TransferQuery::default()
+    });
+    assert_eq!(first_page.items.len(), 2);
+    // New commits do not shift the cursor's pages.
+    clock.set(Timestamp(9_000));
+    ledger
+        .submit(transfer_balance("prim0009", "prim0009", "suba0009", "1"))
+        .unwrap()
+        .unwrap();
+    let second_page = query(TransferQuery {
+        limit: Some(2),
+        before: first_page.next,
+        ..TransferQuery::default()
+    });
+    let instants: Vec<i64> = second_page.items.iter().map(|item| item.at.0).collect();
+    assert_eq!(instants, vec![4_000, 3_000]);
+    assert!(second_page
+        .items
+        .iter()
+        .all(|item| item.primary == key("prim0009")));
+    let credit = query_credit(&ledger);
+    assert!(credit.is_empty());
+}
+
+fn query_credit(ledger: &Ledger) -> Vec<subledger_views::TransferSnapshot> {
+    ledger
+        .read(|views| {
+            views.transfers(
+                &key("prim0009"),
+                TransferKind::Credit,
+                &TransferQuery::default(),
+            )
+        })
+        .unwrap()
+        .items
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_async_api_does_not_block_the_runtime() {
+    let ledger = Arc::new(Ledger::in_memory(Config::default()).unwrap());
+    ledger
+        .submit_async(open_primary("prim0010"))
+        .await
+        .unwrap()
+        .unwrap();
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let ledger = Arc::clone(&ledger);
+            tokio::spawn(async move { ledger.submit_async(top_up("prim0010", "0.01")).await })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap().unwrap().unwrap();
+    }
+    let balance = ledger.read(|views| views.account(&key("prim0010")).unwrap().balance);
+    assert_eq!(balance, Some(amount("0.5")));
+}
