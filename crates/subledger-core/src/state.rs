@@ -704,18 +704,21 @@ impl State {
         if self.without_command_index {
             return Ok(());
         }
-        if self.commands.contains_key(&id) {
-            return Err(ApplyFault::DuplicateCommand(id));
+        // One hash lookup for both the duplicate check and the insert.
+        match self.commands.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => Err(ApplyFault::DuplicateCommand(id)),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let content = CommandContent {
+                    kind,
+                    source,
+                    target,
+                    amount,
+                    reference: reference.into(),
+                };
+                slot.insert(CommandRecord { content, seq, at });
+                Ok(())
+            }
         }
-        let content = CommandContent {
-            kind,
-            source,
-            target,
-            amount,
-            reference: reference.into(),
-        };
-        self.commands.insert(id, CommandRecord { content, seq, at });
-        Ok(())
     }
 
     /// Checks invariant 1 of SPEC §4 for every account (`balance ≥ credit_limit ≤ 0`).
