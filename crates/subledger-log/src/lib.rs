@@ -7,10 +7,15 @@
 //! tests and embedding without persistence; the sled implementation lives in its own crate, and
 //! another backend (e.g. NATS JetStream) is one more crate implementing these two traits.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use subledger_core::{Batch, Sequence};
+
+pub mod record;
+
+pub use record::{ChainHash, Record, RecordError};
 
 /// Why the log failed. Every variant is fail-stop for the writer: it stops accepting commands.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,29 +24,59 @@ pub enum LogError {
     /// The storage failed (I/O, flush). Nothing after the last successful `sync` is durable.
     #[error("storage failure: {0}")]
     Storage(String),
-    /// A record is corrupt or out of place; `seq` names the first sequence number affected.
+    /// A record is corrupt, missing or out of place; `seq` is the first sequence number
+    /// affected.
     #[error("corrupt log at sequence {seq}: {detail}")]
     Corrupt { seq: Sequence, detail: String },
     /// A batch does not continue the log (its first sequence is not the head + 1).
     #[error("batch starting at {first} does not follow the head {head}")]
     Gap { head: Sequence, first: Sequence },
+    /// A record could not be encoded (e.g. larger than the record limit).
+    #[error("cannot encode a record: {0}")]
+    Encode(String),
     /// An injected failure (tests only).
     #[error("injected failure")]
     Injected,
 }
 
-/// Batches read from the log in sequence order; each item is a batch or the error that stops
-/// the read (a corrupt record is never skipped).
+/// Verified records in sequence order; the first error ends the iteration (a corrupt record is
+/// never skipped).
+pub type RecordIter<'a> = Box<dyn Iterator<Item = Result<Record, LogError>> + Send + 'a>;
+
+/// Batches (one per record) in sequence order.
 pub type BatchIter<'a> = Box<dyn Iterator<Item = Result<Batch, LogError>> + Send + 'a>;
 
-/// Read access to a log, shareable across threads.
+/// Read access to a log, shareable across threads while the writer appends.
 pub trait LogReader: Send + Sync {
-    /// Batches containing events with sequence ≥ `from`, in order. The first batch may start
-    /// before `from`; callers skip the events they do not need.
-    fn read_from(&self, from: Sequence) -> Result<BatchIter<'_>, LogError>;
+    /// Records from the one containing `from` up to the durable head, each verified: checksum,
+    /// and link to the previous record (sequence and hash). The first record may start before
+    /// `from`; callers skip the events they do not need.
+    fn records_from(&self, from: Sequence) -> Result<RecordIter<'_>, LogError>;
 
     /// The last durable sequence number (0 for an empty log).
     fn head(&self) -> Sequence;
+
+    /// The hash of the record that ends exactly at `seq`, if one does (snapshots are taken at
+    /// record ends and name the hash they continue from).
+    fn hash_at(&self, seq: Sequence) -> Result<Option<ChainHash>, LogError>;
+
+    /// Like [`LogReader::records_from`], as batches.
+    fn read_from(&self, from: Sequence) -> Result<BatchIter<'_>, LogError> {
+        Ok(Box::new(
+            self.records_from(from)?
+                .map(|record| record.map(Record::into_batch)),
+        ))
+    }
+}
+
+/// Where snapshots are kept, beside the log. Bytes are opaque here: the engine encodes them.
+pub trait SnapshotStore: Send + Sync {
+    /// Stores a snapshot taken at `seq`; durable when this returns.
+    fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError>;
+    /// Sequence numbers of stored snapshots, ascending.
+    fn list(&self) -> Result<Vec<Sequence>, LogError>;
+    fn load(&self, seq: Sequence) -> Result<Option<Vec<u8>>, LogError>;
+    fn remove(&self, seq: Sequence) -> Result<(), LogError>;
 }
 
 /// The writer's handle on a log.
@@ -54,6 +89,9 @@ pub trait EventLog: Send + 'static {
 
     /// A reader over the same log.
     fn reader(&self) -> Arc<dyn LogReader>;
+
+    /// The snapshot store that belongs to this log.
+    fn snapshots(&self) -> Arc<dyn SnapshotStore>;
 }
 
 impl std::fmt::Debug for dyn LogReader {
@@ -68,7 +106,48 @@ impl std::fmt::Debug for dyn EventLog {
     }
 }
 
-/// A log kept in memory: complete and fast, durable only as long as the process lives.
+impl std::fmt::Debug for dyn SnapshotStore {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.write_str("SnapshotStore")
+    }
+}
+
+/// Decodes and verifies stored records one after another: each must pass its checksum, start
+/// right after the previous one and name its hash. Shared by every backend so the rules are
+/// written once. `previous` is the sequence and hash the first record must continue from.
+pub fn verify_records<'a>(
+    stored: impl Iterator<Item = Result<(Sequence, Vec<u8>), LogError>> + Send + 'a,
+    previous: (Sequence, ChainHash),
+) -> RecordIter<'a> {
+    let mut previous = Some(previous);
+    Box::new(stored.map_while(move |item| {
+        let (last, hash) = previous?;
+        let verified = item.and_then(|(key, bytes)| {
+            let corrupt = |detail: String| LogError::Corrupt { seq: key, detail };
+            let record =
+                record::decode_record(&bytes).map_err(|error| corrupt(error.to_string()))?;
+            if record.first != key {
+                return Err(corrupt(format!(
+                    "record stored under {key} starts at {}",
+                    record.first
+                )));
+            }
+            record::check_link(&record, last, hash).map_err(|detail| LogError::Corrupt {
+                seq: last.next(),
+                detail,
+            })?;
+            Ok(record)
+        });
+        previous = verified
+            .as_ref()
+            .ok()
+            .map(|record| (record.last(), record.hash));
+        Some(verified)
+    }))
+}
+
+/// A log kept in memory, in the same encoded, hash-chained records as the durable backends:
+/// complete and fast, durable only as long as the process lives.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryLog {
     shared: Arc<MemoryShared>,
@@ -76,8 +155,19 @@ pub struct MemoryLog {
 
 #[derive(Debug, Default)]
 struct MemoryShared {
-    batches: RwLock<Vec<Batch>>,
+    records: RwLock<MemoryRecords>,
+    snapshots: RwLock<BTreeMap<Sequence, Vec<u8>>>,
     fail_next_sync: AtomicBool,
+}
+
+#[derive(Debug, Default)]
+struct MemoryRecords {
+    /// (first sequence, encoded record), in order.
+    stored: Vec<(Sequence, Vec<u8>)>,
+    head: Sequence,
+    head_hash: ChainHash,
+    /// Hash of the record ending at each record end, for `hash_at`.
+    ends: BTreeMap<Sequence, ChainHash>,
 }
 
 impl MemoryLog {
@@ -92,13 +182,20 @@ impl MemoryLog {
         }
     }
 
-    /// Every batch in the log, cloned.
+    /// Every batch in the log (one per record), decoded.
     pub fn batches(&self) -> Vec<Batch> {
-        self.shared
-            .batches
-            .read()
-            .map(|batches| batches.clone())
+        self.read_from(Sequence(1))
+            .map(|batches| batches.filter_map(Result::ok).collect())
             .unwrap_or_default()
+    }
+
+    /// Replaces the stored bytes of the record starting at `first` (corruption tests).
+    pub fn tamper(&self, first: Sequence, edit: impl FnOnce(&mut Vec<u8>)) {
+        if let Ok(mut records) = self.shared.records.write() {
+            if let Some((_, bytes)) = records.stored.iter_mut().find(|(key, _)| *key == first) {
+                edit(bytes);
+            }
+        }
     }
 }
 
@@ -118,17 +215,31 @@ fn poisoned() -> LogError {
     LogError::Storage("memory log lock poisoned".into())
 }
 
+/// Events per record in the memory log: small enough that tests cross record boundaries.
+const MEMORY_EVENTS_PER_RECORD: usize = 64;
+
 impl EventLog for MemoryLog {
     fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
-        let mut batches = self.shared.batches.write().map_err(|_| poisoned())?;
-        let head = batches.last().map_or(Sequence::ZERO, Batch::last);
-        if batch.first != head.next() {
+        let mut records = self.shared.records.write().map_err(|_| poisoned())?;
+        if batch.first != records.head.next() {
             return Err(LogError::Gap {
-                head,
+                head: records.head,
                 first: batch.first,
             });
         }
-        batches.push(batch.clone());
+        let (encoded, hash) =
+            record::encode_batch(batch, records.head_hash, MEMORY_EVENTS_PER_RECORD)
+                .map_err(|error| LogError::Encode(error.to_string()))?;
+        let mut end = batch.first;
+        for (first, bytes) in encoded {
+            let record = record::decode_record(&bytes)
+                .map_err(|error| LogError::Encode(error.to_string()))?;
+            end = record.last();
+            records.ends.insert(end, record.hash);
+            records.stored.push((first, bytes));
+        }
+        records.head = end.max(batch.last());
+        records.head_hash = hash;
         Ok(())
     }
 
@@ -142,23 +253,73 @@ impl EventLog for MemoryLog {
     fn reader(&self) -> Arc<dyn LogReader> {
         Arc::new(self.clone())
     }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        Arc::new(self.clone())
+    }
 }
 
 impl LogReader for MemoryLog {
-    fn read_from(&self, from: Sequence) -> Result<BatchIter<'_>, LogError> {
-        let batches = self.shared.batches.read().map_err(|_| poisoned())?;
-        let start = batches.partition_point(|batch| batch.last() < from);
-        let selected: Vec<Batch> = batches[start..].to_vec();
-        Ok(Box::new(selected.into_iter().map(Ok)))
+    fn records_from(&self, from: Sequence) -> Result<RecordIter<'_>, LogError> {
+        let records = self.shared.records.read().map_err(|_| poisoned())?;
+        if from > records.head {
+            return Ok(Box::new(std::iter::empty()));
+        }
+        // The record containing `from`: the last one starting at or before it.
+        let start = records
+            .stored
+            .partition_point(|(first, _)| *first <= from)
+            .saturating_sub(1);
+        let previous = match start.checked_sub(1) {
+            Some(index) => {
+                let (_, bytes) = &records.stored[index];
+                let record = record::decode_record(bytes).map_err(|error| LogError::Corrupt {
+                    seq: records.stored[index].0,
+                    detail: error.to_string(),
+                })?;
+                (record.last(), record.hash)
+            }
+            None => (Sequence::ZERO, ChainHash::GENESIS),
+        };
+        let selected: Vec<(Sequence, Vec<u8>)> = records.stored[start..].to_vec();
+        Ok(verify_records(selected.into_iter().map(Ok), previous))
     }
 
     fn head(&self) -> Sequence {
         self.shared
-            .batches
+            .records
             .read()
-            .ok()
-            .and_then(|batches| batches.last().map(Batch::last))
+            .map(|records| records.head)
             .unwrap_or(Sequence::ZERO)
+    }
+
+    fn hash_at(&self, seq: Sequence) -> Result<Option<ChainHash>, LogError> {
+        let records = self.shared.records.read().map_err(|_| poisoned())?;
+        Ok(records.ends.get(&seq).copied())
+    }
+}
+
+impl SnapshotStore for MemoryLog {
+    fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError> {
+        let mut snapshots = self.shared.snapshots.write().map_err(|_| poisoned())?;
+        snapshots.insert(seq, bytes.to_vec());
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<Sequence>, LogError> {
+        let snapshots = self.shared.snapshots.read().map_err(|_| poisoned())?;
+        Ok(snapshots.keys().copied().collect())
+    }
+
+    fn load(&self, seq: Sequence) -> Result<Option<Vec<u8>>, LogError> {
+        let snapshots = self.shared.snapshots.read().map_err(|_| poisoned())?;
+        Ok(snapshots.get(&seq).cloned())
+    }
+
+    fn remove(&self, seq: Sequence) -> Result<(), LogError> {
+        let mut snapshots = self.shared.snapshots.write().map_err(|_| poisoned())?;
+        snapshots.remove(&seq);
+        Ok(())
     }
 }
 
@@ -198,9 +359,29 @@ mod tests {
             .map(|batch| batch.unwrap().first.0)
             .collect();
         assert_eq!(firsts, vec![4]);
+        assert!(reader.hash_at(Sequence(3)).unwrap().is_some());
+        assert!(reader.hash_at(Sequence(2)).unwrap().is_none());
         assert_eq!(reader.read_from(Sequence(3)).unwrap().count(), 2);
         assert_eq!(reader.read_from(Sequence(6)).unwrap().count(), 0);
     }
+
+    #[test]
+    fn a_tampered_record_is_reported_with_its_sequence() {
+        let mut log = MemoryLog::new();
+        log.append(&batch(1, 3)).unwrap();
+        log.append(&batch(4, 2)).unwrap();
+        log.append(&batch(6, 2)).unwrap();
+        log.tamper(Sequence(4), |bytes| bytes[RECORD_BYTES_FLIP] ^= 1);
+        let results: Vec<_> = log.reader().read_from(Sequence(1)).unwrap().collect();
+        assert_eq!(results.len(), 2, "reading stops at the first bad record");
+        assert!(results[0].is_ok());
+        match &results[1] {
+            Err(LogError::Corrupt { seq, .. }) => assert_eq!(*seq, Sequence(4)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    const RECORD_BYTES_FLIP: usize = 75;
 
     #[test]
     fn the_fault_switch_fails_one_sync() {

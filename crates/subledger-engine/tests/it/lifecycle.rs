@@ -7,7 +7,7 @@ use std::time::Duration;
 use crossbeam_channel::{Receiver, Sender};
 use subledger_core::*;
 use subledger_engine::*;
-use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
+use subledger_log::{EventLog, LogError, LogReader, MemoryLog, SnapshotStore};
 use subledger_views::{TransferKind, TransferQuery};
 
 use crate::support::*;
@@ -99,6 +99,10 @@ impl EventLog for GateLog {
 
     fn reader(&self) -> Arc<dyn LogReader> {
         self.inner.reader()
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.inner.snapshots()
     }
 }
 
