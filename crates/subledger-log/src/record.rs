@@ -149,6 +149,9 @@ pub fn encode_record(
     Ok((bytes, hash))
 }
 
+/// An encoded record and the sequence number of its first event (its storage key).
+pub type EncodedRecord = (Sequence, Vec<u8>);
+
 /// Splits a commit batch into records chained from `prev_hash`, each with at most
 /// `events_per_record` events. Returns the encoded records (with their first sequence number)
 /// and the hash of the last one.
@@ -156,7 +159,7 @@ pub fn encode_batch(
     batch: &Batch,
     prev_hash: ChainHash,
     events_per_record: usize,
-) -> Result<(Vec<(Sequence, Vec<u8>)>, ChainHash), RecordError> {
+) -> Result<(Vec<EncodedRecord>, ChainHash), RecordError> {
     let per_record = events_per_record.clamp(1, RECORD_EVENTS_MAX);
     let mut records = Vec::with_capacity(batch.events.len().div_ceil(per_record));
     let mut hash = prev_hash;
