@@ -6,8 +6,14 @@
 //! 1. idempotency: a known command id returns the original result (same content) or a conflict;
 //! 2. field validation (amounts, names, references, secret hashes);
 //! 3. the acting account: unknown or not the caller's → `UnknownAccount`;
-//! 4. account kind and state (closed, suspended, pairing, balance mode);
-//! 5. limits and funds (subaccount limit, secrets count, available balance, unused credit).
+//! 4. account kind and state (closed, suspended, pairing, balance mode — so the one-way
+//!    `use_primary_account_balance` rule, though reported as a field error, comes here, as does
+//!    `SameAccount`, which needs no lookup);
+//! 5. limits and funds (subaccount limit, secrets count, available balance, unused credit),
+//!    then key collisions of newly generated keys (`KeyTaken`).
+//!
+//! The idempotency check comes first on purpose: a retry must get the original result even if
+//! the state has changed since (funds spent, subaccount switched or closed).
 
 use crate::command::{
     Charge, CloseSubaccount, Command, CreateSecret, CreateSubaccount, NewSecret, OpenPrimary,
@@ -377,10 +383,12 @@ fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
         Funding::Shared => account.primary.unwrap_or(id),
         Funding::Own { .. } => id,
     };
-    let content = found.map(|(id, account)| CommandContent {
+    // What the caller sent, not who pays: the payer can change (a shared subaccount switching
+    // to its own balance), and a retry must still be recognised.
+    let content = found.map(|(id, _)| CommandContent {
         kind: MoneyKind::Charge,
         source: id,
-        target: payer_of((id, account)),
+        target: id,
         amount: charge.amount,
         reference: charge.reference.as_str().into(),
     });
@@ -402,13 +410,16 @@ fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
             key: charge.account,
         });
     }
+    // A suspended primary suspends spending in its whole family, whoever pays.
+    if let Some(owner) = account.primary.and_then(|owner| state.account(owner)) {
+        if owner.suspended {
+            return Err(Rejection::Suspended { key: owner.key });
+        }
+    }
     let payer_id = payer_of((id, account));
     let payer = state.account(payer_id).ok_or(Rejection::UnknownAccount {
         key: charge.account,
     })?;
-    if payer.suspended {
-        return Err(Rejection::Suspended { key: payer.key });
-    }
     let available = payer.available().unwrap_or(Amount::ZERO);
     if charge.amount > available {
         return Err(Rejection::InsufficientFunds {

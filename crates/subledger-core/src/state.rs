@@ -445,7 +445,7 @@ impl State {
                     *command,
                     MoneyKind::Charge,
                     *account,
-                    *payer,
+                    *account,
                     *amount,
                     reference,
                     seq,

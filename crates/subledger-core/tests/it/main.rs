@@ -1,1 +1,7 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Integration tests of subledger-core: one given/when/then test per rule (`rules`), and a
+//! proptest state machine against an independent reference model (`model`).
+
+mod model;
 mod rules;
+mod support;
