@@ -4,6 +4,7 @@
 //! half-applied event. The state holds only what deciding needs (no names, no secret hashes,
 //! no history); the read views hold the rest.
 
+use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 
 use crate::event::{Batch, Event, SecretRecord};
@@ -32,7 +33,7 @@ impl Default for Policy {
 }
 
 /// Where an account's money lives.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum Funding {
     /// Its own balance and credit limit (`credit_limit ≤ 0 ≤ balance - credit_limit`).
     Own {
@@ -44,7 +45,7 @@ pub enum Funding {
 }
 
 /// One account as the rules need it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Account {
     pub key: ApiKey,
     /// The owning primary; `None` for a primary.
@@ -103,7 +104,7 @@ impl Account {
 
 /// What the ledger remembers of an applied money command, so a retry with the same id gets the
 /// original result and a retry with other content is told apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct CommandRecord {
     pub content: CommandContent,
     pub seq: Sequence,
@@ -112,7 +113,7 @@ pub struct CommandRecord {
 
 /// The exact content of a money command (accounts resolved to ids), compared on retries.
 /// Exact rather than hashed: no collision can turn a conflict into a false duplicate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct CommandContent {
     pub kind: MoneyKind,
     pub source: AccountId,
@@ -121,7 +122,7 @@ pub struct CommandContent {
     pub reference: Box<str>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
 pub enum MoneyKind {
     BalanceTransfer,
     CreditTransfer,
@@ -810,5 +811,151 @@ fn check_funding(id: AccountId, funding: Funding) -> Result<(), ApplyFault> {
         }
         Funding::Own { .. } => Err(ApplyFault::Invariant(id)),
         Funding::Shared => Ok(()),
+    }
+}
+
+/// Most idempotency records pre-allocated while decoding a snapshot, whatever its header
+/// claims (the map still grows to the real count).
+const DECODE_COMMANDS_PREALLOCATED_MAX: usize = 1 << 20;
+/// Most accounts pre-allocated while decoding a snapshot.
+const DECODE_ACCOUNTS_PREALLOCATED_MAX: usize = 1 << 16;
+
+impl Encode for State {
+    /// The snapshot form: accounts in id order, the idempotency index, the log position. The
+    /// key index is derived and rebuilt on decode; the policy is configuration, not state.
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        (self.accounts.len() as u64).encode(encoder)?;
+        for account in &self.accounts {
+            account.encode(encoder)?;
+        }
+        (self.commands.len() as u64).encode(encoder)?;
+        for (id, record) in &self.commands {
+            id.encode(encoder)?;
+            record.encode(encoder)?;
+        }
+        self.without_command_index.encode(encoder)?;
+        self.last_seq.encode(encoder)?;
+        self.last_at.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for State {
+    /// Decodes and then validates the whole structure, so a damaged or forged snapshot is an
+    /// error here rather than a broken invariant later.
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        // Counts come from the input: pre-allocate at most a bounded amount and let real
+        // items grow the containers, so a forged count cannot demand gigabytes up front.
+        let account_count = u64::decode(decoder)?;
+        let mut accounts = Vec::with_capacity(
+            usize::try_from(account_count)
+                .unwrap_or(usize::MAX)
+                .min(DECODE_ACCOUNTS_PREALLOCATED_MAX),
+        );
+        for _ in 0..account_count {
+            accounts.push(Account::decode(decoder)?);
+        }
+        let count = u64::decode(decoder)?;
+        let preallocated = usize::try_from(count)
+            .unwrap_or(usize::MAX)
+            .min(DECODE_COMMANDS_PREALLOCATED_MAX);
+        let mut commands =
+            FxHashMap::with_capacity_and_hasher(preallocated, rustc_hash::FxBuildHasher);
+        for _ in 0..count {
+            let id = CommandId::decode(decoder)?;
+            let record = CommandRecord::decode(decoder)?;
+            if commands.insert(id, record).is_some() {
+                return Err(bincode::error::DecodeError::Other("duplicate command id"));
+            }
+        }
+        let mut state = State {
+            policy: Policy::default(),
+            accounts,
+            by_key: FxHashMap::default(),
+            commands,
+            without_command_index: bool::decode(decoder)?,
+            last_seq: Sequence::decode(decoder)?,
+            last_at: Timestamp::decode(decoder)?,
+        };
+        state
+            .rebuild_and_validate()
+            .map_err(bincode::error::DecodeError::OtherString)?;
+        Ok(state)
+    }
+}
+bincode::impl_borrow_decode!(State);
+
+impl State {
+    /// Rebuilds the key index and checks every structural rule `apply` would have enforced.
+    fn rebuild_and_validate(&mut self) -> Result<(), String> {
+        let count = self.accounts.len();
+        let mut by_key = FxHashMap::with_capacity_and_hasher(count, rustc_hash::FxBuildHasher);
+        let mut expected_subaccounts: Vec<Vec<AccountId>> = vec![Vec::new(); count];
+        for (id, account) in self.accounts() {
+            if by_key.insert(account.key, id).is_some() {
+                return Err(format!("duplicate api key {}", account.key));
+            }
+            match account.primary {
+                Some(owner) => {
+                    let primary = self
+                        .account(owner)
+                        .filter(|primary| primary.is_primary() && owner < id)
+                        .ok_or_else(|| format!("account {id:?} has an invalid primary"))?;
+                    if primary.currency != account.currency {
+                        return Err(format!(
+                            "account {id:?} has another currency than its primary"
+                        ));
+                    }
+                    if let Some(list) = expected_subaccounts.get_mut(owner.index()) {
+                        list.push(id);
+                    }
+                }
+                None if account.funding == Funding::Shared => {
+                    return Err(format!("primary {id:?} has no own balance"));
+                }
+                None => {}
+            }
+            check_funding(id, account.funding).map_err(|fault| fault.to_string())?;
+            let mut secrets = account.secrets.clone();
+            secrets.sort_unstable();
+            secrets.dedup();
+            if secrets.len() != account.secrets.len()
+                || !(1..=SECRETS_PER_ACCOUNT_MAX).contains(&secrets.len())
+            {
+                return Err(format!("account {id:?} breaks the secret rules"));
+            }
+        }
+        for ((id, account), expected) in self.accounts().zip(&expected_subaccounts) {
+            if &account.subaccounts != expected {
+                return Err(format!("primary {id:?} lists the wrong subaccounts"));
+            }
+        }
+        if self.without_command_index && !self.commands.is_empty() {
+            return Err("a state without a command index holds commands".into());
+        }
+        for (id, record) in &self.commands {
+            let known = |account: AccountId| account.index() < count;
+            if !known(record.content.source)
+                || !known(record.content.target)
+                || record.seq > self.last_seq
+                || record.at > self.last_at
+            {
+                return Err(format!(
+                    "command {id} refers to unknown accounts or the future"
+                ));
+            }
+        }
+        self.by_key = by_key;
+        Ok(())
+    }
+
+    /// Drops the idempotency index (turning a writer-side state into a read-side copy).
+    pub fn forget_command_index(&mut self) {
+        self.commands = FxHashMap::default();
+        self.without_command_index = true;
     }
 }
