@@ -35,6 +35,9 @@
 //! ```
 
 mod clock;
+mod recovery;
+pub mod snapshot;
+mod snapshotter;
 mod subscription;
 mod writer;
 
@@ -50,6 +53,7 @@ use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
 use subledger_views::Views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use recovery::Recovery;
 pub use subscription::{Filter, Notice, Subscription, SubscriptionError};
 
 /// Default for [`Config::queue_commands_max`].
@@ -58,6 +62,10 @@ pub const QUEUE_COMMANDS_MAX_DEFAULT: usize = 65_536;
 pub const BATCH_COMMANDS_MAX_DEFAULT: usize = 8_192;
 /// Default for [`Config::subscriber_batches_max`].
 pub const SUBSCRIBER_BATCHES_MAX_DEFAULT: usize = 4_096;
+/// Default for [`Config::snapshot_every_events`].
+pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 1_000_000;
+/// Default for [`Config::snapshots_keep`].
+pub const SNAPSHOTS_KEEP_DEFAULT: usize = 3;
 /// Most live subscriptions at once.
 pub const SUBSCRIBERS_MAX: usize = 1_024;
 
@@ -72,6 +80,10 @@ pub struct Config {
     pub subscriber_batches_max: usize,
     /// The rules' configuration (e.g. subaccounts per primary).
     pub policy: Policy,
+    /// Write a snapshot in the background after this many new events (0: only on request).
+    pub snapshot_every_events: u64,
+    /// Snapshots kept; older ones are removed after each new one.
+    pub snapshots_keep: usize,
 }
 
 impl Default for Config {
@@ -81,6 +93,8 @@ impl Default for Config {
             batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
             subscriber_batches_max: SUBSCRIBER_BATCHES_MAX_DEFAULT,
             policy: Policy::default(),
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
         }
     }
 }
@@ -127,8 +141,18 @@ pub enum OpenError {
     Log(#[from] LogError),
     #[error("the log cannot be replayed: {0}")]
     Replay(#[from] ApplyError),
-    #[error("cannot start the writer thread: {0}")]
+    #[error("cannot start a thread: {0}")]
     Thread(String),
+}
+
+/// Why an on-demand snapshot failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotFailed {
+    #[error("the snapshot thread has stopped")]
+    Stopped,
+    #[error("snapshot failed: {0}")]
+    Failed(String),
 }
 
 /// Counters for monitoring; read with [`Ledger::metrics`].
@@ -141,7 +165,7 @@ struct Counters {
 }
 
 /// A point-in-time reading of the engine's counters.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Metrics {
     pub commands: u64,
     pub rejected: u64,
@@ -149,6 +173,8 @@ pub struct Metrics {
     pub events: u64,
     pub queue_depth: usize,
     pub last_seq: Sequence,
+    /// The last background snapshot error, if any (snapshots are retried; commits go on).
+    pub snapshot_error: Option<String>,
 }
 
 /// State shared between the handle, the writer and subscriptions.
@@ -201,6 +227,10 @@ pub struct Ledger {
     sender: Sender<Request>,
     shared: Arc<Shared>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    snapshots: Sender<snapshotter::SnapshotRequest>,
+    snapshotter: Mutex<Option<JoinHandle<()>>>,
+    snapshot_error: Arc<Mutex<Option<String>>>,
+    recovery: Recovery,
 }
 
 impl std::fmt::Debug for Request {
@@ -218,49 +248,90 @@ impl Ledger {
         Ledger::open(config, MemoryLog::new(), SystemClock)
     }
 
-    /// Opens a ledger on `log`: replays it into the state and the views, then starts the writer.
+    /// Opens a ledger on `log`: loads the newest usable snapshot, replays the log after it
+    /// (verifying every record), then starts the writer and the snapshot threads.
     pub fn open(
         config: Config,
         log: impl EventLog,
         clock: impl Clock,
     ) -> Result<Ledger, OpenError> {
         let reader = log.reader();
-        let mut state = State::new(config.policy);
-        let mut views = Views::new();
-        for batch in reader.read_from(Sequence(1))? {
-            let batch = batch?;
-            state.apply_batch(&batch)?;
-            views.apply_batch(&batch)?;
-        }
-        Ledger::start(config, state, views, Box::new(log), Box::new(clock))
-    }
-
-    fn start(
-        config: Config,
-        state: State,
-        views: Views,
-        log: Box<dyn EventLog>,
-        clock: Box<dyn Clock>,
-    ) -> Result<Ledger, OpenError> {
+        let store = log.snapshots();
+        let (replica, head_hash, recovery) = recovery::recover(reader.as_ref(), store.as_ref())?;
+        let mut state = replica.state().clone();
+        state.set_policy(config.policy);
+        let mut views = replica.clone();
+        views.forget_command_index();
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_commands_max.max(1));
         let shared = Arc::new(Shared {
             views: RwLock::new(views),
             subscribers: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
             counters: Counters::default(),
-            reader: log.reader(),
+            reader: Arc::clone(&reader),
             subscriber_batches_max: config.subscriber_batches_max,
         });
-        let writer = writer::Writer::new(config, state, log, clock, Arc::clone(&shared));
-        let handle = std::thread::Builder::new()
+        let snapshot_error = Arc::new(Mutex::new(None));
+        let snapshotter = snapshotter::Snapshotter {
+            replica,
+            head_hash,
+            reader,
+            store,
+            every_events: config.snapshot_every_events,
+            keep: config.snapshots_keep,
+            last_snapshot: recovery.snapshot.unwrap_or(Sequence::ZERO),
+            last_error: Arc::clone(&snapshot_error),
+        };
+        let (snapshots, snapshot_requests) = crossbeam_channel::bounded(16);
+        let snapshot_handle = std::thread::Builder::new()
+            .name("subledger-snapshot".into())
+            .spawn(move || snapshotter.run(snapshot_requests))
+            .map_err(|error| OpenError::Thread(error.to_string()))?;
+        let writer = writer::Writer::new(
+            config,
+            state,
+            Box::new(log),
+            Box::new(clock),
+            Arc::clone(&shared),
+        );
+        let handle = match std::thread::Builder::new()
             .name("subledger-writer".into())
             .spawn(move || writer.run(receiver))
-            .map_err(|error| OpenError::Thread(error.to_string()))?;
+        {
+            Ok(handle) => handle,
+            Err(error) => {
+                let _ = snapshots.send(snapshotter::SnapshotRequest::Stop);
+                let _ = snapshot_handle.join();
+                return Err(OpenError::Thread(error.to_string()));
+            }
+        };
         Ok(Ledger {
             sender,
             shared,
             writer: Mutex::new(Some(handle)),
+            snapshots,
+            snapshotter: Mutex::new(Some(snapshot_handle)),
+            snapshot_error,
+            recovery,
         })
+    }
+
+    /// What opening found: the snapshot used, events replayed, snapshots skipped and why.
+    pub fn recovery(&self) -> &Recovery {
+        &self.recovery
+    }
+
+    /// Catches the snapshot thread up with the durable log and writes a snapshot now (unless
+    /// one at the same sequence exists). Returns its sequence number.
+    pub fn snapshot_now(&self) -> Result<Sequence, SnapshotFailed> {
+        let (reply, answer) = crossbeam_channel::bounded(1);
+        self.snapshots
+            .send(snapshotter::SnapshotRequest::Now(reply))
+            .map_err(|_| SnapshotFailed::Stopped)?;
+        answer
+            .recv()
+            .map_err(|_| SnapshotFailed::Stopped)?
+            .map_err(SnapshotFailed::Failed)
     }
 
     /// Submits a command and waits (blocking the thread) until it is durable or refused.
@@ -326,6 +397,11 @@ impl Ledger {
             events: counters.events.load(Ordering::Relaxed),
             queue_depth: self.sender.len(),
             last_seq: self.read(Views::last_seq),
+            snapshot_error: self
+                .snapshot_error
+                .lock()
+                .ok()
+                .and_then(|error| error.clone()),
         }
     }
 
@@ -372,6 +448,15 @@ impl Ledger {
 
     fn join_writer(&self) {
         let handle = self.writer.lock().ok().and_then(|mut handle| handle.take());
+        if let Some(handle) = handle {
+            let _ = handle.join();
+        }
+        let _ = self.snapshots.send(snapshotter::SnapshotRequest::Stop);
+        let handle = self
+            .snapshotter
+            .lock()
+            .ok()
+            .and_then(|mut handle| handle.take());
         if let Some(handle) = handle {
             let _ = handle.join();
         }

@@ -9,6 +9,7 @@
 //! This crate knows nothing of threads, locks, storage or HTTP: the engine decides when a batch
 //! is committed and guards the views; servers turn the snapshots into JSON.
 
+use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 use subledger_core::{
     AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
@@ -54,7 +55,7 @@ pub struct FamilySnapshot {
 }
 
 /// One active secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct SecretView {
     pub id: SecretId,
     pub created_at: Timestamp,
@@ -115,14 +116,14 @@ pub enum QueryError {
     EmptyRange,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 struct Details {
     name: String,
     created_at: Timestamp,
     secrets: Vec<SecretView>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 struct TransferEntry {
     id: CommandId,
     seq: Sequence,
@@ -133,7 +134,7 @@ struct TransferEntry {
     reference: Box<str>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 struct History {
     balance: Vec<TransferEntry>,
     credit: Vec<TransferEntry>,
@@ -166,6 +167,21 @@ impl Views {
             details: Vec::new(),
             history: FxHashMap::default(),
         }
+    }
+
+    /// Views whose state also keeps the idempotency index: the form snapshots are taken in,
+    /// so that one snapshot restores both the writer's state and the read views.
+    pub fn with_command_index() -> Views {
+        Views {
+            state: State::new(Policy::default()),
+            details: Vec::new(),
+            history: FxHashMap::default(),
+        }
+    }
+
+    /// Drops the idempotency index (the live read views never need it).
+    pub fn forget_command_index(&mut self) {
+        self.state.forget_command_index();
     }
 
     /// The sequence number of the last applied event.
@@ -450,3 +466,68 @@ impl Views {
         *hasher.finalize().as_bytes()
     }
 }
+
+impl Encode for Views {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.state.encode(encoder)?;
+        self.details.encode(encoder)?;
+        (self.history.len() as u64).encode(encoder)?;
+        for (primary, history) in &self.history {
+            primary.encode(encoder)?;
+            history.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl<Context> Decode<Context> for Views {
+    /// Decodes and validates: one details entry per account, histories only for primaries and
+    /// only between accounts of their family, in sequence order.
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
+        let state = State::decode(decoder)?;
+        let details = Vec::<Details>::decode(decoder)?;
+        if details.len() != state.account_count() {
+            return Err(invalid("views: one details entry per account"));
+        }
+        let families = u64::decode(decoder)?;
+        let mut history = FxHashMap::default();
+        for _ in 0..families {
+            let primary = AccountId::decode(decoder)?;
+            let entries = History::decode(decoder)?;
+            let family_of = |id: AccountId| {
+                let account = state.account(id)?;
+                Some(account.primary.unwrap_or(id))
+            };
+            let consistent = |list: &[TransferEntry]| {
+                list.windows(2)
+                    .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
+                    && list.iter().all(|entry| {
+                        family_of(entry.from) == Some(primary)
+                            && family_of(entry.to) == Some(primary)
+                            && entry.seq <= state.last_seq()
+                    })
+            };
+            if family_of(primary) != Some(primary)
+                || !consistent(&entries.balance)
+                || !consistent(&entries.credit)
+            {
+                return Err(invalid("views: a transfer history does not fit its family"));
+            }
+            if history.insert(primary, entries).is_some() {
+                return Err(invalid("views: duplicate family history"));
+            }
+        }
+        Ok(Views {
+            state,
+            details,
+            history,
+        })
+    }
+}
+bincode::impl_borrow_decode!(Views);

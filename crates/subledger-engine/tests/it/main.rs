@@ -4,4 +4,5 @@
 
 mod concurrency;
 mod lifecycle;
+mod snapshots;
 mod support;

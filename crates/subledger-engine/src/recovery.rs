@@ -1,0 +1,115 @@
+//! Opening a ledger: the newest usable snapshot, then a replay of the log after it. Every
+//! record read is verified (checksum and hash chain); a snapshot that is damaged, does not
+//! match the log, or lies beyond it is skipped with a warning, falling back to an older one or
+//! to a full replay. A bad record stops recovery with an error naming its sequence number.
+
+use std::time::{Duration, Instant};
+
+use subledger_core::Sequence;
+use subledger_log::{ChainHash, LogReader, SnapshotStore};
+use subledger_views::Views;
+
+use crate::snapshot::decode_snapshot;
+use crate::OpenError;
+
+/// What opening the ledger found and did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// The snapshot recovery started from, if any.
+    pub snapshot: Option<Sequence>,
+    /// Events replayed from the log after the snapshot.
+    pub events_replayed: u64,
+    /// The log head after recovery.
+    pub head: Sequence,
+    /// Snapshots skipped and why (recovery still succeeded).
+    pub warnings: Vec<String>,
+    pub elapsed: Duration,
+}
+
+/// Rebuilds the views with the idempotency index (the snapshot form) from `snapshots` and
+/// `reader`. Returns them with the hash of the last record applied.
+pub(crate) fn recover(
+    reader: &dyn LogReader,
+    snapshots: &dyn SnapshotStore,
+) -> Result<(Views, ChainHash, Recovery), OpenError> {
+    let started = Instant::now();
+    let mut recovery = Recovery::default();
+    let (mut views, mut head_hash) =
+        match newest_usable_snapshot(reader, snapshots, &mut recovery.warnings) {
+            Some((seq, views, hash)) => {
+                recovery.snapshot = Some(seq);
+                (views, hash)
+            }
+            None => (Views::with_command_index(), ChainHash::GENESIS),
+        };
+    let start = views.last_seq();
+    for record in reader.records_from(start.next())? {
+        let record = record?;
+        head_hash = record.hash;
+        let at = record.at;
+        let batch = record.into_batch();
+        for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+            views.apply(seq, at, event)?;
+            recovery.events_replayed += 1;
+        }
+    }
+    recovery.head = views.last_seq();
+    recovery.elapsed = started.elapsed();
+    Ok((views, head_hash, recovery))
+}
+
+fn newest_usable_snapshot(
+    reader: &dyn LogReader,
+    snapshots: &dyn SnapshotStore,
+    warnings: &mut Vec<String>,
+) -> Option<(Sequence, Views, ChainHash)> {
+    let listed = match snapshots.list() {
+        Ok(listed) => listed,
+        Err(error) => {
+            warnings.push(format!(
+                "cannot list snapshots, replaying the whole log: {error}"
+            ));
+            return None;
+        }
+    };
+    let head = reader.head();
+    for seq in listed.into_iter().rev() {
+        let skip = |why: String| format!("snapshot at {seq} skipped: {why}");
+        if seq > head {
+            warnings.push(skip(format!("it is beyond the log head {head}")));
+            continue;
+        }
+        let bytes = match snapshots.load(seq) {
+            Ok(Some(bytes)) => bytes,
+            Ok(None) => {
+                warnings.push(skip("it disappeared".into()));
+                continue;
+            }
+            Err(error) => {
+                warnings.push(skip(error.to_string()));
+                continue;
+            }
+        };
+        let decoded = match decode_snapshot(&bytes) {
+            Ok(decoded) if decoded.seq == seq => decoded,
+            Ok(decoded) => {
+                warnings.push(skip(format!("it says it was taken at {}", decoded.seq)));
+                continue;
+            }
+            Err(error) => {
+                warnings.push(skip(error.to_string()));
+                continue;
+            }
+        };
+        match reader.hash_at(seq) {
+            Ok(Some(hash)) if hash == decoded.head_hash => {
+                return Some((seq, decoded.views, decoded.head_hash));
+            }
+            Ok(_) => warnings.push(skip(
+                "it does not match the log's record at that point".into(),
+            )),
+            Err(error) => warnings.push(skip(error.to_string())),
+        }
+    }
+    None
+}

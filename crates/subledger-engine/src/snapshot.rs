@@ -1,0 +1,121 @@
+//! Snapshot encoding: the whole state at a record boundary, checksummed. Layout, integers
+//! little-endian (see `docs/event-format.md`):
+//!
+//! ```text
+//! offset size field
+//!      0    4 magic "SLSN"
+//!      4    2 format version (1)
+//!      6    8 seq: the last event included
+//!     14    8 at: its commit instant (ms since the Unix epoch)
+//!     22   32 head_hash: hash of the log record ending at `seq`
+//!     54    8 payload length in bytes
+//!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index
+//!   62+n   32 BLAKE3 of bytes 0 .. 62+n
+//! ```
+//!
+//! One payload restores both sides: the writer's state (with the idempotency index) and the
+//! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
+
+use subledger_core::{Sequence, Timestamp};
+use subledger_log::ChainHash;
+use subledger_views::Views;
+
+pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+const HEADER_BYTES: usize = 62;
+const TRAILER_BYTES: usize = 32;
+/// Decoding limit: no container in a snapshot may claim more memory than this. The checksum is
+/// verified first, so only a forger (who could write anything) reaches the decoder with bad
+/// lengths; the limit still keeps such a file from demanding absurd allocations.
+const SNAPSHOT_DECODE_BYTES_MAX: usize = 1 << 36;
+
+/// Why a snapshot cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SnapshotError {
+    #[error("snapshot too short ({0} bytes)")]
+    TooShort(usize),
+    #[error("bad snapshot magic bytes")]
+    BadMagic,
+    #[error("snapshot format version {0} is newer than this program understands")]
+    UnsupportedVersion(u16),
+    #[error("snapshot checksum mismatch")]
+    Checksum,
+    #[error("snapshot payload does not decode: {0}")]
+    Payload(String),
+    #[error("snapshot header and payload disagree")]
+    Mismatch,
+}
+
+/// A decoded, verified snapshot.
+#[derive(Debug)]
+pub struct DecodedSnapshot {
+    pub seq: Sequence,
+    pub at: Timestamp,
+    pub head_hash: ChainHash,
+    pub views: Views,
+}
+
+fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
+    let mut array = [0u8; N];
+    if let Some(slice) = bytes.get(offset..offset + N) {
+        array.copy_from_slice(slice);
+    }
+    array
+}
+
+/// Encodes `views` (which must keep the idempotency index) as taken after the record whose
+/// hash is `head_hash`.
+pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, SnapshotError> {
+    let payload = bincode::encode_to_vec(views, bincode::config::standard())
+        .map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len() + TRAILER_BYTES);
+    bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&views.last_seq().0.to_le_bytes());
+    bytes.extend_from_slice(&views.state().last_at().0.to_le_bytes());
+    bytes.extend_from_slice(&head_hash.0);
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&payload);
+    let checksum = blake3::hash(&bytes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    Ok(bytes)
+}
+
+/// Verifies and decodes a snapshot. Never panics, whatever the bytes.
+pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
+    if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
+        return Err(SnapshotError::TooShort(bytes.len()));
+    }
+    if bytes[..4] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u16::from_le_bytes(array(bytes, 4));
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    let body = bytes.len() - TRAILER_BYTES;
+    if blake3::hash(&bytes[..body]).as_bytes() != &array::<32>(bytes, body) {
+        return Err(SnapshotError::Checksum);
+    }
+    let seq = Sequence(u64::from_le_bytes(array(bytes, 6)));
+    let at = Timestamp(i64::from_le_bytes(array(bytes, 14)));
+    let head_hash = ChainHash(array(bytes, 22));
+    let payload_len = u64::from_le_bytes(array(bytes, 54));
+    if usize::try_from(payload_len).ok() != Some(body - HEADER_BYTES) {
+        return Err(SnapshotError::Mismatch);
+    }
+    let config = bincode::config::standard().with_limit::<SNAPSHOT_DECODE_BYTES_MAX>();
+    let (views, used): (Views, usize) =
+        bincode::decode_from_slice(&bytes[HEADER_BYTES..body], config)
+            .map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    if used != body - HEADER_BYTES || views.last_seq() != seq || views.state().last_at() != at {
+        return Err(SnapshotError::Mismatch);
+    }
+    Ok(DecodedSnapshot {
+        seq,
+        at,
+        head_hash,
+        views,
+    })
+}

@@ -1,0 +1,118 @@
+//! The snapshot thread: a follower of the durable log, never of the writer. It keeps its own
+//! replica of the views (with the idempotency index), catches up by reading committed records,
+//! and every `snapshot_every_events` events — or on request — encodes the replica and stores
+//! it, then prunes old snapshots. The writer never waits for it; the price is one more copy of
+//! the state in memory and the CPU to apply each event once more (see ARCHITECTURE.md).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use subledger_core::Sequence;
+use subledger_log::{ChainHash, LogReader, SnapshotStore};
+use subledger_views::Views;
+
+use crate::snapshot::encode_snapshot;
+
+/// How often the thread looks for newly committed events when nobody asks it anything.
+const SNAPSHOT_POLL_MILLIS: u64 = 100;
+
+pub(crate) enum SnapshotRequest {
+    /// Catch up with the durable log and write a snapshot now; reply with its sequence number.
+    Now(Sender<Result<Sequence, String>>),
+    Stop,
+}
+
+pub(crate) struct Snapshotter {
+    pub(crate) replica: Views,
+    pub(crate) head_hash: ChainHash,
+    pub(crate) reader: Arc<dyn LogReader>,
+    pub(crate) store: Arc<dyn SnapshotStore>,
+    pub(crate) every_events: u64,
+    pub(crate) keep: usize,
+    pub(crate) last_snapshot: Sequence,
+    pub(crate) last_error: Arc<std::sync::Mutex<Option<String>>>,
+}
+
+impl Snapshotter {
+    pub(crate) fn run(mut self, requests: Receiver<SnapshotRequest>) {
+        loop {
+            match requests.recv_timeout(Duration::from_millis(SNAPSHOT_POLL_MILLIS)) {
+                Ok(SnapshotRequest::Now(reply)) => {
+                    let result = self.catch_up().and_then(|()| self.write());
+                    self.remember(&result);
+                    let _ = reply.send(result);
+                }
+                Ok(SnapshotRequest::Stop) | Err(RecvTimeoutError::Disconnected) => return,
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.every_events == 0 {
+                        continue;
+                    }
+                    let mut result = self.catch_up().map(|()| self.last_snapshot);
+                    let due = self
+                        .replica
+                        .last_seq()
+                        .0
+                        .saturating_sub(self.last_snapshot.0)
+                        >= self.every_events;
+                    if result.is_ok() && due {
+                        result = self.write();
+                    }
+                    self.remember(&result);
+                }
+            }
+        }
+    }
+
+    fn remember(&self, result: &Result<Sequence, String>) {
+        if let (Err(error), Ok(mut last)) = (result, self.last_error.lock()) {
+            *last = Some(error.clone());
+        }
+    }
+
+    /// Applies every durable record after the replica's position.
+    fn catch_up(&mut self) -> Result<(), String> {
+        let start = self.replica.last_seq();
+        if self.reader.head() <= start {
+            return Ok(());
+        }
+        let records = self
+            .reader
+            .records_from(start.next())
+            .map_err(|error| error.to_string())?;
+        for record in records {
+            let record = record.map_err(|error| error.to_string())?;
+            self.head_hash = record.hash;
+            let at = record.at;
+            let batch = record.into_batch();
+            for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+                self.replica
+                    .apply(seq, at, event)
+                    .map_err(|error| error.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Encodes and stores the replica, then keeps only the newest `keep` snapshots.
+    fn write(&mut self) -> Result<Sequence, String> {
+        let seq = self.replica.last_seq();
+        if seq == Sequence::ZERO {
+            return Err("nothing to snapshot: the log is empty".into());
+        }
+        if seq != self.last_snapshot {
+            let bytes = encode_snapshot(&self.replica, self.head_hash)
+                .map_err(|error| error.to_string())?;
+            self.store
+                .save(seq, &bytes)
+                .map_err(|error| error.to_string())?;
+            self.last_snapshot = seq;
+        }
+        let stored = self.store.list().map_err(|error| error.to_string())?;
+        let surplus = stored.len().saturating_sub(self.keep.max(1));
+        for old in stored.into_iter().take(surplus) {
+            self.store.remove(old).map_err(|error| error.to_string())?;
+        }
+        Ok(seq)
+    }
+}

@@ -1,0 +1,170 @@
+//! Snapshots: taken from the durable log, restored on open, skipped when damaged, and always
+//! equal to a full replay.
+
+use proptest::prelude::*;
+use subledger_core::*;
+use subledger_engine::*;
+use subledger_log::{EventLog, MemoryLog};
+
+use crate::support::*;
+
+fn no_auto_snapshots() -> Config {
+    Config {
+        snapshot_every_events: 0,
+        ..Config::default()
+    }
+}
+
+fn family_commands() -> Vec<Command> {
+    vec![
+        open_primary("snap0001"),
+        create_subaccount("snap0001", "snas0001", false),
+        create_subaccount("snap0001", "snas0002", true),
+        top_up("snap0001", "100"),
+        transfer_balance("snap0001", "snap0001", "snas0001", "40"),
+        charge("snas0002", "3"),
+    ]
+}
+
+/// Hash of the views and of the writer state after closing.
+fn fingerprint(ledger: Ledger) -> ([u8; 32], [u8; 32]) {
+    let views = ledger.read(|views| views.views_hash());
+    let (state, _) = ledger.close_into_parts().unwrap();
+    (views, state.state_hash())
+}
+
+#[test]
+fn a_snapshot_plus_the_tail_equals_a_full_replay() {
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    for command in family_commands() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    ledger.submit(charge("snas0001", "1.25")).unwrap().unwrap();
+    ledger.submit(top_up("snap0001", "7")).unwrap().unwrap();
+    let live = fingerprint(ledger);
+
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(6)));
+    assert_eq!(reopened.recovery().events_replayed, 2);
+    assert!(reopened.recovery().warnings.is_empty());
+    // The retry index came back with the snapshot: a retry of a pre-snapshot command is known.
+    assert_eq!(fingerprint(reopened), live);
+
+    // Without snapshots, a full replay gives the same.
+    let bare = MemoryLog::new();
+    let mut writer = bare.clone();
+    for batch in log.batches() {
+        writer.append(&batch).unwrap();
+    }
+    let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+    assert_eq!(full.recovery().snapshot, None);
+    assert_eq!(full.recovery().events_replayed, 8);
+    assert_eq!(fingerprint(full), live);
+}
+
+#[test]
+fn a_damaged_snapshot_falls_back_to_an_older_one_with_a_warning() {
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    let commands = family_commands();
+    for command in &commands[..4] {
+        ledger.submit(command.clone()).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(4));
+    for command in &commands[4..] {
+        ledger.submit(command.clone()).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    let live = fingerprint(ledger);
+    let store = log.snapshots();
+    let mut bytes = store.load(Sequence(6)).unwrap().unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x40;
+    store.save(Sequence(6), &bytes).unwrap();
+    // And one that claims to be beyond the log.
+    store.save(Sequence(99), b"not a snapshot").unwrap();
+
+    let reopened = Ledger::open(no_auto_snapshots(), log, ManualClock::default()).unwrap();
+    let recovery = reopened.recovery().clone();
+    assert_eq!(recovery.snapshot, Some(Sequence(4)));
+    assert_eq!(recovery.events_replayed, 2);
+    assert_eq!(recovery.warnings.len(), 2, "{:?}", recovery.warnings);
+    assert!(recovery.warnings[0].contains("snapshot at 99"));
+    assert!(recovery.warnings[1].contains("checksum"));
+    assert_eq!(fingerprint(reopened), live);
+}
+
+#[test]
+fn background_snapshots_follow_the_log_and_old_ones_are_pruned() {
+    let log = MemoryLog::new();
+    let config = Config {
+        snapshot_every_events: 2,
+        snapshots_keep: 2,
+        ..Config::default()
+    };
+    let ledger = Ledger::open(config, log.clone(), ManualClock::default()).unwrap();
+    let store = log.snapshots();
+    for (index, command) in family_commands().into_iter().enumerate() {
+        ledger.submit(command).unwrap().unwrap();
+        // Give the follower a chance to see each pair of events.
+        if index % 2 == 1 {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+            while store.list().unwrap().last() != Some(&Sequence(index as u64 + 1)) {
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no snapshot at {}",
+                    index + 1
+                );
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        }
+    }
+    assert_eq!(store.list().unwrap(), vec![Sequence(4), Sequence(6)]);
+    assert_eq!(ledger.metrics().snapshot_error, None);
+    ledger.close().unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    /// Full replay == snapshot + tail replay == live state, with snapshots at random points.
+    #[test]
+    fn snapshots_at_random_points_restore_the_live_state(
+        steps in proptest::collection::vec((0..6_u8, 1..40_u32), 5..40),
+        snapshot_points in proptest::collection::vec(any::<bool>(), 40),
+    ) {
+        let log = MemoryLog::new();
+        let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+        for command in family_commands() {
+            ledger.submit(command).unwrap().unwrap();
+        }
+        for (index, (kind, cents)) in steps.iter().enumerate() {
+            let value = format!("{}.{:02}", cents / 10, cents % 100);
+            let command = match kind {
+                0 => top_up("snap0001", &value),
+                1 => transfer_balance("snap0001", "snap0001", "snas0001", &value),
+                2 => transfer_balance("snap0001", "snas0001", "snap0001", &value),
+                3 => charge("snas0001", &value),
+                4 => charge("snas0002", &value),
+                _ => charge("snap0001", &value),
+            };
+            // Rejections are fine: they change nothing.
+            let _ = ledger.submit(command).unwrap();
+            if snapshot_points[index] {
+                let _ = ledger.snapshot_now();
+            }
+        }
+        let live = fingerprint(ledger);
+        let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+        prop_assert_eq!(fingerprint(reopened), live);
+        let bare = MemoryLog::new();
+        let mut writer = bare.clone();
+        for batch in log.batches() {
+            writer.append(&batch).unwrap();
+        }
+        let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+        prop_assert_eq!(fingerprint(full), live);
+    }
+}
