@@ -35,7 +35,7 @@ pub(crate) fn recover(
     let started = Instant::now();
     let mut recovery = Recovery::default();
     let (mut views, mut head_hash) =
-        match newest_usable_snapshot(reader, snapshots, &mut recovery.warnings) {
+        match newest_usable_snapshot(reader, snapshots, &mut recovery.warnings)? {
             Some((seq, views, hash)) => {
                 recovery.snapshot = Some(seq);
                 (views, hash)
@@ -62,23 +62,19 @@ fn newest_usable_snapshot(
     reader: &dyn LogReader,
     snapshots: &dyn SnapshotStore,
     warnings: &mut Vec<String>,
-) -> Option<(Sequence, Views, ChainHash)> {
+) -> Result<Option<(Sequence, Views, ChainHash)>, OpenError> {
     let listed = match snapshots.list() {
         Ok(listed) => listed,
         Err(error) => {
             warnings.push(format!(
                 "cannot list snapshots, replaying the whole log: {error}"
             ));
-            return None;
+            return Ok(None);
         }
     };
     let head = reader.head();
     for seq in listed.into_iter().rev() {
         let skip = |why: String| format!("snapshot at {seq} skipped: {why}");
-        if seq > head {
-            warnings.push(skip(format!("it is beyond the log head {head}")));
-            continue;
-        }
         let bytes = match snapshots.load(seq) {
             Ok(Some(bytes)) => bytes,
             Ok(None) => {
@@ -101,9 +97,19 @@ fn newest_usable_snapshot(
                 continue;
             }
         };
+        if seq > head {
+            // Snapshots only ever cover durable records, so a valid one beyond the head proves
+            // that records the ledger acknowledged are gone: refuse to open a shortened log.
+            return Err(OpenError::Log(subledger_log::LogError::Corrupt {
+                seq: head.next(),
+                detail: format!(
+                    "records are missing: a valid snapshot covers up to {seq}, the log ends at {head}"
+                ),
+            }));
+        }
         match reader.hash_at(seq) {
             Ok(Some(hash)) if hash == decoded.head_hash => {
-                return Some((seq, decoded.views, decoded.head_hash));
+                return Ok(Some((seq, decoded.views, decoded.head_hash)));
             }
             Ok(_) => warnings.push(skip(
                 "it does not match the log's record at that point".into(),
@@ -111,5 +117,5 @@ fn newest_usable_snapshot(
             Err(error) => warnings.push(skip(error.to_string())),
         }
     }
-    None
+    Ok(None)
 }
