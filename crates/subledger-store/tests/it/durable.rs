@@ -1,0 +1,129 @@
+//! What was committed is there after reopening, through snapshots and across records.
+
+use std::sync::Arc;
+
+use subledger_core::*;
+use subledger_engine::Config;
+use subledger_log::EventLog;
+use subledger_store::{SledLog, StoreError, StoreOptions};
+
+use crate::support::*;
+
+#[test]
+fn committed_commands_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    populate(&ledger);
+    let live = fingerprint(ledger);
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    assert_eq!(reopened.recovery().events_replayed, 8);
+    let balance = reopened.read(|views| views.account(&key("disks001")).unwrap().balance);
+    assert_eq!(balance, Some(amount("27.5")));
+    assert_eq!(fingerprint(reopened), live);
+}
+
+#[test]
+fn a_snapshot_is_stored_and_used_on_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    populate(&ledger);
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(8));
+    ledger.submit(charge("disks002", "0.5")).unwrap().unwrap();
+    let live = fingerprint(ledger);
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(8)));
+    assert_eq!(reopened.recovery().events_replayed, 1);
+    assert_eq!(fingerprint(reopened), live);
+}
+
+#[test]
+fn large_batches_span_several_records_and_read_back_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config {
+        batch_commands_max: 512,
+        ..no_auto_snapshots()
+    };
+    let ledger = Arc::new(open_ledger(dir.path(), small_records(), config).unwrap());
+    populate(&ledger);
+    let runtime = tokio_free_concurrency(&ledger);
+    assert_eq!(runtime, 400);
+    let reader = ledger.log_reader();
+    let mut events = 0;
+    let mut records = 0;
+    for record in reader.records_from(Sequence(1)).unwrap() {
+        let record = record.unwrap();
+        assert!(record.events.len() <= 2);
+        events += record.events.len();
+        records += 1;
+    }
+    assert_eq!(events, 408);
+    assert!(records >= 204);
+    // Readers keep the database open; release it before reopening.
+    drop(reader);
+    let live = fingerprint(Arc::into_inner(ledger).unwrap());
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    assert_eq!(fingerprint(reopened), live);
+}
+
+/// Submits 400 top-ups from 8 threads at once so the writer forms multi-command batches.
+fn tokio_free_concurrency(ledger: &Arc<subledger_engine::Ledger>) -> usize {
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let ledger = Arc::clone(ledger);
+            std::thread::spawn(move || {
+                (0..50)
+                    .filter(|_| matches!(ledger.submit(top_up("disk0001", "0.01")), Ok(Ok(_))))
+                    .count()
+            })
+        })
+        .collect();
+    handles
+        .into_iter()
+        .map(|handle| handle.join().unwrap())
+        .sum()
+}
+
+#[test]
+fn opening_refuses_what_is_not_a_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    assert!(matches!(
+        SledLog::open(dir.path(), StoreOptions::default()),
+        Err(StoreError::NotALedger(_))
+    ));
+    let missing = dir.path().join("missing");
+    let options = StoreOptions {
+        create: false,
+        ..StoreOptions::default()
+    };
+    assert!(matches!(
+        SledLog::open(&missing, options),
+        Err(StoreError::Missing(_))
+    ));
+}
+
+#[test]
+fn a_second_opener_is_told_the_directory_is_locked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_first, _) = SledLog::open(dir.path(), StoreOptions::default()).unwrap();
+    let second = SledLog::open(dir.path(), StoreOptions::default());
+    assert!(matches!(second, Err(StoreError::Locked(_))), "{second:?}");
+}
+
+#[test]
+fn appends_must_follow_the_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, report) = SledLog::open(dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(report.head, Sequence::ZERO);
+    let batch = Batch {
+        first: Sequence(5),
+        at: Timestamp(0),
+        events: vec![Event::AccountSuspended {
+            account: AccountId(0),
+        }],
+    };
+    assert!(matches!(
+        log.append(&batch),
+        Err(subledger_log::LogError::Gap { .. })
+    ));
+}
