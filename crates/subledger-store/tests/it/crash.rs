@@ -3,7 +3,8 @@
 //! its stdout pipe. The parent kills it with SIGKILL at a random moment, then checks the
 //! directory: every acknowledged command is in the log exactly once, no commit batch is half
 //! there, the hash chain verifies, the invariants hold, and snapshot + tail recovery equals a
-//! full replay. 20 kills by default; `SUBLEDGER_CRASH_KILLS=N` runs a long mode.
+//! full replay. 20 kills by default; `SUBLEDGER_CRASH_KILLS=N` runs a long mode and
+//! `SUBLEDGER_CRASH_SEED` repeats a run's kill timings.
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
@@ -192,9 +193,17 @@ fn kill_9_never_loses_an_acknowledged_command() {
         .ok()
         .and_then(|value| value.parse().ok())
         .unwrap_or(KILLS_DEFAULT);
-    let seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(1, |elapsed| elapsed.as_nanos() as u64)
+    // A fresh seed each run (printed, and settable with SUBLEDGER_CRASH_SEED to reproduce).
+    let seed = std::env::var("SUBLEDGER_CRASH_SEED")
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |elapsed| {
+                    elapsed.as_secs() ^ u64::from(elapsed.subsec_nanos())
+                })
+        })
         | 1;
     eprintln!("crash test: {kills} kills, seed {seed}");
     let mut rng = Rng(seed);
