@@ -1,0 +1,232 @@
+//! Golden bytes: a small log and a snapshot written by version 1 of the formats are committed
+//! in `tests/fixtures/` and must decode to the same state forever. If an encoding change is
+//! intended, bump the format version, keep decoding the old fixture, and add a new one
+//! (`SUBLEDGER_BLESS=1 cargo test -p subledger-engine golden` rewrites the files).
+
+use std::path::PathBuf;
+
+use subledger_core::*;
+use subledger_engine::snapshot::{decode_snapshot, encode_snapshot};
+use subledger_log::record::encode_batch;
+use subledger_log::{verify_records, ChainHash};
+use subledger_views::Views;
+
+fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn fixed_id(n: u8) -> [u8; 16] {
+    [n; 16]
+}
+
+fn hash() -> SecretHash {
+    SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$Z29sZGVu$Z29sZGVuaGFzaA".into()).unwrap()
+}
+
+/// Every kind of event, decided by the core from fixed inputs, one batch per command.
+fn todays_batches() -> Vec<Batch> {
+    let key = |text: &str| text.parse::<ApiKey>().unwrap();
+    let amount = |text: &str| text.parse::<Amount>().unwrap();
+    let secret = |n| NewSecret {
+        id: SecretId::from_bytes(fixed_id(n)),
+        hash: hash(),
+    };
+    let (primary, own, shared) = (key("gold0001"), key("golds001"), key("golds002"));
+    let transfer = |n, from, to, value: &str| Transfer {
+        id: CommandId::from_bytes(fixed_id(n)),
+        primary,
+        from,
+        to,
+        amount: amount(value),
+        reference: format!("ref {n}"),
+    };
+    let commands = vec![
+        Command::OpenPrimary(OpenPrimary {
+            key: primary,
+            name: "Golden Ltd".into(),
+            currency: "USD".parse().unwrap(),
+            credit_line: amount("-50"),
+            secret: secret(1),
+        }),
+        Command::CreateSubaccount(CreateSubaccount {
+            primary,
+            key: own,
+            name: "Own".into(),
+            use_primary_account_balance: true,
+            secret: secret(2),
+        }),
+        Command::CreateSubaccount(CreateSubaccount {
+            primary,
+            key: shared,
+            name: "Shared".into(),
+            use_primary_account_balance: true,
+            secret: secret(3),
+        }),
+        Command::UpdateSubaccount(UpdateSubaccount {
+            primary,
+            subaccount: own,
+            name: Some("Own balance".into()),
+            suspended: Some(true),
+            use_primary_account_balance: Some(false),
+        }),
+        Command::TopUp(TopUp {
+            id: CommandId::from_bytes(fixed_id(10)),
+            primary,
+            amount: amount("1000.12345678"),
+            reference: "wire".into(),
+        }),
+        Command::TransferBalance(transfer(11, primary, own, "250.5")),
+        Command::TransferCredit(transfer(12, primary, own, "20")),
+        Command::TransferBalance(transfer(13, own, primary, "0.00000001")),
+        Command::Charge(Charge {
+            id: CommandId::from_bytes(fixed_id(14)),
+            account: shared,
+            amount: amount("3.3"),
+            reference: "sms".into(),
+        }),
+        Command::SetCreditLine(SetCreditLine {
+            primary,
+            credit_line: amount("-80"),
+        }),
+        Command::CreateSecret(CreateSecret {
+            account: own,
+            secret: secret(4),
+        }),
+        Command::RevokeSecret(RevokeSecret {
+            account: own,
+            secret: SecretId::from_bytes(fixed_id(2)),
+        }),
+        Command::SetSuspended(SetSuspended {
+            account: own,
+            suspended: false,
+        }),
+        Command::SetSuspended(SetSuspended {
+            account: primary,
+            suspended: true,
+        }),
+        Command::SetSuspended(SetSuspended {
+            account: primary,
+            suspended: false,
+        }),
+        Command::UpdateSubaccount(UpdateSubaccount {
+            primary,
+            subaccount: shared,
+            name: None,
+            suspended: None,
+            use_primary_account_balance: Some(false),
+        }),
+        Command::CloseSubaccount(CloseSubaccount {
+            primary,
+            subaccount: shared,
+        }),
+    ];
+    let mut state = State::new(Policy::default());
+    let mut batches = Vec::new();
+    for (step, command) in (0_i64..).zip(&commands) {
+        let Ok(Decision::Apply(events)) = decide(&state, command) else {
+            panic!("fixture command {step} refused: {command:?}");
+        };
+        let batch = Batch {
+            first: state.last_seq().next(),
+            at: Timestamp(1_767_225_600_000 + step * 1_000),
+            events,
+        };
+        state.apply_batch(&batch).unwrap();
+        batches.push(batch);
+    }
+    batches
+}
+
+/// Records as stored in the fixture: for each, a 4-byte little-endian length and the bytes.
+fn encode_log(batches: &[Batch]) -> (Vec<u8>, ChainHash) {
+    let mut file = Vec::new();
+    let mut hash = ChainHash::GENESIS;
+    for batch in batches {
+        let (records, last) = encode_batch(batch, hash, 2).unwrap();
+        for (_, bytes) in records {
+            file.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_le_bytes());
+            file.extend_from_slice(&bytes);
+        }
+        hash = last;
+    }
+    (file, hash)
+}
+
+fn decode_log(file: &[u8]) -> Vec<subledger_log::Record> {
+    let mut stored = Vec::new();
+    let mut rest = file;
+    while !rest.is_empty() {
+        let (length, tail) = rest.split_at(4);
+        let length = usize::try_from(u32::from_le_bytes(length.try_into().unwrap())).unwrap();
+        let (bytes, tail) = tail.split_at(length);
+        let first = Sequence(u64::from_le_bytes(bytes[6..14].try_into().unwrap()));
+        stored.push(Ok((first, bytes.to_vec())));
+        rest = tail;
+    }
+    verify_records(stored.into_iter(), (Sequence::ZERO, ChainHash::GENESIS))
+        .collect::<Result<_, _>>()
+        .unwrap()
+}
+
+fn replay(records: &[subledger_log::Record]) -> Views {
+    let mut views = Views::with_command_index();
+    for record in records {
+        for (seq, event) in record.clone().into_batch().iter() {
+            views.apply(seq, record.at, event).unwrap();
+        }
+    }
+    views
+}
+
+#[test]
+fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
+    let batches = todays_batches();
+    let (log_bytes, head_hash) = encode_log(&batches);
+    let today = replay(&decode_log(&log_bytes));
+    if std::env::var_os("SUBLEDGER_BLESS").is_some() {
+        std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
+        std::fs::write(
+            fixture("snapshot-v1.bin"),
+            encode_snapshot(&today, head_hash).unwrap(),
+        )
+        .unwrap();
+    }
+    let stored_log = std::fs::read(fixture("log-v1.bin")).unwrap();
+    // The encoding has not drifted: today's code writes the very same bytes.
+    assert_eq!(
+        stored_log, log_bytes,
+        "log encoding changed: bump the record format version"
+    );
+    let records = decode_log(&stored_log);
+    let events: Vec<Event> = records
+        .iter()
+        .flat_map(|record| record.events.clone())
+        .collect();
+    let expected: Vec<Event> = batches
+        .iter()
+        .flat_map(|batch| batch.events.clone())
+        .collect();
+    assert_eq!(events, expected);
+    let kinds: std::collections::BTreeSet<&str> = events.iter().map(Event::kind).collect();
+    assert_eq!(
+        kinds.len(),
+        14,
+        "the fixture covers every event kind: {kinds:?}"
+    );
+    let replayed = replay(&records);
+    assert_eq!(replayed.views_hash(), today.views_hash());
+
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v1.bin")).unwrap()).unwrap();
+    assert_eq!(snapshot.seq, replayed.last_seq());
+    assert_eq!(snapshot.head_hash, head_hash);
+    assert_eq!(snapshot.views.views_hash(), replayed.views_hash());
+    assert_eq!(
+        snapshot.views.state().state_hash(),
+        replayed.state().state_hash()
+    );
+    let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
+    assert_eq!(family.total_credit_limit.to_string(), "-80");
+    assert_eq!(family.total_balance.to_string(), "996.82345678");
+}
