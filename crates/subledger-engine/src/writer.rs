@@ -16,6 +16,9 @@ use subledger_log::EventLog;
 
 use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared};
 
+/// Commands of one request and where their outcomes go.
+type Pending = (Vec<subledger_core::Command>, Reply);
+
 pub(crate) struct Writer {
     config: Config,
     state: State,
@@ -43,21 +46,26 @@ impl Writer {
 
     pub(crate) fn run(mut self, receiver: Receiver<Request>) {
         let batch_max = self.config.batch_commands_max.max(1);
-        let mut pending: Vec<(subledger_core::Command, Reply)> = Vec::with_capacity(batch_max);
+        let mut pending: Vec<Pending> = Vec::new();
         loop {
-            // Block for the first request, then take whatever else is already queued.
+            // Block for the first request, then take whatever else is already queued, until
+            // the batch holds `batch_commands_max` commands (a batch submission is never split).
             let Ok(first) = receiver.recv() else { return };
             let mut close = None;
             let mut next = Some(first);
+            let mut commands = 0;
             while let Some(request) = next.take() {
                 match request {
-                    Request::Command(command, reply) => pending.push((command, reply)),
+                    Request::Commands(batch, reply) => {
+                        commands += batch.len();
+                        pending.push((batch, reply));
+                    }
                     Request::Close(reply) => {
                         close = Some(reply);
                         break;
                     }
                 }
-                if pending.len() < batch_max {
+                if commands < batch_max {
                     next = receiver.try_recv().ok();
                 }
             }
@@ -73,10 +81,7 @@ impl Writer {
     }
 
     /// Decides, appends, syncs and acknowledges one batch. `Err` is fail-stop.
-    fn commit(
-        &mut self,
-        pending: &mut Vec<(subledger_core::Command, Reply)>,
-    ) -> Result<(), String> {
+    fn commit(&mut self, pending: &mut Vec<Pending>) -> Result<(), String> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -85,7 +90,7 @@ impl Writer {
         let first = self.state.last_seq().next();
         let mut events: Vec<Event> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
-        for (command, _) in pending.iter() {
+        for command in pending.iter().flat_map(|(commands, _)| commands) {
             let outcome = match decide(&self.state, command) {
                 Ok(Decision::Apply(decided)) => {
                     let start = self.state.last_seq().next();
@@ -139,8 +144,9 @@ impl Writer {
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.events.fetch_add(event_count, Ordering::Relaxed);
         }
-        for ((_, reply), outcome) in pending.drain(..).zip(outcomes) {
-            reply.send(Ok(outcome));
+        let mut outcomes = outcomes.into_iter();
+        for (commands, reply) in pending.drain(..) {
+            reply.send(Ok(outcomes.by_ref().take(commands.len()).collect()));
         }
         Ok(())
     }
@@ -160,7 +166,7 @@ impl Writer {
     fn fail_stop(
         &mut self,
         reason: String,
-        pending: &mut Vec<(subledger_core::Command, Reply)>,
+        pending: &mut Vec<Pending>,
         receiver: &Receiver<Request>,
     ) {
         if let Ok(mut failure) = self.shared.failure.lock() {
@@ -173,7 +179,7 @@ impl Writer {
             reply.send(Err(stopped()));
         }
         while let Ok(request) = receiver.try_recv() {
-            if let Request::Command(_, reply) = request {
+            if let Request::Commands(_, reply) = request {
                 reply.send(Err(stopped()));
             }
         }
@@ -188,7 +194,7 @@ impl Writer {
         reply: crossbeam_channel::Sender<(State, Box<dyn EventLog>)>,
     ) {
         while let Ok(request) = receiver.try_recv() {
-            if let Request::Command(_, reply) = request {
+            if let Request::Commands(_, reply) = request {
                 reply.send(Err(EngineError::Closed));
             }
         }

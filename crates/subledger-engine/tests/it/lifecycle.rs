@@ -116,7 +116,7 @@ fn a_full_queue_answers_busy_and_nothing_is_acknowledged_before_sync() {
         gate,
     };
     let config = Config {
-        queue_commands_max: 2,
+        queue_requests_max: 2,
         batch_commands_max: 1,
         ..Config::default()
     };
@@ -403,4 +403,51 @@ async fn the_async_api_does_not_block_the_runtime() {
     }
     let balance = ledger.read(|views| views.account(&key("prim0010")).unwrap().balance);
     assert_eq!(balance, Some(amount("0.5")));
+}
+
+#[test]
+fn a_batch_submission_gets_one_outcome_per_command_in_order() {
+    let ledger = Ledger::in_memory(Config::default()).unwrap();
+    let outcomes = ledger
+        .submit_batch(vec![
+            open_primary("prim0011"),
+            top_up("prim0011", "5"),
+            charge("prim0011", "6"),
+            charge("prim0011", "4"),
+            top_up("nobody00", "1"),
+        ])
+        .unwrap();
+    assert_eq!(outcomes.len(), 5);
+    assert_eq!(
+        outcomes[0].as_ref().map(|receipt| receipt.first),
+        Ok(Sequence(1))
+    );
+    assert_eq!(
+        outcomes[1].as_ref().map(|receipt| receipt.first),
+        Ok(Sequence(2))
+    );
+    assert!(matches!(
+        outcomes[2],
+        Err(Rejection::InsufficientFunds { .. })
+    ));
+    assert_eq!(
+        outcomes[3].as_ref().map(|receipt| receipt.first),
+        Ok(Sequence(3))
+    );
+    assert_eq!(
+        outcomes[4],
+        Err(Rejection::UnknownAccount {
+            key: key("nobody00")
+        })
+    );
+    let balance = ledger.read(|views| views.account(&key("prim0011")).unwrap().balance);
+    assert_eq!(balance, Some(amount("1")));
+    let too_many = vec![top_up("prim0011", "1"); REQUEST_COMMANDS_MAX + 1];
+    assert_eq!(
+        ledger.submit_batch(too_many),
+        Err(EngineError::TooManyCommands {
+            max: REQUEST_COMMANDS_MAX
+        })
+    );
+    assert_eq!(ledger.submit_batch(Vec::new()), Ok(Vec::new()));
 }
