@@ -1,6 +1,8 @@
 //! The `subledger` binary: a thin shell over the library crates. It alone uses `anyhow` and
 //! maps errors to exit codes (0 success, 1 a check found a problem, 2 usage or I/O error).
 
+mod bench;
+
 use std::process::ExitCode;
 
 use anyhow::{anyhow, Context, Result};
@@ -23,12 +25,15 @@ struct Cli {
 enum Action {
     /// Run a short scenario on an in-memory ledger and print the resulting family.
     Demo,
+    /// Measure durable throughput, latency and recovery with closed-loop clients.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Action::Demo => demo(),
+        Action::Bench(args) => bench::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -88,6 +88,9 @@ pub struct Config {
     pub snapshot_every_events: u64,
     /// Snapshots kept; older ones are removed after each new one.
     pub snapshots_keep: usize,
+    /// Start recovery from the newest usable snapshot (`false`: replay the whole log, e.g. to
+    /// audit it or to measure full replay).
+    pub recovery_uses_snapshots: bool,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             policy: Policy::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
+            recovery_uses_snapshots: true,
         }
     }
 }
@@ -281,7 +285,11 @@ impl Ledger {
     ) -> Result<Ledger, OpenError> {
         let reader = log.reader();
         let store = log.snapshots();
-        let (replica, head_hash, recovery) = recovery::recover(reader.as_ref(), store.as_ref())?;
+        let (replica, head_hash, recovery) = recovery::recover(
+            reader.as_ref(),
+            store.as_ref(),
+            config.recovery_uses_snapshots,
+        )?;
         let mut state = replica.state().clone();
         state.set_policy(config.policy);
         let mut views = replica.clone();

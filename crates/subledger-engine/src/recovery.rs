@@ -31,17 +31,22 @@ pub struct Recovery {
 pub(crate) fn recover(
     reader: &dyn LogReader,
     snapshots: &dyn SnapshotStore,
+    use_snapshots: bool,
 ) -> Result<(Views, ChainHash, Recovery), OpenError> {
     let started = Instant::now();
     let mut recovery = Recovery::default();
-    let (mut views, mut head_hash) =
-        match newest_usable_snapshot(reader, snapshots, &mut recovery.warnings)? {
-            Some((seq, views, hash)) => {
-                recovery.snapshot = Some(seq);
-                (views, hash)
-            }
-            None => (Views::with_command_index(), ChainHash::GENESIS),
-        };
+    let usable = if use_snapshots {
+        newest_usable_snapshot(reader, snapshots, &mut recovery.warnings)?
+    } else {
+        None
+    };
+    let (mut views, mut head_hash) = match usable {
+        Some((seq, views, hash)) => {
+            recovery.snapshot = Some(seq);
+            (views, hash)
+        }
+        None => (Views::with_command_index(), ChainHash::GENESIS),
+    };
     let start = views.last_seq();
     for record in reader.records_from(start.next())? {
         let record = record?;

@@ -1,0 +1,709 @@
+//! subledger-bench: the load harness behind `subledger bench`.
+//!
+//! Closed-loop clients (one OS thread each) submit commands through the public embedding API
+//! (`Ledger::submit` or `Ledger::submit_batch`), each waiting for its outcome before sending
+//! the next, against a durable sled ledger in a fresh temporary directory (or `--data`, or in
+//! memory). Setup (accounts, initial funds) is not measured. After the load the harness
+//! measures recovery twice: from the newest snapshot, and by replaying the whole log.
+//!
+//! Workloads:
+//! - `tigerbeetle`: `accounts` accounts in families of one primary and 99 own-balance
+//!   subaccounts; balance transfers between a primary and one of its subaccounts in either
+//!   direction, `hot_accounts_pct` % of them on the hottest 1 % of families; ids unique.
+//! - `vonage`: `primaries` × `subaccounts_per_primary`, half of the subaccounts with their own
+//!   balance; 80 % charges, 15 % balance transfers, 5 % credit transfers, and a trickle of
+//!   suspensions, reactivations and secret rotations — some commands are rejected by the rules,
+//!   as in real traffic.
+
+// Rates and durations are reported as floating point; money never is.
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+use subledger_core::{
+    Amount, ApiKey, Charge, Command, CommandId, CreateSecret, CreateSubaccount, Currency,
+    NewSecret, OpenPrimary, RevokeSecret, SecretHash, SecretId, TopUp, Transfer, UpdateSubaccount,
+};
+use subledger_engine::{Config, EngineError, Ledger, OpenError, SystemClock, REQUEST_COMMANDS_MAX};
+use subledger_log::MemoryLog;
+use subledger_store::{SledLog, StoreError, StoreOptions};
+
+/// Most client threads.
+pub const CLIENTS_MAX: usize = 4_096;
+/// Most accounts a run may create.
+pub const ACCOUNTS_MAX: usize = 10_000_000;
+/// Subaccounts per family in the `tigerbeetle` workload.
+const TIGERBEETLE_SUBACCOUNTS: usize = 99;
+/// How often the throughput timeline is sampled.
+const TIMELINE_SAMPLE_MILLIS: u64 = 100;
+
+/// Which traffic to generate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Workload {
+    TigerBeetle,
+    Vonage,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BenchOptions {
+    pub workload: Workload,
+    /// `tigerbeetle`: total accounts.
+    pub accounts: usize,
+    /// `vonage`: primaries.
+    pub primaries: usize,
+    /// `vonage`: subaccounts per primary.
+    pub subaccounts_per_primary: usize,
+    /// Commands submitted during the measured load.
+    pub commands: u64,
+    /// Closed-loop clients.
+    pub clients: usize,
+    /// Commands per submission (1: `submit`; more: `submit_batch`).
+    pub batch_size: usize,
+    /// `tigerbeetle`: share of transfers on the hot accounts, in percent.
+    pub hot_accounts_pct: u8,
+    /// Where the ledger lives; `None` for a fresh temporary directory.
+    pub data: Option<PathBuf>,
+    /// No durability at all: the in-memory log.
+    pub in_memory: bool,
+    pub seed: u64,
+    /// Store layout: most events per sled value.
+    pub events_per_record: usize,
+    /// Engine: most commands per group commit.
+    pub batch_commands_max: usize,
+}
+
+impl Default for BenchOptions {
+    fn default() -> BenchOptions {
+        BenchOptions {
+            workload: Workload::TigerBeetle,
+            accounts: 10_000,
+            primaries: 1_000,
+            subaccounts_per_primary: 100,
+            commands: 1_000_000,
+            clients: 16,
+            batch_size: 1,
+            hot_accounts_pct: 80,
+            data: None,
+            in_memory: false,
+            seed: 42,
+            events_per_record: subledger_store::EVENTS_PER_RECORD_DEFAULT,
+            batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
+        }
+    }
+}
+
+/// Latency percentiles of one submission round trip, in microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Latency {
+    pub p50: u64,
+    pub p99: u64,
+    pub p999: u64,
+    pub max: u64,
+}
+
+/// What a run measured (the `--json` output).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BenchReport {
+    pub workload: Workload,
+    pub accounts: usize,
+    pub clients: usize,
+    pub batch_size: usize,
+    pub commands: u64,
+    pub committed: u64,
+    pub rejected: u64,
+    pub seconds: f64,
+    pub commands_per_sec: f64,
+    pub latency_us: Latency,
+    /// Commands per group commit (durable sync).
+    pub mean_batch_size: f64,
+    pub durable: bool,
+    pub events: u64,
+    pub bytes_on_disk: u64,
+    pub bytes_per_event: f64,
+    pub rss_bytes_peak: u64,
+    pub recovery_seconds_full: f64,
+    pub recovery_seconds_snapshot: f64,
+    pub replay_events_per_sec: f64,
+    /// (seconds since start, commands answered so far), every 100 ms.
+    pub timeline: Vec<(f64, u64)>,
+}
+
+/// Why a run could not be made.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BenchError {
+    #[error("invalid options: {0}")]
+    Options(String),
+    #[error("cannot prepare a data directory: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Open(#[from] OpenError),
+    #[error("the engine failed: {0}")]
+    Engine(#[from] EngineError),
+    #[error("setup command refused: {0}")]
+    Setup(String),
+}
+
+/// Deterministic, cheap randomness (xorshift64*): the generator must not be what we measure.
+#[derive(Debug, Clone)]
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, bound: usize) -> usize {
+        let bound = u64::try_from(bound.max(1)).unwrap_or(u64::MAX);
+        usize::try_from(self.next() % bound).unwrap_or(0)
+    }
+
+    fn percent(&mut self) -> u64 {
+        self.next() % 100
+    }
+}
+
+fn account_key(index: usize) -> ApiKey {
+    // Eight decimal digits are a valid key; indices stay below 10⁸ (ACCOUNTS_MAX).
+    format!("{index:08}")
+        .parse()
+        .unwrap_or_else(|_| ApiKey::from_random([0; 8]))
+}
+
+fn units(minor: i128) -> Amount {
+    Amount::from_units(minor).unwrap_or(Amount::ZERO)
+}
+
+/// A placeholder hash: the harness measures the ledger, not argon2 (the server hashes).
+fn bench_secret(id: u128) -> NewSecret {
+    let hash = SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$YmVuY2g$YmVuY2hoYXNo".into());
+    NewSecret {
+        id: SecretId::from_bytes(id.to_le_bytes()),
+        hash: hash.unwrap_or_else(|_| unreachable!("a valid constant")),
+    }
+}
+
+/// The account layout of a run: families of one primary and its subaccounts.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    families: usize,
+    subaccounts: usize,
+}
+
+impl Layout {
+    fn of(options: &BenchOptions) -> Layout {
+        match options.workload {
+            Workload::TigerBeetle => Layout {
+                families: (options.accounts / (TIGERBEETLE_SUBACCOUNTS + 1)).max(1),
+                subaccounts: TIGERBEETLE_SUBACCOUNTS,
+            },
+            Workload::Vonage => Layout {
+                families: options.primaries.max(1),
+                subaccounts: options.subaccounts_per_primary,
+            },
+        }
+    }
+
+    fn accounts(self) -> usize {
+        self.families * (self.subaccounts + 1)
+    }
+
+    fn primary(self, family: usize) -> ApiKey {
+        account_key(family * (self.subaccounts + 1))
+    }
+
+    fn subaccount(self, family: usize, sub: usize) -> ApiKey {
+        account_key(family * (self.subaccounts + 1) + 1 + sub)
+    }
+
+    /// In `vonage`, even subaccounts have their own balance, odd ones share the primary's.
+    fn own_balance(self, workload: Workload, sub: usize) -> bool {
+        workload == Workload::TigerBeetle || sub % 2 == 0
+    }
+}
+
+/// Unique command ids: (client, counter) in the high bits, never colliding with setup ids.
+struct Ids {
+    client: u128,
+    counter: u128,
+}
+
+impl Ids {
+    fn next(&mut self) -> CommandId {
+        self.counter += 1;
+        CommandId::from_bytes(((self.client + 1) << 64 | self.counter).to_le_bytes())
+    }
+}
+
+/// Generates one client's commands.
+struct Generator {
+    workload: Workload,
+    layout: Layout,
+    hot_pct: u64,
+    rng: Rng,
+    ids: Ids,
+}
+
+impl Generator {
+    fn next(&mut self) -> Command {
+        match self.workload {
+            Workload::TigerBeetle => self.tigerbeetle(),
+            Workload::Vonage => self.vonage(),
+        }
+    }
+
+    fn family(&mut self) -> usize {
+        let hot = (self.layout.families / 100).max(1);
+        if self.rng.percent() < self.hot_pct {
+            self.rng.below(hot)
+        } else {
+            self.rng.below(self.layout.families)
+        }
+    }
+
+    fn transfer(&mut self, family: usize, sub: usize, amount: Amount, credit: bool) -> Command {
+        let primary = self.layout.primary(family);
+        let subaccount = self.layout.subaccount(family, sub);
+        let (from, to) = if self.rng.next() % 2 == 0 {
+            (primary, subaccount)
+        } else {
+            (subaccount, primary)
+        };
+        let transfer = Transfer {
+            id: self.ids.next(),
+            primary,
+            from,
+            to,
+            amount,
+            reference: String::new(),
+        };
+        if credit {
+            Command::TransferCredit(transfer)
+        } else {
+            Command::TransferBalance(transfer)
+        }
+    }
+
+    fn tigerbeetle(&mut self) -> Command {
+        let family = self.family();
+        let sub = self.rng.below(self.layout.subaccounts);
+        self.transfer(family, sub, units(1_000_000), false)
+    }
+
+    fn vonage(&mut self) -> Command {
+        let family = self.rng.below(self.layout.families);
+        let sub = self.rng.below(self.layout.subaccounts.max(1));
+        let own_sub = sub & !1;
+        let roll = self.rng.next() % 10_000;
+        match roll {
+            0..=7_999 => Command::Charge(Charge {
+                id: self.ids.next(),
+                account: self.layout.subaccount(family, sub),
+                amount: units(100_000 + i128::from(self.rng.percent()) * 10_000),
+                reference: String::new(),
+            }),
+            8_000..=9_499 => self.transfer(family, own_sub, units(5_000_000), false),
+            9_500..=9_979 => self.transfer(family, own_sub, units(1_000_000), true),
+            9_980..=9_989 => Command::UpdateSubaccount(UpdateSubaccount {
+                primary: self.layout.primary(family),
+                subaccount: self.layout.subaccount(family, sub),
+                name: None,
+                suspended: Some(roll % 2 == 0),
+                use_primary_account_balance: None,
+            }),
+            9_990..=9_994 => Command::CreateSecret(CreateSecret {
+                account: self.layout.subaccount(family, sub),
+                secret: bench_secret(u128::from_le_bytes(self.ids.next().to_uuid().into_bytes())),
+            }),
+            _ => Command::RevokeSecret(RevokeSecret {
+                account: self.layout.subaccount(family, sub),
+                secret: bench_secret(u128::from(self.rng.next())).id,
+            }),
+        }
+    }
+}
+
+fn validate(options: &BenchOptions) -> Result<(), BenchError> {
+    let refuse = |why: &str| Err(BenchError::Options(why.into()));
+    if options.clients == 0 || options.clients > CLIENTS_MAX {
+        return refuse("--clients must be between 1 and 4096");
+    }
+    if options.batch_size == 0 || options.batch_size > REQUEST_COMMANDS_MAX {
+        return refuse("--batch-size must be between 1 and 8192");
+    }
+    if options.hot_accounts_pct > 100 {
+        return refuse("--hot-accounts is a percentage (0-100)");
+    }
+    if Layout::of(options).accounts() > ACCOUNTS_MAX {
+        return refuse("at most 10,000,000 accounts");
+    }
+    if options.workload == Workload::Vonage && options.subaccounts_per_primary < 2 {
+        return refuse("the vonage workload needs at least 2 subaccounts per primary");
+    }
+    if options.in_memory && options.data.is_some() {
+        return refuse("--data and --in-memory exclude each other");
+    }
+    Ok(())
+}
+
+/// Where the ledger lives during a run, and how to reopen it.
+enum Storage {
+    Memory(MemoryLog),
+    Disk {
+        dir: PathBuf,
+        _temporary: Option<tempfile::TempDir>,
+        options: StoreOptions,
+    },
+}
+
+impl Storage {
+    fn prepare(options: &BenchOptions) -> Result<Storage, BenchError> {
+        if options.in_memory {
+            return Ok(Storage::Memory(MemoryLog::new()));
+        }
+        let store = StoreOptions {
+            events_per_record: options.events_per_record,
+            ..StoreOptions::default()
+        };
+        match &options.data {
+            Some(dir) => {
+                let empty =
+                    std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
+                if !empty {
+                    return Err(BenchError::Options(format!(
+                        "{} is not empty: the benchmark needs a fresh data directory",
+                        dir.display()
+                    )));
+                }
+                Ok(Storage::Disk {
+                    dir: dir.clone(),
+                    _temporary: None,
+                    options: store,
+                })
+            }
+            None => {
+                let temporary = tempfile::Builder::new()
+                    .prefix("subledger-bench-")
+                    .tempdir()?;
+                Ok(Storage::Disk {
+                    dir: temporary.path().to_path_buf(),
+                    _temporary: Some(temporary),
+                    options: store,
+                })
+            }
+        }
+    }
+
+    fn open(&self, config: Config) -> Result<Ledger, BenchError> {
+        match self {
+            Storage::Memory(log) => Ok(Ledger::open(config, log.clone(), SystemClock)?),
+            Storage::Disk { dir, options, .. } => {
+                let (log, _) = SledLog::open(dir, *options)?;
+                Ok(Ledger::open(config, log, SystemClock)?)
+            }
+        }
+    }
+
+    fn bytes_on_disk(&self) -> u64 {
+        match self {
+            Storage::Memory(_) => 0,
+            Storage::Disk { dir, .. } => directory_bytes(dir),
+        }
+    }
+}
+
+fn directory_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .filter_map(Result::ok)
+        .map(|entry| match entry.metadata() {
+            Ok(metadata) if metadata.is_dir() => directory_bytes(&entry.path()),
+            Ok(metadata) => metadata.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
+pub fn rss_bytes_peak() -> u64 {
+    let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
+        return 0;
+    };
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .and_then(|rest| {
+            rest.trim()
+                .trim_end_matches("kB")
+                .trim()
+                .parse::<u64>()
+                .ok()
+        })
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// Submits setup commands in batches; every one must be accepted.
+fn submit_setup(ledger: &Ledger, commands: Vec<Command>) -> Result<(), BenchError> {
+    let mut commands = commands.into_iter().peekable();
+    while commands.peek().is_some() {
+        let chunk: Vec<Command> = commands.by_ref().take(REQUEST_COMMANDS_MAX).collect();
+        for outcome in ledger.submit_batch(chunk)? {
+            outcome.map_err(|rejection| BenchError::Setup(rejection.to_string()))?;
+        }
+    }
+    Ok(())
+}
+
+/// Opens the families and funds them (not measured).
+fn setup(ledger: &Ledger, options: &BenchOptions, layout: Layout) -> Result<(), BenchError> {
+    let mut secret = 0_u128;
+    let mut next_secret = || {
+        secret += 1;
+        bench_secret(secret)
+    };
+    let mut setup_id = 0_u128;
+    let mut next_id = || {
+        setup_id += 1;
+        CommandId::from_bytes(setup_id.to_le_bytes())
+    };
+    let mut commands = Vec::new();
+    for family in 0..layout.families {
+        commands.push(Command::OpenPrimary(OpenPrimary {
+            key: layout.primary(family),
+            name: format!("bench primary {family}"),
+            currency: Currency::EUR,
+            credit_line: units(-100_000_000_000_000),
+            secret: next_secret(),
+        }));
+    }
+    submit_setup(ledger, std::mem::take(&mut commands))?;
+    for family in 0..layout.families {
+        for sub in 0..layout.subaccounts {
+            commands.push(Command::CreateSubaccount(CreateSubaccount {
+                primary: layout.primary(family),
+                key: layout.subaccount(family, sub),
+                name: format!("bench sub {sub}"),
+                use_primary_account_balance: !layout.own_balance(options.workload, sub),
+                secret: next_secret(),
+            }));
+        }
+        commands.push(Command::TopUp(TopUp {
+            id: next_id(),
+            primary: layout.primary(family),
+            amount: units(1_000_000_000 * 100_000_000),
+            reference: String::new(),
+        }));
+    }
+    submit_setup(ledger, std::mem::take(&mut commands))?;
+    for family in 0..layout.families {
+        let primary = layout.primary(family);
+        for sub in (0..layout.subaccounts).filter(|sub| layout.own_balance(options.workload, *sub))
+        {
+            commands.push(Command::TransferBalance(Transfer {
+                id: next_id(),
+                primary,
+                from: primary,
+                to: layout.subaccount(family, sub),
+                amount: units(1_000_000 * 100_000_000),
+                reference: String::new(),
+            }));
+        }
+    }
+    submit_setup(ledger, commands)
+}
+
+/// One client's results.
+struct ClientResult {
+    committed: u64,
+    rejected: u64,
+    latency: Histogram<u64>,
+}
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
+}
+
+fn run_client(
+    ledger: &Ledger,
+    mut generator: Generator,
+    mut remaining: u64,
+    batch_size: usize,
+    answered: &AtomicU64,
+) -> Result<ClientResult, EngineError> {
+    let mut result = ClientResult {
+        committed: 0,
+        rejected: 0,
+        latency: new_histogram(),
+    };
+    while remaining > 0 {
+        let count = usize::try_from(remaining)
+            .unwrap_or(usize::MAX)
+            .min(batch_size);
+        let commands: Vec<Command> = (0..count).map(|_| generator.next()).collect();
+        let started = Instant::now();
+        let outcomes = if count == 1 {
+            let command = commands.into_iter().next().ok_or(EngineError::Closed)?;
+            vec![ledger.submit(command)?]
+        } else {
+            ledger.submit_batch(commands)?
+        };
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        result.latency.saturating_record(micros.max(1));
+        for outcome in &outcomes {
+            if outcome.is_ok() {
+                result.committed += 1;
+            } else {
+                result.rejected += 1;
+            }
+        }
+        let done = u64::try_from(outcomes.len()).unwrap_or(0);
+        answered.fetch_add(done, Ordering::Relaxed);
+        remaining = remaining.saturating_sub(done.max(1));
+    }
+    Ok(result)
+}
+
+/// Runs the benchmark. `progress` is called about ten times a second with (answered, total).
+pub fn run(
+    options: &BenchOptions,
+    progress: &(dyn Fn(u64, u64) + Sync),
+) -> Result<BenchReport, BenchError> {
+    validate(options)?;
+    let layout = Layout::of(options);
+    let storage = Storage::prepare(options)?;
+    let config = Config {
+        batch_commands_max: options.batch_commands_max,
+        // Background snapshots would compete for the 2 cores during the measurement; the
+        // harness takes one explicitly after the load to measure snapshot recovery.
+        snapshot_every_events: 0,
+        ..Config::default()
+    };
+    let ledger = Arc::new(storage.open(config)?);
+    setup(&ledger, options, layout)?;
+    let before = ledger.metrics();
+    let answered = Arc::new(AtomicU64::new(0));
+    let clients = u64::try_from(options.clients).unwrap_or(1);
+    let started = Instant::now();
+    let handles: Vec<_> = (0..options.clients)
+        .map(|client| {
+            let ledger = Arc::clone(&ledger);
+            let answered = Arc::clone(&answered);
+            let index = u64::try_from(client).unwrap_or(0);
+            let share = options.commands / clients + u64::from(index < options.commands % clients);
+            let generator = Generator {
+                workload: options.workload,
+                layout,
+                hot_pct: u64::from(options.hot_accounts_pct),
+                rng: Rng::new(options.seed ^ index.wrapping_mul(0x51_7CC1_B727_220A)),
+                ids: Ids {
+                    client: u128::from(index),
+                    counter: 0,
+                },
+            };
+            let batch_size = options.batch_size;
+            std::thread::spawn(move || run_client(&ledger, generator, share, batch_size, &answered))
+        })
+        .collect();
+    let mut timeline = Vec::new();
+    while handles.iter().any(|handle| !handle.is_finished()) {
+        std::thread::sleep(Duration::from_millis(TIMELINE_SAMPLE_MILLIS));
+        let done = answered.load(Ordering::Relaxed);
+        timeline.push((started.elapsed().as_secs_f64(), done));
+        progress(done, options.commands);
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let mut latency = new_histogram();
+    let (mut committed, mut rejected) = (0, 0);
+    for handle in handles {
+        let result = handle
+            .join()
+            .map_err(|_| BenchError::Setup("a client thread panicked".into()))??;
+        committed += result.committed;
+        rejected += result.rejected;
+        latency
+            .add(&result.latency)
+            .map_err(|error| BenchError::Setup(error.to_string()))?;
+    }
+    let after = ledger.metrics();
+    let batches = after.batches.saturating_sub(before.batches).max(1);
+    let measured = after.commands.saturating_sub(before.commands);
+    let events = after.events;
+    let rss_bytes_peak = rss_bytes_peak();
+    // Recovery: take a snapshot of everything, close, then reopen twice.
+    ledger
+        .snapshot_now()
+        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    let ledger = Arc::into_inner(ledger)
+        .ok_or_else(|| BenchError::Setup("the ledger is still shared".into()))?;
+    ledger.close()?;
+    let bytes_on_disk = storage.bytes_on_disk();
+    let timed_open = |uses_snapshots: bool| -> Result<f64, BenchError> {
+        let opened = Instant::now();
+        let ledger = storage.open(Config {
+            recovery_uses_snapshots: uses_snapshots,
+            snapshot_every_events: 0,
+            ..Config::default()
+        })?;
+        let elapsed = opened.elapsed().as_secs_f64();
+        ledger.close()?;
+        Ok(elapsed)
+    };
+    let recovery_seconds_snapshot = timed_open(true)?;
+    let recovery_seconds_full = timed_open(false)?;
+    let per_second = |count: u64, seconds: f64| {
+        if seconds > 0.0 {
+            count as f64 / seconds
+        } else {
+            0.0
+        }
+    };
+    Ok(BenchReport {
+        workload: options.workload,
+        accounts: layout.accounts(),
+        clients: options.clients,
+        batch_size: options.batch_size,
+        commands: options.commands,
+        committed,
+        rejected,
+        seconds,
+        commands_per_sec: per_second(options.commands, seconds),
+        latency_us: Latency {
+            p50: latency.value_at_quantile(0.5),
+            p99: latency.value_at_quantile(0.99),
+            p999: latency.value_at_quantile(0.999),
+            max: latency.max(),
+        },
+        mean_batch_size: measured as f64 / batches as f64,
+        durable: !options.in_memory,
+        events,
+        bytes_on_disk,
+        bytes_per_event: if events > 0 {
+            bytes_on_disk as f64 / events as f64
+        } else {
+            0.0
+        },
+        rss_bytes_peak,
+        recovery_seconds_full,
+        recovery_seconds_snapshot,
+        replay_events_per_sec: per_second(events, recovery_seconds_full),
+        timeline,
+    })
+}

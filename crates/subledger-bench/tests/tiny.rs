@@ -1,0 +1,97 @@
+//! Tiny runs of each workload, so CI proves the harness works (no timing assertions).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use subledger_bench::{run, BenchError, BenchOptions, Workload};
+
+fn tiny(workload: Workload) -> BenchOptions {
+    BenchOptions {
+        workload,
+        accounts: 300,
+        primaries: 5,
+        subaccounts_per_primary: 6,
+        commands: 2_000,
+        clients: 4,
+        ..BenchOptions::default()
+    }
+}
+
+#[test]
+fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
+    let report = run(&tiny(Workload::TigerBeetle), &|_, _| {}).unwrap();
+    assert_eq!(report.accounts, 300);
+    assert_eq!(report.committed + report.rejected, 2_000);
+    assert_eq!(
+        report.rejected, 0,
+        "transfers are sized to always be affordable"
+    );
+    assert!(report.durable);
+    assert!(report.bytes_on_disk > 0);
+    assert!(report.events >= 2_000);
+    assert!(report.latency_us.p50 >= 1 && report.latency_us.p50 <= report.latency_us.max);
+    assert!(report.mean_batch_size >= 1.0);
+    assert!(report.recovery_seconds_full > 0.0 && report.recovery_seconds_snapshot > 0.0);
+    let json = serde_json::to_value(&report).unwrap();
+    for field in [
+        "workload",
+        "commands",
+        "committed",
+        "rejected",
+        "seconds",
+        "commands_per_sec",
+        "latency_us",
+        "mean_batch_size",
+        "durable",
+        "bytes_on_disk",
+        "rss_bytes_peak",
+        "recovery_seconds_full",
+        "recovery_seconds_snapshot",
+        "replay_events_per_sec",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(json["workload"], "tigerbeetle");
+    for percentile in ["p50", "p99", "p999", "max"] {
+        assert!(json["latency_us"].get(percentile).is_some());
+    }
+}
+
+#[test]
+fn the_vonage_workload_runs_in_memory_with_batches_and_some_rejections() {
+    let options = BenchOptions {
+        in_memory: true,
+        batch_size: 16,
+        ..tiny(Workload::Vonage)
+    };
+    let report = run(&options, &|_, _| {}).unwrap();
+    assert_eq!(report.accounts, 35);
+    assert_eq!(report.committed + report.rejected, 2_000);
+    assert!(
+        report.committed > 1_000,
+        "most real traffic commits: {report:?}"
+    );
+    assert!(!report.durable);
+    assert_eq!(report.bytes_on_disk, 0);
+    assert!(report.mean_batch_size >= 1.0);
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let no_clients = BenchOptions {
+        clients: 0,
+        ..tiny(Workload::TigerBeetle)
+    };
+    assert!(matches!(
+        run(&no_clients, &|_, _| {}),
+        Err(BenchError::Options(_))
+    ));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("x"), "not empty").unwrap();
+    let used = BenchOptions {
+        data: Some(dir.path().to_path_buf()),
+        ..tiny(Workload::TigerBeetle)
+    };
+    assert!(matches!(
+        run(&used, &|_, _| {}),
+        Err(BenchError::Options(_))
+    ));
+}

@@ -1,0 +1,224 @@
+//! `subledger bench`: flags, the human table, `--json`, and the `--plot` SVG.
+
+// Rates and chart coordinates are floating point; money never is.
+#![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, ValueEnum};
+use subledger_bench::{BenchOptions, BenchReport, Workload};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum WorkloadArg {
+    Tigerbeetle,
+    Vonage,
+}
+
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// The traffic: `tigerbeetle` (transfers between accounts, hot spots) or `vonage`
+    /// (charges, transfers, credit, suspensions, secret rotations).
+    #[arg(long, value_enum, default_value = "tigerbeetle")]
+    workload: WorkloadArg,
+    /// tigerbeetle: number of accounts (families of one primary and 99 subaccounts).
+    #[arg(long, default_value_t = 10_000)]
+    accounts: usize,
+    /// vonage: number of primaries.
+    #[arg(long, default_value_t = 1_000)]
+    primaries: usize,
+    /// vonage: subaccounts per primary.
+    #[arg(long, default_value_t = 100)]
+    subaccounts_per_primary: usize,
+    /// Commands in the measured load.
+    #[arg(long, default_value_t = 1_000_000)]
+    commands: u64,
+    /// Closed-loop clients (threads), each waiting for its answer before the next request.
+    #[arg(long, default_value_t = 16)]
+    clients: usize,
+    /// Commands per request (1 = single submissions; up to 8192 = batch submissions).
+    #[arg(long, default_value_t = 1)]
+    batch_size: usize,
+    /// tigerbeetle: percent of transfers on the hottest 1 % of families.
+    #[arg(long = "hot-accounts", default_value_t = 80)]
+    hot_accounts: u8,
+    /// Data directory (must be empty); default: a fresh temporary directory.
+    #[arg(long, conflicts_with = "in_memory")]
+    data: Option<PathBuf>,
+    /// No durability: the in-memory log.
+    #[arg(long)]
+    in_memory: bool,
+    /// Most events per stored sled value.
+    #[arg(long, default_value_t = subledger_store_default_events_per_record())]
+    events_per_record: usize,
+    /// Random seed of the workload.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Print one JSON object instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Write an SVG chart of throughput over time and the latency percentiles.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+}
+
+const fn subledger_store_default_events_per_record() -> usize {
+    1_024
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    let options = BenchOptions {
+        workload: match args.workload {
+            WorkloadArg::Tigerbeetle => Workload::TigerBeetle,
+            WorkloadArg::Vonage => Workload::Vonage,
+        },
+        accounts: args.accounts,
+        primaries: args.primaries,
+        subaccounts_per_primary: args.subaccounts_per_primary,
+        commands: args.commands,
+        clients: args.clients,
+        batch_size: args.batch_size,
+        hot_accounts_pct: args.hot_accounts,
+        data: args.data.clone(),
+        in_memory: args.in_memory,
+        seed: args.seed,
+        events_per_record: args.events_per_record,
+        ..BenchOptions::default()
+    };
+    let interactive = std::io::stderr().is_terminal();
+    let progress = |done: u64, total: u64| {
+        if interactive {
+            eprint!("\r  {done} / {total} commands answered");
+        }
+    };
+    let report = subledger_bench::run(&options, &progress).context("the benchmark failed")?;
+    if interactive {
+        eprintln!();
+    }
+    if let Some(path) = &args.plot {
+        std::fs::write(path, svg(&report))
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_table(&report);
+    }
+    Ok(())
+}
+
+fn print_table(report: &BenchReport) {
+    let rows = [
+        ("workload", format!("{:?}", report.workload).to_lowercase()),
+        ("accounts", report.accounts.to_string()),
+        (
+            "clients × batch",
+            format!("{} × {}", report.clients, report.batch_size),
+        ),
+        ("commands", report.commands.to_string()),
+        (
+            "committed / rejected",
+            format!("{} / {}", report.committed, report.rejected),
+        ),
+        ("seconds", format!("{:.3}", report.seconds)),
+        ("commands/s", format!("{:.0}", report.commands_per_sec)),
+        (
+            "latency µs p50/p99/p999/max",
+            format!(
+                "{} / {} / {} / {}",
+                report.latency_us.p50,
+                report.latency_us.p99,
+                report.latency_us.p999,
+                report.latency_us.max
+            ),
+        ),
+        (
+            "commands per group commit",
+            format!("{:.1}", report.mean_batch_size),
+        ),
+        ("durable", report.durable.to_string()),
+        ("events", report.events.to_string()),
+        (
+            "bytes on disk (per event)",
+            format!("{} ({:.1})", report.bytes_on_disk, report.bytes_per_event),
+        ),
+        ("peak RSS bytes", report.rss_bytes_peak.to_string()),
+        (
+            "recovery s: snapshot / full",
+            format!(
+                "{:.3} / {:.3}",
+                report.recovery_seconds_snapshot, report.recovery_seconds_full
+            ),
+        ),
+        (
+            "replay events/s",
+            format!("{:.0}", report.replay_events_per_sec),
+        ),
+    ];
+    for (name, value) in rows {
+        println!("{name:<30} {value}");
+    }
+}
+
+/// A self-contained SVG: throughput per sample interval over time, and latency percentiles.
+fn svg(report: &BenchReport) -> String {
+    let (width, height, margin) = (800.0, 300.0, 50.0);
+    let rates: Vec<(f64, f64)> = report
+        .timeline
+        .windows(2)
+        .map(|pair| {
+            let ((t0, c0), (t1, c1)) = (pair[0], pair[1]);
+            (t1, (c1.saturating_sub(c0)) as f64 / (t1 - t0).max(1e-9))
+        })
+        .collect();
+    let t_max = rates.last().map_or(1.0, |(t, _)| *t).max(1e-9);
+    let r_max = rates.iter().map(|(_, r)| *r).fold(1.0, f64::max);
+    let points: Vec<String> = rates
+        .iter()
+        .map(|(t, r)| {
+            let x = margin + t / t_max * (width - 2.0 * margin);
+            let y = height - margin - r / r_max * (height - 2.0 * margin);
+            format!("{x:.1},{y:.1}")
+        })
+        .collect();
+    let latency = report.latency_us;
+    let bars = [
+        ("p50", latency.p50),
+        ("p99", latency.p99),
+        ("p99.9", latency.p999),
+        ("max", latency.max),
+    ];
+    let l_max = bars.iter().map(|(_, v)| *v).max().unwrap_or(1).max(1) as f64;
+    let mut bar_svg = String::new();
+    for (index, (name, value)) in bars.iter().enumerate() {
+        let x = margin + index as f64 * 180.0;
+        let bar = *value as f64 / l_max * 200.0;
+        bar_svg.push_str(&format!(
+            "<rect x=\"{x:.0}\" y=\"{:.0}\" width=\"120\" height=\"{bar:.0}\" fill=\"#c0504d\"/>\
+             <text x=\"{x:.0}\" y=\"{:.0}\">{name}: {value} µs</text>",
+            height + 260.0 - bar,
+            height + 280.0
+        ));
+    }
+    format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{width}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"12\">\
+         <rect width=\"100%\" height=\"100%\" fill=\"white\"/>\
+         <text x=\"{margin}\" y=\"20\">{:?}: {:.0} commands/s over {:.1} s (peak {:.0}/s)</text>\
+         <line x1=\"{margin}\" y1=\"{}\" x2=\"{}\" y2=\"{}\" stroke=\"black\"/>\
+         <line x1=\"{margin}\" y1=\"{margin}\" x2=\"{margin}\" y2=\"{}\" stroke=\"black\"/>\
+         <polyline fill=\"none\" stroke=\"#4f81bd\" stroke-width=\"2\" points=\"{}\"/>\
+         <text x=\"{margin}\" y=\"{}\">submission latency</text>{bar_svg}</svg>",
+        height + 300.0,
+        report.workload,
+        report.commands_per_sec,
+        report.seconds,
+        r_max,
+        height - margin,
+        width - margin,
+        height - margin,
+        height - margin,
+        points.join(" "),
+        height + 30.0,
+    )
+}
