@@ -707,3 +707,9 @@ pub fn run(
         timeline,
     })
 }
+
+/// Compiles and runs the README's code blocks as doc tests, so the embedding examples stay true
+/// (this crate depends on every crate they use).
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;

@@ -541,8 +541,3 @@ impl Drop for Ledger {
         }
     }
 }
-
-/// Compiles and runs the README's code blocks as doc tests, so the embedding example stays true.
-#[cfg(doctest)]
-#[doc = include_str!("../../../README.md")]
-struct ReadmeDoctests;
