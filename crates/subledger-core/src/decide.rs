@@ -267,13 +267,14 @@ fn set_suspended(state: &State, set: &SetSuspended) -> Result<Vec<Event>, Reject
 }
 
 /// The idempotency check shared by every money command: `Some(decision)` ends deciding.
+/// `content` is only built when the id is known: the common fresh command pays one lookup.
 fn replayed(
     state: &State,
     id: &CommandId,
-    content: Option<CommandContent>,
+    content: impl FnOnce() -> Option<CommandContent>,
 ) -> Option<Result<Decision, Rejection>> {
     let record = state.command(id)?;
-    Some(if content.as_ref() == Some(&record.content) {
+    Some(if content().as_ref() == Some(&record.content) {
         Ok(Decision::AlreadyApplied {
             seq: record.seq,
             at: record.at,
@@ -290,19 +291,36 @@ fn transfer_money(
 ) -> Result<Decision, Rejection> {
     let source = state.account_id(&transfer.from);
     let target = state.account_id(&transfer.to);
-    let content = source.zip(target).map(|(source, target)| CommandContent {
-        kind,
-        source,
-        target,
-        amount: transfer.amount,
-        reference: transfer.reference.as_str().into(),
-    });
+    let content = || {
+        source.zip(target).map(|(source, target)| CommandContent {
+            kind,
+            source,
+            target,
+            amount: transfer.amount,
+            reference: transfer.reference.as_str().into(),
+        })
+    };
     if let Some(decision) = replayed(state, &transfer.id, content) {
         return decision;
     }
     validate_amount(transfer.amount)?;
     validate_reference(&transfer.reference)?;
-    let (primary_id, primary) = acting_primary(state, &transfer.primary)?;
+    // The acting primary is nearly always one of the ends: reuse that lookup.
+    let known_primary = if transfer.primary == transfer.from {
+        source
+    } else if transfer.primary == transfer.to {
+        target
+    } else {
+        state.account_id(&transfer.primary)
+    };
+    let (primary_id, primary) = match known_primary.and_then(|id| Some((id, state.account(id)?))) {
+        Some((id, account)) if account.is_primary() => (id, account),
+        _ => {
+            return Err(Rejection::UnknownAccount {
+                key: transfer.primary,
+            })
+        }
+    };
     let reject = |rule| Err(Rejection::InvalidTransfer { rule });
     if transfer.from == transfer.to {
         return reject(TransferRule::SameAccount);
@@ -385,13 +403,15 @@ fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
     };
     // What the caller sent, not who pays: the payer can change (a shared subaccount switching
     // to its own balance), and a retry must still be recognised.
-    let content = found.map(|(id, _)| CommandContent {
-        kind: MoneyKind::Charge,
-        source: id,
-        target: id,
-        amount: charge.amount,
-        reference: charge.reference.as_str().into(),
-    });
+    let content = || {
+        found.map(|(id, _)| CommandContent {
+            kind: MoneyKind::Charge,
+            source: id,
+            target: id,
+            amount: charge.amount,
+            reference: charge.reference.as_str().into(),
+        })
+    };
     if let Some(decision) = replayed(state, &charge.id, content) {
         return decision;
     }
@@ -438,13 +458,15 @@ fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
 
 fn top_up_primary(state: &State, top_up: &TopUp) -> Result<Decision, Rejection> {
     let found = state.account_id(&top_up.primary);
-    let content = found.map(|id| CommandContent {
-        kind: MoneyKind::TopUp,
-        source: id,
-        target: id,
-        amount: top_up.amount,
-        reference: top_up.reference.as_str().into(),
-    });
+    let content = || {
+        found.map(|id| CommandContent {
+            kind: MoneyKind::TopUp,
+            source: id,
+            target: id,
+            amount: top_up.amount,
+            reference: top_up.reference.as_str().into(),
+        })
+    };
     if let Some(decision) = replayed(state, &top_up.id, content) {
         return decision;
     }

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod command;
+mod commands;
 pub mod decide;
 pub mod event;
 pub mod ids;

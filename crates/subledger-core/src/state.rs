@@ -7,6 +7,7 @@
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 
+use crate::commands::CommandIndex;
 use crate::event::{Batch, Event, SecretRecord};
 use crate::ids::{AccountId, ApiKey, CommandId, Currency, SecretId, Sequence, Timestamp};
 use crate::money::Amount;
@@ -177,7 +178,7 @@ pub struct State {
     policy: Policy,
     accounts: Vec<Account>,
     by_key: FxHashMap<ApiKey, AccountId>,
-    commands: FxHashMap<CommandId, CommandRecord>,
+    commands: CommandIndex,
     /// Read-side copies skip the idempotency index: only the writer decides, so only it needs
     /// to recognise retries, and the index is the largest part of the state.
     without_command_index: bool,
@@ -266,6 +267,14 @@ impl State {
 
     pub fn command_count(&self) -> usize {
         self.commands.len()
+    }
+
+    /// Makes room for `additional` more money commands in the idempotency index, so a known
+    /// volume does not pay for the index growing step by step.
+    pub fn reserve_commands(&mut self, additional: usize) {
+        if !self.without_command_index {
+            self.commands.reserve(additional);
+        }
     }
 
     /// Applies every event of a committed batch, stopping at the first that cannot apply.
@@ -705,20 +714,17 @@ impl State {
         if self.without_command_index {
             return Ok(());
         }
-        // One hash lookup for both the duplicate check and the insert.
-        match self.commands.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => Err(ApplyFault::DuplicateCommand(id)),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                let content = CommandContent {
-                    kind,
-                    source,
-                    target,
-                    amount,
-                    reference: reference.into(),
-                };
-                slot.insert(CommandRecord { content, seq, at });
-                Ok(())
-            }
+        let content = CommandContent {
+            kind,
+            source,
+            target,
+            amount,
+            reference: reference.into(),
+        };
+        if self.commands.insert(id, CommandRecord { content, seq, at }) {
+            Ok(())
+        } else {
+            Err(ApplyFault::DuplicateCommand(id))
         }
     }
 
@@ -745,9 +751,8 @@ impl State {
         for account in &self.accounts {
             hash_account(&mut hasher, account);
         }
-        let mut commands: Vec<_> = self.commands.iter().collect();
-        commands.sort_unstable_by_key(|(id, _)| **id);
-        for (id, record) in commands {
+        // In log order: the index keeps records in the order they were applied.
+        for (id, record) in self.commands.iter() {
             hasher.update(&id.to_uuid().into_bytes());
             let content = &record.content;
             hasher.update(&[content.kind as u8]);
@@ -832,7 +837,7 @@ impl Encode for State {
             account.encode(encoder)?;
         }
         (self.commands.len() as u64).encode(encoder)?;
-        for (id, record) in &self.commands {
+        for (id, record) in self.commands.iter() {
             id.encode(encoder)?;
             record.encode(encoder)?;
         }
@@ -863,15 +868,12 @@ impl<Context> Decode<Context> for State {
         let preallocated = usize::try_from(count)
             .unwrap_or(usize::MAX)
             .min(DECODE_COMMANDS_PREALLOCATED_MAX);
-        let mut commands =
-            FxHashMap::with_capacity_and_hasher(preallocated, rustc_hash::FxBuildHasher);
+        let mut records = Vec::with_capacity(preallocated);
         for _ in 0..count {
-            let id = CommandId::decode(decoder)?;
-            let record = CommandRecord::decode(decoder)?;
-            if commands.insert(id, record).is_some() {
-                return Err(bincode::error::DecodeError::Other("duplicate command id"));
-            }
+            records.push((CommandId::decode(decoder)?, CommandRecord::decode(decoder)?));
         }
+        let commands = CommandIndex::from_records(records)
+            .map_err(|_| bincode::error::DecodeError::Other("duplicate command id"))?;
         let mut state = State {
             policy: Policy::default(),
             accounts,
@@ -937,7 +939,7 @@ impl State {
         if self.without_command_index && !self.commands.is_empty() {
             return Err("a state without a command index holds commands".into());
         }
-        for (id, record) in &self.commands {
+        for (id, record) in self.commands.iter() {
             let known = |account: AccountId| account.index() < count;
             if !known(record.content.source)
                 || !known(record.content.target)
@@ -955,7 +957,7 @@ impl State {
 
     /// Drops the idempotency index (turning a writer-side state into a read-side copy).
     pub fn forget_command_index(&mut self) {
-        self.commands = FxHashMap::default();
+        self.commands = CommandIndex::default();
         self.without_command_index = true;
     }
 }
