@@ -80,6 +80,11 @@ pub struct Config {
     pub queue_requests_max: usize,
     /// Most commands decided and committed together in one group commit.
     pub batch_commands_max: usize,
+    /// Longest the writer waits for more commands once it has one, before committing a batch
+    /// that is not full. Zero (the default) commits whatever is queued at once: under load
+    /// batches form by themselves while the previous sync runs; a small wait trades latency
+    /// for fewer, larger syncs when load is light.
+    pub batch_wait: std::time::Duration,
     /// Committed batches a subscriber may fall behind before it is disconnected.
     pub subscriber_batches_max: usize,
     /// The rules' configuration (e.g. subaccounts per primary).
@@ -98,6 +103,7 @@ impl Default for Config {
         Config {
             queue_requests_max: QUEUE_REQUESTS_MAX_DEFAULT,
             batch_commands_max: BATCH_COMMANDS_MAX_DEFAULT,
+            batch_wait: std::time::Duration::ZERO,
             subscriber_batches_max: SUBSCRIBER_BATCHES_MAX_DEFAULT,
             policy: Policy::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,

@@ -48,9 +48,11 @@ impl Writer {
         let batch_max = self.config.batch_commands_max.max(1);
         let mut pending: Vec<Pending> = Vec::new();
         loop {
-            // Block for the first request, then take whatever else is already queued, until
-            // the batch holds `batch_commands_max` commands (a batch submission is never split).
+            // Block for the first request, then take whatever else is queued — waiting up to
+            // `batch_wait` for more — until the batch holds `batch_commands_max` commands (a
+            // batch submission is never split).
             let Ok(first) = receiver.recv() else { return };
+            let deadline = std::time::Instant::now() + self.config.batch_wait;
             let mut close = None;
             let mut next = Some(first);
             let mut commands = 0;
@@ -66,7 +68,10 @@ impl Writer {
                     }
                 }
                 if commands < batch_max {
-                    next = receiver.try_recv().ok();
+                    next = receiver
+                        .try_recv()
+                        .or_else(|_| receiver.recv_deadline(deadline))
+                        .ok();
                 }
             }
             if let Err(reason) = self.commit(&mut pending) {

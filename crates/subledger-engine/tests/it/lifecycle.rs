@@ -451,3 +451,44 @@ fn a_batch_submission_gets_one_outcome_per_command_in_order() {
     );
     assert_eq!(ledger.submit_batch(Vec::new()), Ok(Vec::new()));
 }
+
+#[test]
+fn the_writer_waits_up_to_batch_wait_to_fill_a_batch() {
+    let config = Config {
+        batch_wait: Duration::from_secs(20),
+        batch_commands_max: 5,
+        ..Config::default()
+    };
+    let ledger = Arc::new(Ledger::in_memory(config).unwrap());
+    // A full batch is committed at once, without waiting.
+    let setup = vec![
+        open_primary("prim0012"),
+        top_up("prim0012", "1"),
+        top_up("prim0012", "1"),
+        top_up("prim0012", "1"),
+        top_up("prim0012", "1"),
+    ];
+    let started = std::time::Instant::now();
+    assert!(ledger
+        .submit_batch(setup)
+        .unwrap()
+        .iter()
+        .all(Result::is_ok));
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Five single submissions arriving one by one are committed together.
+    let submitters: Vec<_> = (0..5)
+        .map(|index| {
+            let ledger = Arc::clone(&ledger);
+            std::thread::sleep(Duration::from_millis(if index == 0 { 0 } else { 20 }));
+            std::thread::spawn(move || ledger.submit(top_up("prim0012", "1")))
+        })
+        .collect();
+    for submitter in submitters {
+        assert!(submitter.join().unwrap().unwrap().is_ok());
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "a full batch does not wait out the deadline"
+    );
+    assert_eq!(ledger.metrics().batches, 2);
+}
