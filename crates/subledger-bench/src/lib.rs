@@ -234,7 +234,7 @@ impl Layout {
 
     /// In `vonage`, even subaccounts have their own balance, odd ones share the primary's.
     fn own_balance(self, workload: Workload, sub: usize) -> bool {
-        workload == Workload::TigerBeetle || sub % 2 == 0
+        workload == Workload::TigerBeetle || sub.is_multiple_of(2)
     }
 }
 
@@ -280,7 +280,7 @@ impl Generator {
     fn transfer(&mut self, family: usize, sub: usize, amount: Amount, credit: bool) -> Command {
         let primary = self.layout.primary(family);
         let subaccount = self.layout.subaccount(family, sub);
-        let (from, to) = if self.rng.next() % 2 == 0 {
+        let (from, to) = if self.rng.next().is_multiple_of(2) {
             (primary, subaccount)
         } else {
             (subaccount, primary)
@@ -324,7 +324,7 @@ impl Generator {
                 primary: self.layout.primary(family),
                 subaccount: self.layout.subaccount(family, sub),
                 name: None,
-                suspended: Some(roll % 2 == 0),
+                suspended: Some(roll.is_multiple_of(2)),
                 use_primary_account_balance: None,
             }),
             9_990..=9_994 => Command::CreateSecret(CreateSecret {

@@ -1,6 +1,7 @@
 //! The `subledger` binary: a thin shell over the library crates. It alone uses `anyhow` and
 //! maps errors to exit codes (0 success, 1 a check found a problem, 2 usage or I/O error).
 
+mod audit;
 mod bench;
 
 use std::process::ExitCode;
@@ -27,13 +28,29 @@ enum Action {
     Demo,
     /// Measure durable throughput, latency and recovery with closed-loop clients.
     Bench(bench::BenchArgs),
+    /// Check every record's checksum and the hash chain, the invariants after every event,
+    /// and every snapshot against a replay. Exit 1 when a problem is found.
+    Verify(audit::VerifyArgs),
+    /// Every account's state as of a sequence number or instant, from the log alone.
+    Replay(audit::ReplayArgs),
+    /// Export events, transfer or statement reports, or the portable log archive.
+    Export(audit::ExportArgs),
+    /// Write a snapshot of a (stopped) ledger now.
+    Snapshot(audit::SnapshotArgs),
 }
+
+/// The data directory used when none is given.
+pub const DATA_DIR_DEFAULT: &str = "./subledger-data";
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Action::Demo => demo(),
         Action::Bench(args) => bench::run(&args),
+        Action::Verify(args) => return audit::verify(&args),
+        Action::Replay(args) => return audit::replay(&args),
+        Action::Export(args) => return audit::export(&args),
+        Action::Snapshot(args) => return audit::snapshot(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use subledger_core::{Batch, Sequence};
 
+pub mod archive;
 pub mod record;
 
 pub use record::{ChainHash, Record, RecordError};

@@ -9,6 +9,8 @@
 //! This crate knows nothing of threads, locks, storage or HTTP: the engine decides when a batch
 //! is committed and guards the views; servers turn the snapshots into JSON.
 
+pub mod time;
+
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
 use subledger_core::{

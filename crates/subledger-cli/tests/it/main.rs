@@ -1,0 +1,5 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! End-to-end tests of the `subledger` binary.
+
+mod audit;
+mod support;
