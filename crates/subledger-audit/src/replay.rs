@@ -130,7 +130,12 @@ fn newest_snapshot_before(
             }
         }
         match opened.reader.hash_at(seq) {
-            Ok(Some(hash)) if hash == snapshot.head_hash => return Ok((snapshot.views, Some(seq))),
+            Ok(Some(hash)) if hash == snapshot.head_hash => {
+                // Replaying to a point needs no idempotency index: drop it.
+                let mut views = snapshot.views;
+                views.forget_command_index();
+                return Ok((views, Some(seq)));
+            }
             Ok(_) => continue,
             Err(LogError::Corrupt { seq, detail }) => {
                 return Err(AuditError::Problem {
@@ -141,7 +146,7 @@ fn newest_snapshot_before(
             Err(error) => return Err(AuditError::Io(error.to_string())),
         }
     }
-    Ok((Views::with_command_index(), None))
+    Ok((Views::new(), None))
 }
 
 /// The rows of every account (or one family) of `views`.

@@ -176,8 +176,12 @@ pub fn verify(opened: &Opened, progress: &dyn Progress) -> Result<VerifyReport, 
         .map_err(|error| AuditError::Io(error.to_string()))?
         .into_iter()
         .peekable();
+    // Verification keeps the idempotency index: it proves no command id is applied twice,
+    // and snapshots are compared with it included.
+    let mut views = Views::with_command_index();
+    views.reserve_commands(usize::try_from(head.0).unwrap_or(0));
     let mut checker = Checker {
-        views: Views::with_command_index(),
+        views,
         totals: Vec::new(),
     };
     let mut report = VerifyReport {

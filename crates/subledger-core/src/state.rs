@@ -955,6 +955,20 @@ impl State {
         Ok(())
     }
 
+    /// A copy without the idempotency index (for read-side projections): the accounts are
+    /// cloned, the index — the largest part — is not.
+    pub fn clone_without_command_index(&self) -> State {
+        State {
+            policy: self.policy,
+            accounts: self.accounts.clone(),
+            by_key: self.by_key.clone(),
+            commands: CommandIndex::default(),
+            without_command_index: true,
+            last_seq: self.last_seq,
+            last_at: self.last_at,
+        }
+    }
+
     /// Drops the idempotency index (turning a writer-side state into a read-side copy).
     pub fn forget_command_index(&mut self) {
         self.commands = CommandIndex::default();

@@ -291,15 +291,15 @@ impl Ledger {
     ) -> Result<Ledger, OpenError> {
         let reader = log.reader();
         let store = log.snapshots();
-        let (replica, head_hash, recovery) = recovery::recover(
+        let (recovered, _, recovery) = recovery::recover(
             reader.as_ref(),
             store.as_ref(),
             config.recovery_uses_snapshots,
         )?;
-        let mut state = replica.state().clone();
+        // The writer takes the recovered state as is; the views get a copy without the
+        // idempotency index; the snapshot thread builds its own replica in the background.
+        let (mut state, views) = recovered.into_writer_and_views();
         state.set_policy(config.policy);
-        let mut views = replica.clone();
-        views.forget_command_index();
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
         let shared = Arc::new(Shared {
             views: RwLock::new(views),
@@ -311,8 +311,8 @@ impl Ledger {
         });
         let snapshot_error = Arc::new(Mutex::new(None));
         let snapshotter = snapshotter::Snapshotter {
-            replica,
-            head_hash,
+            replica: None,
+            head_hash: subledger_log::ChainHash::GENESIS,
             reader,
             store,
             every_events: config.snapshot_every_events,

@@ -24,7 +24,8 @@ pub(crate) enum SnapshotRequest {
 }
 
 pub(crate) struct Snapshotter {
-    pub(crate) replica: Views,
+    /// Built on first use from the newest snapshot and the log, off the open path.
+    pub(crate) replica: Option<Views>,
     pub(crate) head_hash: ChainHash,
     pub(crate) reader: Arc<dyn LogReader>,
     pub(crate) store: Arc<dyn SnapshotStore>,
@@ -48,13 +49,14 @@ impl Snapshotter {
                     if self.every_events == 0 {
                         continue;
                     }
+                    // Nothing new enough since the last snapshot: no need to build or catch up.
+                    let head = self.reader.head();
+                    if head.0.saturating_sub(self.last_snapshot.0) < self.every_events {
+                        continue;
+                    }
                     let mut result = self.catch_up().map(|()| self.last_snapshot);
-                    let due = self
-                        .replica
-                        .last_seq()
-                        .0
-                        .saturating_sub(self.last_snapshot.0)
-                        >= self.every_events;
+                    let applied = self.replica.as_ref().map_or(Sequence::ZERO, Views::last_seq);
+                    let due = applied.0.saturating_sub(self.last_snapshot.0) >= self.every_events;
                     if result.is_ok() && due {
                         result = self.write();
                     }
@@ -70,9 +72,20 @@ impl Snapshotter {
         }
     }
 
-    /// Applies every durable record after the replica's position.
+    /// Applies every durable record after the replica's position (building the replica first
+    /// if this is its first use).
     fn catch_up(&mut self) -> Result<(), String> {
-        let start = self.replica.last_seq();
+        let replica = match &mut self.replica {
+            Some(replica) => replica,
+            None => {
+                let (views, hash, _) =
+                    crate::recovery::recover(self.reader.as_ref(), self.store.as_ref(), true)
+                        .map_err(|error| error.to_string())?;
+                self.head_hash = hash;
+                self.replica.insert(views)
+            }
+        };
+        let start = replica.last_seq();
         if self.reader.head() <= start {
             return Ok(());
         }
@@ -86,9 +99,7 @@ impl Snapshotter {
             let at = record.at;
             let batch = record.into_batch();
             for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
-                self.replica
-                    .apply(seq, at, event)
-                    .map_err(|error| error.to_string())?;
+                replica.apply(seq, at, event).map_err(|error| error.to_string())?;
             }
         }
         Ok(())
@@ -96,12 +107,15 @@ impl Snapshotter {
 
     /// Encodes and stores the replica, then keeps only the newest `keep` snapshots.
     fn write(&mut self) -> Result<Sequence, String> {
-        let seq = self.replica.last_seq();
+        let Some(replica) = &self.replica else {
+            return Err("the snapshot replica is not built".into());
+        };
+        let seq = replica.last_seq();
         if seq == Sequence::ZERO {
             return Err("nothing to snapshot: the log is empty".into());
         }
         if seq != self.last_snapshot {
-            let bytes = encode_snapshot(&self.replica, self.head_hash)
+            let bytes = encode_snapshot(replica, self.head_hash)
                 .map_err(|error| error.to_string())?;
             self.store
                 .save(seq, &bytes)

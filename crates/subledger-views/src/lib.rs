@@ -181,6 +181,22 @@ impl Views {
         }
     }
 
+    /// Splits snapshot-form views into the writer's state (keeping the idempotency index, moved
+    /// not copied) and read views without the index.
+    pub fn into_writer_and_views(self) -> (State, Views) {
+        let views = Views {
+            state: self.state.clone_without_command_index(),
+            details: self.details,
+            history: self.history,
+        };
+        (self.state, views)
+    }
+
+    /// Makes room for `additional` more money commands in the idempotency index (if kept).
+    pub fn reserve_commands(&mut self, additional: usize) {
+        self.state.reserve_commands(additional);
+    }
+
     /// Drops the idempotency index (the live read views never need it).
     pub fn forget_command_index(&mut self) {
         self.state.forget_command_index();
