@@ -64,6 +64,9 @@ pub(crate) fn recover(
     }
     recovery.head = views.last_seq();
     recovery.elapsed = started.elapsed();
+    for warning in &recovery.warnings {
+        tracing::warn!(target: "subledger::recovery", "{warning}");
+    }
     Ok((views, head_hash, recovery))
 }
 

@@ -55,7 +55,10 @@ impl Snapshotter {
                         continue;
                     }
                     let mut result = self.catch_up().map(|()| self.last_snapshot);
-                    let applied = self.replica.as_ref().map_or(Sequence::ZERO, Views::last_seq);
+                    let applied = self
+                        .replica
+                        .as_ref()
+                        .map_or(Sequence::ZERO, Views::last_seq);
                     let due = applied.0.saturating_sub(self.last_snapshot.0) >= self.every_events;
                     if result.is_ok() && due {
                         result = self.write();
@@ -67,6 +70,9 @@ impl Snapshotter {
     }
 
     fn remember(&self, result: &Result<Sequence, String>) {
+        if let Err(error) = result {
+            tracing::warn!(target: "subledger::snapshot", "snapshot failed: {error}");
+        }
         if let (Err(error), Ok(mut last)) = (result, self.last_error.lock()) {
             *last = Some(error.clone());
         }
@@ -99,7 +105,9 @@ impl Snapshotter {
             let at = record.at;
             let batch = record.into_batch();
             for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
-                replica.apply(seq, at, event).map_err(|error| error.to_string())?;
+                replica
+                    .apply(seq, at, event)
+                    .map_err(|error| error.to_string())?;
             }
         }
         Ok(())
@@ -115,8 +123,8 @@ impl Snapshotter {
             return Err("nothing to snapshot: the log is empty".into());
         }
         if seq != self.last_snapshot {
-            let bytes = encode_snapshot(replica, self.head_hash)
-                .map_err(|error| error.to_string())?;
+            let bytes =
+                encode_snapshot(replica, self.head_hash).map_err(|error| error.to_string())?;
             self.store
                 .save(seq, &bytes)
                 .map_err(|error| error.to_string())?;

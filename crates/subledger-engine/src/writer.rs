@@ -174,6 +174,7 @@ impl Writer {
         pending: &mut Vec<Pending>,
         receiver: &Receiver<Request>,
     ) {
+        tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
         if let Ok(mut failure) = self.shared.failure.lock() {
             failure.get_or_insert(reason.clone());
         }
