@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -24,6 +25,9 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Action {
+    /// Serve the HTTP API (Vonage Subaccounts compatible, plus admin and operations
+    /// endpoints) on a data directory.
+    Serve(serve::ServeArgs),
     /// Run a short scenario on an in-memory ledger and print the resulting family.
     Demo,
     /// Measure durable throughput, latency and recovery with closed-loop clients.
@@ -45,6 +49,7 @@ pub const DATA_DIR_DEFAULT: &str = "./subledger-data";
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Action::Serve(args) => serve::run(&args),
         Action::Demo => demo(),
         Action::Bench(args) => bench::run(&args),
         Action::Verify(args) => return audit::verify(&args),

@@ -1,0 +1,248 @@
+//! Authentication: HTTP Basic `api_key:secret` against argon2id hashes, and the admin bearer
+//! token.
+//!
+//! Argon2 is slow on purpose, so hashing and verifying run on tokio's blocking pool — never on
+//! the writer thread, never on the async workers. A verified credential is remembered as a
+//! keyed BLAKE3 digest of the secret (the key is random per process; the plaintext is never
+//! kept) together with the id of the secret it matched; every later request checks that this
+//! secret id is still active in the read views, so a revoked secret stops working at once.
+//! Failed attempts are counted per api key and refused for a while past a limit.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::{Algorithm, Argon2, Params, Version};
+use axum::http::{HeaderMap, StatusCode};
+use base64::Engine as _;
+use rustc_hash::FxHashMap;
+use subledger_core::{ApiKey, SecretHash, SecretId};
+use subledger_engine::Ledger;
+
+use crate::problem::Problem;
+
+/// Most remembered verified credentials; the cache is cleared when it fills.
+pub const CREDENTIAL_CACHE_ENTRIES_MAX: usize = 100_000;
+/// Failed attempts per api key allowed within [`AUTH_FAILURE_WINDOW_SECONDS`].
+pub const AUTH_FAILURES_MAX: u32 = 10;
+pub const AUTH_FAILURE_WINDOW_SECONDS: u64 = 60;
+/// Longest accepted `Authorization` header, in bytes.
+pub const AUTHORIZATION_BYTES_MAX: usize = 512;
+
+/// Argon2id cost parameters (the defaults are OWASP's minimum: 19 MiB, 2 passes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HashCost {
+    pub memory_kib: u32,
+    pub passes: u32,
+}
+
+impl Default for HashCost {
+    fn default() -> HashCost {
+        HashCost {
+            memory_kib: 19 * 1024,
+            passes: 2,
+        }
+    }
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Principal {
+    pub key: ApiKey,
+    /// The owner's key when the caller is a subaccount.
+    pub primary: Option<ApiKey>,
+}
+
+#[derive(Debug)]
+pub struct Authenticator {
+    cost: HashCost,
+    digest_key: [u8; 32],
+    verified: Mutex<FxHashMap<(ApiKey, [u8; 32]), SecretId>>,
+    failures: Mutex<FxHashMap<ApiKey, (u32, Instant)>>,
+    admin_digest: blake3::Hash,
+}
+
+fn argon2(cost: HashCost) -> Result<Argon2<'static>, Problem> {
+    let params = Params::new(cost.memory_kib, cost.passes, 1, None)
+        .map_err(|error| Problem::internal(format!("argon2 parameters: {error}")))?;
+    Ok(Argon2::new(Algorithm::Argon2id, Version::V0x13, params))
+}
+
+impl Authenticator {
+    pub fn new(cost: HashCost, admin_token: &str) -> Authenticator {
+        let mut digest_key = [0u8; 32];
+        digest_key[..16].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        digest_key[16..].copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        Authenticator {
+            cost,
+            digest_key,
+            verified: Mutex::new(FxHashMap::default()),
+            failures: Mutex::new(FxHashMap::default()),
+            admin_digest: blake3::hash(admin_token.as_bytes()),
+        }
+    }
+
+    /// Hashes a new secret (argon2id, random salt) on the blocking pool.
+    pub async fn hash_secret(&self, secret: String) -> Result<SecretHash, Problem> {
+        let cost = self.cost;
+        let phc = tokio::task::spawn_blocking(move || {
+            let salt = SaltString::generate(&mut OsRng);
+            argon2(cost)?
+                .hash_password(secret.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|error| Problem::internal(format!("hashing failed: {error}")))
+        })
+        .await
+        .map_err(|_| Problem::internal("the hashing task failed"))??;
+        SecretHash::new(phc).map_err(|error| Problem::internal(error.to_string()))
+    }
+
+    /// The admin bearer token check (constant time: BLAKE3 digests compare in constant time).
+    pub fn admin(&self, headers: &HeaderMap) -> Result<(), Problem> {
+        let given = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .ok_or_else(Problem::unauthorized)?;
+        if blake3::hash(given.trim().as_bytes()) == self.admin_digest {
+            Ok(())
+        } else {
+            Err(Problem::unauthorized())
+        }
+    }
+
+    /// Checks Basic credentials against the account's active secrets.
+    pub async fn authenticate(
+        &self,
+        ledger: &Ledger,
+        headers: &HeaderMap,
+    ) -> Result<Principal, Problem> {
+        let (key, secret) = basic(headers).ok_or_else(Problem::unauthorized)?;
+        self.check_rate(key)?;
+        let found = ledger.read(|views| {
+            let account = views.account(&key)?;
+            if account.suspended || account.closed {
+                return None;
+            }
+            let secrets: Vec<(SecretId, SecretHash)> = views
+                .secrets(&key)?
+                .iter()
+                .map(|secret| (secret.id, secret.hash.clone()))
+                .collect();
+            Some((account.primary, secrets))
+        });
+        let Some((primary, secrets)) = found else {
+            self.failed(key);
+            return Err(Problem::unauthorized());
+        };
+        let digest = *blake3::keyed_hash(&self.digest_key, secret.as_bytes()).as_bytes();
+        let remembered = self
+            .verified
+            .lock()
+            .ok()
+            .and_then(|cache| cache.get(&(key, digest)).copied());
+        if remembered.is_some_and(|id| secrets.iter().any(|(active, _)| *active == id)) {
+            return Ok(Principal { key, primary });
+        }
+        let cost = self.cost;
+        let matched = tokio::task::spawn_blocking(move || {
+            let verifier = argon2(cost).ok()?;
+            secrets.into_iter().find_map(|(id, hash)| {
+                let parsed = PasswordHash::new(hash.as_str()).ok()?;
+                verifier
+                    .verify_password(secret.as_bytes(), &parsed)
+                    .ok()
+                    .map(|()| id)
+            })
+        })
+        .await
+        .map_err(|_| Problem::internal("the verification task failed"))?;
+        match matched {
+            Some(id) => {
+                if let Ok(mut cache) = self.verified.lock() {
+                    if cache.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
+                        cache.clear();
+                    }
+                    cache.insert((key, digest), id);
+                }
+                Ok(Principal { key, primary })
+            }
+            None => {
+                self.failed(key);
+                Err(Problem::unauthorized())
+            }
+        }
+    }
+
+    fn check_rate(&self, key: ApiKey) -> Result<(), Problem> {
+        let Ok(failures) = self.failures.lock() else {
+            return Ok(());
+        };
+        match failures.get(&key) {
+            Some((count, since))
+                if *count >= AUTH_FAILURES_MAX
+                    && since.elapsed() < Duration::from_secs(AUTH_FAILURE_WINDOW_SECONDS) =>
+            {
+                Err(Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too-many-attempts",
+                    "Too Many Requests",
+                    format!("too many failed attempts for this api key; retry in {AUTH_FAILURE_WINDOW_SECONDS} s"),
+                ))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn failed(&self, key: ApiKey) {
+        if let Ok(mut failures) = self.failures.lock() {
+            if failures.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
+                failures.clear();
+            }
+            let entry = failures.entry(key).or_insert((0, Instant::now()));
+            if entry.1.elapsed() >= Duration::from_secs(AUTH_FAILURE_WINDOW_SECONDS) {
+                *entry = (0, Instant::now());
+            }
+            entry.0 += 1;
+        }
+    }
+}
+
+/// `Authorization: Basic base64(api_key:secret)`.
+fn basic(headers: &HeaderMap) -> Option<(ApiKey, String)> {
+    let value = headers.get(axum::http::header::AUTHORIZATION)?;
+    if value.len() > AUTHORIZATION_BYTES_MAX {
+        return None;
+    }
+    let encoded = value.to_str().ok()?.strip_prefix("Basic ")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .ok()?;
+    let text = String::from_utf8(decoded).ok()?;
+    let (key, secret) = text.split_once(':')?;
+    Some((key.parse().ok()?, secret.to_string()))
+}
+
+/// A new random secret that meets the rules: 16 characters with lower, upper and digits.
+pub fn generate_secret() -> String {
+    const LOWER: &[u8] = b"abcdefghijkmnopqrstuvwxyz";
+    const UPPER: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ";
+    const DIGITS: &[u8] = b"23456789";
+    let random = [
+        uuid::Uuid::new_v4().into_bytes(),
+        uuid::Uuid::new_v4().into_bytes(),
+    ]
+    .concat();
+    (0..16)
+        .map(|index| {
+            let byte = random.get(index).copied().unwrap_or(0);
+            let set = match index % 3 {
+                0 => LOWER,
+                1 => UPPER,
+                _ => DIGITS,
+            };
+            char::from(set[usize::from(byte) % set.len()])
+        })
+        .collect()
+}

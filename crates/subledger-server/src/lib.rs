@@ -1,0 +1,259 @@
+//! subledger-server: the HTTP face of the ledger — a REST API compatible with the public
+//! Vonage Subaccounts API and its secret management, an admin API, and operations endpoints.
+//!
+//! Layout: [`app`] builds the axum `Router` from an [`AppState`] (tests call it without a
+//! socket); [`serve`] runs it on a listener until a shutdown future resolves, then drains
+//! in-flight requests. [`routes`] holds the handlers, [`auth`] Basic/bearer authentication
+//! (argon2id off the async workers, a verified-credential cache that revocation reaches at
+//! once), [`json`] exact JSON parsing and writing, [`problem`] the `application/problem+json`
+//! errors. Business rules stay in the core: handlers translate HTTP into commands and views
+//! into JSON, nothing more. The server knows nothing of storage: it is given a `Ledger`.
+
+pub mod auth;
+pub mod json;
+pub mod problem;
+mod routes;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use subledger_engine::Ledger;
+
+use crate::auth::{Authenticator, HashCost};
+use crate::problem::{Problem, ProblemResponse};
+
+/// Default for [`ServerConfig::problem_type_base`].
+pub const PROBLEM_TYPE_BASE_DEFAULT: &str = "https://developer.vonage.com/api-errors";
+/// Most requests handled at once; beyond, callers wait in the accept queue.
+pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
+/// Longest a request may take before it is answered 503.
+pub const REQUEST_SECONDS_MAX: u64 = 30;
+/// Most remembered responses to non-money POSTs with an `Idempotency-Key`.
+pub const IDEMPOTENT_RESPONSES_MAX: usize = 100_000;
+
+/// Server settings.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `type` of problem bodies is `<base>#<code>`.
+    pub problem_type_base: String,
+    /// The admin API's bearer token.
+    pub admin_token: String,
+    /// Argon2id cost for secrets.
+    pub hash_cost: HashCost,
+}
+
+impl ServerConfig {
+    pub fn new(admin_token: String) -> ServerConfig {
+        ServerConfig {
+            problem_type_base: PROBLEM_TYPE_BASE_DEFAULT.into(),
+            admin_token,
+            hash_cost: HashCost::default(),
+        }
+    }
+}
+
+/// Counts of answered requests by route and status, for `/metrics`.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
+}
+
+/// A remembered response to a non-money POST (money commands are idempotent in the ledger
+/// itself, durably; these are kept in memory only, and forgotten on restart).
+#[derive(Debug, Clone)]
+pub(crate) struct RememberedResponse {
+    pub request_digest: [u8; 32],
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+/// Everything the handlers share.
+#[derive(Debug)]
+pub struct AppState {
+    pub ledger: Arc<Ledger>,
+    pub config: ServerConfig,
+    pub(crate) auth: Authenticator,
+    pub(crate) metrics: RequestMetrics,
+    pub(crate) remembered: Mutex<rustc_hash::FxHashMap<[u8; 32], RememberedResponse>>,
+}
+
+impl AppState {
+    pub fn new(ledger: Arc<Ledger>, config: ServerConfig) -> Arc<AppState> {
+        let auth = Authenticator::new(config.hash_cost, &config.admin_token);
+        Arc::new(AppState {
+            ledger,
+            config,
+            auth,
+            metrics: RequestMetrics::default(),
+            remembered: Mutex::new(rustc_hash::FxHashMap::default()),
+        })
+    }
+}
+
+/// Problems leave handlers as a status plus the `Problem` in the response extensions; this
+/// layer renders them with the configured type base and the request path as `instance`.
+async fn render_problems(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let instance = request.uri().path().to_string();
+    let mut response = next.run(request).await;
+    match response.extensions_mut().remove::<Problem>() {
+        Some(problem) => ProblemResponse {
+            problem,
+            base: state.config.problem_type_base.clone(),
+            instance,
+        }
+        .into_response(),
+        None => response,
+    }
+}
+
+/// Counts requests by matched route and status.
+async fn count_requests(
+    State(state): State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    if let Ok(mut counts) = state.metrics.counts.lock() {
+        *counts
+            .entry((method, route, response.status().as_u16()))
+            .or_default() += 1;
+    }
+    response
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// The application: every route, with limits and error rendering.
+pub fn app(state: Arc<AppState>) -> Router {
+    routes::router()
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            count_requests,
+        ))
+        .fallback(routes::not_found)
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            render_problems,
+        ))
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::error_handling::HandleErrorLayer::new(
+                    |_: tower::BoxError| async {
+                        Problem::new(
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "timeout",
+                            "Service Unavailable",
+                            "the request took too long",
+                        )
+                    },
+                ))
+                .timeout(Duration::from_secs(REQUEST_SECONDS_MAX))
+                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
+        )
+        .with_state(state)
+}
+
+/// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, finishes the
+/// requests in flight, and returns.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// `/metrics` in the Prometheus text format.
+pub(crate) fn prometheus(state: &AppState) -> String {
+    let metrics = state.ledger.metrics();
+    let mut text = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, value: String| {
+        text.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+        ));
+    };
+    gauge(
+        "subledger_queue_depth",
+        "Requests waiting for the writer.",
+        "gauge",
+        metrics.queue_depth.to_string(),
+    );
+    gauge(
+        "subledger_commands_total",
+        "Commands decided.",
+        "counter",
+        metrics.commands.to_string(),
+    );
+    gauge(
+        "subledger_rejected_total",
+        "Commands rejected by the rules.",
+        "counter",
+        metrics.rejected.to_string(),
+    );
+    gauge(
+        "subledger_batches_total",
+        "Group commits (durable syncs).",
+        "counter",
+        metrics.batches.to_string(),
+    );
+    gauge(
+        "subledger_events_total",
+        "Events committed.",
+        "counter",
+        metrics.events.to_string(),
+    );
+    gauge(
+        "subledger_last_sequence",
+        "Sequence number of the last committed event.",
+        "gauge",
+        metrics.last_seq.0.to_string(),
+    );
+    let mean = metrics.commands.checked_div(metrics.batches).unwrap_or(0);
+    gauge(
+        "subledger_commands_per_batch",
+        "Mean commands per group commit.",
+        "gauge",
+        mean.to_string(),
+    );
+    gauge(
+        "subledger_up",
+        "1 while the writer accepts commands, 0 after a fail-stop.",
+        "gauge",
+        u8::from(state.ledger.failure().is_none()).to_string(),
+    );
+    text.push_str(
+        "# HELP subledger_http_requests_total HTTP requests answered, by route and status.\n",
+    );
+    text.push_str("# TYPE subledger_http_requests_total counter\n");
+    if let Ok(counts) = state.metrics.counts.lock() {
+        for ((method, route, status), count) in counts.iter() {
+            text.push_str(&format!(
+                "subledger_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}\n"
+            ));
+        }
+    }
+    text
+}

@@ -1,0 +1,1075 @@
+//! The handlers: HTTP in, commands and view queries through the `Ledger`, JSON out.
+//!
+//! Authorization (SPEC §8): a primary's credentials manage its own family (and its subaccounts'
+//! secrets, with the subaccount key in the path); a subaccount's credentials may read itself,
+//! ask its balance and manage its own secrets, nothing else. A path key that is unknown or not
+//! the caller's is `404 invalid-api-key` either way, so keys cannot be probed.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, patch, post, put};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use subledger_core::{
+    validate_secret, Amount, ApiKey, Charge, CloseSubaccount, Command, CommandId, CreateSecret,
+    CreateSubaccount, Currency, NewSecret, OpenPrimary, RevokeSecret, SecretId, SetCreditLine,
+    SetSuspended, TopUp, Transfer, UpdateSubaccount,
+};
+use subledger_engine::{Outcome, Receipt};
+use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
+use subledger_views::{
+    AccountSnapshot, TransferKind, TransferQuery, TransferSnapshot, PAGE_ITEMS_MAX,
+};
+
+use crate::auth::{generate_secret, Principal};
+use crate::json::{number, read_object, Fields};
+use crate::problem::Problem;
+use crate::{prometheus, AppState, RememberedResponse, IDEMPOTENT_RESPONSES_MAX};
+
+type Shared = State<Arc<AppState>>;
+type Answer = Result<Response, Problem>;
+
+/// Longest accepted `Idempotency-Key`, in bytes.
+const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
+/// Attempts at a fresh api key when a generated one collides.
+const KEY_ATTEMPTS_MAX: usize = 4;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route(
+            "/accounts/{primary}/subaccounts",
+            get(list_subaccounts).post(create_subaccount),
+        )
+        .route(
+            "/accounts/{primary}/subaccounts/{sub}",
+            get(get_subaccount)
+                .patch(update_subaccount)
+                .delete(close_subaccount),
+        )
+        .route(
+            "/accounts/{primary}/credit-transfers",
+            get(list_credit_transfers).post(credit_transfer),
+        )
+        .route(
+            "/accounts/{primary}/balance-transfers",
+            get(list_balance_transfers).post(balance_transfer),
+        )
+        .route(
+            "/accounts/{key}/secrets",
+            get(list_secrets).post(create_secret),
+        )
+        .route(
+            "/accounts/{key}/secrets/{id}",
+            get(get_secret).delete(revoke_secret),
+        )
+        .route("/account/get-balance", get(get_balance))
+        .route("/admin/primaries", post(admin_open_primary))
+        .route("/admin/accounts/{key}/top-ups", post(admin_top_up))
+        .route("/admin/accounts/{key}/charges", post(admin_charge))
+        .route(
+            "/admin/accounts/{key}/credit-limit",
+            put(admin_credit_limit),
+        )
+        .route("/admin/accounts/{key}", patch(admin_update_account))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+}
+
+pub(crate) async fn not_found() -> Problem {
+    Problem::not_found("no such resource")
+}
+
+// --- shared helpers -----------------------------------------------------------------------
+
+fn path_key(text: &str) -> Result<ApiKey, Problem> {
+    text.parse().map_err(|_| Problem::invalid_api_key(text))
+}
+
+/// The caller must be this primary.
+fn as_primary(principal: Principal, primary: &str) -> Result<ApiKey, Problem> {
+    let key = path_key(primary)?;
+    if principal.key == key && principal.primary.is_none() {
+        Ok(key)
+    } else {
+        Err(Problem::invalid_api_key(primary))
+    }
+}
+
+async fn submit(state: &AppState, command: Command) -> Result<Outcome, Problem> {
+    state
+        .ledger
+        .submit_async(command)
+        .await
+        .map_err(|error| Problem::from_engine(&error))
+}
+
+async fn submit_ok(state: &AppState, command: Command, secrets: bool) -> Result<Receipt, Problem> {
+    submit(state, command)
+        .await?
+        .map_err(|rejection| Problem::from_rejection(&rejection, secrets))
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response {
+    (status, Json(value)).into_response()
+}
+
+fn money(amount: Option<Amount>) -> Value {
+    amount.map_or(Value::Null, number)
+}
+
+fn subaccount_json(account: &AccountSnapshot) -> Value {
+    json!({
+        "api_key": account.key.as_str(),
+        "name": account.name,
+        "primary_account_api_key": account.primary.map(|key| key.to_string()),
+        "use_primary_account_balance": account.uses_primary_balance(),
+        "created_at": format_rfc3339_millis(account.created_at),
+        "suspended": account.suspended,
+        "closed": account.closed,
+        "balance": money(account.balance),
+        "credit_limit": money(account.credit_limit),
+    })
+}
+
+fn primary_json(account: &AccountSnapshot) -> Value {
+    json!({
+        "api_key": account.key.as_str(),
+        "name": account.name,
+        "created_at": format_rfc3339_millis(account.created_at),
+        "suspended": account.suspended,
+        "balance": money(account.balance),
+        "credit_limit": money(account.credit_limit),
+    })
+}
+
+fn link(href: &str) -> Value {
+    json!({ "self": { "href": href } })
+}
+
+/// A command id from the `Idempotency-Key` header (scoped to the caller and the operation), or
+/// a fresh one.
+fn command_id(headers: &HeaderMap, caller: ApiKey, operation: &str) -> Result<CommandId, Problem> {
+    match idempotency_key(headers)? {
+        Some(key) => {
+            let mut hasher = blake3::Hasher::new();
+            hasher.update(b"subledger idempotency v1\0");
+            hasher.update(&caller.as_bytes());
+            hasher.update(operation.as_bytes());
+            hasher.update(b"\0");
+            hasher.update(key.as_bytes());
+            let mut id = [0u8; 16];
+            id.copy_from_slice(&hasher.finalize().as_bytes()[..16]);
+            Ok(CommandId::from_bytes(id))
+        }
+        None => Ok(CommandId::from_uuid(uuid::Uuid::new_v4())),
+    }
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(text) if !text.is_empty() && text.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
+            Ok(Some(text.to_string()))
+        }
+        _ => Err(Problem::bad_request(format!(
+            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
+        ))),
+    }
+}
+
+/// For POSTs whose effect is not a money command: the same key and body give the remembered
+/// response; another body with the same key is a conflict.
+fn remembered(state: &AppState, slot: Option<[u8; 32]>, digest: [u8; 32]) -> Option<Answer> {
+    let slot = slot?;
+    let cache = state.remembered.lock().ok()?;
+    let response = cache.get(&slot)?;
+    if response.request_digest != digest {
+        return Some(Err(Problem::new(
+            StatusCode::CONFLICT,
+            "idempotency-conflict",
+            "Conflict",
+            "This idempotency key was used before with a different request",
+        )));
+    }
+    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
+    let mut reply = (status, response.body.clone()).into_response();
+    reply.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/json"),
+    );
+    Some(Ok(reply))
+}
+
+fn remember(
+    state: &AppState,
+    slot: Option<[u8; 32]>,
+    digest: [u8; 32],
+    status: StatusCode,
+    value: &Value,
+) {
+    let (Some(slot), Ok(mut cache)) = (slot, state.remembered.lock()) else {
+        return;
+    };
+    if cache.len() >= IDEMPOTENT_RESPONSES_MAX {
+        cache.clear();
+    }
+    cache.insert(
+        slot,
+        RememberedResponse {
+            request_digest: digest,
+            status: status.as_u16(),
+            body: serde_json::to_vec(value).unwrap_or_default(),
+        },
+    );
+}
+
+/// (slot of the idempotency key, digest of the request) for [`remembered`].
+fn idempotency_slot(
+    headers: &HeaderMap,
+    caller: ApiKey,
+    operation: &str,
+    body: &Map<String, Value>,
+) -> Result<(Option<[u8; 32]>, [u8; 32]), Problem> {
+    let digest = *blake3::hash(&serde_json::to_vec(body).unwrap_or_default()).as_bytes();
+    let slot = idempotency_key(headers)?.map(|key| {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&caller.as_bytes());
+        hasher.update(operation.as_bytes());
+        hasher.update(b"\0");
+        hasher.update(key.as_bytes());
+        *hasher.finalize().as_bytes()
+    });
+    Ok((slot, digest))
+}
+
+// --- subaccounts ------------------------------------------------------------------------
+
+async fn list_subaccounts(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let key = as_primary(principal, &primary)?;
+    let family = state
+        .ledger
+        .read(|views| views.family(&key))
+        .ok_or_else(|| Problem::invalid_api_key(&primary))?;
+    let subaccounts: Vec<Value> = family.subaccounts.iter().map(subaccount_json).collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "_links": link(&format!("/accounts/{key}/subaccounts")),
+            "total_balance": crate::json::raw_number(&family.total_balance.to_string()),
+            "total_credit_limit": crate::json::raw_number(&family.total_credit_limit.to_string()),
+            "_embedded": {
+                "primary_account": primary_json(&family.primary),
+                "subaccounts": subaccounts,
+            },
+        }),
+    ))
+}
+
+async fn create_subaccount(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let key = as_primary(principal, &primary)?;
+    let body = read_object(body, false).await?;
+    let (slot, digest) = idempotency_slot(&headers, key, "create-subaccount", &body)?;
+    if let Some(answer) = remembered(&state, slot, digest) {
+        return answer;
+    }
+    let mut fields = Fields::default();
+    fields.only(&body, &["name", "secret", "use_primary_account_balance"]);
+    let name = fields.string(&body, "name");
+    if name.is_none() && !body.contains_key("name") {
+        fields.fail("name", "is required");
+    }
+    let secret = fields.string(&body, "secret");
+    if let Some(secret) = &secret {
+        if let Err(error) = validate_secret(secret) {
+            fields.fail("secret", error.to_string());
+        }
+    }
+    let shared = fields
+        .boolean(&body, "use_primary_account_balance")
+        .unwrap_or(true);
+    fields.finish(false)?;
+    let plaintext = secret.unwrap_or_else(generate_secret);
+    let hash = state.auth.hash_secret(plaintext.clone()).await?;
+    let mut attempt = 0;
+    let sub = loop {
+        attempt += 1;
+        let sub = state.ledger.new_api_key();
+        let command = Command::CreateSubaccount(CreateSubaccount {
+            primary: key,
+            key: sub,
+            name: name.clone().unwrap_or_default(),
+            use_primary_account_balance: shared,
+            secret: NewSecret {
+                id: state.ledger.new_secret_id(),
+                hash: hash.clone(),
+            },
+        });
+        match submit(&state, command).await? {
+            Ok(_) => break sub,
+            Err(subledger_core::Rejection::KeyTaken { .. }) if attempt < KEY_ATTEMPTS_MAX => {
+                continue
+            }
+            Err(rejection) => return Err(Problem::from_rejection(&rejection, false)),
+        }
+    };
+    let account = state
+        .ledger
+        .read(|views| views.account(&sub))
+        .ok_or_else(|| Problem::internal("the new subaccount is not visible"))?;
+    let mut value = subaccount_json(&account);
+    if let Value::Object(map) = &mut value {
+        map.insert("secret".into(), Value::String(plaintext));
+    }
+    remember(&state, slot, digest, StatusCode::OK, &value);
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+/// The subaccount `sub` of `primary`, readable by the primary or by the subaccount itself.
+fn readable_subaccount(
+    state: &AppState,
+    principal: Principal,
+    primary: &str,
+    sub: &str,
+) -> Result<AccountSnapshot, Problem> {
+    let primary_key = path_key(primary)?;
+    let sub_key = path_key(sub)?;
+    let allowed = (principal.key == primary_key && principal.primary.is_none())
+        || (principal.key == sub_key && principal.primary == Some(primary_key));
+    if !allowed {
+        return Err(Problem::invalid_api_key(sub));
+    }
+    match state.ledger.read(|views| views.account(&sub_key)) {
+        Some(account) if account.primary == Some(primary_key) => Ok(account),
+        _ => Err(Problem::invalid_api_key(sub)),
+    }
+}
+
+async fn get_subaccount(
+    State(state): Shared,
+    Path((primary, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let account = readable_subaccount(&state, principal, &primary, &sub)?;
+    Ok(json_response(StatusCode::OK, &subaccount_json(&account)))
+}
+
+async fn update_subaccount(
+    State(state): Shared,
+    Path((primary, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let key = as_primary(principal, &primary)?;
+    let sub_key = path_key(&sub)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["suspended", "use_primary_account_balance", "name"]);
+    let update = UpdateSubaccount {
+        primary: key,
+        subaccount: sub_key,
+        name: fields.string(&body, "name"),
+        suspended: fields.boolean(&body, "suspended"),
+        use_primary_account_balance: fields.boolean(&body, "use_primary_account_balance"),
+    };
+    fields.finish(false)?;
+    submit_ok(&state, Command::UpdateSubaccount(update), false).await?;
+    let account = readable_subaccount(&state, principal, &primary, &sub)?;
+    Ok(json_response(StatusCode::OK, &subaccount_json(&account)))
+}
+
+async fn close_subaccount(
+    State(state): Shared,
+    Path((primary, sub)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let key = as_primary(principal, &primary)?;
+    let close = CloseSubaccount {
+        primary: key,
+        subaccount: path_key(&sub)?,
+    };
+    submit_ok(&state, Command::CloseSubaccount(close), false).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- transfers --------------------------------------------------------------------------
+
+fn transfer_json(kind: TransferKind, transfer: &TransferSnapshot) -> Value {
+    let collection = match kind {
+        TransferKind::Balance => "balance-transfers",
+        TransferKind::Credit => "credit-transfers",
+    };
+    json!({
+        "_links": link(&format!("/accounts/{}/{collection}/{}", transfer.primary, transfer.id)),
+        "id": transfer.id.to_string(),
+        "from": transfer.from.as_str(),
+        "to": transfer.to.as_str(),
+        "amount": number(transfer.amount),
+        "reference": transfer.reference,
+        "created_at": format_rfc3339_millis(transfer.at),
+        "masterAccountId": transfer.primary.as_str(),
+    })
+}
+
+/// Query parameters of the transfer lists: `start_date`, `end_date` (RFC 3339, with or without
+/// milliseconds; start inclusive, end exclusive), repeated `subaccount`, and the cursor
+/// pagination beyond the public API: `page_size` (default and most 1,000) and `cursor`.
+fn transfer_query(raw: Option<&str>) -> Result<TransferQuery, Problem> {
+    let mut query = TransferQuery::default();
+    let mut fields = Fields::default();
+    for pair in raw
+        .unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+    {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decode(value).unwrap_or_default();
+        match name {
+            "start_date" => match parse_rfc3339(&value) {
+                Some(at) => query.start = Some(at),
+                None => fields.fail("start_date", "must be an RFC 3339 date-time"),
+            },
+            "end_date" => match parse_rfc3339(&value) {
+                Some(at) => query.end = Some(at),
+                None => fields.fail("end_date", "must be an RFC 3339 date-time"),
+            },
+            "subaccount" => match value.parse() {
+                Ok(key) => query.subaccounts.push(key),
+                Err(_) => fields.fail("subaccount", "must be an api key"),
+            },
+            "page_size" => match value.parse::<usize>() {
+                Ok(size) if (1..=PAGE_ITEMS_MAX).contains(&size) => query.limit = Some(size),
+                _ => fields.fail(
+                    "page_size",
+                    format!("must be between 1 and {PAGE_ITEMS_MAX}"),
+                ),
+            },
+            "cursor" => match value.parse::<u64>() {
+                Ok(seq) => query.before = Some(subledger_core::Sequence(seq)),
+                Err(_) => fields.fail("cursor", "must be a cursor from a previous page"),
+            },
+            other => fields.fail(other, "is not a recognised parameter"),
+        }
+    }
+    fields.finish(false)?;
+    Ok(query)
+}
+
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut index = 0;
+    while index < bytes.len() {
+        match bytes[index] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(index + 1..index + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                index += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                index += 1;
+            }
+            byte => {
+                out.push(byte);
+                index += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+async fn list_transfers(
+    state: &AppState,
+    primary: &str,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    kind: TransferKind,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, headers).await?;
+    let key = as_primary(principal, primary)?;
+    let query = transfer_query(raw)?;
+    let page = state
+        .ledger
+        .read(|views| views.transfers(&key, kind, &query))
+        .map_err(|error| match error {
+            subledger_views::QueryError::UnknownAccount(_) => Problem::invalid_api_key(primary),
+            other => Problem::field("start_date", other.to_string(), false),
+        })?;
+    let (collection, embedded) = match kind {
+        TransferKind::Balance => ("balance-transfers", "balance_transfers"),
+        TransferKind::Credit => ("credit-transfers", "credit_transfers"),
+    };
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|item| transfer_json(kind, item))
+        .collect();
+    let mut links = Map::new();
+    let base = format!("/accounts/{key}/{collection}");
+    links.insert("self".into(), json!({ "href": base }));
+    if let Some(next) = page.next {
+        links.insert(
+            "next".into(),
+            json!({ "href": format!("{base}?cursor={}", next.0) }),
+        );
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "_links": links, "_embedded": { embedded: items } }),
+    ))
+}
+
+async fn list_credit_transfers(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    list_transfers(
+        &state,
+        &primary,
+        &headers,
+        raw.as_deref(),
+        TransferKind::Credit,
+    )
+    .await
+}
+
+async fn list_balance_transfers(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    list_transfers(
+        &state,
+        &primary,
+        &headers,
+        raw.as_deref(),
+        TransferKind::Balance,
+    )
+    .await
+}
+
+async fn transfer(
+    state: &AppState,
+    primary: &str,
+    headers: &HeaderMap,
+    body: Body,
+    kind: TransferKind,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, headers).await?;
+    let key = as_primary(principal, primary)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["from", "to", "amount", "reference"]);
+    let mut account = |name: &str| match fields.string(&body, name) {
+        Some(text) => match text.parse::<ApiKey>() {
+            Ok(key) => Some(key),
+            Err(_) => {
+                fields.fail(name, "must be an api key");
+                None
+            }
+        },
+        None => {
+            fields.fail(name, "is required");
+            None
+        }
+    };
+    let from = account("from");
+    let to = account("to");
+    let amount = fields.amount(&body, "amount", true);
+    let reference = fields.string(&body, "reference").unwrap_or_default();
+    fields.finish(false)?;
+    let (Some(from), Some(to), Some(amount)) = (from, to, amount) else {
+        return Err(Problem::internal("validated fields are missing"));
+    };
+    let operation = match kind {
+        TransferKind::Balance => "balance-transfer",
+        TransferKind::Credit => "credit-transfer",
+    };
+    let transfer = Transfer {
+        id: command_id(headers, key, operation)?,
+        primary: key,
+        from,
+        to,
+        amount,
+        reference: reference.clone(),
+    };
+    let id = transfer.id;
+    let command = match kind {
+        TransferKind::Balance => Command::TransferBalance(transfer),
+        TransferKind::Credit => Command::TransferCredit(transfer),
+    };
+    let receipt = submit_ok(state, command, false).await?;
+    let snapshot = TransferSnapshot {
+        id,
+        seq: receipt.first,
+        at: receipt.at,
+        from,
+        to,
+        amount,
+        reference,
+        primary: key,
+    };
+    Ok(json_response(
+        StatusCode::OK,
+        &transfer_json(kind, &snapshot),
+    ))
+}
+
+async fn credit_transfer(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    transfer(&state, &primary, &headers, body, TransferKind::Credit).await
+}
+
+async fn balance_transfer(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    transfer(&state, &primary, &headers, body, TransferKind::Balance).await
+}
+
+// --- secrets ----------------------------------------------------------------------------
+
+/// The account whose secrets the caller may manage: itself, or (for a primary) one of its
+/// subaccounts.
+fn secret_owner(state: &AppState, principal: Principal, key: &str) -> Result<ApiKey, Problem> {
+    let target = path_key(key)?;
+    if principal.key == target {
+        return Ok(target);
+    }
+    let owned = principal.primary.is_none()
+        && state
+            .ledger
+            .read(|views| views.account(&target))
+            .is_some_and(|account| account.primary == Some(principal.key));
+    if owned {
+        Ok(target)
+    } else {
+        Err(Problem::invalid_api_key(key))
+    }
+}
+
+fn secret_json(key: ApiKey, id: SecretId, created_at: subledger_core::Timestamp) -> Value {
+    json!({
+        "_links": link(&format!("/accounts/{key}/secrets/{id}")),
+        "id": id.to_string(),
+        "created_at": format_rfc3339_millis(created_at),
+    })
+}
+
+async fn list_secrets(State(state): Shared, Path(key): Path<String>, headers: HeaderMap) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let owner = secret_owner(&state, principal, &key)?;
+    let secrets: Vec<Value> = state
+        .ledger
+        .read(|views| {
+            views.secrets(&owner).map(|secrets| {
+                secrets
+                    .iter()
+                    .map(|secret| secret_json(owner, secret.id, secret.created_at))
+                    .collect()
+            })
+        })
+        .ok_or_else(|| Problem::invalid_api_key(&key))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "_links": link(&format!("/accounts/{owner}/secrets")),
+            "_embedded": { "secrets": secrets },
+        }),
+    ))
+}
+
+async fn create_secret(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let owner = secret_owner(&state, principal, &key)?;
+    let body = read_object(body, true).await?;
+    let (slot, digest) = idempotency_slot(
+        &headers,
+        principal.key,
+        &format!("create-secret {owner}"),
+        &body,
+    )?;
+    if let Some(answer) = remembered(&state, slot, digest) {
+        return answer;
+    }
+    let mut fields = Fields::default();
+    fields.only(&body, &["secret"]);
+    let secret = fields.string(&body, "secret");
+    match &secret {
+        None => fields.fail("secret", "is required"),
+        Some(secret) => {
+            if let Err(error) = validate_secret(secret) {
+                fields.fail("secret", error.to_string());
+            }
+        }
+    }
+    fields.finish(true)?;
+    let hash = state.auth.hash_secret(secret.unwrap_or_default()).await?;
+    let id = state.ledger.new_secret_id();
+    let command = Command::CreateSecret(CreateSecret {
+        account: owner,
+        secret: NewSecret { id, hash },
+    });
+    let receipt = submit_ok(&state, command, true).await?;
+    let value = secret_json(owner, id, receipt.at);
+    remember(&state, slot, digest, StatusCode::CREATED, &value);
+    Ok(json_response(StatusCode::CREATED, &value))
+}
+
+fn parse_secret_id(id: &str) -> Result<SecretId, Problem> {
+    id.parse().map_err(|_| {
+        Problem::new(
+            StatusCode::NOT_FOUND,
+            "invalid-id",
+            "Invalid ID",
+            format!("no secret {id}"),
+        )
+    })
+}
+
+async fn get_secret(
+    State(state): Shared,
+    Path((key, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let owner = secret_owner(&state, principal, &key)?;
+    let id = parse_secret_id(&id)?;
+    let found = state.ledger.read(|views| {
+        views.secrets(&owner).and_then(|secrets| {
+            secrets
+                .iter()
+                .find(|secret| secret.id == id)
+                .map(|secret| secret.created_at)
+        })
+    });
+    match found {
+        Some(created_at) => Ok(json_response(
+            StatusCode::OK,
+            &secret_json(owner, id, created_at),
+        )),
+        None => Err(Problem::from_rejection(
+            &subledger_core::Rejection::UnknownSecret { id },
+            true,
+        )),
+    }
+}
+
+async fn revoke_secret(
+    State(state): Shared,
+    Path((key, id)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let owner = secret_owner(&state, principal, &key)?;
+    let secret = parse_secret_id(&id)?;
+    submit_ok(
+        &state,
+        Command::RevokeSecret(RevokeSecret {
+            account: owner,
+            secret,
+        }),
+        true,
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+// --- legacy balance -----------------------------------------------------------------------
+
+async fn get_balance(State(state): Shared, headers: HeaderMap) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let balance = state.ledger.read(|views| {
+        let account = views.account(&principal.key)?;
+        match (account.balance, account.primary) {
+            (Some(balance), _) => Some(balance),
+            // A shared subaccount reports its primary's balance.
+            (None, Some(primary)) => views.account(&primary)?.balance,
+            (None, None) => None,
+        }
+    });
+    let balance = balance.ok_or_else(|| Problem::invalid_api_key(principal.key.as_str()))?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "value": number(balance), "autoReload": false }),
+    ))
+}
+
+// --- admin ------------------------------------------------------------------------------
+
+async fn admin_open_primary(State(state): Shared, headers: HeaderMap, body: Body) -> Answer {
+    state.auth.admin(&headers)?;
+    let body = read_object(body, false).await?;
+    let admin_key = ApiKey::from_random([b'a'; 8]);
+    let (slot, digest) = idempotency_slot(&headers, admin_key, "open-primary", &body)?;
+    if let Some(answer) = remembered(&state, slot, digest) {
+        return answer;
+    }
+    let mut fields = Fields::default();
+    fields.only(&body, &["name", "currency", "credit_limit", "secret"]);
+    let name = fields.string(&body, "name").unwrap_or_default();
+    let currency = match fields.string(&body, "currency") {
+        None => Currency::EUR,
+        Some(text) => text.parse().unwrap_or_else(|_| {
+            fields.fail("currency", "must be an ISO 4217 code such as EUR");
+            Currency::EUR
+        }),
+    };
+    let credit_line = fields
+        .amount(&body, "credit_limit", false)
+        .unwrap_or(Amount::ZERO);
+    let secret = fields.string(&body, "secret");
+    if let Some(secret) = &secret {
+        if let Err(error) = validate_secret(secret) {
+            fields.fail("secret", error.to_string());
+        }
+    }
+    fields.finish(false)?;
+    let plaintext = secret.unwrap_or_else(generate_secret);
+    let hash = state.auth.hash_secret(plaintext.clone()).await?;
+    let mut attempt = 0;
+    let key = loop {
+        attempt += 1;
+        let key = state.ledger.new_api_key();
+        let command = Command::OpenPrimary(OpenPrimary {
+            key,
+            name: name.clone(),
+            currency,
+            credit_line,
+            secret: NewSecret {
+                id: state.ledger.new_secret_id(),
+                hash: hash.clone(),
+            },
+        });
+        match submit(&state, command).await? {
+            Ok(_) => break key,
+            Err(subledger_core::Rejection::KeyTaken { .. }) if attempt < KEY_ATTEMPTS_MAX => {
+                continue
+            }
+            Err(rejection) => return Err(Problem::from_rejection(&rejection, false)),
+        }
+    };
+    let account = state
+        .ledger
+        .read(|views| views.account(&key))
+        .ok_or_else(|| Problem::internal("the new primary is not visible"))?;
+    let mut value = primary_json(&account);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "currency".into(),
+            Value::String(account.currency.to_string()),
+        );
+        map.insert("secret".into(), Value::String(plaintext));
+    }
+    remember(&state, slot, digest, StatusCode::OK, &value);
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+async fn admin_money(
+    state: &AppState,
+    key: &str,
+    headers: &HeaderMap,
+    body: Body,
+    charge: bool,
+) -> Answer {
+    state.auth.admin(headers)?;
+    let account = path_key(key)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["amount", "reference"]);
+    let amount = fields.amount(&body, "amount", true);
+    let reference = fields.string(&body, "reference").unwrap_or_default();
+    fields.finish(false)?;
+    let Some(amount) = amount else {
+        return Err(Problem::internal("validated fields are missing"));
+    };
+    let operation = if charge { "charge" } else { "top-up" };
+    let id = command_id(headers, account, operation)?;
+    let command = if charge {
+        Command::Charge(Charge {
+            id,
+            account,
+            amount,
+            reference: reference.clone(),
+        })
+    } else {
+        Command::TopUp(TopUp {
+            id,
+            primary: account,
+            amount,
+            reference: reference.clone(),
+        })
+    };
+    let receipt = submit_ok(state, command, false).await?;
+    let balance = state
+        .ledger
+        .read(|views| views.account(&account).and_then(|account| account.balance));
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({
+            "id": id.to_string(),
+            "api_key": account.as_str(),
+            "amount": number(amount),
+            "reference": reference,
+            "created_at": format_rfc3339_millis(receipt.at),
+            "replayed": receipt.replayed,
+            "balance": money(balance),
+        }),
+    ))
+}
+
+async fn admin_top_up(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    admin_money(&state, &key, &headers, body, false).await
+}
+
+async fn admin_charge(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    admin_money(&state, &key, &headers, body, true).await
+}
+
+async fn admin_credit_limit(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    state.auth.admin(&headers)?;
+    let primary = path_key(&key)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["credit_limit"]);
+    let credit_line = match body.get("credit_limit") {
+        Some(Value::Number(number)) => number.to_string().parse::<Amount>().ok(),
+        _ => None,
+    };
+    if credit_line.is_none() {
+        fields.fail(
+            "credit_limit",
+            "must be a number, zero or negative, with at most 8 decimals",
+        );
+    }
+    fields.finish(false)?;
+    let credit_line = credit_line.unwrap_or(Amount::ZERO);
+    submit_ok(
+        &state,
+        Command::SetCreditLine(SetCreditLine {
+            primary,
+            credit_line,
+        }),
+        false,
+    )
+    .await?;
+    let family = state
+        .ledger
+        .read(|views| views.family(&primary))
+        .ok_or_else(|| Problem::invalid_api_key(&key))?;
+    let mut value = primary_json(&family.primary);
+    if let Value::Object(map) = &mut value {
+        map.insert(
+            "total_credit_limit".into(),
+            crate::json::raw_number(&family.total_credit_limit.to_string()),
+        );
+    }
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+async fn admin_update_account(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    state.auth.admin(&headers)?;
+    let account = path_key(&key)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["suspended"]);
+    let suspended = fields.boolean(&body, "suspended");
+    if suspended.is_none() {
+        fields.fail("suspended", "is required (true or false)");
+    }
+    fields.finish(false)?;
+    let set = SetSuspended {
+        account,
+        suspended: suspended.unwrap_or(false),
+    };
+    submit_ok(&state, Command::SetSuspended(set), false).await?;
+    let snapshot = state
+        .ledger
+        .read(|views| views.account(&account))
+        .ok_or_else(|| Problem::invalid_api_key(&key))?;
+    let value = if snapshot.primary.is_some() {
+        subaccount_json(&snapshot)
+    } else {
+        primary_json(&snapshot)
+    };
+    Ok(json_response(StatusCode::OK, &value))
+}
+
+// --- operations -------------------------------------------------------------------------
+
+async fn healthz(State(state): Shared) -> Response {
+    let metrics = state.ledger.metrics();
+    match state.ledger.failure() {
+        None => json_response(
+            StatusCode::OK,
+            &json!({ "status": "ok", "last_sequence": metrics.last_seq.0, "queue_depth": metrics.queue_depth }),
+        ),
+        Some(reason) => json_response(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({ "status": "stopped", "reason": reason }),
+        ),
+    }
+}
+
+async fn metrics(State(state): Shared) -> Response {
+    let mut response = prometheus(&state).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("text/plain; version=0.0.4"),
+    );
+    response
+}
