@@ -152,21 +152,7 @@ impl SledLog {
         if dir.exists() && !empty && !looks_like_sled {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(options.cache_bytes)
-            .mode(sled::Mode::HighThroughput)
-            .flush_every_ms(None)
-            .open()
-            .map_err(|error| match error {
-                sled::Error::Io(ref io) if io.kind() == std::io::ErrorKind::WouldBlock => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                sled::Error::Io(ref io) if io.to_string().contains("lock") => {
-                    StoreError::Locked(dir.to_path_buf())
-                }
-                other => StoreError::Storage(other.to_string()),
-            })?;
+        let db = open_sled(dir, options)?;
         let open_tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|error| StoreError::Storage(error.to_string()))
@@ -288,6 +274,36 @@ fn last_record(inner: &Inner) -> Result<Option<(sled::IVec, sled::IVec)>, LogErr
         .next_back()
         .transpose()
         .map_err(storage)
+}
+
+/// How long opening waits for a lock held by a database closing in this process (sled's I/O
+/// threads release it shortly after the last handle is dropped).
+const LOCK_WAIT_MILLIS: u64 = 2_000;
+const LOCK_RETRY_MILLIS: u64 = 20;
+
+fn open_sled(dir: &Path, options: StoreOptions) -> Result<sled::Db, StoreError> {
+    let started = std::time::Instant::now();
+    loop {
+        let opened = sled::Config::new()
+            .path(dir)
+            .cache_capacity(options.cache_bytes)
+            .mode(sled::Mode::HighThroughput)
+            .flush_every_ms(None)
+            .open();
+        match opened {
+            Ok(db) => return Ok(db),
+            Err(sled::Error::Io(io))
+                if io.kind() == std::io::ErrorKind::WouldBlock
+                    || io.to_string().contains("lock") =>
+            {
+                if started.elapsed() >= std::time::Duration::from_millis(LOCK_WAIT_MILLIS) {
+                    return Err(StoreError::Locked(dir.to_path_buf()));
+                }
+                std::thread::sleep(std::time::Duration::from_millis(LOCK_RETRY_MILLIS));
+            }
+            Err(other) => return Err(StoreError::Storage(other.to_string())),
+        }
+    }
 }
 
 /// Removes the records of a commit batch whose last record never made it to disk, and returns

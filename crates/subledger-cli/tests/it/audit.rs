@@ -24,7 +24,18 @@ fn strs(args: &[String]) -> Vec<&str> {
 
 /// Edits the raw sled tree of a (closed) data directory.
 fn edit_raw(dir: &Path, tree: &str, edit: impl FnOnce(&sled_edit::Tree)) {
-    let db = sled_edit::open(dir).unwrap();
+    // sled releases its lock shortly after the last handle of a closed database drops.
+    let mut attempts = 0;
+    let db = loop {
+        match sled_edit::open(dir) {
+            Ok(db) => break db,
+            Err(_) if attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("cannot open the store to edit it: {error}"),
+        }
+    };
     let tree = db.open_tree(tree).unwrap();
     edit(&tree);
     db.flush().unwrap();

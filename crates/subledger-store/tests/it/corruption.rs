@@ -19,7 +19,18 @@ fn written(dir: &Path) -> ([u8; 32], [u8; 32]) {
 
 /// Edits the raw sled tree (the store must be closed).
 fn edit_raw(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
-    let db = sled::open(dir).unwrap();
+    // sled releases its lock shortly after the last handle of a closed database drops.
+    let mut attempts = 0;
+    let db = loop {
+        match sled::open(dir) {
+            Ok(db) => break db,
+            Err(_) if attempts < 100 => {
+                attempts += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(error) => panic!("cannot open the store to edit it: {error}"),
+        }
+    };
     let tree = db.open_tree(tree).unwrap();
     edit(&tree);
     db.flush().unwrap();
