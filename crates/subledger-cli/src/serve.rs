@@ -34,8 +34,8 @@ pub struct ServeArgs {
     /// generated into the data directory).
     #[arg(long)]
     admin_token_file: Option<PathBuf>,
-    /// Seed an empty data directory with a demo primary and subaccounts, and print curl
-    /// commands that work against it.
+    /// Seed an empty data directory with a demo primary and subaccounts (once; later starts
+    /// keep what is there), and print curl commands that work against it.
     #[arg(long)]
     demo: bool,
 }
@@ -186,15 +186,19 @@ struct Demo {
 const DEMO_SECRET: &str = "DemoSecret42";
 
 fn seed_demo(ledger: &Ledger) -> Result<Demo> {
-    if ledger.metrics().last_seq.0 > 0 {
-        bail!("--demo seeds only an empty data directory; this one already has a ledger");
-    }
-    let hash = hash_for_demo()?;
     let primary: ApiKey = "demo0001".parse().map_err(|error| anyhow!("{error}"))?;
     let subaccounts: Vec<ApiKey> = ["demosub1", "demosub2", "demosub3"]
         .iter()
         .map(|key| key.parse().map_err(|error| anyhow!("{error}")))
         .collect::<Result<_>>()?;
+    if ledger.read(|views| views.account(&primary)).is_some() {
+        // Seeded on an earlier start: serve it as it is now.
+        return Ok(Demo { primary, secret: DEMO_SECRET.into(), subaccounts });
+    }
+    if ledger.metrics().last_seq.0 > 0 {
+        bail!("--demo seeds only an empty data directory; this one holds another ledger");
+    }
+    let hash = hash_for_demo()?;
     let money = |text: &str| text.parse::<Amount>().map_err(|error| anyhow!("{error}"));
     let mut commands = vec![Command::OpenPrimary(OpenPrimary {
         key: primary,
