@@ -86,10 +86,29 @@ pub enum RowFormat {
     Csv,
 }
 
+/// Where `export` reads: a data directory, an archive, or a running server.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct ExportSource {
+    /// A ledger data directory (read through a private copy; never changed).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// A portable log archive written by `export --what log`.
+    #[arg(long)]
+    log: Option<PathBuf>,
+    /// A running server (`http://host:port`): pulls its log archive through the admin API
+    /// (`--what log` only), so a live ledger is audited without stopping it.
+    #[arg(long)]
+    from: Option<String>,
+}
+
 #[derive(Debug, Args)]
 pub struct ExportArgs {
     #[command(flatten)]
-    source: SourceArgs,
+    source: ExportSource,
+    /// With `--from`: read the admin token from this file (else SUBLEDGER_ADMIN_TOKEN).
+    #[arg(long)]
+    admin_token_file: Option<PathBuf>,
     /// What to export: events (JSON lines), transfers or statements (CSV or JSON lines), or
     /// log (the portable, self-verifying archive).
     #[arg(long, value_enum)]
@@ -337,7 +356,22 @@ pub fn export(args: &ExportArgs) -> ExitCode {
         (Some(RowFormat::Jsonl), _) | (None, What::Events | What::Log) => Format::JsonLines,
         (None, _) => Format::Csv,
     };
-    let opened = match args.source.source().open() {
+    if let Some(url) = &args.source.from {
+        if what != What::Log {
+            return usage("--from pulls the log archive only: use --what log, then audit the file");
+        }
+        return crate::remote::export_log(
+            url,
+            args.admin_token_file.as_deref(),
+            args.out.as_deref(),
+        );
+    }
+    let source = match (&args.source.data, &args.source.log) {
+        (Some(dir), _) => Source::Data(dir.clone()),
+        (None, Some(file)) => Source::Archive(file.clone()),
+        (None, None) => return usage("give --data, --log or --from"),
+    };
+    let opened = match source.open() {
         Ok(opened) => opened,
         Err(error) => return fail(&error),
     };

@@ -3,6 +3,7 @@
 
 mod audit;
 mod bench;
+mod remote;
 mod serve;
 
 use std::process::ExitCode;

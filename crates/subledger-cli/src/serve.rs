@@ -193,7 +193,11 @@ fn seed_demo(ledger: &Ledger) -> Result<Demo> {
         .collect::<Result<_>>()?;
     if ledger.read(|views| views.account(&primary)).is_some() {
         // Seeded on an earlier start: serve it as it is now.
-        return Ok(Demo { primary, secret: DEMO_SECRET.into(), subaccounts });
+        return Ok(Demo {
+            primary,
+            secret: DEMO_SECRET.into(),
+            subaccounts,
+        });
     }
     if ledger.metrics().last_seq.0 > 0 {
         bail!("--demo seeds only an empty data directory; this one holds another ledger");

@@ -75,6 +75,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
             put(admin_credit_limit),
         )
         .route("/admin/accounts/{key}", patch(admin_update_account))
+        .route("/admin/log", get(admin_log))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
 }
@@ -1047,6 +1048,64 @@ async fn admin_update_account(
         primary_json(&snapshot)
     };
     Ok(json_response(StatusCode::OK, &value))
+}
+
+/// Bytes per chunk of a streamed archive.
+const ARCHIVE_CHUNK_BYTES: usize = 64 * 1024;
+/// Chunks buffered between the archive writer and the connection.
+const ARCHIVE_CHUNKS_QUEUED_MAX: usize = 16;
+
+/// Sends what is written to it as body chunks (blocking: runs on the blocking pool).
+struct ChunkWriter {
+    sender: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
+    buffer: Vec<u8>,
+}
+
+impl std::io::Write for ChunkWriter {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buffer.extend_from_slice(bytes);
+        if self.buffer.len() >= ARCHIVE_CHUNK_BYTES {
+            self.flush()?;
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.buffer, Vec::with_capacity(ARCHIVE_CHUNK_BYTES));
+        self.sender.blocking_send(Ok(chunk)).map_err(|_| {
+            std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the client went away")
+        })
+    }
+}
+
+/// `GET /admin/log`: the portable, self-verifying log archive of everything durable so far,
+/// streamed while the ledger keeps running (`subledger export --from URL --what log`). A
+/// failure mid-stream cuts the body; the archive's trailer then reveals the truncation.
+async fn admin_log(State(state): Shared, headers: HeaderMap) -> Answer {
+    state.auth.admin(&headers)?;
+    let reader = state.ledger.log_reader();
+    let (sender, mut receiver) = tokio::sync::mpsc::channel(ARCHIVE_CHUNKS_QUEUED_MAX);
+    tokio::task::spawn_blocking(move || {
+        let failure = sender.clone();
+        let writer = ChunkWriter {
+            sender,
+            buffer: Vec::with_capacity(ARCHIVE_CHUNK_BYTES),
+        };
+        if let Err(error) = subledger_log::archive::write_archive(reader.as_ref(), writer) {
+            tracing::warn!("log archive export failed: {error}");
+            let _ = failure.blocking_send(Err(std::io::Error::other(error.to_string())));
+        }
+    });
+    let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context));
+    let mut response = Body::from_stream(stream).into_response();
+    response.headers_mut().insert(
+        axum::http::header::CONTENT_TYPE,
+        axum::http::HeaderValue::from_static("application/octet-stream"),
+    );
+    Ok(response)
 }
 
 // --- operations -------------------------------------------------------------------------

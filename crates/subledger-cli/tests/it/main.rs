@@ -2,4 +2,5 @@
 //! End-to-end tests of the `subledger` binary.
 
 mod audit;
+mod serve;
 mod support;
