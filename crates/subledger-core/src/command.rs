@@ -23,6 +23,7 @@ pub enum Command {
     SetCreditLine(SetCreditLine),
     CreateSecret(CreateSecret),
     RevokeSecret(RevokeSecret),
+    SetLowBalanceThreshold(SetLowBalanceThreshold),
 }
 
 impl Command {
@@ -144,4 +145,12 @@ pub struct CreateSecret {
 pub struct RevokeSecret {
     pub account: ApiKey,
     pub secret: SecretId,
+}
+
+/// Set (`Some`) or remove (`None`) the low-balance threshold of an
+/// own-balance account: an alert event is recorded when its available funds fall below it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetLowBalanceThreshold {
+    pub account: ApiKey,
+    pub threshold: Option<Amount>,
 }

@@ -17,7 +17,8 @@
 
 use crate::command::{
     Charge, CloseSubaccount, Command, CreateSecret, CreateSubaccount, NewSecret, OpenPrimary,
-    RevokeSecret, SetCreditLine, SetSuspended, TopUp, Transfer, UpdateSubaccount,
+    RevokeSecret, SetCreditLine, SetLowBalanceThreshold, SetSuspended, TopUp, Transfer,
+    UpdateSubaccount,
 };
 use crate::event::{Event, SecretRecord};
 use crate::ids::{AccountId, ApiKey, CommandId, Sequence, Timestamp};
@@ -59,7 +60,50 @@ pub fn decide(state: &State, command: &Command) -> Result<Decision, Rejection> {
         Command::SetCreditLine(set) => set_credit_line(state, set).map(one),
         Command::CreateSecret(create) => create_secret(state, create).map(one),
         Command::RevokeSecret(revoke) => revoke_secret(state, revoke).map(one),
+        Command::SetLowBalanceThreshold(set) => {
+            set_low_balance_threshold(state, set).map(Decision::Apply)
+        }
     }
+}
+
+/// What executing a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Executed {
+    /// These events were applied, from sequence number `first` (possibly none).
+    Applied { first: Sequence, events: Vec<Event> },
+    /// A retry of a money command applied before; nothing changed.
+    AlreadyApplied { seq: Sequence, at: Timestamp },
+}
+
+/// Decides `command`, applies its events at `at`, then the low-balance alerts the new state
+/// calls for — the writer's whole step for one command. The outer `Result` is an `apply`
+/// failure (a bug or a corrupt state: fail-stop); the inner one the rules' verdict.
+pub fn execute(
+    state: &mut State,
+    at: Timestamp,
+    command: &Command,
+) -> Result<Result<Executed, Rejection>, crate::state::ApplyError> {
+    let events = match decide(state, command) {
+        Err(rejection) => return Ok(Err(rejection)),
+        Ok(Decision::AlreadyApplied { seq, at }) => {
+            return Ok(Ok(Executed::AlreadyApplied { seq, at }))
+        }
+        Ok(Decision::Apply(events)) => events,
+    };
+    let first = state.last_seq().next();
+    for event in &events {
+        state.apply(state.last_seq().next(), at, event)?;
+    }
+    let touched = events
+        .iter()
+        .flat_map(|event| event.accounts().into_iter().flatten());
+    let alerts = state.low_balance_alerts(touched.collect::<Vec<_>>());
+    for alert in &alerts {
+        state.apply(state.last_seq().next(), at, alert)?;
+    }
+    let mut events = events;
+    events.extend(alerts);
+    Ok(Ok(Executed::Applied { first, events }))
 }
 
 fn one(event: Event) -> Decision {
@@ -547,6 +591,27 @@ fn create_secret(state: &State, create: &CreateSecret) -> Result<Event, Rejectio
         account: id,
         secret: secret_record(&create.secret),
     })
+}
+
+fn set_low_balance_threshold(
+    state: &State,
+    set: &SetLowBalanceThreshold,
+) -> Result<Vec<Event>, Rejection> {
+    if set.threshold.is_some_and(Amount::is_negative) {
+        return Err(invalid(Field::Threshold, Invalid::NotPositive));
+    }
+    let (id, account) = secret_holder(state, &set.account)?;
+    if account.funding == Funding::Shared {
+        return Err(Rejection::WrongAccountKind { key: set.account });
+    }
+    let current = state.low_balance(id).map(|setting| setting.threshold);
+    if current == set.threshold {
+        return Ok(Vec::new());
+    }
+    Ok(vec![Event::LowBalanceThresholdSet {
+        account: id,
+        threshold: set.threshold,
+    }])
 }
 
 fn revoke_secret(state: &State, revoke: &RevokeSecret) -> Result<Event, Rejection> {

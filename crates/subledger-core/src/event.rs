@@ -96,6 +96,18 @@ pub enum Event {
         account: AccountId,
         secret: SecretId,
     },
+    /// A low-balance threshold was set (`Some`) or removed (`None`) for an own-balance account.
+    LowBalanceThresholdSet {
+        account: AccountId,
+        threshold: Option<Amount>,
+    },
+    /// The account's available funds fell below its threshold (once per crossing; re-armed
+    /// when they are back at or above it).
+    LowBalanceAlert {
+        account: AccountId,
+        available: Amount,
+        threshold: Amount,
+    },
 }
 
 impl Event {
@@ -116,6 +128,8 @@ impl Event {
             Event::CreditLineSet { .. } => "credit_line_set",
             Event::SecretCreated { .. } => "secret_created",
             Event::SecretRevoked { .. } => "secret_revoked",
+            Event::LowBalanceThresholdSet { .. } => "low_balance_threshold_set",
+            Event::LowBalanceAlert { .. } => "low_balance_alert",
         }
     }
 
@@ -131,7 +145,9 @@ impl Event {
             | Event::ToppedUp { account, .. }
             | Event::CreditLineSet { account, .. }
             | Event::SecretCreated { account, .. }
-            | Event::SecretRevoked { account, .. } => [Some(account), None],
+            | Event::SecretRevoked { account, .. }
+            | Event::LowBalanceThresholdSet { account, .. }
+            | Event::LowBalanceAlert { account, .. } => [Some(account), None],
             Event::SubaccountCreated {
                 account, primary, ..
             } => [Some(account), Some(primary)],

@@ -36,10 +36,12 @@ pub mod state;
 
 pub use command::{
     Charge, CloseSubaccount, Command, CreateSecret, CreateSubaccount, NewSecret, OpenPrimary,
-    RevokeSecret, SetCreditLine, SetSuspended, TopUp, Transfer, UpdateSubaccount,
+    RevokeSecret, SetCreditLine, SetLowBalanceThreshold, SetSuspended, TopUp, Transfer,
+    UpdateSubaccount,
 };
 pub use decide::{
-    decide, validate_name, validate_reference, Decision, NAME_CHARS_MAX, REFERENCE_CHARS_MAX,
+    decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,
+    REFERENCE_CHARS_MAX,
 };
 pub use event::{Batch, Event, SecretRecord};
 pub use ids::{
@@ -49,6 +51,6 @@ pub use money::{Amount, AmountError, Total, AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_W
 pub use rejection::{Field, Invalid, Rejection, TransferRule};
 pub use secret::{validate_secret, SecretError, SecretHash};
 pub use state::{
-    Account, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding, MoneyKind, Policy,
-    State, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
+    Account, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding, LowBalance, MoneyKind,
+    Policy, State, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
 };

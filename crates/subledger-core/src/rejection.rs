@@ -19,6 +19,7 @@ pub enum Field {
     UsePrimaryAccountBalance,
     Suspended,
     Key,
+    Threshold,
 }
 
 impl Field {
@@ -34,6 +35,7 @@ impl Field {
             Field::UsePrimaryAccountBalance => "use_primary_account_balance",
             Field::Suspended => "suspended",
             Field::Key => "api_key",
+            Field::Threshold => "threshold",
         }
     }
 }

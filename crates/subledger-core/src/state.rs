@@ -33,6 +33,14 @@ impl Default for Policy {
     }
 }
 
+/// A low-balance threshold and whether it is armed (an alert fires when available funds fall
+/// below the threshold while armed; it re-arms when they are back at or above it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
+pub struct LowBalance {
+    pub threshold: Amount,
+    pub armed: bool,
+}
+
 /// Where an account's money lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum Funding {
@@ -182,6 +190,9 @@ pub struct State {
     /// Read-side copies skip the idempotency index: only the writer decides, so only it needs
     /// to recognise retries, and the index is the largest part of the state.
     without_command_index: bool,
+    /// Low-balance thresholds (few accounts have one). Kept outside `Account` so the version-1
+    /// snapshot layout of accounts stays as it was; snapshots carry it in an extension.
+    low_balance: FxHashMap<AccountId, LowBalance>,
     last_seq: Sequence,
     last_at: Timestamp,
 }
@@ -191,6 +202,7 @@ impl PartialEq for State {
     fn eq(&self, other: &State) -> bool {
         self.accounts == other.accounts
             && self.commands == other.commands
+            && self.low_balance == other.low_balance
             && self.last_seq == other.last_seq
             && self.last_at == other.last_at
     }
@@ -296,6 +308,12 @@ impl State {
             return Err(fail(ApplyFault::TimeGoesBackwards));
         }
         self.apply_checked(seq, at, event).map_err(fail)?;
+        if !matches!(
+            event,
+            Event::LowBalanceAlert { .. } | Event::LowBalanceThresholdSet { .. }
+        ) {
+            self.rearm(event.accounts());
+        }
         self.last_seq = seq;
         self.last_at = at;
         Ok(())
@@ -529,7 +547,122 @@ impl State {
                     .retain(|id| id != secret);
                 Ok(())
             }
+            Event::LowBalanceThresholdSet { account, threshold } => {
+                self.own(*account)?;
+                match threshold {
+                    Some(threshold) if !threshold.is_negative() => {
+                        self.low_balance.insert(
+                            *account,
+                            LowBalance {
+                                threshold: *threshold,
+                                armed: true,
+                            },
+                        );
+                    }
+                    Some(_) => return Err(ApplyFault::NotPositive),
+                    None => {
+                        self.low_balance.remove(account);
+                    }
+                }
+                Ok(())
+            }
+            Event::LowBalanceAlert {
+                account,
+                available,
+                threshold,
+            } => {
+                let current = self.account(*account).and_then(Account::available);
+                match self.low_balance.get_mut(account) {
+                    Some(setting)
+                        if setting.armed
+                            && setting.threshold == *threshold
+                            && current == Some(*available)
+                            && *available < *threshold =>
+                    {
+                        setting.armed = false;
+                        Ok(())
+                    }
+                    _ => Err(ApplyFault::Invariant(*account)),
+                }
+            }
         }
+    }
+
+    /// Re-arms the thresholds of `accounts` whose available funds are back at or above them.
+    fn rearm(&mut self, accounts: [Option<AccountId>; 2]) {
+        if self.low_balance.is_empty() {
+            return;
+        }
+        for id in accounts.into_iter().flatten() {
+            let available = self.account(id).and_then(Account::available);
+            if let (Some(setting), Some(available)) = (self.low_balance.get_mut(&id), available) {
+                if !setting.armed && available >= setting.threshold {
+                    setting.armed = true;
+                }
+            }
+        }
+    }
+
+    /// The alerts that the current state calls for among `accounts`: armed thresholds with
+    /// available funds below them. Part of the state machine (pure, deterministic); the events
+    /// are recorded, so replay never re-evaluates them.
+    pub fn low_balance_alerts(&self, accounts: impl IntoIterator<Item = AccountId>) -> Vec<Event> {
+        if self.low_balance.is_empty() {
+            return Vec::new();
+        }
+        let mut alerts = Vec::new();
+        for id in accounts {
+            let (Some(setting), Some(available)) = (
+                self.low_balance.get(&id),
+                self.account(id).and_then(Account::available),
+            ) else {
+                continue;
+            };
+            let already = alerts.iter().any(
+                |alert| matches!(alert, Event::LowBalanceAlert { account, .. } if *account == id),
+            );
+            if setting.armed && available < setting.threshold && !already {
+                alerts.push(Event::LowBalanceAlert {
+                    account: id,
+                    available,
+                    threshold: setting.threshold,
+                });
+            }
+        }
+        alerts
+    }
+
+    /// The low-balance setting of an account.
+    pub fn low_balance(&self, id: AccountId) -> Option<LowBalance> {
+        self.low_balance.get(&id).copied()
+    }
+
+    /// Every low-balance setting, by account id.
+    pub fn low_balances(&self) -> Vec<(AccountId, LowBalance)> {
+        let mut settings: Vec<_> = self
+            .low_balance
+            .iter()
+            .map(|(id, setting)| (*id, *setting))
+            .collect();
+        settings.sort_unstable_by_key(|(id, _)| *id);
+        settings
+    }
+
+    /// Restores low-balance settings (from a snapshot extension), checking that each belongs
+    /// to an own-balance account.
+    pub fn restore_low_balances(
+        &mut self,
+        settings: Vec<(AccountId, LowBalance)>,
+    ) -> Result<(), String> {
+        for (id, setting) in settings {
+            match self.account(id).map(|account| account.funding) {
+                Some(Funding::Own { .. }) if !setting.threshold.is_negative() => {
+                    self.low_balance.insert(id, setting);
+                }
+                _ => return Err(format!("low-balance setting for an invalid account {id:?}")),
+            }
+        }
+        Ok(())
     }
 
     fn insert_account(
@@ -751,6 +884,11 @@ impl State {
         for account in &self.accounts {
             hash_account(&mut hasher, account);
         }
+        for (id, setting) in self.low_balances() {
+            hasher.update(&id.0.to_le_bytes());
+            hasher.update(&setting.threshold.units().to_le_bytes());
+            hasher.update(&[u8::from(setting.armed)]);
+        }
         // In log order: the index keeps records in the order they were applied.
         for (id, record) in self.commands.iter() {
             hasher.update(&id.to_uuid().into_bytes());
@@ -880,6 +1018,7 @@ impl<Context> Decode<Context> for State {
             by_key: FxHashMap::default(),
             commands,
             without_command_index: bool::decode(decoder)?,
+            low_balance: FxHashMap::default(),
             last_seq: Sequence::decode(decoder)?,
             last_at: Timestamp::decode(decoder)?,
         };
@@ -964,6 +1103,7 @@ impl State {
             by_key: self.by_key.clone(),
             commands: CommandIndex::default(),
             without_command_index: true,
+            low_balance: self.low_balance.clone(),
             last_seq: self.last_seq,
             last_at: self.last_at,
         }

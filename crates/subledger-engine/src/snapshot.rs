@@ -9,9 +9,12 @@
 //!     14    8 at: its commit instant (ms since the Unix epoch)
 //!     22   32 head_hash: hash of the log record ending at `seq`
 //!     54    8 payload length in bytes
-//!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index
+//!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index,
+//!             then (version 2) the low-balance settings, `Vec<(AccountId, LowBalance)>`
 //!   62+n   32 BLAKE3 of bytes 0 .. 62+n
 //! ```
+//!
+//! Version 1 (no low-balance settings) is still read: its accounts have none.
 //!
 //! One payload restores both sides: the writer's state (with the idempotency index) and the
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
@@ -21,7 +24,9 @@ use subledger_log::ChainHash;
 use subledger_views::Views;
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 1;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+/// The oldest version still read.
+const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
 const TRAILER_BYTES: usize = 32;
 /// Decoding limit: no container in a snapshot may claim more memory than this. The checksum is
@@ -67,8 +72,12 @@ fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
 /// Encodes `views` (which must keep the idempotency index) as taken after the record whose
 /// hash is `head_hash`.
 pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, SnapshotError> {
-    let payload = bincode::encode_to_vec(views, bincode::config::standard())
+    let mut payload = bincode::encode_to_vec(views, bincode::config::standard())
         .map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    let extension =
+        bincode::encode_to_vec(views.state().low_balances(), bincode::config::standard())
+            .map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    payload.extend_from_slice(&extension);
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len() + TRAILER_BYTES);
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -91,7 +100,7 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         return Err(SnapshotError::BadMagic);
     }
     let version = u16::from_le_bytes(array(bytes, 4));
-    if version != SNAPSHOT_FORMAT_VERSION {
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
         return Err(SnapshotError::UnsupportedVersion(version));
     }
     let body = bytes.len() - TRAILER_BYTES;
@@ -106,10 +115,21 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         return Err(SnapshotError::Mismatch);
     }
     let config = bincode::config::standard().with_limit::<SNAPSHOT_DECODE_BYTES_MAX>();
-    let (views, used): (Views, usize) =
-        bincode::decode_from_slice(&bytes[HEADER_BYTES..body], config)
+    let payload = &bytes[HEADER_BYTES..body];
+    let (mut views, mut used): (Views, usize) = bincode::decode_from_slice(payload, config)
+        .map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    if version >= 2 {
+        let (settings, extension): (
+            Vec<(subledger_core::AccountId, subledger_core::LowBalance)>,
+            usize,
+        ) = bincode::decode_from_slice(&payload[used..], config)
             .map_err(|error| SnapshotError::Payload(error.to_string()))?;
-    if used != body - HEADER_BYTES || views.last_seq() != seq || views.state().last_at() != at {
+        views
+            .restore_low_balances(settings)
+            .map_err(SnapshotError::Payload)?;
+        used += extension;
+    }
+    if used != payload.len() || views.last_seq() != seq || views.state().last_at() != at {
         return Err(SnapshotError::Mismatch);
     }
     Ok(DecodedSnapshot {

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::Receiver;
-use subledger_core::{decide, Batch, Decision, Event, State};
+use subledger_core::{execute, Batch, Event, Executed, State};
 use subledger_log::EventLog;
 
 use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared};
@@ -96,27 +96,25 @@ impl Writer {
         let mut events: Vec<Event> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
         for command in pending.iter().flat_map(|(commands, _)| commands) {
-            let outcome = match decide(&self.state, command) {
-                Ok(Decision::Apply(decided)) => {
-                    let start = self.state.last_seq().next();
-                    for event in &decided {
-                        let seq = self.state.last_seq().next();
-                        // decide produced it, so it must apply; if not, a rule is broken and
-                        // the batch must not reach the log.
-                        self.state.apply(seq, at, event).map_err(|error| {
-                            format!("invariant check failed, batch not committed: {error}")
-                        })?;
-                    }
-                    let count = u32::try_from(decided.len()).unwrap_or(u32::MAX);
-                    events.extend(decided);
+            // decide + apply (+ the alerts the new state calls for). An apply failure means a
+            // rule is broken: the batch must not reach the log.
+            let executed = execute(&mut self.state, at, command)
+                .map_err(|error| format!("invariant check failed, batch not committed: {error}"))?;
+            let outcome = match executed {
+                Ok(Executed::Applied {
+                    first,
+                    events: applied,
+                }) => {
+                    let count = u32::try_from(applied.len()).unwrap_or(u32::MAX);
+                    events.extend(applied);
                     Ok(Receipt {
-                        first: start,
+                        first,
                         events: count,
                         at,
                         replayed: false,
                     })
                 }
-                Ok(Decision::AlreadyApplied { seq, at }) => Ok(Receipt {
+                Ok(Executed::AlreadyApplied { seq, at }) => Ok(Receipt {
                     first: seq,
                     events: 1,
                     at,

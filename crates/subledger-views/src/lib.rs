@@ -192,6 +192,14 @@ impl Views {
         (self.state, views)
     }
 
+    /// Restores low-balance settings decoded from a snapshot extension.
+    pub fn restore_low_balances(
+        &mut self,
+        settings: Vec<(AccountId, subledger_core::LowBalance)>,
+    ) -> Result<(), String> {
+        self.state.restore_low_balances(settings)
+    }
+
     /// Makes room for `additional` more money commands in the idempotency index (if kept).
     pub fn reserve_commands(&mut self, additional: usize) {
         self.state.reserve_commands(additional);

@@ -168,3 +168,26 @@ proptest! {
         prop_assert_eq!(fingerprint(full), live);
     }
 }
+
+#[test]
+fn low_balance_settings_survive_a_snapshot() {
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    for command in family_commands() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    let threshold = Command::SetLowBalanceThreshold(SetLowBalanceThreshold {
+        account: key("snap0001"),
+        threshold: Some(amount("40")),
+    });
+    ledger.submit(threshold).unwrap().unwrap();
+    ledger.snapshot_now().unwrap();
+    let live = fingerprint(ledger);
+    let reopened = Ledger::open(no_auto_snapshots(), log, ManualClock::default()).unwrap();
+    assert!(reopened.recovery().snapshot.is_some());
+    // 57 available → 37: the restored, armed threshold fires.
+    let receipt = reopened.submit(charge("snap0001", "20")).unwrap().unwrap();
+    assert_eq!(receipt.events, 2, "the charge and its low-balance alert");
+    let reopened_again = fingerprint(reopened);
+    assert_ne!(reopened_again, live);
+}
