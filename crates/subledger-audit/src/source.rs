@@ -73,7 +73,7 @@ fn open_private_copy(dir: &Path) -> Result<Opened, AuditError> {
     // Taking and dropping a shared lock changes nothing on disk.
     let probe = File::open(&db_file)
         .map_err(|error| AuditError::Io(format!("{}: {error}", db_file.display())))?;
-    if probe.try_lock_shared().is_err() {
+    if !lock_within(&probe, std::time::Duration::from_millis(LOCK_WAIT_MILLIS)) {
         return Err(AuditError::Usage(format!(
             "{} is locked by a running ledger (a server?): stop it, or audit an archive from \
              `subledger export --from URL --what log`",
@@ -102,6 +102,23 @@ fn open_private_copy(dir: &Path) -> Result<Opened, AuditError> {
         snapshots: log.snapshots(),
         _keep: Some((log, copy)),
     })
+}
+
+/// How long to wait for a lock that a ledger closing in this process releases shortly after
+/// its last handle drops (sled's I/O threads hold it a moment longer).
+const LOCK_WAIT_MILLIS: u64 = 2_000;
+
+fn lock_within(file: &File, wait: std::time::Duration) -> bool {
+    let started = std::time::Instant::now();
+    loop {
+        if file.try_lock_shared().is_ok() {
+            return true;
+        }
+        if started.elapsed() >= wait {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
 }
 
 fn copy_tree(from: &Path, to: &Path) -> Result<(), AuditError> {

@@ -99,6 +99,12 @@ fn newest_usable_snapshot(
             }
         };
         let decoded = match decode_snapshot(&bytes) {
+            Ok(decoded) if !decoded.views.is_complete() => {
+                warnings.push(skip(
+                    "its older format lacks the statement history; replaying instead".into(),
+                ));
+                continue;
+            }
             Ok(decoded) if decoded.seq == seq => decoded,
             Ok(decoded) => {
                 warnings.push(skip(format!("it says it was taken at {}", decoded.seq)));

@@ -9,22 +9,24 @@
 //!     14    8 at: its commit instant (ms since the Unix epoch)
 //!     22   32 head_hash: hash of the log record ending at `seq`
 //!     54    8 payload length in bytes
-//!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index,
-//!             then (version 2) the low-balance settings, `Vec<(AccountId, LowBalance)>`
+//!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index
 //!   62+n   32 BLAKE3 of bytes 0 .. 62+n
 //! ```
 //!
-//! Version 1 (no low-balance settings) is still read: its accounts have none.
+//! Payload versions: 1 = state, details, transfer histories; 2 = version 1 followed by the
+//! low-balance settings; 3 (written now) = the whole views, including per-account histories
+//! and payments. Versions 1 and 2 still decode (the golden fixture proves it) into views
+//! marked incomplete, which recovery does not start from: it replays instead.
 //!
 //! One payload restores both sides: the writer's state (with the idempotency index) and the
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
 use subledger_core::{Sequence, Timestamp};
 use subledger_log::ChainHash;
-use subledger_views::Views;
+use subledger_views::{LegacyViews, Views};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 2;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 /// The oldest version still read.
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
@@ -72,12 +74,8 @@ fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
 /// Encodes `views` (which must keep the idempotency index) as taken after the record whose
 /// hash is `head_hash`.
 pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, SnapshotError> {
-    let mut payload = bincode::encode_to_vec(views, bincode::config::standard())
+    let payload = bincode::encode_to_vec(views, bincode::config::standard())
         .map_err(|error| SnapshotError::Payload(error.to_string()))?;
-    let extension =
-        bincode::encode_to_vec(views.state().low_balances(), bincode::config::standard())
-            .map_err(|error| SnapshotError::Payload(error.to_string()))?;
-    payload.extend_from_slice(&extension);
     let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len() + TRAILER_BYTES);
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -116,9 +114,16 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
     }
     let config = bincode::config::standard().with_limit::<SNAPSHOT_DECODE_BYTES_MAX>();
     let payload = &bytes[HEADER_BYTES..body];
-    let (mut views, mut used): (Views, usize) = bincode::decode_from_slice(payload, config)
-        .map_err(|error| SnapshotError::Payload(error.to_string()))?;
-    if version >= 2 {
+    let payload_error =
+        |error: bincode::error::DecodeError| SnapshotError::Payload(error.to_string());
+    let (mut views, mut used): (Views, usize) = if version >= 3 {
+        bincode::decode_from_slice(payload, config).map_err(payload_error)?
+    } else {
+        let (LegacyViews(views), used) =
+            bincode::decode_from_slice(payload, config).map_err(payload_error)?;
+        (views, used)
+    };
+    if version == 2 {
         let (settings, extension): (
             Vec<(subledger_core::AccountId, subledger_core::LowBalance)>,
             usize,

@@ -9,10 +9,13 @@
 //! This crate knows nothing of threads, locks, storage or HTTP: the engine decides when a batch
 //! is committed and guards the views; servers turn the snapshots into JSON.
 
+pub mod accounts;
 pub mod time;
 
 use bincode::{Decode, Encode};
 use rustc_hash::FxHashMap;
+
+pub use accounts::{AccountHistory, AsOf, Entry, EntryKind};
 use subledger_core::{
     AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
     SecretHash, SecretId, Sequence, State, Timestamp, Total,
@@ -148,6 +151,71 @@ pub struct Views {
     state: State,
     details: Vec<Details>,
     history: FxHashMap<AccountId, History>,
+    /// Per account: every change with the values after it (statements, point in time).
+    accounts: Vec<AccountHistory>,
+    /// Per family: charges and top-ups.
+    payments: FxHashMap<AccountId, Payments>,
+    /// `false` when decoded from a version-1/2 snapshot, which lacks `accounts` and
+    /// `payments`: such views answer the version-1 queries only and are not used to recover.
+    complete: bool,
+}
+
+/// A family's charges (`from` = payer, `to` = the charged account) and top-ups (`from` = `to`
+/// = the primary), in sequence order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+struct Payments {
+    charges: Vec<TransferEntry>,
+    top_ups: Vec<TransferEntry>,
+}
+
+/// Which payments a query reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PaymentKind {
+    Charges,
+    TopUps,
+}
+
+/// A charge or a top-up as reports show it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSnapshot {
+    pub id: CommandId,
+    pub seq: Sequence,
+    pub at: Timestamp,
+    /// The charged account (for a top-up: the primary).
+    pub account: ApiKey,
+    /// Whose balance moved (a shared subaccount's charges are paid by its primary).
+    pub payer: ApiKey,
+    pub amount: Amount,
+    pub reference: String,
+    pub primary: ApiKey,
+}
+
+/// Filters for a statement: commit instants in `[start, end)`, entries after the cursor,
+/// oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StatementQuery {
+    pub start: Option<Timestamp>,
+    pub end: Option<Timestamp>,
+    /// Cursor: only entries with a sequence number above this one.
+    pub after: Option<Sequence>,
+    /// Most lines to return; capped at [`PAGE_ITEMS_MAX`].
+    pub limit: Option<usize>,
+}
+
+/// One statement line: a change to the balance or credit limit, with the values after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatementLine {
+    pub seq: Sequence,
+    pub at: Timestamp,
+    pub kind: EntryKind,
+    pub balance_change: Amount,
+    pub credit_limit_change: Amount,
+    pub balance_after: Amount,
+    pub credit_limit_after: Amount,
+    pub counterparty: Option<ApiKey>,
+    /// The money command's id and reference, when the line comes from one.
+    pub command: Option<CommandId>,
+    pub reference: String,
 }
 
 impl Default for Views {
@@ -158,7 +226,11 @@ impl Default for Views {
 
 impl PartialEq for Views {
     fn eq(&self, other: &Views) -> bool {
-        self.state == other.state && self.details == other.details && self.history == other.history
+        self.state == other.state
+            && self.details == other.details
+            && self.history == other.history
+            && self.accounts == other.accounts
+            && self.payments == other.payments
     }
 }
 
@@ -168,6 +240,9 @@ impl Views {
             state: State::without_command_index(Policy::default()),
             details: Vec::new(),
             history: FxHashMap::default(),
+            accounts: Vec::new(),
+            payments: FxHashMap::default(),
+            complete: true,
         }
     }
 
@@ -178,6 +253,9 @@ impl Views {
             state: State::new(Policy::default()),
             details: Vec::new(),
             history: FxHashMap::default(),
+            accounts: Vec::new(),
+            payments: FxHashMap::default(),
+            complete: true,
         }
     }
 
@@ -188,6 +266,9 @@ impl Views {
             state: self.state.clone_without_command_index(),
             details: self.details,
             history: self.history,
+            accounts: self.accounts,
+            payments: self.payments,
+            complete: self.complete,
         };
         (self.state, views)
     }
@@ -233,6 +314,7 @@ impl Views {
     pub fn apply(&mut self, seq: Sequence, at: Timestamp, event: &Event) -> Result<(), ApplyError> {
         self.state.apply(seq, at, event)?;
         // From here the event is known to be consistent with the state: ids exist.
+        self.record_account_history(seq, at, event);
         match event {
             Event::PrimaryOpened { name, secret, .. }
             | Event::SubaccountCreated { name, secret, .. } => {
@@ -295,9 +377,260 @@ impl Views {
                     _ => history.balance.push(entry),
                 }
             }
+            Event::Charged {
+                command,
+                account,
+                payer,
+                amount,
+                reference,
+            } => {
+                let family = self.family_of(*account);
+                let entry = TransferEntry {
+                    id: *command,
+                    seq,
+                    at,
+                    from: *payer,
+                    to: *account,
+                    amount: *amount,
+                    reference: reference.as_str().into(),
+                };
+                self.payments.entry(family).or_default().charges.push(entry);
+            }
+            Event::ToppedUp {
+                command,
+                account,
+                amount,
+                reference,
+            } => {
+                let entry = TransferEntry {
+                    id: *command,
+                    seq,
+                    at,
+                    from: *account,
+                    to: *account,
+                    amount: *amount,
+                    reference: reference.as_str().into(),
+                };
+                self.payments
+                    .entry(*account)
+                    .or_default()
+                    .top_ups
+                    .push(entry);
+            }
             _ => {}
         }
         Ok(())
+    }
+
+    /// Appends the per-account entries (and names) an applied event calls for.
+    fn record_account_history(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
+        let count = self.state.account_count();
+        if self.accounts.len() < count {
+            self.accounts.resize_with(count, AccountHistory::default);
+        }
+        for (id, kind, counterparty) in accounts::touched(event) {
+            let entry = accounts::entry_after(&self.state, seq, at, id, kind, counterparty);
+            if let (Some(entry), Some(history)) = (entry, self.accounts.get_mut(id.index())) {
+                history.entries.push(entry);
+            }
+        }
+        let named = match event {
+            Event::PrimaryOpened { account, name, .. }
+            | Event::SubaccountCreated { account, name, .. }
+            | Event::SubaccountRenamed { account, name } => Some((*account, name)),
+            _ => None,
+        };
+        if let Some((id, name)) = named {
+            if let Some(history) = self.accounts.get_mut(id.index()) {
+                history.names.push((seq, name.clone()));
+            }
+        }
+    }
+
+    /// `false` for views decoded from an older snapshot without statement history.
+    pub fn is_complete(&self) -> bool {
+        self.complete
+    }
+
+    /// An account's state as of a past point (from its history: a binary search), or `None`
+    /// if it did not exist yet.
+    pub fn account_at(&self, key: &ApiKey, point: AsOf) -> Option<AccountSnapshot> {
+        let id = self.state.account_id(key)?;
+        self.snapshot_at(id, point)
+    }
+
+    fn snapshot_at(&self, id: AccountId, point: AsOf) -> Option<AccountSnapshot> {
+        let history = self.accounts.get(id.index())?;
+        let entry = history.last_at_or_before(point)?;
+        let account = self.state.account(id)?;
+        let primary = match account.primary {
+            Some(owner) => Some(self.state.account(owner)?.key),
+            None => None,
+        };
+        Some(AccountSnapshot {
+            key: account.key,
+            primary,
+            name: history.name_at(entry.seq).unwrap_or_default().to_string(),
+            currency: account.currency,
+            balance: entry.balance,
+            credit_limit: entry.credit_limit,
+            suspended: entry.suspended,
+            closed: entry.closed,
+            created_at: self.details.get(id.index())?.created_at,
+        })
+    }
+
+    /// A family as of a past point, with its totals then; `None` if the primary did not exist.
+    pub fn family_at(&self, primary: &ApiKey, point: AsOf) -> Option<FamilySnapshot> {
+        let id = self.state.account_id(primary)?;
+        let owner = self.state.account(id)?;
+        if !owner.is_primary() {
+            return None;
+        }
+        let primary = self.snapshot_at(id, point)?;
+        let subaccounts: Vec<AccountSnapshot> = owner
+            .subaccounts
+            .iter()
+            .filter_map(|sub| self.snapshot_at(*sub, point))
+            .collect();
+        Some(family_with_totals(primary, subaccounts))
+    }
+
+    /// An account's statement: each change to its balance or credit limit with the values after
+    /// it, oldest first, within `[start, end)`, after the cursor.
+    pub fn statement(
+        &self,
+        key: &ApiKey,
+        query: &StatementQuery,
+    ) -> Result<Page<StatementLine>, QueryError> {
+        let id = self
+            .state
+            .account_id(key)
+            .ok_or(QueryError::UnknownAccount(*key))?;
+        if let (Some(start), Some(end)) = (query.start, query.end) {
+            if start > end {
+                return Err(QueryError::EmptyRange);
+            }
+        }
+        let entries = self
+            .accounts
+            .get(id.index())
+            .map_or(&[][..], |history| &history.entries);
+        let low = query
+            .start
+            .map_or(0, |start| entries.partition_point(|entry| entry.at < start));
+        let low = query.after.map_or(low, |after| {
+            low.max(entries.partition_point(|entry| entry.seq <= after))
+        });
+        let high = query.end.map_or(entries.len(), |end| {
+            entries.partition_point(|entry| entry.at < end)
+        });
+        let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+        let mut lines = Vec::new();
+        let mut next = None;
+        for index in low..high.max(low) {
+            let Some(entry) = entries.get(index) else {
+                break;
+            };
+            if !entry.kind.moves_money() {
+                continue;
+            }
+            if lines.len() == limit {
+                next = lines.last().map(|line: &StatementLine| line.seq);
+                break;
+            }
+            let previous = index.checked_sub(1).and_then(|before| entries.get(before));
+            lines.push(self.statement_line(id, entry, previous));
+        }
+        Ok(Page { items: lines, next })
+    }
+
+    fn statement_line(
+        &self,
+        id: AccountId,
+        entry: &Entry,
+        previous: Option<&Entry>,
+    ) -> StatementLine {
+        let value = |amount: Option<Amount>| amount.unwrap_or(Amount::ZERO);
+        let change = |after: Option<Amount>, before: Option<Amount>| {
+            value(after)
+                .checked_sub(value(before))
+                .unwrap_or(Amount::ZERO)
+        };
+        let (before_balance, before_credit) =
+            previous.map_or((None, None), |entry| (entry.balance, entry.credit_limit));
+        let (command, reference) = self.command_at(id, entry).unwrap_or((None, String::new()));
+        StatementLine {
+            seq: entry.seq,
+            at: entry.at,
+            kind: entry.kind,
+            balance_change: change(entry.balance, before_balance),
+            credit_limit_change: change(entry.credit_limit, before_credit),
+            balance_after: value(entry.balance),
+            credit_limit_after: value(entry.credit_limit),
+            counterparty: entry
+                .counterparty
+                .and_then(|other| self.state.account(other))
+                .map(|other| other.key),
+            command,
+            reference,
+        }
+    }
+
+    /// The money command behind an entry (from the family lists, by sequence number).
+    fn command_at(&self, id: AccountId, entry: &Entry) -> Option<(Option<CommandId>, String)> {
+        let family = self.family_of(id);
+        let list: &[TransferEntry] = match entry.kind {
+            EntryKind::TransferIn | EntryKind::TransferOut => &self.history.get(&family)?.balance,
+            EntryKind::CreditIn | EntryKind::CreditOut => &self.history.get(&family)?.credit,
+            EntryKind::Charge => &self.payments.get(&family)?.charges,
+            EntryKind::TopUp => &self.payments.get(&family)?.top_ups,
+            _ => return None,
+        };
+        let index = list
+            .binary_search_by_key(&entry.seq, |item| item.seq)
+            .ok()?;
+        let item = list.get(index)?;
+        Some((Some(item.id), item.reference.to_string()))
+    }
+
+    /// A family's charges or top-ups, newest first, filtered and paged like transfers (the
+    /// `subaccounts` filter matches the charged account or the payer).
+    pub fn payments(
+        &self,
+        primary: &ApiKey,
+        kind: PaymentKind,
+        query: &TransferQuery,
+    ) -> Result<Page<PaymentSnapshot>, QueryError> {
+        let family = self.checked_family(primary, query)?;
+        let entries = self
+            .payments
+            .get(&family)
+            .map_or(&[][..], |payments| match kind {
+                PaymentKind::Charges => &payments.charges,
+                PaymentKind::TopUps => &payments.top_ups,
+            });
+        let page = self.page(entries, query);
+        let items = page
+            .items
+            .iter()
+            .filter_map(|entry| {
+                Some(PaymentSnapshot {
+                    id: entry.id,
+                    seq: entry.seq,
+                    at: entry.at,
+                    account: self.state.account(entry.to)?.key,
+                    payer: self.state.account(entry.from)?.key,
+                    amount: entry.amount,
+                    reference: entry.reference.to_string(),
+                    primary: self.state.account(family)?.key,
+                })
+            })
+            .collect();
+        Ok(Page {
+            items,
+            next: page.next,
+        })
     }
 
     fn family_of(&self, id: AccountId) -> AccountId {
@@ -358,20 +691,7 @@ impl Views {
             .iter()
             .filter_map(|sub| self.snapshot(*sub))
             .collect();
-        let members = std::iter::once(&primary).chain(subaccounts.iter());
-        let (total_balance, total_credit_limit) =
-            members.fold((Total::ZERO, Total::ZERO), |(balance, credit), member| {
-                (
-                    balance.plus(member.balance.unwrap_or(Amount::ZERO)),
-                    credit.plus(member.credit_limit.unwrap_or(Amount::ZERO)),
-                )
-            });
-        Some(FamilySnapshot {
-            primary,
-            subaccounts,
-            total_balance,
-            total_credit_limit,
-        })
+        Some(family_with_totals(primary, subaccounts))
     }
 
     /// The active secrets of an account (oldest first), with their hashes for verification.
@@ -387,6 +707,32 @@ impl Views {
         kind: TransferKind,
         query: &TransferQuery,
     ) -> Result<Page<TransferSnapshot>, QueryError> {
+        let family = self.checked_family(primary, query)?;
+        let entries = self
+            .history
+            .get(&family)
+            .map_or(&[][..], |history| match kind {
+                TransferKind::Balance => &history.balance,
+                TransferKind::Credit => &history.credit,
+            });
+        let page = self.page(entries, query);
+        let items = page
+            .items
+            .iter()
+            .filter_map(|entry| self.transfer_snapshot(family, entry))
+            .collect();
+        Ok(Page {
+            items,
+            next: page.next,
+        })
+    }
+
+    /// The family of a primary named in a report query, with the query's limits checked.
+    fn checked_family(
+        &self,
+        primary: &ApiKey,
+        query: &TransferQuery,
+    ) -> Result<AccountId, QueryError> {
         let unknown = || QueryError::UnknownAccount(*primary);
         let family = self.state.account_id(primary).ok_or_else(unknown)?;
         if !self
@@ -404,19 +750,22 @@ impl Views {
                 return Err(QueryError::EmptyRange);
             }
         }
+        Ok(family)
+    }
+
+    /// One page of a family list, newest first: `[start, end)`, before the cursor, entries
+    /// touching one of the filtered accounts.
+    fn page<'a>(
+        &self,
+        entries: &'a [TransferEntry],
+        query: &TransferQuery,
+    ) -> Page<&'a TransferEntry> {
         // Unknown or foreign subaccounts in the filter simply match nothing.
         let wanted: Vec<AccountId> = query
             .subaccounts
             .iter()
             .filter_map(|key| self.state.account_id(key))
             .collect();
-        let entries = self
-            .history
-            .get(&family)
-            .map_or(&[][..], |history| match kind {
-                TransferKind::Balance => &history.balance,
-                TransferKind::Credit => &history.credit,
-            });
         // Entries are in sequence order, and commit instants never decrease with the sequence,
         // so both bounds and the cursor are binary searches.
         let low = query
@@ -432,16 +781,12 @@ impl Views {
         let mut matching = entries[low..high.max(low)].iter().rev().filter(|entry| {
             wanted.is_empty() || wanted.contains(&entry.from) || wanted.contains(&entry.to)
         });
-        let items: Vec<TransferSnapshot> = matching
-            .by_ref()
-            .take(limit)
-            .filter_map(|entry| self.transfer_snapshot(family, entry))
-            .collect();
+        let items: Vec<&TransferEntry> = matching.by_ref().take(limit).collect();
         let next = match (items.last(), matching.next()) {
             (Some(last), Some(_)) => Some(last.seq),
             _ => None,
         };
-        Ok(Page { items, next })
+        Page { items, next }
     }
 
     fn transfer_snapshot(
@@ -463,6 +808,15 @@ impl Views {
 
     /// A deterministic hash of the projections, for checking that a rebuild equals a replay.
     pub fn views_hash(&self) -> [u8; 32] {
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&self.core_hash());
+        self.hash_histories(&mut hasher);
+        *hasher.finalize().as_bytes()
+    }
+
+    /// The hash of the parts a version-1 snapshot holds (state, details, transfer histories):
+    /// what a legacy snapshot can be compared on.
+    pub fn core_hash(&self) -> [u8; 32] {
         let mut hasher = blake3::Hasher::new();
         hasher.update(&self.state.state_hash());
         for details in &self.details {
@@ -491,9 +845,72 @@ impl Views {
         }
         *hasher.finalize().as_bytes()
     }
+
+    fn hash_histories(&self, hasher: &mut blake3::Hasher) {
+        for (id, history) in self.accounts.iter().enumerate() {
+            hasher.update(&(id as u64).to_le_bytes());
+            for entry in &history.entries {
+                hasher.update(&entry.seq.0.to_le_bytes());
+                hasher.update(&entry.at.0.to_le_bytes());
+                hasher.update(entry.kind.as_str().as_bytes());
+                for amount in [entry.balance, entry.credit_limit] {
+                    hasher.update(&amount.map_or(i128::MIN, Amount::units).to_le_bytes());
+                }
+                hasher.update(&[u8::from(entry.suspended), u8::from(entry.closed)]);
+                hasher.update(
+                    &entry
+                        .counterparty
+                        .map_or(u64::MAX, |other| u64::from(other.0))
+                        .to_le_bytes(),
+                );
+            }
+            for (from, name) in &history.names {
+                hasher.update(&from.0.to_le_bytes());
+                hasher.update(&(name.len() as u64).to_le_bytes());
+                hasher.update(name.as_bytes());
+            }
+        }
+        let mut families: Vec<_> = self.payments.iter().collect();
+        families.sort_unstable_by_key(|(id, _)| **id);
+        for (id, payments) in families {
+            hasher.update(&id.0.to_le_bytes());
+            for entry in payments.charges.iter().chain(payments.top_ups.iter()) {
+                hasher.update(&entry.seq.0.to_le_bytes());
+                hasher.update(&entry.id.to_uuid().into_bytes());
+                hasher.update(&entry.from.0.to_le_bytes());
+                hasher.update(&entry.to.0.to_le_bytes());
+                hasher.update(&entry.amount.units().to_le_bytes());
+                hasher.update(&(entry.reference.len() as u64).to_le_bytes());
+                hasher.update(entry.reference.as_bytes());
+            }
+        }
+    }
+}
+
+/// A family with its totals over own balances (shared subaccounts count as 0).
+fn family_with_totals(
+    primary: AccountSnapshot,
+    subaccounts: Vec<AccountSnapshot>,
+) -> FamilySnapshot {
+    let members = std::iter::once(&primary).chain(subaccounts.iter());
+    let (total_balance, total_credit_limit) =
+        members.fold((Total::ZERO, Total::ZERO), |(balance, credit), member| {
+            (
+                balance.plus(member.balance.unwrap_or(Amount::ZERO)),
+                credit.plus(member.credit_limit.unwrap_or(Amount::ZERO)),
+            )
+        });
+    FamilySnapshot {
+        primary,
+        subaccounts,
+        total_balance,
+        total_credit_limit,
+    }
 }
 
 impl Encode for Views {
+    /// The version-3 snapshot layout: the version-1 parts (state, details, transfer
+    /// histories), then the low-balance settings, the per-account histories and the payments.
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -505,55 +922,134 @@ impl Encode for Views {
             primary.encode(encoder)?;
             history.encode(encoder)?;
         }
+        self.state.low_balances().encode(encoder)?;
+        self.accounts.encode(encoder)?;
+        (self.payments.len() as u64).encode(encoder)?;
+        for (primary, payments) in &self.payments {
+            primary.encode(encoder)?;
+            payments.encode(encoder)?;
+        }
         Ok(())
     }
 }
 
+/// Views decoded from the version-1 layout (state, details, transfer histories), as written
+/// by snapshot formats 1 and 2: without per-account histories or payments, so marked
+/// incomplete.
+#[derive(Debug)]
+pub struct LegacyViews(pub Views);
+
+impl<Context> Decode<Context> for LegacyViews {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Ok(LegacyViews(decode_version_1(decoder)?))
+    }
+}
+bincode::impl_borrow_decode!(LegacyViews);
+
+fn family_of_in(state: &State, id: AccountId) -> Option<AccountId> {
+    let account = state.account(id)?;
+    Some(account.primary.unwrap_or(id))
+}
+
+/// Entries in sequence order, time never going back, within the family, not in the future.
+fn consistent(state: &State, family: AccountId, list: &[TransferEntry]) -> bool {
+    list.windows(2)
+        .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
+        && list.iter().all(|entry| {
+            family_of_in(state, entry.from) == Some(family)
+                && family_of_in(state, entry.to) == Some(family)
+                && entry.seq <= state.last_seq()
+        })
+}
+
+/// The version-1 parts, validated: one details entry per account, histories only for
+/// primaries and only between accounts of their family, in sequence order.
+fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
+    decoder: &mut D,
+) -> Result<Views, bincode::error::DecodeError> {
+    let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
+    let state = State::decode(decoder)?;
+    let details = Vec::<Details>::decode(decoder)?;
+    if details.len() != state.account_count() {
+        return Err(invalid("views: one details entry per account"));
+    }
+    let families = u64::decode(decoder)?;
+    let mut history = FxHashMap::default();
+    for _ in 0..families {
+        let primary = AccountId::decode(decoder)?;
+        let entries = History::decode(decoder)?;
+        if family_of_in(&state, primary) != Some(primary)
+            || !consistent(&state, primary, &entries.balance)
+            || !consistent(&state, primary, &entries.credit)
+        {
+            return Err(invalid("views: a transfer history does not fit its family"));
+        }
+        if history.insert(primary, entries).is_some() {
+            return Err(invalid("views: duplicate family history"));
+        }
+    }
+    Ok(Views {
+        state,
+        details,
+        history,
+        accounts: Vec::new(),
+        payments: FxHashMap::default(),
+        complete: false,
+    })
+}
+
 impl<Context> Decode<Context> for Views {
-    /// Decodes and validates: one details entry per account, histories only for primaries and
-    /// only between accounts of their family, in sequence order.
+    /// Decodes the version-3 layout and validates it (see [`Encode`]).
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
-        let state = State::decode(decoder)?;
-        let details = Vec::<Details>::decode(decoder)?;
-        if details.len() != state.account_count() {
-            return Err(invalid("views: one details entry per account"));
+        let mut views = decode_version_1(decoder)?;
+        let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
+        views
+            .state
+            .restore_low_balances(settings)
+            .map_err(bincode::error::DecodeError::OtherString)?;
+        views.accounts = Vec::<AccountHistory>::decode(decoder)?;
+        if views.accounts.len() != views.state.account_count() {
+            return Err(invalid("views: one history per account"));
+        }
+        let last = views.state.last_seq();
+        let ordered = views.accounts.iter().all(|history| {
+            history
+                .entries
+                .windows(2)
+                .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
+                && history.entries.last().is_none_or(|entry| entry.seq <= last)
+        });
+        if !ordered {
+            return Err(invalid("views: an account history is out of order"));
         }
         let families = u64::decode(decoder)?;
-        let mut history = FxHashMap::default();
         for _ in 0..families {
             let primary = AccountId::decode(decoder)?;
-            let entries = History::decode(decoder)?;
-            let family_of = |id: AccountId| {
-                let account = state.account(id)?;
-                Some(account.primary.unwrap_or(id))
-            };
-            let consistent = |list: &[TransferEntry]| {
-                list.windows(2)
-                    .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
-                    && list.iter().all(|entry| {
-                        family_of(entry.from) == Some(primary)
-                            && family_of(entry.to) == Some(primary)
-                            && entry.seq <= state.last_seq()
-                    })
-            };
-            if family_of(primary) != Some(primary)
-                || !consistent(&entries.balance)
-                || !consistent(&entries.credit)
+            let payments = Payments::decode(decoder)?;
+            let charges_fit = payments
+                .charges
+                .windows(2)
+                .all(|pair| pair[0].seq < pair[1].seq)
+                && payments.charges.iter().all(|entry| {
+                    family_of_in(&views.state, entry.to) == Some(primary) && entry.seq <= last
+                });
+            if family_of_in(&views.state, primary) != Some(primary)
+                || !charges_fit
+                || !consistent(&views.state, primary, &payments.top_ups)
             {
-                return Err(invalid("views: a transfer history does not fit its family"));
+                return Err(invalid("views: payments do not fit their family"));
             }
-            if history.insert(primary, entries).is_some() {
-                return Err(invalid("views: duplicate family history"));
+            if views.payments.insert(primary, payments).is_some() {
+                return Err(invalid("views: duplicate family payments"));
             }
         }
-        Ok(Views {
-            state,
-            details,
-            history,
-        })
+        views.complete = true;
+        Ok(views)
     }
 }
 bincode::impl_borrow_decode!(Views);
