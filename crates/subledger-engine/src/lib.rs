@@ -54,7 +54,7 @@ use subledger_views::Views;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use recovery::Recovery;
-pub use subscription::{Filter, Notice, Subscription, SubscriptionError};
+pub use subscription::{Feed, FeedError, Filter, Notice, Subscription, SubscriptionError};
 
 /// Default for [`Config::queue_requests_max`].
 pub const QUEUE_REQUESTS_MAX_DEFAULT: usize = 16_384;
@@ -449,6 +449,12 @@ impl Ledger {
     /// A reader over the committed log, for change feeds and audits.
     pub fn log_reader(&self) -> Arc<dyn LogReader> {
         Arc::clone(&self.shared.reader)
+    }
+
+    /// A change feed from `from` (inclusive): the log's events first, then live ones, in order
+    /// and exactly once, filtered. See [`Feed`].
+    pub fn feed(&self, from: Sequence, filter: Filter) -> Result<Feed, FeedError> {
+        subscription::feed(&self.shared, from, filter)
     }
 
     /// Subscribes to events committed from now on, filtered. See [`Subscription`].

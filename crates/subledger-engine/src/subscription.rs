@@ -63,7 +63,7 @@ pub struct Subscription {
     ready: VecDeque<Notice>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 enum Scope {
     All,
     Accounts(FxHashSet<AccountId>),
@@ -149,6 +149,12 @@ pub(crate) fn disconnect_all(shared: &Shared) {
 }
 
 impl Subscription {
+    /// A copy of the filter for reading older events (family membership as of now, a
+    /// superset of any earlier membership).
+    fn scope_for_backlog(&self) -> Scope {
+        self.scope.clone()
+    }
+
     /// Events with a sequence number above this were not yet committed when subscribing.
     pub fn start(&self) -> Sequence {
         self.start
@@ -209,8 +215,14 @@ impl Subscription {
     }
 
     fn matches(&mut self, event: &Event) -> bool {
+        self.scope.matches(event)
+    }
+}
+
+impl Scope {
+    fn matches(&mut self, event: &Event) -> bool {
         let touched = event.accounts();
-        match &mut self.scope {
+        match self {
             Scope::All => true,
             Scope::Accounts(ids) => touched.iter().flatten().any(|id| ids.contains(id)),
             Scope::Family { primary, members } => {
@@ -227,5 +239,141 @@ impl Subscription {
                 touched.iter().flatten().any(|id| members.contains(id))
             }
         }
+    }
+}
+
+/// Why a feed stopped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FeedError {
+    #[error(transparent)]
+    Subscription(#[from] SubscriptionError),
+    /// Reading the log failed (a corrupt record, storage failure).
+    #[error("reading the log: {0}")]
+    Log(String),
+}
+
+/// A change feed: every matching committed event from a chosen sequence number on — first from
+/// the log, then live — in order and exactly once. A consumer that stops keeps the sequence
+/// number of the last event it handled and resumes with `from = that + 1`; a feed that falls
+/// behind the live stream refills from the log by itself, so nothing is lost or repeated.
+#[derive(Debug)]
+pub struct Feed {
+    shared: Arc<Shared>,
+    filter: Filter,
+    live: Subscription,
+    backlog: VecDeque<Notice>,
+    /// Every event below this was delivered or filtered out.
+    next: Sequence,
+}
+
+/// Most events held in memory while refilling from the log; the rest is read as consumed.
+const FEED_BACKLOG_EVENTS_MAX: usize = 65_536;
+
+pub(crate) fn feed(
+    shared: &Arc<Shared>,
+    from: Sequence,
+    filter: Filter,
+) -> Result<Feed, FeedError> {
+    let live = subscribe(shared, filter)?;
+    Ok(Feed {
+        shared: Arc::clone(shared),
+        filter,
+        live,
+        backlog: VecDeque::new(),
+        next: from.max(Sequence(1)),
+    })
+}
+
+impl Feed {
+    /// The sequence number the feed will deliver from next: every event before it has been
+    /// delivered (or did not match).
+    pub fn next_seq(&self) -> Sequence {
+        self.next
+    }
+
+    /// The next matching event, waiting at most `timeout` for a live one; `Ok(None)` when
+    /// nothing came.
+    pub fn recv_timeout(
+        &mut self,
+        timeout: std::time::Duration,
+    ) -> Result<Option<Notice>, FeedError> {
+        loop {
+            if let Some(notice) = self.backlog.pop_front() {
+                self.next = notice.seq.next();
+                return Ok(Some(notice));
+            }
+            // Events between `next` and the live subscription's start come from the log.
+            if self.next <= self.live.start() {
+                self.refill()?;
+                if !self.backlog.is_empty() {
+                    continue;
+                }
+                self.next = self.next.max(self.live.start().next());
+            }
+            match self.live.recv_timeout(timeout) {
+                Ok(Some(notice)) => {
+                    if notice.seq < self.next {
+                        continue;
+                    }
+                    self.next = notice.seq.next();
+                    return Ok(Some(notice));
+                }
+                Ok(None) => {
+                    // Nothing matched live; everything the subscription saw is behind us.
+                    self.next = self.next.max(self.live.last_seq().next());
+                    return Ok(None);
+                }
+                Err(SubscriptionError::Ended { last_seq }) => {
+                    // Fell behind (or the ledger closed): continue from the log.
+                    self.next = self.next.max(last_seq.next());
+                    self.live = subscribe(&self.shared, self.filter)?;
+                    if self.live.start() < self.next {
+                        // Nothing new is durable past the point reached: the ledger is closed.
+                        return Err(FeedError::Subscription(SubscriptionError::Ended {
+                            last_seq: self.next.0.checked_sub(1).map_or(Sequence::ZERO, Sequence),
+                        }));
+                    }
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+    }
+
+    /// Reads matching events from `next` up to the live subscription's start from the log,
+    /// at most [`FEED_BACKLOG_EVENTS_MAX`] at a time.
+    fn refill(&mut self) -> Result<(), FeedError> {
+        let until = self.live.start();
+        let records = self
+            .shared
+            .reader
+            .records_from(self.next)
+            .map_err(|error| FeedError::Log(error.to_string()))?;
+        let mut scope = self.live.scope_for_backlog();
+        let mut scanned = self.next;
+        'records: for record in records {
+            let record = record.map_err(|error| FeedError::Log(error.to_string()))?;
+            let at = record.at;
+            for (seq, event) in record.into_batch().iter() {
+                if seq < self.next {
+                    continue;
+                }
+                if seq > until || self.backlog.len() >= FEED_BACKLOG_EVENTS_MAX {
+                    break 'records;
+                }
+                scanned = seq.next();
+                if scope.matches(event) {
+                    self.backlog.push_back(Notice {
+                        seq,
+                        at,
+                        event: event.clone(),
+                    });
+                }
+            }
+        }
+        if self.backlog.is_empty() {
+            self.next = scanned;
+        }
+        Ok(())
     }
 }

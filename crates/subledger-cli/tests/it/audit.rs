@@ -93,7 +93,11 @@ fn replay_at_a_sequence_or_an_instant_equals_brute_force() {
             &strs(&args)[..],
         ]
         .concat());
-        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
         let replayed: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
         let expected = brute_force_balances(dir.path(), Sequence(seq));
         let rows = replayed["accounts"].as_array().unwrap();

@@ -3,6 +3,7 @@
 //! subscriptions and recovery from the log.
 
 mod concurrency;
+mod feed;
 mod golden;
 mod lifecycle;
 mod snapshots;

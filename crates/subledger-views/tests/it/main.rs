@@ -1,0 +1,279 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+//! Every read-side answer equals a brute-force recomputation from the full event list:
+//! statements, point-in-time states at random points, and transfer and payment reports with
+//! random filters and page sizes.
+
+use proptest::prelude::*;
+use subledger_core::*;
+use subledger_views::*;
+
+const PRIMARIES: [&str; 2] = ["viewp001", "viewp002"];
+const SUBACCOUNTS: [[&str; 3]; 2] = [
+    ["views011", "views012", "views013"],
+    ["views021", "views022", "views023"],
+];
+
+fn key(text: &str) -> ApiKey {
+    text.parse().unwrap()
+}
+
+fn units(value: u32) -> Amount {
+    Amount::from_units(i128::from(value) * 1_000_000).unwrap()
+}
+
+fn secret(n: u32) -> NewSecret {
+    NewSecret {
+        id: SecretId::from_bytes(u128::from(n).to_le_bytes()),
+        hash: SecretHash::new("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()).unwrap(),
+    }
+}
+
+/// One random step: (kind, family, subaccount, amount, time step).
+type Step = (u8, usize, usize, u32, i64);
+
+fn command(step: Step, id: u128) -> Command {
+    let (kind, family, sub, value, _) = step;
+    let primary = PRIMARIES[family];
+    let sub = SUBACCOUNTS[family][sub];
+    let transfer = |from: &str, to: &str| Transfer {
+        id: CommandId::from_bytes(id.to_le_bytes()),
+        primary: key(primary),
+        from: key(from),
+        to: key(to),
+        amount: units(value),
+        reference: format!("r{id}"),
+    };
+    match kind % 9 {
+        0 => Command::TopUp(TopUp {
+            id: CommandId::from_bytes(id.to_le_bytes()),
+            primary: key(primary),
+            amount: units(value),
+            reference: String::new(),
+        }),
+        1 => Command::TransferBalance(transfer(primary, sub)),
+        2 => Command::TransferBalance(transfer(sub, primary)),
+        3 => Command::TransferCredit(transfer(primary, sub)),
+        4 => Command::TransferCredit(transfer(sub, primary)),
+        5 => Command::Charge(Charge {
+            id: CommandId::from_bytes(id.to_le_bytes()),
+            account: key(sub),
+            amount: units(value),
+            reference: "c".into(),
+        }),
+        6 => Command::SetCreditLine(SetCreditLine {
+            primary: key(primary),
+            credit_line: units(value).negate(),
+        }),
+        7 => Command::UpdateSubaccount(UpdateSubaccount {
+            primary: key(primary),
+            subaccount: key(sub),
+            name: Some(format!("renamed {id}")),
+            suspended: Some(value % 2 == 0),
+            use_primary_account_balance: (value % 3 == 0).then_some(false),
+        }),
+        _ => Command::Charge(Charge {
+            id: CommandId::from_bytes(id.to_le_bytes()),
+            account: key(primary),
+            amount: units(value),
+            reference: String::new(),
+        }),
+    }
+}
+
+/// The whole history: (seq, at, event), and the views built from it.
+fn build(steps: &[Step]) -> (Vec<(Sequence, Timestamp, Event)>, Views) {
+    let mut state = State::new(Policy::default());
+    let mut log = Vec::new();
+    let mut clock = 1_000_i64;
+    let mut setup = Vec::new();
+    for (family, primary) in PRIMARIES.iter().enumerate() {
+        setup.push(Command::OpenPrimary(OpenPrimary {
+            key: key(primary),
+            name: "p".into(),
+            currency: Currency::EUR,
+            credit_line: units(50).negate(),
+            secret: secret(100 + u32::try_from(family).unwrap()),
+        }));
+        for (index, sub) in SUBACCOUNTS[family].iter().enumerate() {
+            setup.push(Command::CreateSubaccount(CreateSubaccount {
+                primary: key(primary),
+                key: key(sub),
+                name: format!("s{index}"),
+                use_primary_account_balance: index == 2,
+                secret: secret(200 + u32::try_from(family * 10 + index).unwrap()),
+            }));
+        }
+    }
+    let commands = setup.into_iter().map(|command| (command, 0)).chain(
+        steps
+            .iter()
+            .enumerate()
+            .map(|(index, step)| (command(*step, 1_000 + index as u128), step.4)),
+    );
+    for (command, advance) in commands {
+        clock += advance;
+        if let Ok(Ok(Executed::Applied { first, events })) =
+            execute(&mut state, Timestamp(clock), &command)
+        {
+            for (offset, event) in (0..).zip(events) {
+                log.push((Sequence(first.0 + offset), Timestamp(clock), event));
+            }
+        }
+    }
+    let mut views = Views::new();
+    for (seq, at, event) in &log {
+        views.apply(*seq, *at, event).unwrap();
+    }
+    (log, views)
+}
+
+/// Brute force: the state after replaying the events up to (and including) `until`.
+fn state_until(
+    log: &[(Sequence, Timestamp, Event)],
+    until: impl Fn(Sequence, Timestamp) -> bool,
+) -> State {
+    let mut state = State::new(Policy::default());
+    for (seq, at, event) in log {
+        if !until(*seq, *at) {
+            break;
+        }
+        state.apply(*seq, *at, event).unwrap();
+    }
+    state
+}
+
+fn funding(state: &State, key: &ApiKey) -> (Option<Amount>, Option<Amount>) {
+    match state
+        .account_by_key(key)
+        .map(|(_, account)| account.funding)
+    {
+        Some(Funding::Own {
+            balance,
+            credit_limit,
+        }) => (Some(balance), Some(credit_limit)),
+        _ => (None, None),
+    }
+}
+
+fn steps() -> impl Strategy<Value = Vec<Step>> {
+    proptest::collection::vec(
+        (0..9_u8, 0..2_usize, 0..3_usize, 1..40_u32, 0..3_i64),
+        1..60,
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    #[test]
+    fn point_in_time_states_equal_a_replay_to_that_point(steps in steps(), cut in 0..100_usize, by_time in any::<bool>()) {
+        let (log, views) = build(&steps);
+        let (seq, at) = log.get(cut.min(log.len() - 1)).map(|(seq, at, _)| (*seq, *at)).unwrap();
+        let (point, expected) = if by_time {
+            (AsOf::At(at), state_until(&log, |_, event_at| event_at <= at))
+        } else {
+            (AsOf::Seq(seq), state_until(&log, |event_seq, _| event_seq <= seq))
+        };
+        for key in PRIMARIES.iter().chain(SUBACCOUNTS.iter().flatten()).map(|text| key(text)) {
+            let answer = views.account_at(&key, point);
+            match expected.account_by_key(&key) {
+                None => prop_assert!(answer.is_none()),
+                Some((_, account)) => {
+                    let answer = answer.expect("the account existed then");
+                    prop_assert_eq!((answer.balance, answer.credit_limit), funding(&expected, &key));
+                    prop_assert_eq!((answer.suspended, answer.closed), (account.suspended, account.closed));
+                }
+            }
+        }
+        for primary in PRIMARIES.map(key) {
+            if let Some(family) = views.family_at(&primary, point) {
+                let members = std::iter::once(&family.primary).chain(family.subaccounts.iter());
+                let expected_total: i128 = members
+                    .map(|member| funding(&expected, &member.key).0.map_or(0, Amount::units))
+                    .sum();
+                prop_assert_eq!(family.total_balance.units(), expected_total);
+            }
+        }
+    }
+
+    #[test]
+    fn statements_equal_the_balance_changes_of_the_log(steps in steps(), page in 1..7_usize, account in 0..8_usize) {
+        let (log, views) = build(&steps);
+        let keys: Vec<ApiKey> = PRIMARIES.iter().chain(SUBACCOUNTS.iter().flatten()).map(|text| key(text)).collect();
+        let key = keys[account % keys.len()];
+        // Brute force: replay event by event and note every money event touching the account
+        // with its values after.
+        let mut state = State::new(Policy::default());
+        let mut expected = Vec::new();
+        for (seq, at, event) in &log {
+            state.apply(*seq, *at, event).unwrap();
+            let id = state.account_id(&key).unwrap_or(AccountId(u32::MAX));
+            let touches = match event {
+                Event::BalanceTransferred { source, target, .. } | Event::CreditTransferred { source, target, .. } => *source == id || *target == id,
+                Event::Charged { account, payer, .. } => *account == id || *payer == id,
+                Event::ToppedUp { account, .. } | Event::CreditLineSet { account, .. } | Event::SubaccountSwitchedToOwnBalance { account } => *account == id,
+                _ => false,
+            };
+            if touches {
+                let (balance, credit) = funding(&state, &key);
+                expected.push((seq.0, balance.unwrap_or(Amount::ZERO), credit.unwrap_or(Amount::ZERO)));
+            }
+        }
+        let mut lines = Vec::new();
+        let mut query = StatementQuery { limit: Some(page), ..StatementQuery::default() };
+        loop {
+            let result = views.statement(&key, &query).unwrap();
+            prop_assert!(result.items.len() <= page);
+            lines.extend(result.items.iter().map(|line| (line.seq.0, line.balance_after, line.credit_limit_after)));
+            match result.next {
+                Some(cursor) => query.after = Some(cursor),
+                None => break,
+            }
+        }
+        prop_assert_eq!(lines, expected);
+    }
+
+    #[test]
+    fn reports_equal_filtering_the_log(steps in steps(), family in 0..2_usize, page in 1..9_usize, filter_sub in proptest::option::of(0..3_usize), window in proptest::option::of((0..60_i64, 0..60_i64))) {
+        let (log, views) = build(&steps);
+        let primary = key(PRIMARIES[family]);
+        let filter: Vec<ApiKey> = filter_sub.map(|sub| key(SUBACCOUNTS[family][sub])).into_iter().collect();
+        let (start, end) = match window {
+            Some((a, b)) => (Some(Timestamp(1_000 + a.min(b))), Some(Timestamp(1_000 + a.max(b)))),
+            None => (None, None),
+        };
+        let in_family = |id: AccountId, state: &State| {
+            let account = state.account(id).unwrap();
+            account.primary.map_or(account.key, |owner| state.account(owner).unwrap().key) == primary
+        };
+        let final_state = state_until(&log, |_, _| true);
+        let wanted = |ids: &[AccountId]| filter.is_empty() || ids.iter().any(|id| filter.contains(&final_state.account(*id).unwrap().key));
+        let in_window = |at: Timestamp| start.is_none_or(|start| at >= start) && end.is_none_or(|end| at < end);
+        let mut expected_transfers = Vec::new();
+        let mut expected_charges = Vec::new();
+        for (seq, at, event) in log.iter().rev() {
+            match event {
+                Event::BalanceTransferred { source, target, .. } if in_family(*source, &final_state) && in_window(*at) && wanted(&[*source, *target]) => expected_transfers.push(seq.0),
+                Event::Charged { account, payer, .. } if in_family(*account, &final_state) && in_window(*at) && wanted(&[*account, *payer]) => expected_charges.push(seq.0),
+                _ => {}
+            }
+        }
+        let query = TransferQuery { start, end, subaccounts: filter.clone(), before: None, limit: Some(page) };
+        let mut got = Vec::new();
+        let mut cursor = query.clone();
+        loop {
+            let result = views.transfers(&primary, TransferKind::Balance, &cursor).unwrap();
+            got.extend(result.items.iter().map(|item| item.seq.0));
+            match result.next { Some(next) => cursor.before = Some(next), None => break }
+        }
+        prop_assert_eq!(got, expected_transfers);
+        let mut got = Vec::new();
+        let mut cursor = query;
+        loop {
+            let result = views.payments(&primary, PaymentKind::Charges, &cursor).unwrap();
+            got.extend(result.items.iter().map(|item| item.seq.0));
+            match result.next { Some(next) => cursor.before = Some(next), None => break }
+        }
+        prop_assert_eq!(got, expected_charges);
+    }
+}
