@@ -125,6 +125,12 @@ impl Authenticator {
             if account.suspended || account.closed {
                 return None;
             }
+            // Suspending a primary locks its whole family out.
+            if let Some(primary) = account.primary {
+                if views.account(&primary).is_none_or(|owner| owner.suspended) {
+                    return None;
+                }
+            }
             let secrets: Vec<(SecretId, SecretHash)> = views
                 .secrets(&key)?
                 .iter()
@@ -215,7 +221,12 @@ fn basic(headers: &HeaderMap) -> Option<(ApiKey, String)> {
     if value.len() > AUTHORIZATION_BYTES_MAX {
         return None;
     }
-    let encoded = value.to_str().ok()?.strip_prefix("Basic ")?;
+    // The scheme name is case-insensitive (RFC 9110 §11.1).
+    let text = value.to_str().ok()?;
+    let (scheme, encoded) = text.split_once(' ')?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return None;
+    }
     let decoded = base64::engine::general_purpose::STANDARD
         .decode(encoded.trim())
         .ok()?;

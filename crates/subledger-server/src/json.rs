@@ -123,6 +123,17 @@ impl Fields {
         }
     }
 
+    /// A string that must be present: one error for a missing field, one for a wrong type.
+    pub fn required_string(&mut self, body: &Map<String, Value>, name: &str) -> Option<String> {
+        match body.get(name) {
+            None | Some(Value::Null) => {
+                self.fail(name, "is required");
+                None
+            }
+            Some(_) => self.string(body, name),
+        }
+    }
+
     pub fn boolean(&mut self, body: &Map<String, Value>, name: &str) -> Option<bool> {
         match body.get(name) {
             None | Some(Value::Null) => None,

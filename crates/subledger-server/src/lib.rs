@@ -10,6 +10,7 @@
 //! into JSON, nothing more. The server knows nothing of storage: it is given a `Ledger`.
 
 pub mod auth;
+mod idempotency;
 pub mod json;
 pub mod problem;
 mod routes;
@@ -64,15 +65,6 @@ pub struct RequestMetrics {
     counts: Mutex<BTreeMap<(String, String, u16), u64>>,
 }
 
-/// A remembered response to a non-money POST (money commands are idempotent in the ledger
-/// itself, durably; these are kept in memory only, and forgotten on restart).
-#[derive(Debug, Clone)]
-pub(crate) struct RememberedResponse {
-    pub request_digest: [u8; 32],
-    pub status: u16,
-    pub body: Vec<u8>,
-}
-
 /// Everything the handlers share.
 #[derive(Debug)]
 pub struct AppState {
@@ -80,7 +72,7 @@ pub struct AppState {
     pub config: ServerConfig,
     pub(crate) auth: Authenticator,
     pub(crate) metrics: RequestMetrics,
-    pub(crate) remembered: Mutex<rustc_hash::FxHashMap<[u8; 32], RememberedResponse>>,
+    pub(crate) remembered: Mutex<rustc_hash::FxHashMap<[u8; 32], idempotency::Remembered>>,
 }
 
 impl AppState {
@@ -152,6 +144,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             count_requests,
         ))
         .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             render_problems,

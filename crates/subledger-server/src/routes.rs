@@ -26,15 +26,14 @@ use subledger_views::{
 };
 
 use crate::auth::{generate_secret, Principal};
+use crate::idempotency::{claim, idempotency_key, Claimed};
 use crate::json::{number, read_object, Fields};
 use crate::problem::Problem;
-use crate::{prometheus, AppState, RememberedResponse, IDEMPOTENT_RESPONSES_MAX};
+use crate::{prometheus, AppState};
 
 type Shared = State<Arc<AppState>>;
 type Answer = Result<Response, Problem>;
 
-/// Longest accepted `Idempotency-Key`, in bytes.
-const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 /// Attempts at a fresh api key when a generated one collides.
 const KEY_ATTEMPTS_MAX: usize = 4;
 
@@ -82,6 +81,15 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
 
 pub(crate) async fn not_found() -> Problem {
     Problem::not_found("no such resource")
+}
+
+pub(crate) async fn method_not_allowed() -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        "Method Not Allowed",
+        "this resource does not support that method",
+    )
 }
 
 // --- shared helpers -----------------------------------------------------------------------
@@ -170,85 +178,6 @@ fn command_id(headers: &HeaderMap, caller: ApiKey, operation: &str) -> Result<Co
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
-    let Some(value) = headers.get("idempotency-key") else {
-        return Ok(None);
-    };
-    match value.to_str() {
-        Ok(text) if !text.is_empty() && text.len() <= IDEMPOTENCY_KEY_BYTES_MAX => {
-            Ok(Some(text.to_string()))
-        }
-        _ => Err(Problem::bad_request(format!(
-            "Idempotency-Key must be 1 to {IDEMPOTENCY_KEY_BYTES_MAX} visible ASCII characters"
-        ))),
-    }
-}
-
-/// For POSTs whose effect is not a money command: the same key and body give the remembered
-/// response; another body with the same key is a conflict.
-fn remembered(state: &AppState, slot: Option<[u8; 32]>, digest: [u8; 32]) -> Option<Answer> {
-    let slot = slot?;
-    let cache = state.remembered.lock().ok()?;
-    let response = cache.get(&slot)?;
-    if response.request_digest != digest {
-        return Some(Err(Problem::new(
-            StatusCode::CONFLICT,
-            "idempotency-conflict",
-            "Conflict",
-            "This idempotency key was used before with a different request",
-        )));
-    }
-    let status = StatusCode::from_u16(response.status).unwrap_or(StatusCode::OK);
-    let mut reply = (status, response.body.clone()).into_response();
-    reply.headers_mut().insert(
-        axum::http::header::CONTENT_TYPE,
-        axum::http::HeaderValue::from_static("application/json"),
-    );
-    Some(Ok(reply))
-}
-
-fn remember(
-    state: &AppState,
-    slot: Option<[u8; 32]>,
-    digest: [u8; 32],
-    status: StatusCode,
-    value: &Value,
-) {
-    let (Some(slot), Ok(mut cache)) = (slot, state.remembered.lock()) else {
-        return;
-    };
-    if cache.len() >= IDEMPOTENT_RESPONSES_MAX {
-        cache.clear();
-    }
-    cache.insert(
-        slot,
-        RememberedResponse {
-            request_digest: digest,
-            status: status.as_u16(),
-            body: serde_json::to_vec(value).unwrap_or_default(),
-        },
-    );
-}
-
-/// (slot of the idempotency key, digest of the request) for [`remembered`].
-fn idempotency_slot(
-    headers: &HeaderMap,
-    caller: ApiKey,
-    operation: &str,
-    body: &Map<String, Value>,
-) -> Result<(Option<[u8; 32]>, [u8; 32]), Problem> {
-    let digest = *blake3::hash(&serde_json::to_vec(body).unwrap_or_default()).as_bytes();
-    let slot = idempotency_key(headers)?.map(|key| {
-        let mut hasher = blake3::Hasher::new();
-        hasher.update(&caller.as_bytes());
-        hasher.update(operation.as_bytes());
-        hasher.update(b"\0");
-        hasher.update(key.as_bytes());
-        *hasher.finalize().as_bytes()
-    });
-    Ok((slot, digest))
-}
-
 // --- subaccounts ------------------------------------------------------------------------
 
 async fn list_subaccounts(
@@ -286,10 +215,10 @@ async fn create_subaccount(
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
     let body = read_object(body, false).await?;
-    let (slot, digest) = idempotency_slot(&headers, key, "create-subaccount", &body)?;
-    if let Some(answer) = remembered(&state, slot, digest) {
-        return answer;
-    }
+    let claim = match claim(&state, &headers, key, "create-subaccount", &body).await? {
+        Claimed::Replay(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let mut fields = Fields::default();
     fields.only(&body, &["name", "secret", "use_primary_account_balance"]);
     let name = fields.string(&body, "name");
@@ -338,7 +267,9 @@ async fn create_subaccount(
     if let Value::Object(map) = &mut value {
         map.insert("secret".into(), Value::String(plaintext));
     }
-    remember(&state, slot, digest, StatusCode::OK, &value);
+    if let Some(claim) = claim {
+        claim.finish(StatusCode::OK, &value);
+    }
     Ok(json_response(StatusCode::OK, &value))
 }
 
@@ -512,10 +443,7 @@ async fn list_transfers(
     let page = state
         .ledger
         .read(|views| views.transfers(&key, kind, &query))
-        .map_err(|error| match error {
-            subledger_views::QueryError::UnknownAccount(_) => Problem::invalid_api_key(primary),
-            other => Problem::field("start_date", other.to_string(), false),
-        })?;
+        .map_err(|error| query_problem(primary, &error))?;
     let (collection, embedded) = match kind {
         TransferKind::Balance => ("balance-transfers", "balance_transfers"),
         TransferKind::Credit => ("credit-transfers", "credit_transfers"),
@@ -529,15 +457,43 @@ async fn list_transfers(
     let base = format!("/accounts/{key}/{collection}");
     links.insert("self".into(), json!({ "href": base }));
     if let Some(next) = page.next {
+        // The same query, one page further.
+        let kept: Vec<&str> = raw
+            .unwrap_or_default()
+            .split('&')
+            .filter(|pair| !pair.is_empty() && !pair.starts_with("cursor="))
+            .collect();
+        let mut query = kept.join("&");
+        if !query.is_empty() {
+            query.push('&');
+        }
         links.insert(
             "next".into(),
-            json!({ "href": format!("{base}?cursor={}", next.0) }),
+            json!({ "href": format!("{base}?{query}cursor={}", next.0) }),
         );
     }
     Ok(json_response(
         StatusCode::OK,
         &json!({ "_links": links, "_embedded": { embedded: items } }),
     ))
+}
+
+/// A report query's error, naming the parameter at fault.
+fn query_problem(primary: &str, error: &subledger_views::QueryError) -> Problem {
+    use subledger_views::QueryError;
+    match error {
+        QueryError::UnknownAccount(_) => Problem::invalid_api_key(primary),
+        QueryError::TooManySubaccounts => Problem::field(
+            "subaccount",
+            format!(
+                "at most {} subaccounts per query",
+                subledger_views::QUERY_SUBACCOUNTS_MAX
+            ),
+            false,
+        ),
+        QueryError::EmptyRange => Problem::field("start_date", "must not be after end_date", false),
+        other => Problem::bad_request(other.to_string()),
+    }
 }
 
 async fn list_credit_transfers(
@@ -584,17 +540,14 @@ async fn transfer(
     let body = read_object(body, false).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["from", "to", "amount", "reference"]);
-    let mut account = |name: &str| match fields.string(&body, name) {
-        Some(text) => match text.parse::<ApiKey>() {
+    let mut account = |name: &str| {
+        let text = fields.required_string(&body, name)?;
+        match text.parse::<ApiKey>() {
             Ok(key) => Some(key),
             Err(_) => {
                 fields.fail(name, "must be an api key");
                 None
             }
-        },
-        None => {
-            fields.fail(name, "is required");
-            None
         }
     };
     let from = account("from");
@@ -718,24 +671,17 @@ async fn create_secret(
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let owner = secret_owner(&state, principal, &key)?;
     let body = read_object(body, true).await?;
-    let (slot, digest) = idempotency_slot(
-        &headers,
-        principal.key,
-        &format!("create-secret {owner}"),
-        &body,
-    )?;
-    if let Some(answer) = remembered(&state, slot, digest) {
-        return answer;
-    }
+    let operation = format!("create-secret {owner}");
+    let claim = match claim(&state, &headers, principal.key, &operation, &body).await? {
+        Claimed::Replay(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let mut fields = Fields::default();
     fields.only(&body, &["secret"]);
-    let secret = fields.string(&body, "secret");
-    match &secret {
-        None => fields.fail("secret", "is required"),
-        Some(secret) => {
-            if let Err(error) = validate_secret(secret) {
-                fields.fail("secret", error.to_string());
-            }
+    let secret = fields.required_string(&body, "secret");
+    if let Some(secret) = &secret {
+        if let Err(error) = validate_secret(secret) {
+            fields.fail("secret", error.to_string());
         }
     }
     fields.finish(true)?;
@@ -747,7 +693,9 @@ async fn create_secret(
     });
     let receipt = submit_ok(&state, command, true).await?;
     let value = secret_json(owner, id, receipt.at);
-    remember(&state, slot, digest, StatusCode::CREATED, &value);
+    if let Some(claim) = claim {
+        claim.finish(StatusCode::CREATED, &value);
+    }
     Ok(json_response(StatusCode::CREATED, &value))
 }
 
@@ -836,10 +784,10 @@ async fn admin_open_primary(State(state): Shared, headers: HeaderMap, body: Body
     state.auth.admin(&headers)?;
     let body = read_object(body, false).await?;
     let admin_key = ApiKey::from_random([b'a'; 8]);
-    let (slot, digest) = idempotency_slot(&headers, admin_key, "open-primary", &body)?;
-    if let Some(answer) = remembered(&state, slot, digest) {
-        return answer;
-    }
+    let claim = match claim(&state, &headers, admin_key, "open-primary", &body).await? {
+        Claimed::Replay(response) => return Ok(response),
+        Claimed::Fresh(claim) => claim,
+    };
     let mut fields = Fields::default();
     fields.only(&body, &["name", "currency", "credit_limit", "secret"]);
     let name = fields.string(&body, "name").unwrap_or_default();
@@ -896,7 +844,9 @@ async fn admin_open_primary(State(state): Shared, headers: HeaderMap, body: Body
         );
         map.insert("secret".into(), Value::String(plaintext));
     }
-    remember(&state, slot, digest, StatusCode::OK, &value);
+    if let Some(claim) = claim {
+        claim.finish(StatusCode::OK, &value);
+    }
     Ok(json_response(StatusCode::OK, &value))
 }
 

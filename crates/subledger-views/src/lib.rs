@@ -778,8 +778,11 @@ impl Views {
             high = high.min(entries.partition_point(|entry| entry.seq < before));
         }
         let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
+        // A filter names accounts: without one, everything matches; with one, only entries
+        // touching a named account (none, if no named account is in this ledger).
+        let filtered = !query.subaccounts.is_empty();
         let mut matching = entries[low..high.max(low)].iter().rev().filter(|entry| {
-            wanted.is_empty() || wanted.contains(&entry.from) || wanted.contains(&entry.to)
+            !filtered || wanted.contains(&entry.from) || wanted.contains(&entry.to)
         });
         let items: Vec<&TransferEntry> = matching.by_ref().take(limit).collect();
         let next = match (items.last(), matching.next()) {

@@ -399,3 +399,45 @@ async fn suspended_and_closed_accounts_cannot_authenticate() {
         .unauthorized();
     assert_eq!(server.balance(&primary.key).as_deref(), Some("50"));
 }
+
+#[tokio::test]
+async fn suspending_a_primary_locks_out_its_whole_family() {
+    let server = Server::new();
+    let primary = server.funded_primary("10").await;
+    let sub = server.own_sub(&primary).await;
+    server.get("/account/get-balance", &sub).await.ok(200);
+    server
+        .admin(
+            "PATCH",
+            &format!("/admin/accounts/{}", primary.key),
+            r#"{"suspended":true}"#,
+        )
+        .await
+        .ok(200);
+    server
+        .get("/account/get-balance", &sub)
+        .await
+        .unauthorized();
+    server
+        .admin(
+            "PATCH",
+            &format!("/admin/accounts/{}", primary.key),
+            r#"{"suspended":false}"#,
+        )
+        .await
+        .ok(200);
+    server.get("/account/get-balance", &sub).await.ok(200);
+}
+
+#[tokio::test]
+async fn the_basic_scheme_name_is_case_insensitive() {
+    let server = Server::new();
+    let primary = server.open_primary().await;
+    let lower = primary.authorization().replacen("Basic", "basic", 1);
+    server
+        .req("GET", "/account/get-balance")
+        .header("authorization", &lower)
+        .send()
+        .await
+        .ok(200);
+}

@@ -276,7 +276,6 @@ async fn bad_amounts_are_422_naming_amount() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: routes.rs transfer() (the `account` closure) and create_secret() report a present field of the wrong type twice, as 'must be a string' and as 'is required'"]
 async fn each_bad_field_is_named_once() {
     let server = Server::new();
     let primary = server.open_primary().await;
@@ -423,7 +422,6 @@ async fn query_parameters_are_validated() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: routes.rs list_transfers maps every QueryError but UnknownAccount to a `start_date` field error, so more than 100 `subaccount` filters are reported as a bad `start_date`"]
 async fn too_many_subaccount_filters_name_subaccount() {
     let server = Server::new();
     let primary = server.open_primary().await;
@@ -842,7 +840,6 @@ async fn unknown_routes_are_404_problems() {
 }
 
 #[tokio::test]
-#[ignore = "BUG: a known path with an unsupported method (e.g. PUT /accounts/{primary}/subaccounts) gets axum's bare 405 with an empty body, not an application/problem+json body (SPEC §8: errors are problem+json)"]
 async fn wrong_methods_are_405_problems() {
     let server = Server::new();
     let primary = server.open_primary().await;
