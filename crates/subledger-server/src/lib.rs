@@ -13,6 +13,7 @@ pub mod auth;
 mod idempotency;
 pub mod json;
 pub mod problem;
+mod reads;
 mod routes;
 
 use std::collections::BTreeMap;
@@ -73,6 +74,8 @@ pub struct AppState {
     pub(crate) auth: Authenticator,
     pub(crate) metrics: RequestMetrics,
     pub(crate) remembered: Mutex<rustc_hash::FxHashMap<[u8; 32], idempotency::Remembered>>,
+    /// Permits for live event streams.
+    pub(crate) streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {
@@ -84,6 +87,7 @@ impl AppState {
             auth,
             metrics: RequestMetrics::default(),
             remembered: Mutex::new(rustc_hash::FxHashMap::default()),
+            streams: Arc::new(tokio::sync::Semaphore::new(reads::EVENT_STREAMS_MAX)),
         })
     }
 }

@@ -31,8 +31,8 @@ use crate::json::{number, read_object, Fields};
 use crate::problem::Problem;
 use crate::{prometheus, AppState};
 
-type Shared = State<Arc<AppState>>;
-type Answer = Result<Response, Problem>;
+pub(crate) type Shared = State<Arc<AppState>>;
+pub(crate) type Answer = Result<Response, Problem>;
 
 /// Attempts at a fresh api key when a generated one collides.
 const KEY_ATTEMPTS_MAX: usize = 4;
@@ -77,6 +77,7 @@ pub(crate) fn router() -> Router<Arc<AppState>> {
         .route("/admin/log", get(admin_log))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(crate::reads::router())
 }
 
 pub(crate) async fn not_found() -> Problem {
@@ -94,12 +95,12 @@ pub(crate) async fn method_not_allowed() -> Problem {
 
 // --- shared helpers -----------------------------------------------------------------------
 
-fn path_key(text: &str) -> Result<ApiKey, Problem> {
+pub(crate) fn path_key(text: &str) -> Result<ApiKey, Problem> {
     text.parse().map_err(|_| Problem::invalid_api_key(text))
 }
 
 /// The caller must be this primary.
-fn as_primary(principal: Principal, primary: &str) -> Result<ApiKey, Problem> {
+pub(crate) fn as_primary(principal: Principal, primary: &str) -> Result<ApiKey, Problem> {
     let key = path_key(primary)?;
     if principal.key == key && principal.primary.is_none() {
         Ok(key)
@@ -108,7 +109,7 @@ fn as_primary(principal: Principal, primary: &str) -> Result<ApiKey, Problem> {
     }
 }
 
-async fn submit(state: &AppState, command: Command) -> Result<Outcome, Problem> {
+pub(crate) async fn submit(state: &AppState, command: Command) -> Result<Outcome, Problem> {
     state
         .ledger
         .submit_async(command)
@@ -116,21 +117,25 @@ async fn submit(state: &AppState, command: Command) -> Result<Outcome, Problem> 
         .map_err(|error| Problem::from_engine(&error))
 }
 
-async fn submit_ok(state: &AppState, command: Command, secrets: bool) -> Result<Receipt, Problem> {
+pub(crate) async fn submit_ok(
+    state: &AppState,
+    command: Command,
+    secrets: bool,
+) -> Result<Receipt, Problem> {
     submit(state, command)
         .await?
         .map_err(|rejection| Problem::from_rejection(&rejection, secrets))
 }
 
-fn json_response(status: StatusCode, value: &Value) -> Response {
+pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
     (status, Json(value)).into_response()
 }
 
-fn money(amount: Option<Amount>) -> Value {
+pub(crate) fn money(amount: Option<Amount>) -> Value {
     amount.map_or(Value::Null, number)
 }
 
-fn subaccount_json(account: &AccountSnapshot) -> Value {
+pub(crate) fn subaccount_json(account: &AccountSnapshot) -> Value {
     json!({
         "api_key": account.key.as_str(),
         "name": account.name,
@@ -144,7 +149,7 @@ fn subaccount_json(account: &AccountSnapshot) -> Value {
     })
 }
 
-fn primary_json(account: &AccountSnapshot) -> Value {
+pub(crate) fn primary_json(account: &AccountSnapshot) -> Value {
     json!({
         "api_key": account.key.as_str(),
         "name": account.name,
@@ -155,13 +160,17 @@ fn primary_json(account: &AccountSnapshot) -> Value {
     })
 }
 
-fn link(href: &str) -> Value {
+pub(crate) fn link(href: &str) -> Value {
     json!({ "self": { "href": href } })
 }
 
 /// A command id from the `Idempotency-Key` header (scoped to the caller and the operation), or
 /// a fresh one.
-fn command_id(headers: &HeaderMap, caller: ApiKey, operation: &str) -> Result<CommandId, Problem> {
+pub(crate) fn command_id(
+    headers: &HeaderMap,
+    caller: ApiKey,
+    operation: &str,
+) -> Result<CommandId, Problem> {
     match idempotency_key(headers)? {
         Some(key) => {
             let mut hasher = blake3::Hasher::new();
@@ -184,9 +193,15 @@ async fn list_subaccounts(
     State(state): Shared,
     Path(primary): Path<String>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
+    // Beyond the public API: `?at=RFC3339` or `?seq=N` gives the family as it was then.
+    if let Some(point) = crate::reads::as_of(raw.as_deref(), &[])? {
+        let family = crate::reads::family_at_json(&state, key, point)?;
+        return Ok(json_response(StatusCode::OK, &family));
+    }
     let family = state
         .ledger
         .read(|views| views.family(&key))
@@ -345,7 +360,7 @@ async fn close_subaccount(
 
 // --- transfers --------------------------------------------------------------------------
 
-fn transfer_json(kind: TransferKind, transfer: &TransferSnapshot) -> Value {
+pub(crate) fn transfer_json(kind: TransferKind, transfer: &TransferSnapshot) -> Value {
     let collection = match kind {
         TransferKind::Balance => "balance-transfers",
         TransferKind::Credit => "credit-transfers",
@@ -365,7 +380,7 @@ fn transfer_json(kind: TransferKind, transfer: &TransferSnapshot) -> Value {
 /// Query parameters of the transfer lists: `start_date`, `end_date` (RFC 3339, with or without
 /// milliseconds; start inclusive, end exclusive), repeated `subaccount`, and the cursor
 /// pagination beyond the public API: `page_size` (default and most 1,000) and `cursor`.
-fn transfer_query(raw: Option<&str>) -> Result<TransferQuery, Problem> {
+pub(crate) fn transfer_query(raw: Option<&str>) -> Result<TransferQuery, Problem> {
     let mut query = TransferQuery::default();
     let mut fields = Fields::default();
     for pair in raw
@@ -406,7 +421,7 @@ fn transfer_query(raw: Option<&str>) -> Result<TransferQuery, Problem> {
     Ok(query)
 }
 
-fn percent_decode(text: &str) -> Option<String> {
+pub(crate) fn percent_decode(text: &str) -> Option<String> {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut index = 0;
@@ -479,7 +494,7 @@ async fn list_transfers(
 }
 
 /// A report query's error, naming the parameter at fault.
-fn query_problem(primary: &str, error: &subledger_views::QueryError) -> Problem {
+pub(crate) fn query_problem(primary: &str, error: &subledger_views::QueryError) -> Problem {
     use subledger_views::QueryError;
     match error {
         QueryError::UnknownAccount(_) => Problem::invalid_api_key(primary),
@@ -614,7 +629,11 @@ async fn balance_transfer(
 
 /// The account whose secrets the caller may manage: itself, or (for a primary) one of its
 /// subaccounts.
-fn secret_owner(state: &AppState, principal: Principal, key: &str) -> Result<ApiKey, Problem> {
+pub(crate) fn secret_owner(
+    state: &AppState,
+    principal: Principal,
+    key: &str,
+) -> Result<ApiKey, Problem> {
     let target = path_key(key)?;
     if principal.key == target {
         return Ok(target);

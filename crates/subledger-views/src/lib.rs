@@ -10,6 +10,7 @@
 //! is committed and guards the views; servers turn the snapshots into JSON.
 
 pub mod accounts;
+pub mod json;
 pub mod time;
 
 use bincode::{Decode, Encode};

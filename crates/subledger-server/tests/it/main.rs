@@ -8,6 +8,7 @@ mod endpoints;
 mod engine;
 mod errors;
 mod idempotency;
+mod reads;
 mod rotation;
 mod socket;
 mod support;

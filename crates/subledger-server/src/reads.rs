@@ -1,0 +1,543 @@
+//! Beyond the public API: statements, point-in-time state, charge and top-up reports, the live
+//! event stream (Server-Sent Events), batch transfers and low-balance thresholds.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::{get, post, put};
+use axum::Router;
+use serde_json::{json, Map, Value};
+use subledger_core::{ApiKey, Command, Sequence, SetLowBalanceThreshold, Transfer};
+use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
+use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
+use subledger_views::{
+    AsOf, PaymentKind, StatementQuery, TransferKind, TransferSnapshot, PAGE_ITEMS_MAX,
+};
+
+use crate::auth::Principal;
+use crate::json::{number, raw_number, read_object, Fields};
+use crate::problem::Problem;
+use crate::routes::{
+    as_primary, command_id, json_response, link, money, path_key, percent_decode, primary_json,
+    query_problem, secret_owner, subaccount_json, submit_ok, transfer_json, transfer_query, Answer,
+    Shared,
+};
+use crate::AppState;
+
+/// Most transfers in one batch request.
+pub const BATCH_TRANSFERS_MAX: usize = 1_000;
+/// Most live event streams at once.
+pub const EVENT_STREAMS_MAX: usize = 256;
+/// How long a stream's reader waits for an event before checking that its client is there.
+const STREAM_POLL_MILLIS: u64 = 1_000;
+/// Events buffered per stream between the reader thread and the connection.
+const STREAM_EVENTS_QUEUED_MAX: usize = 256;
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/accounts/{key}/statement", get(statement))
+        .route("/accounts/{primary}/charges", get(list_charges))
+        .route("/accounts/{primary}/top-ups", get(list_top_ups))
+        .route("/accounts/{key}/events", get(events))
+        .route("/accounts/{primary}/batch-transfers", post(batch_transfers))
+        .route(
+            "/admin/accounts/{key}/low-balance-threshold",
+            put(admin_threshold),
+        )
+}
+
+/// `name=value` pairs of a query string, decoded.
+fn params(raw: Option<&str>) -> Vec<(String, String)> {
+    raw.unwrap_or_default()
+        .split('&')
+        .filter(|pair| !pair.is_empty())
+        .map(|pair| {
+            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+            (name.to_string(), percent_decode(value).unwrap_or_default())
+        })
+        .collect()
+}
+
+/// `at=RFC3339` or `seq=N` (point-in-time queries); `None` for "now".
+pub(crate) fn as_of(raw: Option<&str>, allowed: &[&str]) -> Result<Option<AsOf>, Problem> {
+    let mut fields = Fields::default();
+    let mut point = None;
+    for (name, value) in params(raw) {
+        match name.as_str() {
+            "at" => match parse_rfc3339(&value) {
+                Some(at) => point = Some(AsOf::At(at)),
+                None => fields.fail("at", "must be an RFC 3339 date-time"),
+            },
+            "seq" => match value.parse::<u64>() {
+                Ok(seq) => point = Some(AsOf::Seq(Sequence(seq))),
+                Err(_) => fields.fail("seq", "must be a sequence number"),
+            },
+            other if allowed.contains(&other) => {}
+            other => fields.fail(other, "is not a recognised parameter"),
+        }
+    }
+    fields.finish(false)?;
+    Ok(point)
+}
+
+/// The family as of a point (`GET /accounts/{primary}/subaccounts?at=…`).
+pub(crate) fn family_at_json(
+    state: &AppState,
+    primary: ApiKey,
+    point: AsOf,
+) -> Result<Value, Problem> {
+    let family = state
+        .ledger
+        .read(|views| views.family_at(&primary, point))
+        .ok_or_else(|| Problem::not_found(format!("{primary} did not exist at that point")))?;
+    let subaccounts: Vec<Value> = family.subaccounts.iter().map(subaccount_json).collect();
+    Ok(json!({
+        "_links": link(&format!("/accounts/{primary}/subaccounts")),
+        "total_balance": raw_number(&family.total_balance.to_string()),
+        "total_credit_limit": raw_number(&family.total_credit_limit.to_string()),
+        "_embedded": {
+            "primary_account": primary_json(&family.primary),
+            "subaccounts": subaccounts,
+        },
+    }))
+}
+
+/// `GET /accounts/{key}/statement?start_date&end_date&page_size&cursor`: every change to the
+/// account's balance or credit limit with the values after it, oldest first.
+async fn statement(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let account = secret_owner(&state, principal, &key)?;
+    let mut query = StatementQuery::default();
+    let mut fields = Fields::default();
+    for (name, value) in params(raw.as_deref()) {
+        match name.as_str() {
+            "start_date" => {
+                query.start = parse_rfc3339(&value).or_else(|| {
+                    fields.fail("start_date", "must be an RFC 3339 date-time");
+                    None
+                })
+            }
+            "end_date" => {
+                query.end = parse_rfc3339(&value).or_else(|| {
+                    fields.fail("end_date", "must be an RFC 3339 date-time");
+                    None
+                })
+            }
+            "page_size" => match value.parse::<usize>() {
+                Ok(size) if (1..=PAGE_ITEMS_MAX).contains(&size) => query.limit = Some(size),
+                _ => fields.fail(
+                    "page_size",
+                    format!("must be between 1 and {PAGE_ITEMS_MAX}"),
+                ),
+            },
+            "cursor" => match value.parse::<u64>() {
+                Ok(seq) => query.after = Some(Sequence(seq)),
+                Err(_) => fields.fail("cursor", "must be a cursor from a previous page"),
+            },
+            other => fields.fail(other, "is not a recognised parameter"),
+        }
+    }
+    fields.finish(false)?;
+    let page = state
+        .ledger
+        .read(|views| views.statement(&account, &query))
+        .map_err(|error| query_problem(&key, &error))?;
+    let entries: Vec<Value> = page
+        .items
+        .iter()
+        .map(|line| {
+            json!({
+                "seq": line.seq.0,
+                "created_at": format_rfc3339_millis(line.at),
+                "type": line.kind.as_str(),
+                "balance_change": number(line.balance_change),
+                "credit_limit_change": number(line.credit_limit_change),
+                "balance": number(line.balance_after),
+                "credit_limit": number(line.credit_limit_after),
+                "counterparty": line.counterparty.map(|other| other.to_string()),
+                "id": line.command.map(|id| id.to_string()),
+                "reference": line.reference,
+            })
+        })
+        .collect();
+    let base = format!("/accounts/{account}/statement");
+    let mut links = Map::new();
+    links.insert("self".into(), json!({ "href": base }));
+    if let Some(next) = page.next {
+        links.insert(
+            "next".into(),
+            json!({ "href": format!("{base}?cursor={}", next.0) }),
+        );
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "_links": links, "_embedded": { "entries": entries } }),
+    ))
+}
+
+async fn list_payments(
+    state: &AppState,
+    primary: &str,
+    headers: &HeaderMap,
+    raw: Option<&str>,
+    kind: PaymentKind,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, headers).await?;
+    let key = as_primary(principal, primary)?;
+    let query = transfer_query(raw)?;
+    let page = state
+        .ledger
+        .read(|views| views.payments(&key, kind, &query))
+        .map_err(|error| query_problem(primary, &error))?;
+    let (collection, embedded) = match kind {
+        PaymentKind::Charges => ("charges", "charges"),
+        PaymentKind::TopUps => ("top-ups", "top_ups"),
+    };
+    let items: Vec<Value> = page
+        .items
+        .iter()
+        .map(|item| {
+            json!({
+                "id": item.id.to_string(),
+                "api_key": item.account.as_str(),
+                "payer": item.payer.as_str(),
+                "amount": number(item.amount),
+                "reference": item.reference,
+                "created_at": format_rfc3339_millis(item.at),
+                "masterAccountId": item.primary.as_str(),
+            })
+        })
+        .collect();
+    let base = format!("/accounts/{key}/{collection}");
+    let mut links = Map::new();
+    links.insert("self".into(), json!({ "href": base }));
+    if let Some(next) = page.next {
+        links.insert(
+            "next".into(),
+            json!({ "href": format!("{base}?cursor={}", next.0) }),
+        );
+    }
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "_links": links, "_embedded": { embedded: items } }),
+    ))
+}
+
+async fn list_charges(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    list_payments(
+        &state,
+        &primary,
+        &headers,
+        raw.as_deref(),
+        PaymentKind::Charges,
+    )
+    .await
+}
+
+async fn list_top_ups(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    list_payments(
+        &state,
+        &primary,
+        &headers,
+        raw.as_deref(),
+        PaymentKind::TopUps,
+    )
+    .await
+}
+
+/// What a stream delivers: a primary's whole family, or one account.
+fn stream_filter(state: &AppState, principal: Principal, key: &str) -> Result<Filter, Problem> {
+    let account = secret_owner(state, principal, key)?;
+    let is_primary = state
+        .ledger
+        .read(|views| views.account(&account))
+        .is_some_and(|snapshot| snapshot.primary.is_none());
+    Ok(if is_primary {
+        Filter::Family(account)
+    } else {
+        Filter::Account(account)
+    })
+}
+
+/// `GET /accounts/{key}/events?since=SEQ` as Server-Sent Events: every committed event of the
+/// account (a primary: its whole family) after `since` — or after `Last-Event-ID` when a client
+/// reconnects, or from now — then live. Each event's `id` is its sequence number, so a client
+/// that reconnects misses nothing and sees nothing twice.
+async fn events(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    RawQuery(raw): RawQuery,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let filter = stream_filter(&state, principal, &key)?;
+    let mut since = None;
+    for (name, value) in params(raw.as_deref()) {
+        match name.as_str() {
+            "since" => {
+                since = Some(
+                    value
+                        .parse::<u64>()
+                        .map_err(|_| Problem::field("since", "must be a sequence number", false))?,
+                )
+            }
+            other => {
+                return Err(Problem::field(
+                    other,
+                    "is not a recognised parameter",
+                    false,
+                ))
+            }
+        }
+    }
+    let resume = headers
+        .get("last-event-id")
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    let after = resume
+        .or(since)
+        .unwrap_or_else(|| state.ledger.metrics().last_seq.0);
+    let permit = Arc::clone(&state.streams)
+        .try_acquire_owned()
+        .map_err(|_| {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "Service Unavailable",
+                format!("at most {EVENT_STREAMS_MAX} event streams at once"),
+            )
+        })?;
+    let mut feed = state
+        .ledger
+        .feed(Sequence(after.saturating_add(1)), filter)
+        .map_err(|error| Problem::internal(error.to_string()))?;
+    let (sender, mut receiver) =
+        tokio::sync::mpsc::channel::<Result<SseEvent, Infallible>>(STREAM_EVENTS_QUEUED_MAX);
+    let ledger = Arc::clone(&state.ledger);
+    // A plain thread per stream: the feed blocks while waiting, and long-lived streams must not
+    // occupy tokio's blocking pool (argon2 needs it).
+    let spawned = std::thread::Builder::new()
+        .name("subledger-sse".into())
+        .spawn(move || {
+            let _permit = permit;
+            loop {
+                match feed.recv_timeout(Duration::from_millis(STREAM_POLL_MILLIS)) {
+                    Ok(Some(notice)) => {
+                        let fields = ledger.read(|views| {
+                            subledger_views::json::event_fields(views, &notice.event)
+                        });
+                        let data = json!({
+                            "seq": notice.seq.0,
+                            "created_at": format_rfc3339_millis(notice.at),
+                            "type": notice.event.kind(),
+                            "event": fields,
+                        });
+                        let event = SseEvent::default()
+                            .id(notice.seq.0.to_string())
+                            .event(notice.event.kind())
+                            .data(data.to_string());
+                        if sender.blocking_send(Ok(event)).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) if sender.is_closed() => return,
+                    Ok(None) => {}
+                    Err(error) => {
+                        let _ = sender.blocking_send(Ok(SseEvent::default()
+                            .event("error")
+                            .data(error.to_string())));
+                        return;
+                    }
+                }
+            }
+        });
+    spawned.map_err(|error| Problem::internal(format!("cannot start a stream: {error}")))?;
+    let stream = futures_util::stream::poll_fn(move |context| receiver.poll_recv(context));
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::default())
+        .into_response())
+}
+
+/// `POST /accounts/{primary}/batch-transfers` `{"transfers":[{"type":"balance"|"credit", "from",
+/// "to", "amount", "reference"?}, …]}`: up to 1,000 transfers decided in order in one group
+/// commit, each with its own outcome (`{"status":200,"transfer":{…}}` or
+/// `{"status":4xx,"problem":{…}}`). With an `Idempotency-Key`, each transfer's id derives from
+/// the key and its position, so a retried batch applies nothing twice.
+async fn batch_transfers(
+    State(state): Shared,
+    Path(primary): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let key = as_primary(principal, &primary)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["transfers"]);
+    let items = match body.get("transfers") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= BATCH_TRANSFERS_MAX => {
+            items.clone()
+        }
+        _ => {
+            fields.fail(
+                "transfers",
+                format!("must be an array of 1 to {BATCH_TRANSFERS_MAX} transfers"),
+            );
+            Vec::new()
+        }
+    };
+    fields.finish(false)?;
+    let mut commands = Vec::with_capacity(items.len());
+    let mut kinds = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let prefix = |name: &str| format!("transfers[{index}].{name}");
+        let Value::Object(item) = item else {
+            return Err(Problem::field(
+                &format!("transfers[{index}]"),
+                "must be an object",
+                false,
+            ));
+        };
+        let mut fields = Fields::default();
+        fields.only(item, &["type", "from", "to", "amount", "reference"]);
+        let kind = match fields.required_string(item, "type").as_deref() {
+            Some("balance") => Some(TransferKind::Balance),
+            Some("credit") => Some(TransferKind::Credit),
+            Some(_) => {
+                fields.fail("type", "must be \"balance\" or \"credit\"");
+                None
+            }
+            None => None,
+        };
+        let mut account = |name: &str| {
+            let text = fields.required_string(item, name)?;
+            text.parse::<ApiKey>()
+                .map_err(|_| fields.fail(name, "must be an api key"))
+                .ok()
+        };
+        let from = account("from");
+        let to = account("to");
+        let amount = fields.amount(item, "amount", true);
+        let reference = fields.string(item, "reference").unwrap_or_default();
+        if !fields.invalid.is_empty() {
+            let renamed = fields
+                .invalid
+                .into_iter()
+                .map(|mut field| {
+                    field.name = prefix(&field.name);
+                    field
+                })
+                .collect();
+            return Err(Problem::validation(renamed, false));
+        }
+        let (Some(kind), Some(from), Some(to), Some(amount)) = (kind, from, to, amount) else {
+            return Err(Problem::internal("validated fields are missing"));
+        };
+        let operation = format!("batch-transfer {index}");
+        let transfer = Transfer {
+            id: command_id(&headers, key, &operation)?,
+            primary: key,
+            from,
+            to,
+            amount,
+            reference,
+        };
+        kinds.push(kind);
+        commands.push(match kind {
+            TransferKind::Balance => Command::TransferBalance(transfer),
+            TransferKind::Credit => Command::TransferCredit(transfer),
+        });
+    }
+    debug_assert!(commands.len() <= REQUEST_COMMANDS_MAX);
+    let outcomes = state
+        .ledger
+        .submit_batch_async(commands.clone())
+        .await
+        .map_err(|error| Problem::from_engine(&error))?;
+    let results: Vec<Value> = outcomes
+        .iter()
+        .zip(commands.iter().zip(&kinds))
+        .map(|(outcome, (command, kind))| {
+            let (Command::TransferBalance(transfer) | Command::TransferCredit(transfer)) = command
+            else {
+                return json!({ "status": 500 });
+            };
+            match outcome {
+                Ok(receipt) => {
+                    let snapshot = TransferSnapshot {
+                        id: transfer.id,
+                        seq: receipt.first,
+                        at: receipt.at,
+                        from: transfer.from,
+                        to: transfer.to,
+                        amount: transfer.amount,
+                        reference: transfer.reference.clone(),
+                        primary: key,
+                    };
+                    json!({ "status": 200, "transfer": transfer_json(*kind, &snapshot) })
+                }
+                Err(rejection) => {
+                    let problem = Problem::from_rejection(rejection, false);
+                    json!({
+                        "status": problem.status.as_u16(),
+                        "problem": {
+                            "type": format!("{}#{}", state.config.problem_type_base, problem.code),
+                            "title": problem.title,
+                            "detail": problem.detail,
+                        },
+                    })
+                }
+            }
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
+    ))
+}
+
+/// `PUT /admin/accounts/{key}/low-balance-threshold` `{"threshold": number | null}`.
+async fn admin_threshold(
+    State(state): Shared,
+    Path(key): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Answer {
+    state.auth.admin(&headers)?;
+    let account = path_key(&key)?;
+    let body = read_object(body, false).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["threshold"]);
+    if !body.contains_key("threshold") {
+        fields.fail("threshold", "is required (a number, or null to remove it)");
+    }
+    let threshold = fields.amount(&body, "threshold", false);
+    fields.finish(false)?;
+    let set = SetLowBalanceThreshold { account, threshold };
+    submit_ok(&state, Command::SetLowBalanceThreshold(set), false).await?;
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "api_key": account.as_str(), "threshold": money(threshold) }),
+    ))
+}
