@@ -179,6 +179,30 @@ struct Counters {
     rejected: AtomicU64,
     batches: AtomicU64,
     events: AtomicU64,
+    /// Durable-write latency per commit batch (append + sync), counts per bucket of
+    /// [`COMMIT_LATENCY_BUCKETS_MICROS`], plus the overflow bucket.
+    commit_latency: [AtomicU64; COMMIT_LATENCY_BUCKETS_MICROS.len() + 1],
+    commit_latency_sum_micros: AtomicU64,
+}
+
+/// Upper bounds (µs) of the commit-latency histogram buckets.
+pub const COMMIT_LATENCY_BUCKETS_MICROS: [u64; 14] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+impl Counters {
+    fn record_commit(&self, micros: u64) {
+        let bucket = COMMIT_LATENCY_BUCKETS_MICROS
+            .iter()
+            .position(|bound| micros <= *bound)
+            .unwrap_or(COMMIT_LATENCY_BUCKETS_MICROS.len());
+        if let Some(counter) = self.commit_latency.get(bucket) {
+            counter.fetch_add(1, Ordering::Relaxed);
+        }
+        self.commit_latency_sum_micros
+            .fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 /// A point-in-time reading of the engine's counters.
@@ -192,6 +216,10 @@ pub struct Metrics {
     pub last_seq: Sequence,
     /// The last background snapshot error, if any (snapshots are retried; commits go on).
     pub snapshot_error: Option<String>,
+    /// Commit batches per latency bucket (bounds in [`COMMIT_LATENCY_BUCKETS_MICROS`]; the last
+    /// entry counts the slower ones).
+    pub commit_latency_buckets: Vec<u64>,
+    pub commit_latency_sum_micros: u64,
 }
 
 /// State shared between the handle, the writer and subscriptions.
@@ -477,6 +505,12 @@ impl Ledger {
                 .lock()
                 .ok()
                 .and_then(|error| error.clone()),
+            commit_latency_buckets: counters
+                .commit_latency
+                .iter()
+                .map(|counter| counter.load(Ordering::Relaxed))
+                .collect(),
+            commit_latency_sum_micros: counters.commit_latency_sum_micros.load(Ordering::Relaxed),
         }
     }
 

@@ -135,6 +135,7 @@ impl Writer {
         if !events.is_empty() {
             let event_count = events.len() as u64;
             let batch = Arc::new(Batch { first, at, events });
+            let started = std::time::Instant::now();
             self.log
                 .append(&batch)
                 .map_err(|error| format!("log append failed: {error}"))?;
@@ -142,6 +143,8 @@ impl Writer {
                 .sync()
                 .map_err(|error| format!("log sync failed: {error}"))?;
             // Durable from here on.
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            counters.record_commit(micros);
             self.apply_to_views(&batch)?;
             crate::subscription::publish(&self.shared, &batch);
             counters.batches.fetch_add(1, Ordering::Relaxed);

@@ -241,6 +241,32 @@ pub(crate) fn prometheus(state: &AppState) -> String {
         "gauge",
         u8::from(state.ledger.failure().is_none()).to_string(),
     );
+    // The durable-commit latency histogram (append + sync per group commit), in seconds.
+    text.push_str("# HELP subledger_commit_seconds Durable write time per group commit.\n");
+    text.push_str("# TYPE subledger_commit_seconds histogram\n");
+    let seconds = |micros: u64| {
+        let fraction = format!("{:06}", micros % 1_000_000);
+        let fraction = fraction.trim_end_matches('0');
+        if fraction.is_empty() {
+            (micros / 1_000_000).to_string()
+        } else {
+            format!("{}.{fraction}", micros / 1_000_000)
+        }
+    };
+    let mut cumulative = 0_u64;
+    for (index, count) in metrics.commit_latency_buckets.iter().enumerate() {
+        cumulative += count;
+        let bound = subledger_engine::COMMIT_LATENCY_BUCKETS_MICROS
+            .get(index)
+            .map_or_else(|| "+Inf".to_string(), |micros| seconds(*micros));
+        text.push_str(&format!(
+            "subledger_commit_seconds_bucket{{le=\"{bound}\"}} {cumulative}\n"
+        ));
+    }
+    text.push_str(&format!(
+        "subledger_commit_seconds_sum {}\nsubledger_commit_seconds_count {cumulative}\n",
+        seconds(metrics.commit_latency_sum_micros)
+    ));
     text.push_str(
         "# HELP subledger_http_requests_total HTTP requests answered, by route and status.\n",
     );

@@ -987,6 +987,24 @@ async fn healthz_and_metrics() {
         "{body}"
     );
     let lines: Vec<&str> = body.lines().collect();
+    // The commit histogram is cumulative and ends with +Inf = count.
+    assert!(
+        body.contains("# TYPE subledger_commit_seconds histogram"),
+        "{body}"
+    );
+    let inf = lines
+        .iter()
+        .find_map(|line| line.strip_prefix(r#"subledger_commit_seconds_bucket{le="+Inf"} "#))
+        .expect("+Inf bucket");
+    let count = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("subledger_commit_seconds_count "))
+        .expect("count");
+    assert_eq!(inf, count);
+    assert!(
+        count.parse::<u64>().expect("a count") >= 1,
+        "commits happened"
+    );
     assert!(
         lines.contains(
             &r#"subledger_http_requests_total{method="GET",route="/accounts/{primary}/subaccounts",status="200"} 1"#
