@@ -1030,9 +1030,14 @@ async fn healthz_and_metrics() {
             .any(|line| line.starts_with("subledger_commands_total ")),
         "{body}"
     );
-    // Every sample line is `name{labels} value` or `name value` with an integer value.
+    // Every sample line is `name{labels} value` or `name value` with a decimal value (counts
+    // are integers; the histogram's sum is in seconds).
     for line in lines.iter().filter(|line| !line.starts_with('#')) {
         let value = line.rsplit(' ').next().unwrap_or_default();
-        assert!(value.parse::<u64>().is_ok(), "{line}");
+        let (whole, fraction) = value.split_once('.').unwrap_or((value, "0"));
+        let decimal = whole.parse::<u64>().is_ok()
+            && !fraction.is_empty()
+            && fraction.bytes().all(|byte| byte.is_ascii_digit());
+        assert!(decimal, "{line}");
     }
 }
