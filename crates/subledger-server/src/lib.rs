@@ -12,6 +12,7 @@
 pub mod auth;
 mod idempotency;
 pub mod json;
+pub mod openapi;
 pub mod problem;
 mod reads;
 mod routes;

@@ -11,7 +11,6 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use axum::Router;
 use serde_json::{json, Map, Value};
 use subledger_core::{ApiKey, Command, Sequence, SetLowBalanceThreshold, Transfer};
 use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
@@ -25,8 +24,8 @@ use crate::json::{number, raw_number, read_object, Fields};
 use crate::problem::Problem;
 use crate::routes::{
     as_primary, command_id, json_response, link, money, path_key, percent_decode, primary_json,
-    query_problem, secret_owner, subaccount_json, submit_ok, transfer_json, transfer_query, Answer,
-    Shared,
+    query_problem, secret_owner, subaccount_json, submit_ok, transfer_json, transfer_query, Access,
+    Answer, Endpoint, Shared,
 };
 use crate::AppState;
 
@@ -39,17 +38,59 @@ const STREAM_POLL_MILLIS: u64 = 1_000;
 /// Events buffered per stream between the reader thread and the connection.
 const STREAM_EVENTS_QUEUED_MAX: usize = 256;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route("/accounts/{key}/statement", get(statement))
-        .route("/accounts/{primary}/charges", get(list_charges))
-        .route("/accounts/{primary}/top-ups", get(list_top_ups))
-        .route("/accounts/{key}/events", get(events))
-        .route("/accounts/{primary}/batch-transfers", post(batch_transfers))
-        .route(
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    use Access::{Account, Admin};
+    let endpoint = |method, path, access, summary, handler| Endpoint {
+        method,
+        path,
+        summary,
+        access,
+        handler,
+    };
+    vec![
+        endpoint(
+            "get",
+            "/accounts/{key}/statement",
+            Account,
+            "An account's statement: every change to its balance or credit limit, oldest first",
+            get(statement),
+        ),
+        endpoint(
+            "get",
+            "/accounts/{primary}/charges",
+            Account,
+            "List a family's charges, newest first",
+            get(list_charges),
+        ),
+        endpoint(
+            "get",
+            "/accounts/{primary}/top-ups",
+            Account,
+            "List a family's top-ups, newest first",
+            get(list_top_ups),
+        ),
+        endpoint(
+            "get",
+            "/accounts/{key}/events",
+            Account,
+            "Live committed events as Server-Sent Events (?since=SEQ or Last-Event-ID)",
+            get(events),
+        ),
+        endpoint(
+            "post",
+            "/accounts/{primary}/batch-transfers",
+            Account,
+            "Up to 1,000 transfers in one request, one outcome each",
+            post(batch_transfers),
+        ),
+        endpoint(
+            "put",
             "/admin/accounts/{key}/low-balance-threshold",
+            Admin,
+            "Set or remove an account's low-balance alert threshold",
             put(admin_threshold),
-        )
+        ),
+    ]
 }
 
 /// `name=value` pairs of a query string, decoded.

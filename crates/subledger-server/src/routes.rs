@@ -37,47 +37,216 @@ pub(crate) type Answer = Result<Response, Problem>;
 /// Attempts at a fresh api key when a generated one collides.
 const KEY_ATTEMPTS_MAX: usize = 4;
 
-pub(crate) fn router() -> Router<Arc<AppState>> {
-    Router::new()
-        .route(
+/// Who may call an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Access {
+    /// HTTP Basic with an account's api key and secret.
+    Account,
+    /// `Authorization: Bearer <admin token>`.
+    Admin,
+    /// No credentials.
+    Open,
+}
+
+/// One endpoint: the single source for the router and for `/openapi.json`.
+pub(crate) struct Endpoint {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub summary: &'static str,
+    pub access: Access,
+    pub handler: axum::routing::MethodRouter<Arc<AppState>>,
+}
+
+fn endpoint(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    handler: axum::routing::MethodRouter<Arc<AppState>>,
+) -> Endpoint {
+    Endpoint {
+        method,
+        path,
+        summary,
+        access,
+        handler,
+    }
+}
+
+/// Every endpoint of the server.
+pub(crate) fn endpoints() -> Vec<Endpoint> {
+    use Access::{Account, Admin, Open};
+    let mut all = vec![
+        endpoint(
+            "get",
             "/accounts/{primary}/subaccounts",
-            get(list_subaccounts).post(create_subaccount),
-        )
-        .route(
+            Account,
+            "List a primary's subaccounts with the family totals (optionally as of ?at= or ?seq=)",
+            get(list_subaccounts),
+        ),
+        endpoint(
+            "post",
+            "/accounts/{primary}/subaccounts",
+            Account,
+            "Create a subaccount (the secret is returned here only)",
+            post(create_subaccount),
+        ),
+        endpoint(
+            "get",
             "/accounts/{primary}/subaccounts/{sub}",
-            get(get_subaccount)
-                .patch(update_subaccount)
-                .delete(close_subaccount),
-        )
-        .route(
+            Account,
+            "Get a subaccount",
+            get(get_subaccount),
+        ),
+        endpoint(
+            "patch",
+            "/accounts/{primary}/subaccounts/{sub}",
+            Account,
+            "Rename, suspend or reactivate a subaccount, or switch it to its own balance",
+            patch(update_subaccount),
+        ),
+        endpoint(
+            "delete",
+            "/accounts/{primary}/subaccounts/{sub}",
+            Account,
+            "Close a subaccount (balance and credit limit 0)",
+            axum::routing::delete(close_subaccount),
+        ),
+        endpoint(
+            "get",
             "/accounts/{primary}/credit-transfers",
-            get(list_credit_transfers).post(credit_transfer),
-        )
-        .route(
+            Account,
+            "List credit transfers, newest first",
+            get(list_credit_transfers),
+        ),
+        endpoint(
+            "post",
+            "/accounts/{primary}/credit-transfers",
+            Account,
+            "Transfer credit between a primary and its subaccount",
+            post(credit_transfer),
+        ),
+        endpoint(
+            "get",
             "/accounts/{primary}/balance-transfers",
-            get(list_balance_transfers).post(balance_transfer),
-        )
-        .route(
+            Account,
+            "List balance transfers, newest first",
+            get(list_balance_transfers),
+        ),
+        endpoint(
+            "post",
+            "/accounts/{primary}/balance-transfers",
+            Account,
+            "Transfer balance between a primary and its subaccount",
+            post(balance_transfer),
+        ),
+        endpoint(
+            "get",
             "/accounts/{key}/secrets",
-            get(list_secrets).post(create_secret),
-        )
-        .route(
+            Account,
+            "List an account's secrets",
+            get(list_secrets),
+        ),
+        endpoint(
+            "post",
+            "/accounts/{key}/secrets",
+            Account,
+            "Add a secret (at most two)",
+            post(create_secret),
+        ),
+        endpoint(
+            "get",
             "/accounts/{key}/secrets/{id}",
-            get(get_secret).delete(revoke_secret),
-        )
-        .route("/account/get-balance", get(get_balance))
-        .route("/admin/primaries", post(admin_open_primary))
-        .route("/admin/accounts/{key}/top-ups", post(admin_top_up))
-        .route("/admin/accounts/{key}/charges", post(admin_charge))
-        .route(
+            Account,
+            "Get one secret's metadata",
+            get(get_secret),
+        ),
+        endpoint(
+            "delete",
+            "/accounts/{key}/secrets/{id}",
+            Account,
+            "Revoke a secret (never the last)",
+            axum::routing::delete(revoke_secret),
+        ),
+        endpoint(
+            "get",
+            "/account/get-balance",
+            Account,
+            "The caller's balance (legacy Account API)",
+            get(get_balance),
+        ),
+        endpoint(
+            "post",
+            "/admin/primaries",
+            Admin,
+            "Open a primary account (the secret is returned once)",
+            post(admin_open_primary),
+        ),
+        endpoint(
+            "post",
+            "/admin/accounts/{key}/top-ups",
+            Admin,
+            "Credit a payment to a primary",
+            post(admin_top_up),
+        ),
+        endpoint(
+            "post",
+            "/admin/accounts/{key}/charges",
+            Admin,
+            "Charge usage to an account",
+            post(admin_charge),
+        ),
+        endpoint(
+            "put",
             "/admin/accounts/{key}/credit-limit",
+            Admin,
+            "Set a primary family's credit line",
             put(admin_credit_limit),
-        )
-        .route("/admin/accounts/{key}", patch(admin_update_account))
-        .route("/admin/log", get(admin_log))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .merge(crate::reads::router())
+        ),
+        endpoint(
+            "patch",
+            "/admin/accounts/{key}",
+            Admin,
+            "Suspend or reactivate any account",
+            patch(admin_update_account),
+        ),
+        endpoint(
+            "get",
+            "/admin/log",
+            Admin,
+            "The portable, self-verifying log archive, streamed",
+            get(admin_log),
+        ),
+        endpoint(
+            "get",
+            "/healthz",
+            Open,
+            "Liveness and the writer's state",
+            get(healthz),
+        ),
+        endpoint("get", "/metrics", Open, "Prometheus metrics", get(metrics)),
+        endpoint(
+            "get",
+            "/openapi.json",
+            Open,
+            "This API's OpenAPI document",
+            get(openapi_json),
+        ),
+    ];
+    all.extend(crate::reads::endpoints());
+    all
+}
+
+pub(crate) fn router() -> Router<Arc<AppState>> {
+    endpoints()
+        .into_iter()
+        .fold(Router::new(), |router, endpoint| {
+            router.route(endpoint.path, endpoint.handler)
+        })
+}
+
+async fn openapi_json() -> Response {
+    json_response(StatusCode::OK, &crate::openapi::document())
 }
 
 pub(crate) async fn not_found() -> Problem {

@@ -8,6 +8,7 @@ mod endpoints;
 mod engine;
 mod errors;
 mod idempotency;
+mod openapi;
 mod reads;
 mod rotation;
 mod socket;
