@@ -30,6 +30,12 @@ pub struct ServeArgs {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:8080")]
     listen: SocketAddr,
+    /// Serve HTTPS with this PEM certificate chain (with --tls-key).
+    #[arg(long, requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Read the admin token from this file (otherwise SUBLEDGER_ADMIN_TOKEN, otherwise one is
     /// generated into the data directory).
     #[arg(long)]
@@ -108,6 +114,13 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         );
     }
     let (token, origin) = admin_token(args)?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(certificate), Some(key)) => Some(
+            subledger_server::tls::load_config(certificate, key)
+                .map_err(|error| anyhow!("TLS: {error}"))?,
+        ),
+        _ => None,
+    };
     let ledger = Arc::new(
         Ledger::open(Config::default(), log, SystemClock).context("recovering the ledger")?,
     );
@@ -134,17 +147,22 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             .await
             .with_context(|| format!("listening on {}", args.listen))?;
         let address = listener.local_addr()?;
+        let scheme = if tls.is_some() { "https" } else { "http" };
         println!(
-            "subledger listening on http://{address} (data in {})",
+            "subledger listening on {scheme}://{address} (data in {})",
             args.data.display()
         );
         println!("admin token {origin}");
         if let Some(demo) = &demo {
             print_demo(address, demo);
         }
-        subledger_server::serve(listener, state, shutdown_signal())
-            .await
-            .context("serving")
+        match tls {
+            Some(config) => {
+                subledger_server::serve_tls(listener, config, state, shutdown_signal()).await
+            }
+            None => subledger_server::serve(listener, state, shutdown_signal()).await,
+        }
+        .context("serving")
     })?;
     drop(runtime);
     let ledger =

@@ -16,6 +16,7 @@ pub mod openapi;
 pub mod problem;
 mod reads;
 mod routes;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -179,6 +180,19 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Like [`serve`], over TLS (see [`tls`]).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, config)?;
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

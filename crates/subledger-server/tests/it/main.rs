@@ -13,3 +13,4 @@ mod reads;
 mod rotation;
 mod socket;
 mod support;
+mod tls;
