@@ -16,19 +16,29 @@ pub const REQUEST_BODY_BYTES_MAX: usize = 64 * 1024;
 /// Deepest accepted JSON nesting (objects and arrays).
 pub const JSON_DEPTH_MAX: usize = 16;
 
+/// Largest accepted batch request body, in bytes (1,000 transfers fit).
+pub const BATCH_BODY_BYTES_MAX: usize = 256 * 1024;
+
 /// Reads a body (at most [`REQUEST_BODY_BYTES_MAX`]) and parses a JSON object; an empty body is
 /// an empty object.
 pub async fn read_object(body: Body, secrets: bool) -> Result<Map<String, Value>, Problem> {
-    let bytes = axum::body::to_bytes(body, REQUEST_BODY_BYTES_MAX)
-        .await
-        .map_err(|_| {
-            Problem::new(
-                axum::http::StatusCode::PAYLOAD_TOO_LARGE,
-                "payload-too-large",
-                "Payload Too Large",
-                format!("request bodies are limited to {REQUEST_BODY_BYTES_MAX} bytes"),
-            )
-        })?;
+    read_object_limited(body, secrets, REQUEST_BODY_BYTES_MAX).await
+}
+
+/// [`read_object`] with another size limit.
+pub async fn read_object_limited(
+    body: Body,
+    secrets: bool,
+    bytes_max: usize,
+) -> Result<Map<String, Value>, Problem> {
+    let bytes = axum::body::to_bytes(body, bytes_max).await.map_err(|_| {
+        Problem::new(
+            axum::http::StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            "Payload Too Large",
+            format!("request bodies are limited to {bytes_max} bytes"),
+        )
+    })?;
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }

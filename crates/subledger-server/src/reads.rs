@@ -20,7 +20,9 @@ use subledger_views::{
 };
 
 use crate::auth::Principal;
-use crate::json::{number, raw_number, read_object, Fields};
+use crate::json::{
+    number, raw_number, read_object, read_object_limited, Fields, BATCH_BODY_BYTES_MAX,
+};
 use crate::problem::Problem;
 use crate::routes::{
     as_primary, command_id, json_response, link, money, path_key, percent_decode, primary_json,
@@ -433,7 +435,7 @@ async fn batch_transfers(
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
-    let body = read_object(body, false).await?;
+    let body = read_object_limited(body, false, BATCH_BODY_BYTES_MAX).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["transfers"]);
     let items = match body.get("transfers") {
