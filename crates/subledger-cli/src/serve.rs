@@ -100,8 +100,20 @@ fn write_private(path: &Path, token: &str) -> Result<()> {
 }
 
 pub fn run(args: &ServeArgs) -> Result<()> {
+    // SUBLEDGER_LOG=debug logs every request; the default is startup, warnings and errors.
+    let level = match std::env::var("SUBLEDGER_LOG")
+        .unwrap_or_default()
+        .to_ascii_lowercase()
+        .as_str()
+    {
+        "error" => tracing::Level::ERROR,
+        "warn" => tracing::Level::WARN,
+        "debug" => tracing::Level::DEBUG,
+        "trace" => tracing::Level::TRACE,
+        _ => tracing::Level::INFO,
+    };
     tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::INFO)
+        .with_max_level(level)
         .with_target(false)
         .init();
     let (log, report) = SledLog::open(&args.data, StoreOptions::default())

@@ -12,6 +12,7 @@
 pub mod auth;
 mod idempotency;
 pub mod json;
+pub mod limit;
 pub mod openapi;
 pub mod problem;
 mod reads;
@@ -125,7 +126,16 @@ async fn count_requests(
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
     let method = request.method().to_string();
+    let started = std::time::Instant::now();
     let response = next.run(request).await;
+    tracing::debug!(
+        target: "subledger::http",
+        method = %method,
+        route = %route,
+        status = response.status().as_u16(),
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
     if let Ok(mut counts) = state.metrics.counts.lock() {
         *counts
             .entry((method, route, response.status().as_u16()))
@@ -180,6 +190,7 @@ pub async fn serve(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = limit::LimitedListener::new(listener, limit::CONNECTIONS_MAX);
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -192,7 +203,10 @@ pub async fn serve_tls(
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let listener = tls::TlsListener::new(listener, config)?;
+    let listener = limit::LimitedListener::new(
+        tls::TlsListener::new(listener, config)?,
+        limit::CONNECTIONS_MAX,
+    );
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await

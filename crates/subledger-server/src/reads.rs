@@ -92,6 +92,13 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
             "Set or remove an account's low-balance alert threshold",
             put(admin_threshold),
         ),
+        endpoint(
+            "post",
+            "/admin/batch-charges",
+            Admin,
+            "Up to 1,000 charges in one request, one outcome each",
+            post(admin_batch_charges),
+        ),
     ]
 }
 
@@ -582,5 +589,114 @@ async fn admin_threshold(
     Ok(json_response(
         StatusCode::OK,
         &json!({ "api_key": account.as_str(), "threshold": money(threshold) }),
+    ))
+}
+
+/// `POST /admin/batch-charges` `{"charges":[{"account", "amount", "reference"?}, …]}`: up to
+/// 1,000 charges decided in order in one group commit, each with its own outcome. With an
+/// `Idempotency-Key`, each charge's id derives from the key and its position.
+async fn admin_batch_charges(State(state): Shared, headers: HeaderMap, body: Body) -> Answer {
+    state.auth.admin(&headers)?;
+    let body = read_object_limited(body, false, BATCH_BODY_BYTES_MAX).await?;
+    let mut fields = Fields::default();
+    fields.only(&body, &["charges"]);
+    let items = match body.get("charges") {
+        Some(Value::Array(items)) if !items.is_empty() && items.len() <= BATCH_TRANSFERS_MAX => {
+            items.clone()
+        }
+        _ => {
+            fields.fail(
+                "charges",
+                format!("must be an array of 1 to {BATCH_TRANSFERS_MAX} charges"),
+            );
+            Vec::new()
+        }
+    };
+    fields.finish(false)?;
+    let admin = ApiKey::from_random([b'a'; 8]);
+    let mut commands = Vec::with_capacity(items.len());
+    for (index, item) in items.iter().enumerate() {
+        let Value::Object(item) = item else {
+            return Err(Problem::field(
+                &format!("charges[{index}]"),
+                "must be an object",
+                false,
+            ));
+        };
+        let mut fields = Fields::default();
+        fields.only(item, &["account", "amount", "reference"]);
+        let account = fields.required_string(item, "account");
+        let account = match account.map(|text| text.parse::<ApiKey>()) {
+            Some(Ok(key)) => Some(key),
+            Some(Err(_)) => {
+                fields.fail("account", "must be an api key");
+                None
+            }
+            None => None,
+        };
+        let amount = fields.amount(item, "amount", true);
+        let reference = fields.string(item, "reference").unwrap_or_default();
+        if !fields.invalid.is_empty() {
+            let renamed = fields
+                .invalid
+                .into_iter()
+                .map(|mut field| {
+                    field.name = format!("charges[{index}].{}", field.name);
+                    field
+                })
+                .collect();
+            return Err(Problem::validation(renamed, false));
+        }
+        let (Some(account), Some(amount)) = (account, amount) else {
+            return Err(Problem::internal("validated fields are missing"));
+        };
+        let id = command_id(&headers, admin, &format!("batch-charge {index}"))?;
+        commands.push(Command::Charge(subledger_core::Charge {
+            id,
+            account,
+            amount,
+            reference,
+        }));
+    }
+    let outcomes = state
+        .ledger
+        .submit_batch_async(commands.clone())
+        .await
+        .map_err(|error| Problem::from_engine(&error))?;
+    let results: Vec<Value> = outcomes
+        .iter()
+        .zip(&commands)
+        .map(|(outcome, command)| {
+            let Command::Charge(charge) = command else {
+                return json!({ "status": 500 });
+            };
+            match outcome {
+                Ok(receipt) => json!({
+                    "status": 200,
+                    "charge": {
+                        "id": charge.id.to_string(),
+                        "api_key": charge.account.as_str(),
+                        "amount": number(charge.amount),
+                        "reference": charge.reference,
+                        "created_at": format_rfc3339_millis(receipt.at),
+                    },
+                }),
+                Err(rejection) => {
+                    let problem = Problem::from_rejection(rejection, false);
+                    json!({
+                        "status": problem.status.as_u16(),
+                        "problem": {
+                            "type": format!("{}#{}", state.config.problem_type_base, problem.code),
+                            "title": problem.title,
+                            "detail": problem.detail,
+                        },
+                    })
+                }
+            }
+        })
+        .collect();
+    Ok(json_response(
+        StatusCode::OK,
+        &json!({ "results": results }),
     ))
 }

@@ -272,3 +272,76 @@ async fn low_balance_alerts_arrive_on_the_event_stream() {
     drop(stream);
     running.stop().await;
 }
+
+#[tokio::test]
+async fn a_batch_of_charges_gets_one_outcome_each() {
+    let server = Server::new();
+    let primary = server.funded_primary("10").await;
+    let shared = server.shared_sub(&primary).await;
+    let body = format!(
+        r#"{{"charges":[{{"account":"{s}","amount":4}},{{"account":"{p}","amount":7}},{{"account":"{s}","amount":1.5,"reference":"sms"}}]}}"#,
+        s = shared.key,
+        p = primary.key
+    );
+    let answer = server
+        .admin("POST", "/admin/batch-charges", &body)
+        .await
+        .ok(200);
+    let statuses: Vec<u64> = answer["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .filter_map(|result| result["status"].as_u64())
+        .collect();
+    assert_eq!(statuses, vec![200, 403, 200], "{answer}");
+    assert_eq!(server.balance(&primary.key).as_deref(), Some("4.5"));
+    server
+        .admin(
+            "POST",
+            "/admin/batch-charges",
+            r#"{"charges":[{"account":"nope","amount":-1}]}"#,
+        )
+        .await
+        .validation(422, &["charges[0].account"]);
+}
+
+#[tokio::test]
+async fn connections_beyond_the_bound_wait_for_a_free_slot() {
+    use subledger_server::limit::LimitedListener;
+    let server = Server::new();
+    let primary = server.open_primary().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let app = subledger_server::app(std::sync::Arc::clone(&server.state));
+    tokio::spawn(async move {
+        let _ = axum::serve(LimitedListener::new(listener, 1), app).await;
+    });
+    // The first connection is open (and idle): it holds the only slot.
+    let holder = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let authorization = primary.authorization();
+    let waiting = tokio::spawn(async move {
+        http(
+            addr,
+            "GET",
+            "/account/get-balance",
+            Some(&authorization),
+            "",
+        )
+        .await
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the second connection must wait for a slot"
+    );
+    drop(holder);
+    let answered = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .expect("answered once the slot frees")
+        .expect("task")
+        .expect("response");
+    assert_eq!(answered.status, 200);
+}
