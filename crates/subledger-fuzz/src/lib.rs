@@ -14,8 +14,15 @@ use subledger_log::record::{decode_record, encode_record};
 /// Log record decoding: never panics; whatever decodes re-encodes to the very same bytes.
 pub fn record(data: &[u8]) {
     if let Ok(record) = decode_record(data) {
-        let encoded = encode_record(record.first, record.at, record.batch_last, record.prev_hash, &record.events);
-        let (bytes, hash) = encoded.unwrap_or_else(|error| panic!("a decoded record does not re-encode: {error}"));
+        let encoded = encode_record(
+            record.first,
+            record.at,
+            record.batch_last,
+            record.prev_hash,
+            &record.events,
+        );
+        let (bytes, hash) =
+            encoded.unwrap_or_else(|error| panic!("a decoded record does not re-encode: {error}"));
         assert_eq!(bytes, data, "decoding then encoding changed the record");
         assert_eq!(hash, record.hash);
     }
@@ -24,20 +31,29 @@ pub fn record(data: &[u8]) {
 /// Snapshot decoding: never panics; whatever decodes is internally consistent.
 pub fn snapshot(data: &[u8]) {
     if let Ok(snapshot) = decode_snapshot(data) {
-        assert!(snapshot.views.state().check_invariants().is_ok(), "a decoded snapshot breaks an invariant");
+        assert!(
+            snapshot.views.state().check_invariants().is_ok(),
+            "a decoded snapshot breaks an invariant"
+        );
         assert_eq!(snapshot.views.last_seq(), snapshot.seq);
     }
 }
 
 /// Portable archive decoding: opening and reading never panic; every record read verifies.
 pub fn archive(data: &[u8]) {
-    let Ok(mut file) = tempfile::NamedTempFile::new() else { return };
+    let Ok(mut file) = tempfile::NamedTempFile::new() else {
+        return;
+    };
     if std::io::Write::write_all(&mut file, data).is_err() {
         return;
     }
-    let Ok(opened) = subledger_log::archive::ArchiveReader::open(file.path()) else { return };
+    let Ok(opened) = subledger_log::archive::ArchiveReader::open(file.path()) else {
+        return;
+    };
     let reader: &dyn subledger_log::LogReader = &opened;
-    let Ok(records) = reader.records_from(Sequence(1)) else { return };
+    let Ok(records) = reader.records_from(Sequence(1)) else {
+        return;
+    };
     let mut state = State::new(Policy::default());
     'records: for record in records {
         let Ok(record) = record else { break };
@@ -50,7 +66,9 @@ pub fn archive(data: &[u8]) {
     }
 }
 
-const KEYS: [&str; 6] = ["fuzzp001", "fuzzp002", "fuzzs001", "fuzzs002", "fuzzs003", "unknown1"];
+const KEYS: [&str; 6] = [
+    "fuzzp001", "fuzzp002", "fuzzs001", "fuzzs002", "fuzzs003", "unknown1",
+];
 
 fn key(byte: u8) -> ApiKey {
     KEYS[usize::from(byte) % KEYS.len()]
@@ -75,21 +93,74 @@ fn secret(byte: u8) -> NewSecret {
 fn command(bytes: [u8; 6]) -> Option<Command> {
     let [op, a, b, c, d, e] = bytes;
     let id = CommandId::from_bytes([e % 8; 16]);
-    let transfer = || Transfer { id, primary: key(a), from: key(b), to: key(c), amount: amount(d, e), reference: String::new() };
+    let transfer = || Transfer {
+        id,
+        primary: key(a),
+        from: key(b),
+        to: key(c),
+        amount: amount(d, e),
+        reference: String::new(),
+    };
     Some(match op % 14 {
-        0 => Command::OpenPrimary(OpenPrimary { key: key(a), name: String::new(), currency: Currency::EUR, credit_line: amount(b, c).negate().min(Amount::ZERO), secret: secret(d) }),
-        1 => Command::CreateSubaccount(CreateSubaccount { primary: key(a), key: key(b), name: "s".into(), use_primary_account_balance: c % 2 == 0, secret: secret(d) }),
-        2 => Command::UpdateSubaccount(UpdateSubaccount { primary: key(a), subaccount: key(b), name: (c % 5 == 0).then(|| "\u{7}".repeat(usize::from(d % 3))), suspended: (c % 3 != 0).then_some(c % 3 == 1), use_primary_account_balance: (d % 3 != 0).then_some(d % 3 == 1) }),
-        3 => Command::CloseSubaccount(CloseSubaccount { primary: key(a), subaccount: key(b) }),
-        4 => Command::SetSuspended(SetSuspended { account: key(a), suspended: b % 2 == 0 }),
+        0 => Command::OpenPrimary(OpenPrimary {
+            key: key(a),
+            name: String::new(),
+            currency: Currency::EUR,
+            credit_line: amount(b, c).negate().min(Amount::ZERO),
+            secret: secret(d),
+        }),
+        1 => Command::CreateSubaccount(CreateSubaccount {
+            primary: key(a),
+            key: key(b),
+            name: "s".into(),
+            use_primary_account_balance: c % 2 == 0,
+            secret: secret(d),
+        }),
+        2 => Command::UpdateSubaccount(UpdateSubaccount {
+            primary: key(a),
+            subaccount: key(b),
+            name: (c % 5 == 0).then(|| "\u{7}".repeat(usize::from(d % 3))),
+            suspended: (c % 3 != 0).then_some(c % 3 == 1),
+            use_primary_account_balance: (d % 3 != 0).then_some(d % 3 == 1),
+        }),
+        3 => Command::CloseSubaccount(CloseSubaccount {
+            primary: key(a),
+            subaccount: key(b),
+        }),
+        4 => Command::SetSuspended(SetSuspended {
+            account: key(a),
+            suspended: b % 2 == 0,
+        }),
         5 | 6 => Command::TransferBalance(transfer()),
         7 => Command::TransferCredit(transfer()),
-        8 => Command::Charge(Charge { id, account: key(a), amount: amount(b, c), reference: String::new() }),
-        9 => Command::TopUp(TopUp { id, primary: key(a), amount: amount(b, c), reference: String::new() }),
-        10 => Command::SetCreditLine(SetCreditLine { primary: key(a), credit_line: amount(b, c) }),
-        11 => Command::SetLowBalanceThreshold(SetLowBalanceThreshold { account: key(a), threshold: (b % 4 != 0).then(|| amount(c, d)) }),
-        12 if d % 2 == 0 => Command::CreateSecret(CreateSecret { account: key(a), secret: secret(b) }),
-        12 => Command::RevokeSecret(RevokeSecret { account: key(a), secret: secret(b).id }),
+        8 => Command::Charge(Charge {
+            id,
+            account: key(a),
+            amount: amount(b, c),
+            reference: String::new(),
+        }),
+        9 => Command::TopUp(TopUp {
+            id,
+            primary: key(a),
+            amount: amount(b, c),
+            reference: String::new(),
+        }),
+        10 => Command::SetCreditLine(SetCreditLine {
+            primary: key(a),
+            credit_line: amount(b, c),
+        }),
+        11 => Command::SetLowBalanceThreshold(SetLowBalanceThreshold {
+            account: key(a),
+            threshold: (b % 4 != 0).then(|| amount(c, d)),
+        }),
+        12 if d % 2 == 0 => Command::CreateSecret(CreateSecret {
+            account: key(a),
+            secret: secret(b),
+        }),
+        12 => Command::RevokeSecret(RevokeSecret {
+            account: key(a),
+            secret: secret(b).id,
+        }),
         _ => return None,
     })
 }
@@ -98,11 +169,15 @@ fn command(bytes: [u8; 6]) -> Option<Command> {
 /// events): executing never panics, invariant 1 holds after every step, the family totals equal
 /// top-ups minus charges, and a rebuilt state equals the live one.
 pub fn commands(data: &[u8]) {
-    let mut state = State::new(Policy { subaccounts_per_primary_max: 2 });
+    let mut state = State::new(Policy {
+        subaccounts_per_primary_max: 2,
+    });
     let mut log: Vec<(Sequence, Timestamp, Event)> = Vec::new();
     let mut money_in: i128 = 0;
     for (step, chunk) in (0_i64..).zip(data.chunks_exact(6).take(512)) {
-        let Ok(bytes) = <[u8; 6]>::try_from(chunk) else { continue };
+        let Ok(bytes) = <[u8; 6]>::try_from(chunk) else {
+            continue;
+        };
         let Some(command) = command(bytes) else {
             let mut reopened = State::new(*state.policy());
             for (seq, at, event) in &log {
@@ -110,7 +185,11 @@ pub fn commands(data: &[u8]) {
                     .apply(*seq, *at, event)
                     .unwrap_or_else(|error| panic!("replay refused a recorded event: {error}"));
             }
-            assert_eq!(reopened.state_hash(), state.state_hash(), "reopening changed the state");
+            assert_eq!(
+                reopened.state_hash(),
+                state.state_hash(),
+                "reopening changed the state"
+            );
             state = reopened;
             continue;
         };
@@ -129,7 +208,10 @@ pub fn commands(data: &[u8]) {
                 }
             }
         }
-        assert!(state.check_invariants().is_ok(), "invariant 1 broken after step {step}");
+        assert!(
+            state.check_invariants().is_ok(),
+            "invariant 1 broken after step {step}"
+        );
         let balances: i128 = state
             .accounts()
             .map(|(_, account)| match account.funding {
@@ -137,7 +219,10 @@ pub fn commands(data: &[u8]) {
                 Funding::Shared => 0,
             })
             .sum();
-        assert_eq!(balances, money_in, "balances no longer add up to top-ups minus charges");
+        assert_eq!(
+            balances, money_in,
+            "balances no longer add up to top-ups minus charges"
+        );
     }
 }
 
@@ -158,61 +243,144 @@ fn http_fixture() -> &'static Http {
         let ledger = subledger_engine::Ledger::in_memory(subledger_engine::Config::default())
             .unwrap_or_else(|error| panic!("ledger: {error}"));
         let config = subledger_server::ServerConfig {
-            hash_cost: subledger_server::auth::HashCost { memory_kib: 8, passes: 1 },
+            hash_cost: subledger_server::auth::HashCost {
+                memory_kib: 8,
+                passes: 1,
+            },
             ..subledger_server::ServerConfig::new("fuzz-admin".into())
         };
         let state = subledger_server::AppState::new(Arc::new(ledger), config);
-        let created = runtime.block_on(send(&state, "POST", "/admin/primaries", Some("Bearer fuzz-admin"), br#"{"secret":"Fuzz1Secret"}"#.to_vec()));
+        let created = runtime.block_on(send(
+            &state,
+            "POST",
+            "/admin/primaries",
+            Some("Bearer fuzz-admin"),
+            br#"{"secret":"Fuzz1Secret"}"#.to_vec(),
+        ));
         let primary: serde_json::Value = serde_json::from_slice(&created.1).unwrap_or_default();
         let key = primary["api_key"].as_str().unwrap_or_default().to_string();
-        let token = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, format!("{key}:Fuzz1Secret"));
+        let token = base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("{key}:Fuzz1Secret"),
+        );
         let authorization = format!("Basic {token}");
-        runtime.block_on(send(&state, "POST", &format!("/admin/accounts/{key}/top-ups"), Some("Bearer fuzz-admin"), br#"{"amount":100}"#.to_vec()));
-        Http { runtime, state, authorization }
+        runtime.block_on(send(
+            &state,
+            "POST",
+            &format!("/admin/accounts/{key}/top-ups"),
+            Some("Bearer fuzz-admin"),
+            br#"{"amount":100}"#.to_vec(),
+        ));
+        Http {
+            runtime,
+            state,
+            authorization,
+        }
     })
 }
 
-async fn send(state: &Arc<subledger_server::AppState>, method: &str, path: &str, authorization: Option<&str>, body: Vec<u8>) -> (u16, Vec<u8>) {
+async fn send(
+    state: &Arc<subledger_server::AppState>,
+    method: &str,
+    path: &str,
+    authorization: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
     use tower::ServiceExt;
     let mut request = axum::http::Request::builder().method(method).uri(path);
     if let Some(value) = authorization {
         request = request.header("authorization", value);
     }
-    let Ok(request) = request.header("content-type", "application/json").body(axum::body::Body::from(body)) else {
+    let Ok(request) = request
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+    else {
         return (400, Vec::new());
     };
-    let Ok(response) = subledger_server::app(Arc::clone(state)).oneshot(request).await;
+    let Ok(response) = subledger_server::app(Arc::clone(state))
+        .oneshot(request)
+        .await;
     let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 22)
+        .await
+        .unwrap_or_default();
     (status, bytes.to_vec())
 }
 
 /// HTTP request bodies and query strings through the real routing, parsing and validation:
 /// never a 5xx other than 503, never a panic, and a refused request changes no balance.
 pub fn http(data: &[u8]) {
-    let Some((&selector, rest)) = data.split_first() else { return };
+    let Some((&selector, rest)) = data.split_first() else {
+        return;
+    };
     let fixture = http_fixture();
-    let primary = fixture
-        .state
-        .ledger
-        .read(|views| views.state().accounts().next().map(|(_, account)| account.key));
+    let primary = fixture.state.ledger.read(|views| {
+        views
+            .state()
+            .accounts()
+            .next()
+            .map(|(_, account)| account.key)
+    });
     let Some(primary) = primary else { return };
     let query = String::from_utf8_lossy(rest).replace(['#', ' ', '\r', '\n'], "");
     let (method, path, body) = match selector % 8 {
-        0 => ("POST", format!("/accounts/{primary}/balance-transfers"), rest.to_vec()),
-        1 => ("POST", format!("/accounts/{primary}/credit-transfers"), rest.to_vec()),
-        2 => ("POST", format!("/accounts/{primary}/subaccounts"), rest.to_vec()),
-        3 => ("POST", format!("/accounts/{primary}/secrets"), rest.to_vec()),
-        4 => ("POST", format!("/accounts/{primary}/batch-transfers"), rest.to_vec()),
-        5 => ("GET", format!("/accounts/{primary}/balance-transfers?{query}"), Vec::new()),
-        6 => ("GET", format!("/accounts/{primary}/statement?{query}"), Vec::new()),
-        _ => ("PATCH", format!("/accounts/{primary}/subaccounts/{}", query.chars().take(8).collect::<String>()), rest.to_vec()),
+        0 => (
+            "POST",
+            format!("/accounts/{primary}/balance-transfers"),
+            rest.to_vec(),
+        ),
+        1 => (
+            "POST",
+            format!("/accounts/{primary}/credit-transfers"),
+            rest.to_vec(),
+        ),
+        2 => (
+            "POST",
+            format!("/accounts/{primary}/subaccounts"),
+            rest.to_vec(),
+        ),
+        3 => (
+            "POST",
+            format!("/accounts/{primary}/secrets"),
+            rest.to_vec(),
+        ),
+        4 => (
+            "POST",
+            format!("/accounts/{primary}/batch-transfers"),
+            rest.to_vec(),
+        ),
+        5 => (
+            "GET",
+            format!("/accounts/{primary}/balance-transfers?{query}"),
+            Vec::new(),
+        ),
+        6 => (
+            "GET",
+            format!("/accounts/{primary}/statement?{query}"),
+            Vec::new(),
+        ),
+        _ => (
+            "PATCH",
+            format!(
+                "/accounts/{primary}/subaccounts/{}",
+                query.chars().take(8).collect::<String>()
+            ),
+            rest.to_vec(),
+        ),
     };
     let before = fixture.state.ledger.read(|views| views.views_hash());
-    let (status, answer) = fixture
-        .runtime
-        .block_on(send(&fixture.state, method, &path, Some(&fixture.authorization), body));
-    assert!(status < 500 || status == 503, "{method} {path} answered {status}: {}", String::from_utf8_lossy(&answer));
+    let (status, answer) = fixture.runtime.block_on(send(
+        &fixture.state,
+        method,
+        &path,
+        Some(&fixture.authorization),
+        body,
+    ));
+    assert!(
+        status < 500 || status == 503,
+        "{method} {path} answered {status}: {}",
+        String::from_utf8_lossy(&answer)
+    );
     if status >= 400 {
         let after = fixture.state.ledger.read(|views| views.views_hash());
         assert_eq!(before, after, "a refused request changed the ledger");
