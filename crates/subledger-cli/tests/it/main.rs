@@ -2,5 +2,6 @@
 //! End-to-end tests of the `subledger` binary.
 
 mod audit;
+mod security;
 mod serve;
 mod support;
