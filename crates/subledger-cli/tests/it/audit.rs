@@ -332,3 +332,16 @@ fn snapshot_writes_one_that_verify_then_checks() {
     assert_eq!(code, 0);
     assert_eq!(report["snapshots_checked"], 2);
 }
+
+#[test]
+fn a_newer_format_version_is_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    generate(dir.path());
+    edit_raw(dir.path(), "meta", |tree| {
+        tree.insert(b"format", &99_u16.to_le_bytes()).unwrap();
+    });
+    let output = run(&["verify", "--data", &dir.path().display().to_string()]);
+    assert_eq!(output.status.code(), Some(2));
+    let error = String::from_utf8(output.stderr).unwrap();
+    assert!(error.contains("format version 99 is newer"), "{error}");
+}
