@@ -25,9 +25,9 @@ use crate::json::{
 };
 use crate::problem::Problem;
 use crate::routes::{
-    as_primary, command_id, json_response, link, money, path_key, percent_decode, primary_json,
-    query_problem, secret_owner, subaccount_json, submit_ok, transfer_json, transfer_query, Access,
-    Answer, Endpoint, Shared,
+    as_primary, batch_problem, command_id, json_response, link, money, path_key, percent_decode,
+    primary_json, query_problem, secret_owner, subaccount_json, submit_ok, transfer_json,
+    transfer_query, Access, Answer, Endpoint, Shared,
 };
 use crate::AppState;
 
@@ -547,17 +547,7 @@ async fn batch_transfers(
                     };
                     json!({ "status": 200, "transfer": transfer_json(*kind, &snapshot) })
                 }
-                Err(rejection) => {
-                    let problem = Problem::from_rejection(rejection, false);
-                    json!({
-                        "status": problem.status.as_u16(),
-                        "problem": {
-                            "type": format!("{}#{}", state.config.problem_type_base, problem.code),
-                            "title": problem.title,
-                            "detail": problem.detail,
-                        },
-                    })
-                }
+                Err(rejection) => batch_problem(&state, rejection),
             }
         })
         .collect();
@@ -681,17 +671,7 @@ async fn admin_batch_charges(State(state): Shared, headers: HeaderMap, body: Bod
                         "created_at": format_rfc3339_millis(receipt.at),
                     },
                 }),
-                Err(rejection) => {
-                    let problem = Problem::from_rejection(rejection, false);
-                    json!({
-                        "status": problem.status.as_u16(),
-                        "problem": {
-                            "type": format!("{}#{}", state.config.problem_type_base, problem.code),
-                            "title": problem.title,
-                            "detail": problem.detail,
-                        },
-                    })
-                }
+                Err(rejection) => batch_problem(&state, rejection),
             }
         })
         .collect();

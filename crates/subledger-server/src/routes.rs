@@ -296,6 +296,42 @@ pub(crate) async fn submit_ok(
         .map_err(|rejection| Problem::from_rejection(&rejection, secrets))
 }
 
+/// Submits a command that creates an account under a freshly generated api key (and a new
+/// secret id), generating another key if the rules say it is taken. Returns the key used.
+async fn submit_with_fresh_key(
+    state: &AppState,
+    hash: &subledger_core::SecretHash,
+    command: impl Fn(ApiKey, NewSecret) -> Command,
+) -> Result<ApiKey, Problem> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let key = state.ledger.new_api_key();
+        let secret = NewSecret {
+            id: state.ledger.new_secret_id(),
+            hash: hash.clone(),
+        };
+        match submit(state, command(key, secret)).await? {
+            Ok(_) => return Ok(key),
+            Err(subledger_core::Rejection::KeyTaken { .. }) if attempt < KEY_ATTEMPTS_MAX => {}
+            Err(rejection) => return Err(Problem::from_rejection(&rejection, false)),
+        }
+    }
+}
+
+/// A batch item's rejection, as the `problem` of its result.
+pub(crate) fn batch_problem(state: &AppState, rejection: &subledger_core::Rejection) -> Value {
+    let problem = Problem::from_rejection(rejection, false);
+    json!({
+        "status": problem.status.as_u16(),
+        "problem": {
+            "type": format!("{}#{}", state.config.problem_type_base, problem.code),
+            "title": problem.title,
+            "detail": problem.detail,
+        },
+    })
+}
+
 pub(crate) fn json_response(status: StatusCode, value: &Value) -> Response {
     (status, Json(value)).into_response()
 }
@@ -421,28 +457,16 @@ async fn create_subaccount(
     fields.finish(false)?;
     let plaintext = secret.unwrap_or_else(generate_secret);
     let hash = state.auth.hash_secret(plaintext.clone()).await?;
-    let mut attempt = 0;
-    let sub = loop {
-        attempt += 1;
-        let sub = state.ledger.new_api_key();
-        let command = Command::CreateSubaccount(CreateSubaccount {
+    let sub = submit_with_fresh_key(&state, &hash, |sub, secret| {
+        Command::CreateSubaccount(CreateSubaccount {
             primary: key,
             key: sub,
             name: name.clone().unwrap_or_default(),
             use_primary_account_balance: shared,
-            secret: NewSecret {
-                id: state.ledger.new_secret_id(),
-                hash: hash.clone(),
-            },
-        });
-        match submit(&state, command).await? {
-            Ok(_) => break sub,
-            Err(subledger_core::Rejection::KeyTaken { .. }) if attempt < KEY_ATTEMPTS_MAX => {
-                continue
-            }
-            Err(rejection) => return Err(Problem::from_rejection(&rejection, false)),
-        }
-    };
+            secret,
+        })
+    })
+    .await?;
     let account = state
         .ledger
         .read(|views| views.account(&sub))
@@ -998,28 +1022,16 @@ async fn admin_open_primary(State(state): Shared, headers: HeaderMap, body: Body
     fields.finish(false)?;
     let plaintext = secret.unwrap_or_else(generate_secret);
     let hash = state.auth.hash_secret(plaintext.clone()).await?;
-    let mut attempt = 0;
-    let key = loop {
-        attempt += 1;
-        let key = state.ledger.new_api_key();
-        let command = Command::OpenPrimary(OpenPrimary {
+    let key = submit_with_fresh_key(&state, &hash, |key, secret| {
+        Command::OpenPrimary(OpenPrimary {
             key,
             name: name.clone(),
             currency,
             credit_line,
-            secret: NewSecret {
-                id: state.ledger.new_secret_id(),
-                hash: hash.clone(),
-            },
-        });
-        match submit(&state, command).await? {
-            Ok(_) => break key,
-            Err(subledger_core::Rejection::KeyTaken { .. }) if attempt < KEY_ATTEMPTS_MAX => {
-                continue
-            }
-            Err(rejection) => return Err(Problem::from_rejection(&rejection, false)),
-        }
-    };
+            secret,
+        })
+    })
+    .await?;
     let account = state
         .ledger
         .read(|views| views.account(&key))
