@@ -117,40 +117,44 @@ pub enum AsOf {
     At(Timestamp),
 }
 
-/// The entries one event adds: (account, kind, counterparty).
-pub(crate) fn touched(event: &Event) -> Vec<(AccountId, EntryKind, Option<AccountId>)> {
+/// One entry an event adds: (account, kind, counterparty).
+pub(crate) type Touch = (AccountId, EntryKind, Option<AccountId>);
+
+/// The entries one event adds (at most two; no allocation: this runs for every event).
+pub(crate) fn touched(event: &Event) -> [Option<Touch>; 2] {
+    let one = |touch: Touch| [Some(touch), None];
     match *event {
         Event::PrimaryOpened { account, .. } | Event::SubaccountCreated { account, .. } => {
-            vec![(account, EntryKind::Opened, None)]
+            one((account, EntryKind::Opened, None))
         }
-        Event::AccountSuspended { account } => vec![(account, EntryKind::Suspended, None)],
-        Event::AccountReactivated { account } => vec![(account, EntryKind::Reactivated, None)],
-        Event::SubaccountClosed { account } => vec![(account, EntryKind::Closed, None)],
+        Event::AccountSuspended { account } => one((account, EntryKind::Suspended, None)),
+        Event::AccountReactivated { account } => one((account, EntryKind::Reactivated, None)),
+        Event::SubaccountClosed { account } => one((account, EntryKind::Closed, None)),
         Event::SubaccountSwitchedToOwnBalance { account } => {
-            vec![(account, EntryKind::SwitchedToOwnBalance, None)]
+            one((account, EntryKind::SwitchedToOwnBalance, None))
         }
-        Event::BalanceTransferred { source, target, .. } => vec![
-            (source, EntryKind::TransferOut, Some(target)),
-            (target, EntryKind::TransferIn, Some(source)),
+        Event::BalanceTransferred { source, target, .. } => [
+            Some((source, EntryKind::TransferOut, Some(target))),
+            Some((target, EntryKind::TransferIn, Some(source))),
         ],
-        Event::CreditTransferred { source, target, .. } => vec![
-            (source, EntryKind::CreditOut, Some(target)),
-            (target, EntryKind::CreditIn, Some(source)),
+        Event::CreditTransferred { source, target, .. } => [
+            Some((source, EntryKind::CreditOut, Some(target))),
+            Some((target, EntryKind::CreditIn, Some(source))),
         ],
         Event::Charged { account, payer, .. } if account == payer => {
-            vec![(account, EntryKind::Charge, None)]
+            one((account, EntryKind::Charge, None))
         }
-        Event::Charged { account, payer, .. } => vec![
-            (account, EntryKind::Charge, Some(payer)),
-            (payer, EntryKind::Charge, Some(account)),
+        Event::Charged { account, payer, .. } => [
+            Some((account, EntryKind::Charge, Some(payer))),
+            Some((payer, EntryKind::Charge, Some(account))),
         ],
-        Event::ToppedUp { account, .. } => vec![(account, EntryKind::TopUp, None)],
-        Event::CreditLineSet { account, .. } => vec![(account, EntryKind::CreditLine, None)],
+        Event::ToppedUp { account, .. } => one((account, EntryKind::TopUp, None)),
+        Event::CreditLineSet { account, .. } => one((account, EntryKind::CreditLine, None)),
         Event::LowBalanceThresholdSet { account, .. } => {
-            vec![(account, EntryKind::ThresholdSet, None)]
+            one((account, EntryKind::ThresholdSet, None))
         }
-        Event::LowBalanceAlert { account, .. } => vec![(account, EntryKind::LowBalanceAlert, None)],
-        _ => Vec::new(),
+        Event::LowBalanceAlert { account, .. } => one((account, EntryKind::LowBalanceAlert, None)),
+        _ => [None, None],
     }
 }
 

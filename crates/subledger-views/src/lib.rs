@@ -429,7 +429,7 @@ impl Views {
         if self.accounts.len() < count {
             self.accounts.resize_with(count, AccountHistory::default);
         }
-        for (id, kind, counterparty) in accounts::touched(event) {
+        for (id, kind, counterparty) in accounts::touched(event).into_iter().flatten() {
             let entry = accounts::entry_after(&self.state, seq, at, id, kind, counterparty);
             if let (Some(entry), Some(history)) = (entry, self.accounts.get_mut(id.index())) {
                 history.entries.push(entry);
