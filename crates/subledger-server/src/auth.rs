@@ -8,6 +8,7 @@
 //! secret id is still active in the read views, so a revoked secret stops working at once.
 //! Failed attempts are counted per api key and refused for a while past a limit.
 
+use std::net::IpAddr;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -59,7 +60,9 @@ pub struct Authenticator {
     cost: HashCost,
     digest_key: [u8; 32],
     verified: Mutex<FxHashMap<(ApiKey, [u8; 32]), SecretId>>,
-    failures: Mutex<FxHashMap<ApiKey, (u32, Instant)>>,
+    /// Failed attempts per (api key, client address): a key's owner is not locked out by
+    /// someone else failing from elsewhere.
+    failures: Mutex<FxHashMap<(ApiKey, Option<IpAddr>), (u32, Instant)>>,
     admin_digest: blake3::Hash,
 }
 
@@ -119,7 +122,8 @@ impl Authenticator {
         headers: &HeaderMap,
     ) -> Result<Principal, Problem> {
         let (key, secret) = basic(headers).ok_or_else(Problem::unauthorized)?;
-        self.check_rate(key)?;
+        let peer = peer_address(headers);
+        self.check_rate(key, peer)?;
         let found = ledger.read(|views| {
             let account = views.account(&key)?;
             if account.suspended || account.closed {
@@ -139,7 +143,7 @@ impl Authenticator {
             Some((account.primary, secrets))
         });
         let Some((primary, secrets)) = found else {
-            self.failed(key);
+            self.failed(key, peer);
             return Err(Problem::unauthorized());
         };
         let digest = *blake3::keyed_hash(&self.digest_key, secret.as_bytes()).as_bytes();
@@ -175,17 +179,17 @@ impl Authenticator {
                 Ok(Principal { key, primary })
             }
             None => {
-                self.failed(key);
+                self.failed(key, peer);
                 Err(Problem::unauthorized())
             }
         }
     }
 
-    fn check_rate(&self, key: ApiKey) -> Result<(), Problem> {
+    fn check_rate(&self, key: ApiKey, peer: Option<IpAddr>) -> Result<(), Problem> {
         let Ok(failures) = self.failures.lock() else {
             return Ok(());
         };
-        match failures.get(&key) {
+        match failures.get(&(key, peer)) {
             Some((count, since))
                 if *count >= AUTH_FAILURES_MAX
                     && since.elapsed() < Duration::from_secs(AUTH_FAILURE_WINDOW_SECONDS) =>
@@ -201,18 +205,26 @@ impl Authenticator {
         }
     }
 
-    fn failed(&self, key: ApiKey) {
+    fn failed(&self, key: ApiKey, peer: Option<IpAddr>) {
         if let Ok(mut failures) = self.failures.lock() {
             if failures.len() >= CREDENTIAL_CACHE_ENTRIES_MAX {
                 failures.clear();
             }
-            let entry = failures.entry(key).or_insert((0, Instant::now()));
+            let entry = failures.entry((key, peer)).or_insert((0, Instant::now()));
             if entry.1.elapsed() >= Duration::from_secs(AUTH_FAILURE_WINDOW_SECONDS) {
                 *entry = (0, Instant::now());
             }
             entry.0 += 1;
         }
     }
+}
+
+/// The header through which the server passes the client's address to authentication. Any
+/// such header a client sends is removed before the server sets it (see `lib.rs`).
+pub(crate) const PEER_HEADER: &str = "x-subledger-peer";
+
+fn peer_address(headers: &HeaderMap) -> Option<IpAddr> {
+    headers.get(PEER_HEADER)?.to_str().ok()?.parse().ok()
 }
 
 /// `Authorization: Basic base64(api_key:secret)`.

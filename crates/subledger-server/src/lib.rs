@@ -95,6 +95,46 @@ impl AppState {
     }
 }
 
+/// The client's address, for any of our listeners.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer(pub std::net::SocketAddr);
+
+type PlainListener = limit::LimitedListener<tokio::net::TcpListener>;
+type SecureListener = limit::LimitedListener<tls::TlsListener>;
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, PlainListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, PlainListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, SecureListener>>
+    for Peer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, SecureListener>) -> Peer {
+        Peer(*stream.remote_addr())
+    }
+}
+
+/// Puts the client's address (when the connection has one) where authentication reads it,
+/// after removing anything a client sent under that name.
+async fn tag_peer(mut request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|info| info.0 .0.ip());
+    let headers = request.headers_mut();
+    headers.remove(auth::PEER_HEADER);
+    if let Some(address) =
+        peer.and_then(|ip| axum::http::HeaderValue::from_str(&ip.to_string()).ok())
+    {
+        headers.insert(auth::PEER_HEADER, address);
+    }
+    next.run(request).await
+}
+
 /// Problems leave handlers as a status plus the `Problem` in the response extensions; this
 /// layer renders them with the configured type base and the request path as `instance`.
 async fn render_problems(
@@ -165,6 +205,7 @@ pub fn app(state: Arc<AppState>) -> Router {
             Arc::clone(&state),
             render_problems,
         ))
+        .layer(axum::middleware::from_fn(tag_peer))
         .layer(
             tower::ServiceBuilder::new()
                 .layer(axum::error_handling::HandleErrorLayer::new(
@@ -191,7 +232,8 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = limit::LimitedListener::new(listener, limit::CONNECTIONS_MAX);
-    axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }
@@ -207,7 +249,8 @@ pub async fn serve_tls(
         tls::TlsListener::new(listener, config)?,
         limit::CONNECTIONS_MAX,
     );
-    axum::serve(listener, app(state))
+    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -386,3 +386,58 @@ async fn shutdown_under_load_loses_no_acknowledged_transfer() {
         Some((100_000 - moved).to_string())
     );
 }
+
+/// Sends one request from a chosen loopback source address.
+async fn from_address(
+    source: &str,
+    addr: std::net::SocketAddr,
+    path: &str,
+    authorization: &str,
+) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{source}:0").parse().expect("address"))
+        .expect("bind the source");
+    let mut stream = socket.connect(addr).await.expect("connect");
+    stream
+        .write_all(request_text("GET", path, Some(authorization), &[], "").as_bytes())
+        .await
+        .expect("send");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.expect("read");
+    parse_response(&raw, path).expect("response").status
+}
+
+#[tokio::test]
+async fn failed_logins_from_one_address_do_not_lock_the_owner_out_elsewhere() {
+    let server = Server::new();
+    let primary = server.open_primary().await;
+    let running = Running::start(&server).await;
+    let wrong = primary.with_secret("Wrong9Secret").authorization();
+    let mut statuses = Vec::new();
+    for _ in 0..11 {
+        statuses
+            .push(from_address("127.0.0.2", running.addr, "/account/get-balance", &wrong).await);
+    }
+    assert_eq!(statuses[..10], [401; 10]);
+    assert_eq!(statuses[10], 429, "the attacker's address is blocked");
+    // The owner, from another address, is not.
+    let status = from_address(
+        "127.0.0.1",
+        running.addr,
+        "/account/get-balance",
+        &primary.authorization(),
+    )
+    .await;
+    assert_eq!(status, 200);
+    // A client cannot choose the address it is counted under.
+    let spoofed = server
+        .req("GET", "/account/get-balance")
+        .header("authorization", &primary.authorization())
+        .header("x-subledger-peer", "127.0.0.9")
+        .send()
+        .await;
+    assert_eq!(spoofed.status, 200);
+    running.stop().await;
+}
