@@ -47,6 +47,9 @@ impl Default for HashCost {
     }
 }
 
+/// Failed attempts counted since an instant.
+type FailureWindow = (u32, Instant);
+
 /// Who made a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Principal {
@@ -62,7 +65,7 @@ pub struct Authenticator {
     verified: Mutex<FxHashMap<(ApiKey, [u8; 32]), SecretId>>,
     /// Failed attempts per (api key, client address): a key's owner is not locked out by
     /// someone else failing from elsewhere.
-    failures: Mutex<FxHashMap<(ApiKey, Option<IpAddr>), (u32, Instant)>>,
+    failures: Mutex<FxHashMap<(ApiKey, Option<IpAddr>), FailureWindow>>,
     admin_digest: blake3::Hash,
 }
 
