@@ -15,9 +15,7 @@ use serde_json::{json, Map, Value};
 use subledger_core::{ApiKey, Command, Sequence, SetLowBalanceThreshold, Transfer};
 use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
 use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
-use subledger_views::{
-    AsOf, PaymentKind, StatementQuery, TransferKind, TransferSnapshot, PAGE_ITEMS_MAX,
-};
+use subledger_views::{AsOf, PaymentKind, StatementQuery, TransferKind, PAGE_ITEMS_MAX};
 
 use crate::auth::Principal;
 use crate::json::{
@@ -26,8 +24,8 @@ use crate::json::{
 use crate::problem::Problem;
 use crate::routes::{
     as_primary, batch_problem, command_id, json_response, link, money, path_key, percent_decode,
-    primary_json, query_problem, secret_owner, subaccount_json, submit_ok, transfer_json,
-    transfer_query, Access, Answer, Endpoint, Shared,
+    primary_json, query_problem, secret_owner, subaccount_json, submit_ok, transfer_query, Access,
+    Answer, Endpoint, Shared,
 };
 use crate::AppState;
 
@@ -525,36 +523,107 @@ async fn batch_transfers(
         .submit_batch_async(commands.clone())
         .await
         .map_err(|error| Problem::from_engine(&error))?;
-    let results: Vec<Value> = outcomes
-        .iter()
-        .zip(commands.iter().zip(&kinds))
-        .map(|(outcome, (command, kind))| {
-            let (Command::TransferBalance(transfer) | Command::TransferCredit(transfer)) = command
-            else {
-                return json!({ "status": 500 });
-            };
-            match outcome {
-                Ok(receipt) => {
-                    let snapshot = TransferSnapshot {
-                        id: transfer.id,
-                        seq: receipt.first,
-                        at: receipt.at,
-                        from: transfer.from,
-                        to: transfer.to,
-                        amount: transfer.amount,
-                        reference: transfer.reference.clone(),
-                        primary: key,
-                    };
-                    json!({ "status": 200, "transfer": transfer_json(*kind, &snapshot) })
+    // Typed rows rather than `serde_json::Value`: a batch answers hundreds of transfers, and
+    // building and dropping a map per transfer dominated the endpoint's profile. Fields are
+    // declared in the order `Value` would sort them, so the bytes match the single endpoints.
+    let collection = |kind: &TransferKind| match kind {
+        TransferKind::Balance => "balance-transfers",
+        TransferKind::Credit => "credit-transfers",
+    };
+    let mut results = Vec::with_capacity(outcomes.len());
+    for (outcome, (command, kind)) in outcomes.iter().zip(commands.iter().zip(&kinds)) {
+        let (Command::TransferBalance(transfer) | Command::TransferCredit(transfer)) = command
+        else {
+            continue;
+        };
+        results.push(match outcome {
+            Ok(receipt) => BatchResult {
+                problem: None,
+                status: 200,
+                transfer: Some(TransferRow {
+                    links: SelfLink {
+                        self_link: Href {
+                            href: format!("/accounts/{key}/{}/{}", collection(kind), transfer.id),
+                        },
+                    },
+                    amount: amount_number(transfer.amount),
+                    created_at: format_rfc3339_millis(receipt.at),
+                    from: transfer.from.to_string(),
+                    id: transfer.id.to_string(),
+                    master_account_id: key.to_string(),
+                    reference: transfer.reference.clone(),
+                    to: transfer.to.to_string(),
+                }),
+            },
+            Err(rejection) => {
+                let problem = Problem::from_rejection(rejection, false);
+                BatchResult {
+                    problem: Some(BatchProblem {
+                        detail: problem.detail,
+                        title: problem.title,
+                        kind: format!("{}#{}", state.config.problem_type_base, problem.code),
+                    }),
+                    status: problem.status.as_u16(),
+                    transfer: None,
                 }
-                Err(rejection) => batch_problem(&state, rejection),
             }
-        })
-        .collect();
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "results": results }),
-    ))
+        });
+    }
+    Ok((StatusCode::OK, axum::Json(BatchAnswer { results })).into_response())
+}
+
+fn amount_number(amount: subledger_core::Amount) -> serde_json::Number {
+    amount
+        .to_string()
+        .parse()
+        .unwrap_or_else(|_| serde_json::Number::from(0))
+}
+
+#[derive(serde::Serialize)]
+struct BatchAnswer {
+    results: Vec<BatchResult>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    problem: Option<BatchProblem>,
+    status: u16,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transfer: Option<TransferRow>,
+}
+
+#[derive(serde::Serialize)]
+struct BatchProblem {
+    detail: String,
+    title: &'static str,
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+#[derive(serde::Serialize)]
+struct Href {
+    href: String,
+}
+
+#[derive(serde::Serialize)]
+struct SelfLink {
+    #[serde(rename = "self")]
+    self_link: Href,
+}
+
+#[derive(serde::Serialize)]
+struct TransferRow {
+    #[serde(rename = "_links")]
+    links: SelfLink,
+    amount: serde_json::Number,
+    created_at: String,
+    from: String,
+    id: String,
+    #[serde(rename = "masterAccountId")]
+    master_account_id: String,
+    reference: String,
+    to: String,
 }
 
 /// `PUT /admin/accounts/{key}/low-balance-threshold` `{"threshold": number | null}`.

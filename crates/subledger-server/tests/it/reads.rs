@@ -176,6 +176,15 @@ async fn a_batch_of_transfers_gets_one_outcome_each() {
         "Transfer amount is invalid"
     );
     assert_eq!(server.balance(&sub.key).as_deref(), Some("3.5"));
+    // A batch item has exactly the shape of a single transfer's answer.
+    let single = server
+        .balance_transfer(&primary, &primary, &sub, "0.01")
+        .await
+        .ok(200);
+    let item = &answer["results"][0]["transfer"];
+    assert_eq!(keys(item), keys(&single));
+    assert_eq!(num(&item["amount"]), "4");
+    assert_timestamp(&item["created_at"]);
     let invalid = server
         .post(
             &path,
