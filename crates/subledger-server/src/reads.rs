@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use subledger_core::{ApiKey, Command, Sequence, SetLowBalanceThreshold, Transfer};
 use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
 use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
@@ -23,9 +23,9 @@ use crate::json::{
 };
 use crate::problem::Problem;
 use crate::routes::{
-    as_primary, batch_problem, command_id, json_response, link, money, path_key, percent_decode,
-    primary_json, query_problem, secret_owner, subaccount_json, submit_ok, transfer_query, Access,
-    Answer, Endpoint, Shared,
+    as_primary, batch_problem, command_id, json_response, link, money, paged, path_key,
+    percent_decode, primary_json, query_problem, secret_owner, subaccount_json, submit_ok,
+    transfer_query, Access, Answer, Endpoint, Shared,
 };
 use crate::AppState;
 
@@ -220,18 +220,7 @@ async fn statement(
         })
         .collect();
     let base = format!("/accounts/{account}/statement");
-    let mut links = Map::new();
-    links.insert("self".into(), json!({ "href": base }));
-    if let Some(next) = page.next {
-        links.insert(
-            "next".into(),
-            json!({ "href": format!("{base}?cursor={}", next.0) }),
-        );
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "_links": links, "_embedded": { "entries": entries } }),
-    ))
+    Ok(paged(&base, raw.as_deref(), "entries", entries, page.next))
 }
 
 async fn list_payments(
@@ -268,18 +257,7 @@ async fn list_payments(
         })
         .collect();
     let base = format!("/accounts/{key}/{collection}");
-    let mut links = Map::new();
-    links.insert("self".into(), json!({ "href": base }));
-    if let Some(next) = page.next {
-        links.insert(
-            "next".into(),
-            json!({ "href": format!("{base}?cursor={}", next.0) }),
-        );
-    }
-    Ok(json_response(
-        StatusCode::OK,
-        &json!({ "_links": links, "_embedded": { embedded: items } }),
-    ))
+    Ok(paged(&base, raw, embedded, items, page.next))
 }
 
 async fn list_charges(

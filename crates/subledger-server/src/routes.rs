@@ -661,11 +661,22 @@ async fn list_transfers(
         .iter()
         .map(|item| transfer_json(kind, item))
         .collect();
-    let mut links = Map::new();
     let base = format!("/accounts/{key}/{collection}");
+    Ok(paged(&base, raw, embedded, items, page.next))
+}
+
+/// One page of a list: `_links.self`, `_links.next` (the same query one page further, when there
+/// is one) and the items under `_embedded.<embedded>`.
+pub(crate) fn paged(
+    base: &str,
+    raw: Option<&str>,
+    embedded: &str,
+    items: Vec<Value>,
+    next: Option<subledger_core::Sequence>,
+) -> Response {
+    let mut links = Map::new();
     links.insert("self".into(), json!({ "href": base }));
-    if let Some(next) = page.next {
-        // The same query, one page further.
+    if let Some(next) = next {
         let kept: Vec<&str> = raw
             .unwrap_or_default()
             .split('&')
@@ -680,10 +691,10 @@ async fn list_transfers(
             json!({ "href": format!("{base}?{query}cursor={}", next.0) }),
         );
     }
-    Ok(json_response(
+    json_response(
         StatusCode::OK,
         &json!({ "_links": links, "_embedded": { embedded: items } }),
-    ))
+    )
 }
 
 /// A report query's error, naming the parameter at fault.
