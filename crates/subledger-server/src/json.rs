@@ -28,36 +28,36 @@ pub async fn read_object(body: Body, secrets: bool) -> Result<Map<String, Value>
 /// [`read_object`] with another size limit.
 pub async fn read_object_limited(
     body: Body,
-    secrets: bool,
+    _secrets: bool,
     bytes_max: usize,
 ) -> Result<Map<String, Value>, Problem> {
-    let bytes = axum::body::to_bytes(body, bytes_max).await.map_err(|_| {
+    parse_object(&read_bytes(body, bytes_max).await?)
+}
+
+/// The body's bytes, at most `bytes_max` (`413` beyond).
+pub async fn read_bytes(body: Body, bytes_max: usize) -> Result<axum::body::Bytes, Problem> {
+    axum::body::to_bytes(body, bytes_max).await.map_err(|_| {
         Problem::new(
             axum::http::StatusCode::PAYLOAD_TOO_LARGE,
             "payload-too-large",
             "Payload Too Large",
             format!("request bodies are limited to {bytes_max} bytes"),
         )
-    })?;
+    })
+}
+
+/// A JSON object from request bytes (empty: an empty object). Malformed JSON is `400`.
+pub fn parse_object(bytes: &[u8]) -> Result<Map<String, Value>, Problem> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Ok(Map::new());
     }
-    if depth(&bytes) > JSON_DEPTH_MAX {
+    if depth(bytes) > JSON_DEPTH_MAX {
         return Err(Problem::bad_request(format!(
             "JSON nested deeper than {JSON_DEPTH_MAX} levels"
         )));
     }
-    let value: Value = serde_json::from_slice(&bytes).map_err(|error| {
-        let problem = Problem::bad_request(format!("malformed JSON: {error}"));
-        if secrets {
-            problem
-        } else {
-            Problem {
-                status: axum::http::StatusCode::BAD_REQUEST,
-                ..problem
-            }
-        }
-    })?;
+    let value: Value = serde_json::from_slice(bytes)
+        .map_err(|error| Problem::bad_request(format!("malformed JSON: {error}")))?;
     match value {
         Value::Object(map) => Ok(map),
         _ => Err(Problem::bad_request("the body must be a JSON object")),

@@ -11,7 +11,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::IntoResponse;
 use axum::routing::{get, post, put};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 use subledger_core::{ApiKey, Command, Sequence, SetLowBalanceThreshold, Transfer};
 use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
 use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
@@ -19,7 +19,8 @@ use subledger_views::{AsOf, PaymentKind, StatementQuery, TransferKind, PAGE_ITEM
 
 use crate::auth::Principal;
 use crate::json::{
-    number, raw_number, read_object, read_object_limited, Fields, BATCH_BODY_BYTES_MAX,
+    number, parse_object, raw_number, read_bytes, read_object, read_object_limited, Fields,
+    BATCH_BODY_BYTES_MAX,
 };
 use crate::problem::Problem;
 use crate::routes::{
@@ -418,9 +419,90 @@ async fn batch_transfers(
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
-    let body = read_object_limited(body, false, BATCH_BODY_BYTES_MAX).await?;
+    let bytes = read_bytes(body, BATCH_BODY_BYTES_MAX).await?;
+    let (commands, kinds) = match fast_batch(&bytes, &headers, key) {
+        Some(parsed) => parsed?,
+        None => slow_batch(&parse_object(&bytes)?, &headers, key)?,
+    };
+    answer_batch(&state, key, commands, kinds).await
+}
+
+/// A parsed batch: the commands and each one's kind.
+type ParsedBatch = (Vec<Command>, Vec<TransferKind>);
+
+/// The common case, parsed straight into typed rows (no `serde_json::Value` per transfer):
+/// `None` when anything is off, so that [`slow_batch`] can name every bad field.
+fn fast_batch(
+    bytes: &[u8],
+    headers: &HeaderMap,
+    key: ApiKey,
+) -> Option<Result<ParsedBatch, Problem>> {
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Request<'a> {
+        #[serde(borrow)]
+        transfers: Vec<Item<'a>>,
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Item<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        from: &'a str,
+        to: &'a str,
+        amount: serde_json::Number,
+        #[serde(default)]
+        reference: Option<String>,
+    }
+    if bytes.len() > BATCH_BODY_BYTES_MAX {
+        return None;
+    }
+    let request: Request<'_> = serde_json::from_slice(bytes).ok()?;
+    if request.transfers.is_empty() || request.transfers.len() > BATCH_TRANSFERS_MAX {
+        return None;
+    }
+    let mut commands = Vec::with_capacity(request.transfers.len());
+    let mut kinds = Vec::with_capacity(request.transfers.len());
+    for (index, item) in request.transfers.into_iter().enumerate() {
+        let kind = match item.kind {
+            "balance" => TransferKind::Balance,
+            "credit" => TransferKind::Credit,
+            _ => return None,
+        };
+        let amount = item.amount.to_string().parse().ok()?;
+        let reference = item.reference.unwrap_or_default();
+        if subledger_core::validate_reference(&reference).is_err() {
+            return None;
+        }
+        let id = match command_id(headers, key, &format!("batch-transfer {index}")) {
+            Ok(id) => id,
+            Err(problem) => return Some(Err(problem)),
+        };
+        let transfer = Transfer {
+            id,
+            primary: key,
+            from: item.from.parse().ok()?,
+            to: item.to.parse().ok()?,
+            amount,
+            reference,
+        };
+        kinds.push(kind);
+        commands.push(match kind {
+            TransferKind::Balance => Command::TransferBalance(transfer),
+            TransferKind::Credit => Command::TransferCredit(transfer),
+        });
+    }
+    Some(Ok((commands, kinds)))
+}
+
+/// Field-by-field parsing of a batch, naming every bad field.
+fn slow_batch(
+    body: &Map<String, Value>,
+    headers: &HeaderMap,
+    key: ApiKey,
+) -> Result<ParsedBatch, Problem> {
     let mut fields = Fields::default();
-    fields.only(&body, &["transfers"]);
+    fields.only(body, &["transfers"]);
     let items = match body.get("transfers") {
         Some(Value::Array(items)) if !items.is_empty() && items.len() <= BATCH_TRANSFERS_MAX => {
             items.clone()
@@ -482,7 +564,7 @@ async fn batch_transfers(
         };
         let operation = format!("batch-transfer {index}");
         let transfer = Transfer {
-            id: command_id(&headers, key, &operation)?,
+            id: command_id(headers, key, &operation)?,
             primary: key,
             from,
             to,
@@ -495,6 +577,16 @@ async fn batch_transfers(
             TransferKind::Credit => Command::TransferCredit(transfer),
         });
     }
+    Ok((commands, kinds))
+}
+
+/// Submits a parsed batch and answers one outcome per transfer.
+async fn answer_batch(
+    state: &AppState,
+    key: ApiKey,
+    commands: Vec<Command>,
+    kinds: Vec<TransferKind>,
+) -> Answer {
     debug_assert!(commands.len() <= REQUEST_COMMANDS_MAX);
     let outcomes = state
         .ledger
