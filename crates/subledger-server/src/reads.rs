@@ -415,16 +415,35 @@ async fn batch_transfers(
     State(state): Shared,
     Path(primary): Path<String>,
     headers: HeaderMap,
+    RawQuery(raw): RawQuery,
     body: Body,
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
+    // `?compact=true`: each success is `{"id", "status"}` instead of the whole transfer.
+    let mut compact = false;
+    for (name, value) in params(raw.as_deref()) {
+        match (name.as_str(), value.as_str()) {
+            ("compact", "true") => compact = true,
+            ("compact", "false") => compact = false,
+            ("compact", _) => {
+                return Err(Problem::field("compact", "must be true or false", false))
+            }
+            (other, _) => {
+                return Err(Problem::field(
+                    other,
+                    "is not a recognised parameter",
+                    false,
+                ))
+            }
+        }
+    }
     let bytes = read_bytes(body, BATCH_BODY_BYTES_MAX).await?;
     let (commands, kinds) = match fast_batch(&bytes, &headers, key) {
         Some(parsed) => parsed?,
         None => slow_batch(&parse_object(&bytes)?, &headers, key)?,
     };
-    answer_batch(&state, key, commands, kinds).await
+    answer_batch(&state, key, commands, kinds, compact).await
 }
 
 /// A parsed batch: the commands and each one's kind.
@@ -586,6 +605,7 @@ async fn answer_batch(
     key: ApiKey,
     commands: Vec<Command>,
     kinds: Vec<TransferKind>,
+    compact: bool,
 ) -> Answer {
     debug_assert!(commands.len() <= REQUEST_COMMANDS_MAX);
     let outcomes = state
@@ -607,7 +627,14 @@ async fn answer_batch(
             continue;
         };
         results.push(match outcome {
+            Ok(_) if compact => BatchResult {
+                id: Some(transfer.id.to_string()),
+                problem: None,
+                status: 200,
+                transfer: None,
+            },
             Ok(receipt) => BatchResult {
+                id: None,
                 problem: None,
                 status: 200,
                 transfer: Some(TransferRow {
@@ -628,6 +655,7 @@ async fn answer_batch(
             Err(rejection) => {
                 let problem = Problem::from_rejection(rejection, false);
                 BatchResult {
+                    id: None,
                     problem: Some(BatchProblem {
                         detail: problem.detail,
                         title: problem.title,
@@ -656,6 +684,8 @@ struct BatchAnswer {
 
 #[derive(serde::Serialize)]
 struct BatchResult {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     problem: Option<BatchProblem>,
     status: u16,

@@ -185,6 +185,23 @@ async fn a_batch_of_transfers_gets_one_outcome_each() {
     assert_eq!(keys(item), keys(&single));
     assert_eq!(num(&item["amount"]), "4");
     assert_timestamp(&item["created_at"]);
+    // Compact answers: statuses and ids only.
+    let compact_body = format!(
+        r#"{{"transfers":[{{"type":"balance","from":"{p}","to":"{s}","amount":0.01}},{{"type":"balance","from":"{p}","to":"{s}","amount":1000}}]}}"#,
+        p = primary.key,
+        s = sub.key
+    );
+    let compact = server
+        .post(&format!("{path}?compact=true"), &primary, &compact_body)
+        .await
+        .ok(200);
+    assert_keys(&compact["results"][0], &["id", "status"]);
+    assert_uuid(&compact["results"][0]["id"]);
+    assert_eq!(compact["results"][1]["status"], 403);
+    server
+        .post(&format!("{path}?compact=maybe"), &primary, &compact_body)
+        .await
+        .validation(422, &["compact"]);
     let invalid = server
         .post(
             &path,
