@@ -118,6 +118,35 @@ impl Authenticator {
         }
     }
 
+    /// Authenticates a read of `target`'s data: Basic credentials as [`Self::authenticate`], or
+    /// the admin token, which reads as the owner of `target` — the operator's read-only view.
+    /// Handlers that change anything call [`Self::authenticate`], which never accepts the token.
+    pub async fn authenticate_read(
+        &self,
+        ledger: &Ledger,
+        headers: &HeaderMap,
+        target: &str,
+    ) -> Result<Principal, Problem> {
+        let bearer = headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .is_some_and(|value| value.starts_with("Bearer "));
+        if !bearer {
+            return self.authenticate(ledger, headers).await;
+        }
+        self.admin(headers)?;
+        let key: ApiKey = target
+            .parse()
+            .map_err(|_| Problem::invalid_api_key(target))?;
+        let owner = ledger
+            .read(|views| views.account(&key).map(|account| account.primary))
+            .ok_or_else(|| Problem::invalid_api_key(target))?;
+        Ok(Principal {
+            key: owner.unwrap_or(key),
+            primary: None,
+        })
+    }
+
     /// Checks Basic credentials against the account's active secrets.
     pub async fn authenticate(
         &self,

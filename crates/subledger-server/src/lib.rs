@@ -10,9 +10,11 @@
 //! into JSON, nothing more. The server knows nothing of storage: it is given a `Ledger`.
 
 pub mod auth;
+mod dashboard;
 mod idempotency;
 pub mod json;
 pub mod limit;
+pub mod monitor;
 pub mod openapi;
 pub mod problem;
 mod reads;
@@ -195,6 +197,7 @@ impl IntoResponse for Problem {
 /// The application: every route, with limits and error rendering.
 pub fn app(state: Arc<AppState>) -> Router {
     routes::router()
+        .merge(dashboard::router())
         .route_layer(axum::middleware::from_fn_with_state(
             Arc::clone(&state),
             count_requests,

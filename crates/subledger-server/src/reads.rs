@@ -102,7 +102,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
 }
 
 /// `name=value` pairs of a query string, decoded.
-fn params(raw: Option<&str>) -> Vec<(String, String)> {
+pub(crate) fn params(raw: Option<&str>) -> Vec<(String, String)> {
     raw.unwrap_or_default()
         .split('&')
         .filter(|pair| !pair.is_empty())
@@ -165,7 +165,7 @@ async fn statement(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Answer {
-    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
     let account = secret_owner(&state, principal, &key)?;
     let mut query = StatementQuery::default();
     let mut fields = Fields::default();
@@ -231,7 +231,7 @@ async fn list_payments(
     raw: Option<&str>,
     kind: PaymentKind,
 ) -> Answer {
-    let principal = state.auth.authenticate(&state.ledger, headers).await?;
+    let principal = state.auth.authenticate_read(&state.ledger, headers, primary).await?;
     let key = as_primary(principal, primary)?;
     let query = transfer_query(raw)?;
     let page = state
@@ -317,10 +317,21 @@ async fn events(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Answer {
-    let principal = state.auth.authenticate(&state.ledger, &headers).await?;
+    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
     let filter = stream_filter(&state, principal, &key)?;
+    stream(&state, filter, raw.as_deref(), &headers)
+}
+
+/// The events that `filter` selects as Server-Sent Events, from `?since=`, `Last-Event-ID` or
+/// now, then live.
+pub(crate) fn stream(
+    state: &AppState,
+    filter: Filter,
+    raw: Option<&str>,
+    headers: &HeaderMap,
+) -> Answer {
     let mut since = None;
-    for (name, value) in params(raw.as_deref()) {
+    for (name, value) in params(raw) {
         match name.as_str() {
             "since" => {
                 since = Some(

@@ -695,6 +695,59 @@ impl Views {
         Some(family_with_totals(primary, subaccounts))
     }
 
+    /// One page of primaries in creation order: those created after `after` (a primary's key
+    /// from a previous page), at most `limit` (capped at [`PAGE_ITEMS_MAX`]), and the key to
+    /// continue after when more may follow. An unknown `after` is an error.
+    ///
+    /// Scans accounts from the cursor on, so a page costs O(accounts between two primaries);
+    /// families are small next to the account table, and this is an operator's query.
+    pub fn primaries(
+        &self,
+        after: Option<&ApiKey>,
+        limit: usize,
+    ) -> Result<(Vec<FamilySnapshot>, Option<ApiKey>), QueryError> {
+        let start = match after {
+            Some(key) => {
+                let id = self
+                    .state
+                    .account_id(key)
+                    .ok_or(QueryError::UnknownAccount(*key))?;
+                id.index().saturating_add(1)
+            }
+            None => 0,
+        };
+        let limit = limit.clamp(1, PAGE_ITEMS_MAX);
+        let mut families = Vec::new();
+        let mut next = None;
+        for (_, account) in self.state.accounts().skip(start) {
+            if !account.is_primary() {
+                continue;
+            }
+            if families.len() == limit {
+                next = families
+                    .last()
+                    .map(|family: &FamilySnapshot| family.primary.key);
+                break;
+            }
+            if let Some(family) = self.family(&account.key) {
+                families.push(family);
+            }
+        }
+        Ok((families, next))
+    }
+
+    /// An account's low-balance threshold and whether its available funds are below it now.
+    pub fn low_balance(&self, key: &ApiKey) -> Option<(Amount, bool)> {
+        let id = self.state.account_id(key)?;
+        let setting = self.state.low_balance(id)?;
+        let below = self
+            .state
+            .account(id)
+            .and_then(subledger_core::Account::available)
+            .is_some_and(|available| available < setting.threshold);
+        Some((setting.threshold, below))
+    }
+
     /// The active secrets of an account (oldest first), with their hashes for verification.
     pub fn secrets(&self, key: &ApiKey) -> Option<&[SecretView]> {
         let id = self.state.account_id(key)?;

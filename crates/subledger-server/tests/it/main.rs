@@ -4,6 +4,7 @@
 //! idempotent retries, concurrency and graceful shutdown through a real socket.
 
 mod authz;
+mod browser;
 mod endpoints;
 mod engine;
 mod errors;
