@@ -400,6 +400,11 @@ function accountRow(account, readOnly) {
     status,
     actions,
   );
+  // Narrow screens show each row as a card: every cell carries its column's name.
+  const headings = [...$("accounts").tHead.rows[0].cells].map((heading) => heading.textContent);
+  [...row.cells].forEach((td, index) => {
+    td.dataset.label = headings[index];
+  });
   return row;
 }
 

@@ -27,7 +27,10 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
 
 pub(crate) fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/dashboard", get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }))
+        .route(
+            "/dashboard",
+            get(|| async { asset("text/html; charset=utf-8", INDEX_HTML) }),
+        )
         .route(
             "/dashboard/",
             get(|| async { Redirect::permanent("/dashboard") }),
@@ -56,7 +59,10 @@ fn asset(content_type: &'static str, body: &'static str) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     response
 }

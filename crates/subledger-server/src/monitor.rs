@@ -50,7 +50,10 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
 
 /// One account with what a monitor needs beside the public fields. `low_balance` is `None`
 /// for past points: thresholds are current settings, not history.
-fn account_json(account: &AccountSnapshot, low_balance: Option<(subledger_core::Amount, bool)>) -> Value {
+fn account_json(
+    account: &AccountSnapshot,
+    low_balance: Option<(subledger_core::Amount, bool)>,
+) -> Value {
     let available = match (account.balance, account.credit_limit) {
         (Some(balance), Some(credit_limit)) => balance.checked_sub(credit_limit),
         _ => None,
@@ -88,7 +91,10 @@ fn family_json(views: &Views, family: &FamilySnapshot, current: bool) -> Map<Str
         .filter(|account| account["low_balance"] == Value::Bool(true))
         .count();
     let mut out = Map::new();
-    out.insert("primary_account_api_key".into(), json!(family.primary.key.as_str()));
+    out.insert(
+        "primary_account_api_key".into(),
+        json!(family.primary.key.as_str()),
+    );
     out.insert(
         "total_balance".into(),
         raw_number(&family.total_balance.to_string()),
@@ -134,10 +140,7 @@ async fn overview(
         Some(_) => Problem::not_found(format!("{key} did not exist at that point")),
         None => Problem::invalid_api_key(&primary),
     })?;
-    body.insert(
-        "_links".into(),
-        link(&format!("/accounts/{key}/overview")),
-    );
+    body.insert("_links".into(), link(&format!("/accounts/{key}/overview")));
     Ok(json_response(StatusCode::OK, &Value::Object(body)))
 }
 
@@ -170,28 +173,29 @@ async fn list_primaries(
     }
     fields.finish(false)?;
     let page = state.ledger.read(|views| {
-        views.primaries(after.as_ref(), limit).map(|(families, next)| {
-            let items: Vec<Value> = families
-                .iter()
-                .map(|family| {
-                    let mut item = family_json(views, family, true);
-                    item.insert("subaccounts".into(), json!(family.subaccounts.len()));
-                    item.insert("name".into(), json!(family.primary.name));
-                    item.insert("suspended".into(), json!(family.primary.suspended));
-                    item.insert("balance".into(), money(family.primary.balance));
-                    item.insert("credit_limit".into(), money(family.primary.credit_limit));
-                    // The list stays small per primary: the accounts themselves are one
-                    // overview call away.
-                    item.remove("accounts");
-                    Value::Object(item)
-                })
-                .collect();
-            (items, next, views.last_seq().0)
-        })
+        views
+            .primaries(after.as_ref(), limit)
+            .map(|(families, next)| {
+                let items: Vec<Value> = families
+                    .iter()
+                    .map(|family| {
+                        let mut item = family_json(views, family, true);
+                        item.insert("subaccounts".into(), json!(family.subaccounts.len()));
+                        item.insert("name".into(), json!(family.primary.name));
+                        item.insert("suspended".into(), json!(family.primary.suspended));
+                        item.insert("balance".into(), money(family.primary.balance));
+                        item.insert("credit_limit".into(), money(family.primary.credit_limit));
+                        // The list stays small per primary: the accounts themselves are one
+                        // overview call away.
+                        item.remove("accounts");
+                        Value::Object(item)
+                    })
+                    .collect();
+                (items, next, views.last_seq().0)
+            })
     });
-    let (items, next, seq) = page.map_err(|_| {
-        Problem::field("cursor", "must be a cursor from a previous page", false)
-    })?;
+    let (items, next, seq) =
+        page.map_err(|_| Problem::field("cursor", "must be a cursor from a previous page", false))?;
     let mut links = Map::new();
     links.insert("self".into(), json!({ "href": "/admin/primaries" }));
     if let Some(next) = next {

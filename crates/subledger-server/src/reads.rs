@@ -165,7 +165,10 @@ async fn statement(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &key)
+        .await?;
     let account = secret_owner(&state, principal, &key)?;
     let mut query = StatementQuery::default();
     let mut fields = Fields::default();
@@ -231,7 +234,10 @@ async fn list_payments(
     raw: Option<&str>,
     kind: PaymentKind,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, headers, primary).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, headers, primary)
+        .await?;
     let key = as_primary(principal, primary)?;
     let query = transfer_query(raw)?;
     let page = state
@@ -317,7 +323,10 @@ async fn events(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &key)
+        .await?;
     let filter = stream_filter(&state, principal, &key)?;
     stream(&state, filter, raw.as_deref(), &headers)
 }

@@ -401,7 +401,10 @@ async fn list_subaccounts(
     headers: HeaderMap,
     RawQuery(raw): RawQuery,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &primary).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &primary)
+        .await?;
     let key = as_primary(principal, &primary)?;
     // Beyond the public API: `?at=RFC3339` or `?seq=N` gives the family as it was then.
     if let Some(point) = crate::reads::as_of(raw.as_deref(), &[])? {
@@ -507,7 +510,10 @@ async fn get_subaccount(
     Path((primary, sub)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &primary).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &primary)
+        .await?;
     let account = readable_subaccount(&state, principal, &primary, &sub)?;
     Ok(json_response(StatusCode::OK, &subaccount_json(&account)))
 }
@@ -646,7 +652,10 @@ async fn list_transfers(
     raw: Option<&str>,
     kind: TransferKind,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, headers, primary).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, headers, primary)
+        .await?;
     let key = as_primary(principal, primary)?;
     let query = transfer_query(raw)?;
     let page = state
@@ -864,7 +873,10 @@ fn secret_json(key: ApiKey, id: SecretId, created_at: subledger_core::Timestamp)
 }
 
 async fn list_secrets(State(state): Shared, Path(key): Path<String>, headers: HeaderMap) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &key)
+        .await?;
     let owner = secret_owner(&state, principal, &key)?;
     let secrets: Vec<Value> = state
         .ledger
@@ -939,7 +951,10 @@ async fn get_secret(
     Path((key, id)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Answer {
-    let principal = state.auth.authenticate_read(&state.ledger, &headers, &key).await?;
+    let principal = state
+        .auth
+        .authenticate_read(&state.ledger, &headers, &key)
+        .await?;
     let owner = secret_owner(&state, principal, &key)?;
     let id = parse_secret_id(&id)?;
     let found = state.ledger.read(|views| {

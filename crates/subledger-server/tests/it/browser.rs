@@ -17,13 +17,19 @@ fn chromium() -> PathBuf {
 fn missing(script_dir: &Path) -> Vec<String> {
     let mut missing = Vec::new();
     if !chromium().exists() {
-        missing.push(format!("{} (apt-get install chromium)", chromium().display()));
+        missing.push(format!(
+            "{} (apt-get install chromium)",
+            chromium().display()
+        ));
     }
     if Command::new("node").arg("--version").output().is_err() {
         missing.push("node (Node.js 20)".into());
     }
     if !script_dir.join("node_modules/playwright-core").exists() {
-        missing.push(format!("playwright-core (npm ci --prefix {})", script_dir.display()));
+        missing.push(format!(
+            "playwright-core (npm ci --prefix {})",
+            script_dir.display()
+        ));
     }
     missing
 }
@@ -73,8 +79,15 @@ async fn dashboard_in_headless_chromium() {
         output.status,
         artifacts.display()
     );
-    assert!(stdout.contains("RESULT ok"), "the script reports its result");
-    for shot in ["dashboard.png", "dashboard-narrow.png", "dashboard-operator.png"] {
+    assert!(
+        stdout.contains("RESULT ok"),
+        "the script reports its result"
+    );
+    for shot in [
+        "dashboard.png",
+        "dashboard-narrow.png",
+        "dashboard-operator.png",
+    ] {
         let bytes = std::fs::read(artifacts.join(shot)).expect("screenshot saved");
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "{shot} is a PNG");
     }

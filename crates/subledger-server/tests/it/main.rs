@@ -9,6 +9,7 @@ mod endpoints;
 mod engine;
 mod errors;
 mod idempotency;
+mod monitor;
 mod openapi;
 mod reads;
 mod rotation;
