@@ -165,6 +165,9 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             args.data.display()
         );
         println!("admin token {origin}");
+        println!(
+            "dashboard at {scheme}://{address}/dashboard (sign in with a primary's key and secret, or the admin token)"
+        );
         if let Some(demo) = &demo {
             print_demo(address, demo);
         }
