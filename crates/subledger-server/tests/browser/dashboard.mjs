@@ -218,7 +218,9 @@ try {
   log("the past state matches the balances before the transfers");
 
   step = "create a subaccount";
-  await page.fill("#create-name", "Dave");
+  // A hostile name is shown as text, never run as markup.
+  const daveName = "Dave <img src=x onerror=alert(1)>";
+  await page.fill("#create-name", daveName);
   await page.locator("#create-name").press("Enter");
   await page.locator("#secret-dialog").waitFor({ state: "visible" });
   const daveSecret = (await page.locator("#secret-value").innerText()).trim();
@@ -226,6 +228,8 @@ try {
   await page.locator("#secret-dialog").waitFor({ state: "hidden" });
   await until(async () => (await page.locator("#accounts tbody tr").count()) === 5, "Dave's row");
   const dave = await page.locator("#accounts tbody tr").nth(4).getAttribute("data-key");
+  check((await cellText(dave, 1)) === daveName, "the name is shown literally");
+  check((await page.locator("#accounts img").count()) === 0, "no markup from a name");
   check((await call("GET", "/account/get-balance", basic(dave, daveSecret))).status === 200, "the shown secret works");
   log(`created ${dave}; its secret, shown once, authenticates`);
 
