@@ -31,6 +31,13 @@ pub const AUTH_FAILURE_WINDOW_SECONDS: u64 = 60;
 /// Longest accepted `Authorization` header, in bytes.
 pub const AUTHORIZATION_BYTES_MAX: usize = 512;
 
+/// Most memory an imported secret hash may ask for at verification, in KiB (256 MiB).
+pub const IMPORTED_HASH_MEMORY_KIB_MAX: u32 = 256 * 1024;
+/// Most passes an imported secret hash may ask for.
+pub const IMPORTED_HASH_PASSES_MAX: u32 = 16;
+/// Most lanes an imported secret hash may ask for.
+pub const IMPORTED_HASH_LANES_MAX: u32 = 8;
+
 /// Argon2id cost parameters (the defaults are OWASP's minimum: 19 MiB, 2 passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HashCost {
@@ -102,6 +109,38 @@ impl Authenticator {
         .await
         .map_err(|_| Problem::internal("the hashing task failed"))??;
         SecretHash::new(phc).map_err(|error| Problem::internal(error.to_string()))
+    }
+
+    /// Checks a secret hash brought from elsewhere (`POST /admin/import`): an argon2id PHC
+    /// string (version 19) at least as costly as the hashes this server makes — an import must
+    /// not weaken the store — and at most [`IMPORTED_HASH_MEMORY_KIB_MAX`] and
+    /// [`IMPORTED_HASH_PASSES_MAX`], so that verifying it cannot exhaust the server.
+    pub fn imported_hash(&self, text: &str) -> Result<SecretHash, String> {
+        let parsed = PasswordHash::new(text).map_err(|_| "must be an argon2id PHC string")?;
+        if parsed.algorithm != Algorithm::Argon2id.ident() || parsed.version != Some(0x13) {
+            return Err("must be argon2id, version 19".into());
+        }
+        if parsed.salt.is_none() || parsed.hash.is_none() {
+            return Err("must carry a salt and a hash".into());
+        }
+        let params = Params::try_from(&parsed).map_err(|_| "has invalid argon2 parameters")?;
+        let (memory, passes) = (params.m_cost(), params.t_cost());
+        if memory < self.cost.memory_kib || passes < self.cost.passes {
+            return Err(format!(
+                "is weaker than this server's hashes (at least m={} and t={})",
+                self.cost.memory_kib, self.cost.passes
+            ));
+        }
+        if memory > IMPORTED_HASH_MEMORY_KIB_MAX
+            || passes > IMPORTED_HASH_PASSES_MAX
+            || params.p_cost() > IMPORTED_HASH_LANES_MAX
+        {
+            return Err(format!(
+                "costs too much to verify (at most m={IMPORTED_HASH_MEMORY_KIB_MAX}, \
+                 t={IMPORTED_HASH_PASSES_MAX}, p={IMPORTED_HASH_LANES_MAX})"
+            ));
+        }
+        SecretHash::new(text.to_string()).map_err(|error| error.to_string())
     }
 
     /// The admin bearer token check (constant time: BLAKE3 digests compare in constant time).

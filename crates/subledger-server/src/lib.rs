@@ -12,6 +12,7 @@
 pub mod auth;
 mod dashboard;
 mod idempotency;
+pub mod import;
 pub mod json;
 pub mod limit;
 pub mod monitor;

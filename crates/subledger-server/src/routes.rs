@@ -235,6 +235,7 @@ pub(crate) fn endpoints() -> Vec<Endpoint> {
     ];
     all.extend(crate::reads::endpoints());
     all.extend(crate::monitor::endpoints());
+    all.extend(crate::import::endpoints());
     all
 }
 

@@ -9,6 +9,7 @@ mod endpoints;
 mod engine;
 mod errors;
 mod idempotency;
+mod import;
 mod monitor;
 mod openapi;
 mod reads;
