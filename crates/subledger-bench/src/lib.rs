@@ -33,6 +33,9 @@ use subledger_engine::{Config, EngineError, Ledger, OpenError, SystemClock, REQU
 use subledger_log::MemoryLog;
 use subledger_store::{SledLog, StoreError, StoreOptions};
 
+pub mod http;
+pub use http::HttpTarget;
+
 /// Most client threads.
 pub const CLIENTS_MAX: usize = 4_096;
 /// Most accounts a run may create.
@@ -112,6 +115,8 @@ pub struct Latency {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
     pub workload: Workload,
+    /// `embedded` (the library in this process) or the `--http` URL.
+    pub target: String,
     pub accounts: usize,
     pub clients: usize,
     pub batch_size: usize,
@@ -123,14 +128,15 @@ pub struct BenchReport {
     pub latency_us: Latency,
     /// Commands per group commit (durable sync).
     pub mean_batch_size: f64,
-    pub durable: bool,
+    /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
+    pub durable: Option<bool>,
     pub events: u64,
-    pub bytes_on_disk: u64,
-    pub bytes_per_event: f64,
-    pub rss_bytes_peak: u64,
-    pub recovery_seconds_full: f64,
-    pub recovery_seconds_snapshot: f64,
-    pub replay_events_per_sec: f64,
+    pub bytes_on_disk: Option<u64>,
+    pub bytes_per_event: Option<f64>,
+    pub rss_bytes_peak: Option<u64>,
+    pub recovery_seconds_full: Option<f64>,
+    pub recovery_seconds_snapshot: Option<f64>,
+    pub replay_events_per_sec: Option<f64>,
     /// (seconds since start, commands answered so far), every 100 ms.
     pub timeline: Vec<(f64, u64)>,
 }
@@ -151,6 +157,8 @@ pub enum BenchError {
     Engine(#[from] EngineError),
     #[error("setup command refused: {0}")]
     Setup(String),
+    #[error("HTTP: {0}")]
+    Http(String),
 }
 
 /// Deterministic, cheap randomness (xorshift64*): the generator must not be what we measure.
@@ -232,6 +240,13 @@ impl Layout {
         account_key(family * (self.subaccounts + 1) + 1 + sub)
     }
 
+    /// The primary owning a benchmark account (itself for a primary); keys are dense indices.
+    fn owner(self, account: ApiKey) -> ApiKey {
+        account.as_str().parse::<usize>().map_or(account, |index| {
+            self.primary(index / (self.subaccounts + 1))
+        })
+    }
+
     /// In `vonage`, even subaccounts have their own balance, odd ones share the primary's.
     fn own_balance(self, workload: Workload, sub: usize) -> bool {
         workload == Workload::TigerBeetle || sub.is_multiple_of(2)
@@ -302,6 +317,11 @@ impl Generator {
 
     fn tigerbeetle(&mut self) -> Command {
         let family = self.family();
+        self.tigerbeetle_in(family)
+    }
+
+    /// A `tigerbeetle` transfer within one family (HTTP batches are per family).
+    fn tigerbeetle_in(&mut self, family: usize) -> Command {
         let sub = self.rng.below(self.layout.subaccounts);
         self.transfer(family, sub, units(1_000_000), false)
     }
@@ -677,6 +697,7 @@ pub fn run(
     };
     Ok(BenchReport {
         workload: options.workload,
+        target: "embedded".into(),
         accounts: layout.accounts(),
         clients: options.clients,
         batch_size: options.batch_size,
@@ -692,18 +713,18 @@ pub fn run(
             max: latency.max(),
         },
         mean_batch_size: measured as f64 / batches as f64,
-        durable: !options.in_memory,
+        durable: Some(!options.in_memory),
         events,
-        bytes_on_disk,
-        bytes_per_event: if events > 0 {
+        bytes_on_disk: Some(bytes_on_disk),
+        bytes_per_event: Some(if events > 0 {
             bytes_on_disk as f64 / events as f64
         } else {
             0.0
-        },
-        rss_bytes_peak,
-        recovery_seconds_full,
-        recovery_seconds_snapshot,
-        replay_events_per_sec: per_second(events, recovery_seconds_full),
+        }),
+        rss_bytes_peak: Some(rss_bytes_peak),
+        recovery_seconds_full: Some(recovery_seconds_full),
+        recovery_seconds_snapshot: Some(recovery_seconds_snapshot),
+        replay_events_per_sec: Some(per_second(events, recovery_seconds_full)),
         timeline,
     })
 }

@@ -44,11 +44,19 @@ pub struct BenchArgs {
     #[arg(long = "hot-accounts", default_value_t = 80)]
     hot_accounts: u8,
     /// Data directory (must be empty); default: a fresh temporary directory.
-    #[arg(long, conflicts_with = "in_memory")]
+    #[arg(long, conflicts_with_all = ["in_memory", "http"])]
     data: Option<PathBuf>,
     /// No durability: the in-memory log.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "http")]
     in_memory: bool,
+    /// Load a running server through its HTTP API instead (`http://host:port`; it must hold
+    /// no accounts yet). Needs the admin token: `SUBLEDGER_ADMIN_TOKEN` or
+    /// `--admin-token-file`.
+    #[arg(long, value_name = "URL")]
+    http: Option<String>,
+    /// With `--http`: a file holding the server's admin token.
+    #[arg(long, requires = "http")]
+    admin_token_file: Option<PathBuf>,
     /// Most events per stored sled value.
     #[arg(long, default_value_t = subledger_store_default_events_per_record())]
     events_per_record: usize,
@@ -61,6 +69,24 @@ pub struct BenchArgs {
     /// Write an SVG chart of throughput over time and the latency percentiles.
     #[arg(long)]
     plot: Option<PathBuf>,
+}
+
+/// The admin token for `--http`: the file's first line, or `SUBLEDGER_ADMIN_TOKEN`.
+fn admin_token(file: Option<&std::path::Path>) -> Result<String> {
+    let token = match file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .trim()
+            .to_string(),
+        None => std::env::var("SUBLEDGER_ADMIN_TOKEN").unwrap_or_default(),
+    };
+    if token.is_empty() {
+        anyhow::bail!("--http needs the admin token: SUBLEDGER_ADMIN_TOKEN or --admin-token-file");
+    }
+    Ok(token)
 }
 
 const fn subledger_store_default_events_per_record() -> usize {
@@ -92,7 +118,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
             eprint!("\r  {done} / {total} commands answered");
         }
     };
-    let report = subledger_bench::run(&options, &progress).context("the benchmark failed")?;
+    let report = match &args.http {
+        Some(url) => {
+            let token = admin_token(args.admin_token_file.as_deref())?;
+            let target = subledger_bench::HttpTarget::new(url.clone(), token);
+            subledger_bench::http::run(&options, &target, &progress)
+        }
+        None => subledger_bench::run(&options, &progress),
+    }
+    .context("the benchmark failed")?;
     if interactive {
         eprintln!();
     }
@@ -108,9 +142,15 @@ pub fn run(args: &BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// A figure, or why there is none: only the server knows it in `--http` runs.
+fn known(value: Option<String>) -> String {
+    value.unwrap_or_else(|| "n/a (measured by the server, not over HTTP)".into())
+}
+
 fn print_table(report: &BenchReport) {
     let rows = [
         ("workload", format!("{:?}", report.workload).to_lowercase()),
+        ("target", report.target.clone()),
         ("accounts", report.accounts.to_string()),
         (
             "clients × batch",
@@ -137,23 +177,40 @@ fn print_table(report: &BenchReport) {
             "commands per group commit",
             format!("{:.1}", report.mean_batch_size),
         ),
-        ("durable", report.durable.to_string()),
+        (
+            "durable",
+            known(report.durable.map(|durable| durable.to_string())),
+        ),
         ("events", report.events.to_string()),
         (
             "bytes on disk (per event)",
-            format!("{} ({:.1})", report.bytes_on_disk, report.bytes_per_event),
+            known(
+                report
+                    .bytes_on_disk
+                    .zip(report.bytes_per_event)
+                    .map(|(bytes, per)| format!("{bytes} ({per:.1})")),
+            ),
         ),
-        ("peak RSS bytes", report.rss_bytes_peak.to_string()),
+        (
+            "peak RSS bytes",
+            known(report.rss_bytes_peak.map(|bytes| bytes.to_string())),
+        ),
         (
             "recovery s: snapshot / full",
-            format!(
-                "{:.3} / {:.3}",
-                report.recovery_seconds_snapshot, report.recovery_seconds_full
+            known(
+                report
+                    .recovery_seconds_snapshot
+                    .zip(report.recovery_seconds_full)
+                    .map(|(snapshot, full)| format!("{snapshot:.3} / {full:.3}")),
             ),
         ),
         (
             "replay events/s",
-            format!("{:.0}", report.replay_events_per_sec),
+            known(
+                report
+                    .replay_events_per_sec
+                    .map(|rate| format!("{rate:.0}")),
+            ),
         ),
     ];
     for (name, value) in rows {
