@@ -131,7 +131,7 @@ fn command(
 /// item, in order.
 async fn import(State(state): Shared, headers: HeaderMap, body: Body) -> Answer {
     state.auth.admin(&headers)?;
-    let body = read_object_limited(body, false, BATCH_BODY_BYTES_MAX).await?;
+    let body = read_object_limited(body, BATCH_BODY_BYTES_MAX).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["accounts"]);
     let items = match body.get("accounts") {

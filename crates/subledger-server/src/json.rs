@@ -21,14 +21,13 @@ pub const BATCH_BODY_BYTES_MAX: usize = 256 * 1024;
 
 /// Reads a body (at most [`REQUEST_BODY_BYTES_MAX`]) and parses a JSON object; an empty body is
 /// an empty object.
-pub async fn read_object(body: Body, secrets: bool) -> Result<Map<String, Value>, Problem> {
-    read_object_limited(body, secrets, REQUEST_BODY_BYTES_MAX).await
+pub async fn read_object(body: Body) -> Result<Map<String, Value>, Problem> {
+    read_object_limited(body, REQUEST_BODY_BYTES_MAX).await
 }
 
 /// [`read_object`] with another size limit.
 pub async fn read_object_limited(
     body: Body,
-    _secrets: bool,
     bytes_max: usize,
 ) -> Result<Map<String, Value>, Problem> {
     parse_object(&read_bytes(body, bytes_max).await?)

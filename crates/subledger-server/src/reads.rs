@@ -755,7 +755,7 @@ async fn admin_threshold(
 ) -> Answer {
     state.auth.admin(&headers)?;
     let account = path_key(&key)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["threshold"]);
     if !body.contains_key("threshold") {
@@ -776,7 +776,7 @@ async fn admin_threshold(
 /// `Idempotency-Key`, each charge's id derives from the key and its position.
 async fn admin_batch_charges(State(state): Shared, headers: HeaderMap, body: Body) -> Answer {
     state.auth.admin(&headers)?;
-    let body = read_object_limited(body, false, BATCH_BODY_BYTES_MAX).await?;
+    let body = read_object_limited(body, BATCH_BODY_BYTES_MAX).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["charges"]);
     let items = match body.get("charges") {

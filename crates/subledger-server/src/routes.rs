@@ -439,7 +439,7 @@ async fn create_subaccount(
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let claim = match claim(&state, &headers, key, "create-subaccount", &body).await? {
         Claimed::Replay(response) => return Ok(response),
         Claimed::Fresh(claim) => claim,
@@ -528,7 +528,7 @@ async fn update_subaccount(
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let key = as_primary(principal, &primary)?;
     let sub_key = path_key(&sub)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["suspended", "use_primary_account_balance", "name"]);
     let update = UpdateSubaccount {
@@ -767,7 +767,7 @@ async fn transfer(
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, headers).await?;
     let key = as_primary(principal, primary)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["from", "to", "amount", "reference"]);
     let mut account = |name: &str| {
@@ -907,7 +907,7 @@ async fn create_secret(
 ) -> Answer {
     let principal = state.auth.authenticate(&state.ledger, &headers).await?;
     let owner = secret_owner(&state, principal, &key)?;
-    let body = read_object(body, true).await?;
+    let body = read_object(body).await?;
     let operation = format!("create-secret {owner}");
     let claim = match claim(&state, &headers, principal.key, &operation, &body).await? {
         Claimed::Replay(response) => return Ok(response),
@@ -1022,7 +1022,7 @@ async fn get_balance(State(state): Shared, headers: HeaderMap) -> Answer {
 
 async fn admin_open_primary(State(state): Shared, headers: HeaderMap, body: Body) -> Answer {
     state.auth.admin(&headers)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let admin_key = ApiKey::from_random([b'a'; 8]);
     let claim = match claim(&state, &headers, admin_key, "open-primary", &body).await? {
         Claimed::Replay(response) => return Ok(response),
@@ -1087,7 +1087,7 @@ async fn admin_money(
 ) -> Answer {
     state.auth.admin(headers)?;
     let account = path_key(key)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["amount", "reference"]);
     let amount = fields.amount(&body, "amount", true);
@@ -1157,7 +1157,7 @@ async fn admin_credit_limit(
 ) -> Answer {
     state.auth.admin(&headers)?;
     let primary = path_key(&key)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["credit_limit"]);
     let credit_line = match body.get("credit_limit") {
@@ -1203,7 +1203,7 @@ async fn admin_update_account(
 ) -> Answer {
     state.auth.admin(&headers)?;
     let account = path_key(&key)?;
-    let body = read_object(body, false).await?;
+    let body = read_object(body).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["suspended"]);
     let suspended = fields.boolean(&body, "suspended");
