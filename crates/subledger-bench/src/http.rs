@@ -724,6 +724,8 @@ pub fn run(
             events: after.events,
             bytes_on_disk: None,
             bytes_per_event: None,
+            log_bytes: None,
+            log_bytes_per_event: None,
             rss_bytes_peak: None,
             recovery_seconds_full: None,
             recovery_seconds_snapshot: None,

@@ -131,8 +131,12 @@ pub struct BenchReport {
     /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
     pub durable: Option<bool>,
     pub events: u64,
+    /// The data directory after the load, with one snapshot of it all.
     pub bytes_on_disk: Option<u64>,
     pub bytes_per_event: Option<f64>,
+    /// The data directory with the log alone (before any snapshot).
+    pub log_bytes: Option<u64>,
+    pub log_bytes_per_event: Option<f64>,
     pub rss_bytes_peak: Option<u64>,
     pub recovery_seconds_full: Option<f64>,
     pub recovery_seconds_snapshot: Option<f64>,
@@ -667,27 +671,36 @@ pub fn run(
     let measured = after.commands.saturating_sub(before.commands);
     let events = after.events;
     let rss_bytes_peak = rss_bytes_peak();
-    // Recovery: take a snapshot of everything, close, then reopen twice.
-    ledger
-        .snapshot_now()
-        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    // Recovery and disk: close with the log alone (its size), reopen by replaying all of it,
+    // take a snapshot, close (the size with one snapshot), and reopen from the snapshot.
     let ledger = Arc::into_inner(ledger)
         .ok_or_else(|| BenchError::Setup("the ledger is still shared".into()))?;
     ledger.close()?;
-    let bytes_on_disk = storage.bytes_on_disk();
-    let timed_open = |uses_snapshots: bool| -> Result<f64, BenchError> {
+    let log_bytes = storage.bytes_on_disk();
+    let timed_open = |uses_snapshots: bool| -> Result<(f64, Ledger), BenchError> {
         let opened = Instant::now();
         let ledger = storage.open(Config {
             recovery_uses_snapshots: uses_snapshots,
             snapshot_every_events: 0,
             ..Config::default()
         })?;
-        let elapsed = opened.elapsed().as_secs_f64();
-        ledger.close()?;
-        Ok(elapsed)
+        Ok((opened.elapsed().as_secs_f64(), ledger))
     };
-    let recovery_seconds_snapshot = timed_open(true)?;
-    let recovery_seconds_full = timed_open(false)?;
+    let (recovery_seconds_full, ledger) = timed_open(false)?;
+    ledger
+        .snapshot_now()
+        .map_err(|error| BenchError::Setup(error.to_string()))?;
+    ledger.close()?;
+    let bytes_on_disk = storage.bytes_on_disk();
+    let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
+    ledger.close()?;
+    let per_event = |bytes: u64| {
+        if events > 0 {
+            bytes as f64 / events as f64
+        } else {
+            0.0
+        }
+    };
     let per_second = |count: u64, seconds: f64| {
         if seconds > 0.0 {
             count as f64 / seconds
@@ -716,11 +729,9 @@ pub fn run(
         durable: Some(!options.in_memory),
         events,
         bytes_on_disk: Some(bytes_on_disk),
-        bytes_per_event: Some(if events > 0 {
-            bytes_on_disk as f64 / events as f64
-        } else {
-            0.0
-        }),
+        bytes_per_event: Some(per_event(bytes_on_disk)),
+        log_bytes: Some(log_bytes),
+        log_bytes_per_event: Some(per_event(log_bytes)),
         rss_bytes_peak: Some(rss_bytes_peak),
         recovery_seconds_full: Some(recovery_seconds_full),
         recovery_seconds_snapshot: Some(recovery_seconds_snapshot),

@@ -27,6 +27,11 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     assert_eq!(report.durable, Some(true));
     assert_eq!(report.target, "embedded");
     assert!(report.bytes_on_disk.unwrap() > 0);
+    assert!(report.log_bytes.unwrap() > 0);
+    assert!(
+        report.log_bytes.unwrap() < report.bytes_on_disk.unwrap(),
+        "the snapshot takes room"
+    );
     assert!(report.events >= 2_000);
     assert!(report.latency_us.p50 >= 1 && report.latency_us.p50 <= report.latency_us.max);
     assert!(report.mean_batch_size >= 1.0);

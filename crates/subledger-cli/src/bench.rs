@@ -183,11 +183,20 @@ fn print_table(report: &BenchReport) {
         ),
         ("events", report.events.to_string()),
         (
-            "bytes on disk (per event)",
+            "bytes with a snapshot (per event)",
             known(
                 report
                     .bytes_on_disk
                     .zip(report.bytes_per_event)
+                    .map(|(bytes, per)| format!("{bytes} ({per:.1})")),
+            ),
+        ),
+        (
+            "log bytes alone (per event)",
+            known(
+                report
+                    .log_bytes
+                    .zip(report.log_bytes_per_event)
                     .map(|(bytes, per)| format!("{bytes} ({per:.1})")),
             ),
         ),
