@@ -2,15 +2,18 @@
 //!
 //! One loop iteration is one group commit: take a batch of queued commands, decide each against
 //! the state (applying accepted events at once, so later commands in the batch see them),
-//! append the batch, sync, update the read views, publish to subscribers, and answer every
-//! caller. Nothing is acknowledged — not to callers, views or subscribers — before the sync
-//! returns. Any failure of the log or of `apply` stops the writer for good (fail-stop): the
-//! in-memory state may then be ahead of the log, so only reopening from the log is safe.
+//! append the batch, sync, and hand it to the views thread, which updates the read views,
+//! publishes to subscribers and answers every caller. The two threads form a pipeline: while
+//! the views thread applies batch N, the writer already decides and syncs batch N+1. Nothing
+//! is acknowledged — not to callers, views or subscribers — before the sync returns, and no
+//! caller is answered before the views show its batch (read-your-writes). Any failure of the
+//! log, of `apply` or of the views stops the writer for good (fail-stop): the in-memory state
+//! may then be ahead of the log, so only reopening from the log is safe.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crossbeam_channel::Receiver;
+use crossbeam_channel::{Receiver, Sender};
 use subledger_core::{execute, Batch, Event, Executed, State};
 use subledger_log::EventLog;
 
@@ -18,6 +21,86 @@ use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared
 
 /// Commands of one request and where their outcomes go.
 type Pending = (Vec<subledger_core::Command>, Reply);
+
+/// Most synced batches waiting for the views thread: bounds how far the writer runs ahead
+/// (and the memory that takes) while keeping both threads busy.
+pub(crate) const VIEWS_QUEUE_BATCHES_MAX: usize = 2;
+
+/// A synced batch on its way to the views thread, with the answers it releases.
+struct Synced {
+    /// `None` when every command of the group commit was rejected (nothing to apply).
+    batch: Option<Arc<Batch>>,
+    /// Each request's reply and how many outcomes it takes, in order.
+    replies: Vec<(usize, Reply)>,
+    outcomes: Vec<Outcome>,
+}
+
+/// The views thread: applies synced batches to the read views in log order, publishes them,
+/// then answers their callers. A views failure is a fail-stop: it is recorded (the writer stops
+/// at its next batch) and every later caller is told so.
+fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
+    let mut stopped: Option<String> = None;
+    for synced in batches {
+        if stopped.is_none() {
+            if let Some(batch) = &synced.batch {
+                match apply_to_views(shared, batch) {
+                    Ok(()) => crate::subscription::publish(shared, batch),
+                    Err(reason) => {
+                        tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
+                        if let Ok(mut failure) = shared.failure.lock() {
+                            failure.get_or_insert(reason.clone());
+                        }
+                        crate::subscription::disconnect_all(shared);
+                        stopped = Some(reason);
+                    }
+                }
+            }
+        }
+        let mut outcomes = synced.outcomes.into_iter();
+        for (count, reply) in synced.replies {
+            match &stopped {
+                None => reply.send(Ok(outcomes.by_ref().take(count).collect())),
+                Some(reason) => reply.send(Err(EngineError::Stopped {
+                    reason: reason.clone(),
+                })),
+            }
+        }
+    }
+}
+
+fn apply_to_views(shared: &Shared, batch: &Batch) -> Result<(), String> {
+    let mut views = shared
+        .views
+        .write()
+        .map_err(|_| "the read views lock is poisoned".to_string())?;
+    views
+        .apply_batch(batch)
+        .map_err(|error| format!("read views refused a committed batch: {error}"))
+}
+
+/// The views thread, as the writer holds it.
+struct ViewsThread {
+    sender: Sender<Synced>,
+    handle: std::thread::JoinHandle<()>,
+}
+
+impl ViewsThread {
+    fn start(shared: &Arc<Shared>) -> Result<ViewsThread, String> {
+        let (sender, receiver) = crossbeam_channel::bounded(VIEWS_QUEUE_BATCHES_MAX);
+        let shared = Arc::clone(shared);
+        let handle = std::thread::Builder::new()
+            .name("subledger-views".into())
+            .spawn(move || run_views(&shared, &receiver))
+            .map_err(|error| format!("cannot start the views thread: {error}"))?;
+        Ok(ViewsThread { sender, handle })
+    }
+
+    /// Waits until every batch handed over is applied and answered.
+    fn finish(self) {
+        drop(self.sender);
+        let _ = self.handle.join();
+    }
+}
 
 pub(crate) struct Writer {
     config: Config,
@@ -47,11 +130,23 @@ impl Writer {
     pub(crate) fn run(mut self, receiver: Receiver<Request>) {
         let batch_max = self.config.batch_commands_max.max(1);
         let mut pending: Vec<Pending> = Vec::new();
+        let mut views = match ViewsThread::start(&self.shared) {
+            Ok(views) => Some(views),
+            Err(reason) => {
+                self.fail_stop(reason, &mut pending, &receiver, None);
+                return;
+            }
+        };
         loop {
             // Block for the first request, then take whatever else is queued — waiting up to
             // `batch_wait` for more — until the batch holds `batch_commands_max` commands (a
             // batch submission is never split).
-            let Ok(first) = receiver.recv() else { return };
+            let Ok(first) = receiver.recv() else {
+                if let Some(views) = views.take() {
+                    views.finish();
+                }
+                return;
+            };
             let deadline = std::time::Instant::now() + self.config.batch_wait;
             let mut close = None;
             let mut next = Some(first);
@@ -74,19 +169,31 @@ impl Writer {
                         .ok();
                 }
             }
-            if let Err(reason) = self.commit(&mut pending) {
-                self.fail_stop(reason, &mut pending, &receiver);
+            // A views failure is recorded by the views thread; stop before deciding more.
+            let result = match self.shared.failure() {
+                Some(reason) => Err(reason),
+                None => match &views {
+                    Some(thread) => self.commit(&mut pending, &thread.sender),
+                    None => Err("the views thread is gone".to_string()),
+                },
+            };
+            if let Err(reason) = result {
+                self.fail_stop(reason, &mut pending, &receiver, views.take());
                 return;
             }
             if let Some(reply) = close {
+                if let Some(views) = views.take() {
+                    views.finish();
+                }
                 self.close(&receiver, reply);
                 return;
             }
         }
     }
 
-    /// Decides, appends, syncs and acknowledges one batch. `Err` is fail-stop.
-    fn commit(&mut self, pending: &mut Vec<Pending>) -> Result<(), String> {
+    /// Decides, appends and syncs one batch, then hands it to the views thread to apply and
+    /// acknowledge. `Err` is fail-stop.
+    fn commit(&mut self, pending: &mut Vec<Pending>, views: &Sender<Synced>) -> Result<(), String> {
         if pending.is_empty() {
             return Ok(());
         }
@@ -132,6 +239,7 @@ impl Writer {
         counters
             .rejected
             .fetch_add(rejected as u64, Ordering::Relaxed);
+        let mut synced = None;
         if !events.is_empty() {
             let event_count = events.len() as u64;
             let batch = Arc::new(Batch { first, at, events });
@@ -145,39 +253,39 @@ impl Writer {
             // Durable from here on.
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             counters.record_commit(micros);
-            self.apply_to_views(&batch)?;
-            crate::subscription::publish(&self.shared, &batch);
             counters.batches.fetch_add(1, Ordering::Relaxed);
             counters.events.fetch_add(event_count, Ordering::Relaxed);
+            synced = Some(batch);
         }
-        let mut outcomes = outcomes.into_iter();
-        for (commands, reply) in pending.drain(..) {
-            reply.send(Ok(outcomes.by_ref().take(commands.len()).collect()));
-        }
-        Ok(())
-    }
-
-    fn apply_to_views(&self, batch: &Batch) -> Result<(), String> {
-        let mut views = self
-            .shared
-            .views
-            .write()
-            .map_err(|_| "the read views lock is poisoned".to_string())?;
+        let replies = pending
+            .drain(..)
+            .map(|(commands, reply)| (commands.len(), reply))
+            .collect();
         views
-            .apply_batch(batch)
-            .map_err(|error| format!("read views refused a committed batch: {error}"))
+            .send(Synced {
+                batch: synced,
+                replies,
+                outcomes,
+            })
+            .map_err(|_| "the views thread stopped".to_string())
     }
 
     /// Records the failure, answers the failed batch and everything still queued, and stops.
+    ///
+    /// Batches already synced are durable: the views thread applies and answers them first.
     fn fail_stop(
         &mut self,
         reason: String,
         pending: &mut Vec<Pending>,
         receiver: &Receiver<Request>,
+        views: Option<ViewsThread>,
     ) {
         tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
         if let Ok(mut failure) = self.shared.failure.lock() {
             failure.get_or_insert(reason.clone());
+        }
+        if let Some(views) = views {
+            views.finish();
         }
         let stopped = || EngineError::Stopped {
             reason: reason.clone(),
