@@ -220,3 +220,38 @@ fn concurrent_submitters_equal_sequential_application_of_the_committed_order() {
         assert_eq!(total, expected, "family {primary}");
     }
 }
+
+/// The views are a step behind the writer (a pipeline), but never behind an acknowledgement:
+/// once `submit` returns, the caller's own change is visible to every reader.
+#[test]
+fn every_acknowledged_change_is_already_in_the_read_views() {
+    let ledger = Arc::new(Ledger::open(Config::default(), MemoryLog::new(), SystemClock).unwrap());
+    let primaries = ["ryow0001", "ryow0002", "ryow0003", "ryow0004"];
+    for primary in primaries {
+        ledger.submit(open_primary(primary)).unwrap().unwrap();
+    }
+    let threads: Vec<_> = primaries
+        .iter()
+        .map(|primary| {
+            let ledger = Arc::clone(&ledger);
+            let primary = key(primary);
+            std::thread::spawn(move || {
+                for round in 1..=300_i128 {
+                    ledger
+                        .submit(top_up(primary.as_str(), "1"))
+                        .unwrap()
+                        .unwrap();
+                    let seen = ledger.read(|views| views.account(&primary).unwrap().balance);
+                    assert_eq!(
+                        seen,
+                        Some(Amount::from_units(round * 100_000_000).unwrap()),
+                        "the acknowledged top-up {round} is visible"
+                    );
+                }
+            })
+        })
+        .collect();
+    for thread in threads {
+        thread.join().unwrap();
+    }
+}
