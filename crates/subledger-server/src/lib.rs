@@ -22,7 +22,6 @@ mod reads;
 mod routes;
 pub mod tls;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -66,10 +65,15 @@ impl ServerConfig {
     }
 }
 
+/// Answered requests of one route by (method, status).
+type StatusCounts = rustc_hash::FxHashMap<(axum::http::Method, u16), u64>;
+
 /// Counts of answered requests by route and status, for `/metrics`.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    counts: Mutex<BTreeMap<(String, String, u16), u64>>,
+    /// Route → (method, status) → count. Nested so that counting a request allocates nothing
+    /// once its route has been seen.
+    counts: Mutex<rustc_hash::FxHashMap<String, StatusCounts>>,
 }
 
 /// Everything the handlers share.
@@ -145,13 +149,15 @@ async fn render_problems(
     request: Request,
     next: Next,
 ) -> Response {
-    let instance = request.uri().path().to_string();
+    // The path is copied only when a problem needs it as `instance` (a `Uri` clone shares
+    // its bytes).
+    let uri = request.uri().clone();
     let mut response = next.run(request).await;
     match response.extensions_mut().remove::<Problem>() {
         Some(problem) => ProblemResponse {
             problem,
             base: state.config.problem_type_base.clone(),
-            instance,
+            instance: uri.path().to_string(),
         }
         .into_response(),
         None => response,
@@ -164,25 +170,26 @@ async fn count_requests(
     request: Request,
     next: Next,
 ) -> Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| "unmatched".to_string(), |path| path.as_str().to_string());
-    let method = request.method().to_string();
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
+    let method = request.method().clone();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
+    let status = response.status().as_u16();
     tracing::debug!(
         target: "subledger::http",
         method = %method,
         route = %route,
-        status = response.status().as_u16(),
+        status,
         micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
         "request"
     );
     if let Ok(mut counts) = state.metrics.counts.lock() {
-        *counts
-            .entry((method, route, response.status().as_u16()))
-            .or_default() += 1;
+        let by_route = match counts.get_mut(route) {
+            Some(by_route) => by_route,
+            None => counts.entry(route.to_string()).or_default(),
+        };
+        *by_route.entry((method, status)).or_default() += 1;
     }
     response
 }
@@ -348,7 +355,17 @@ pub(crate) fn prometheus(state: &AppState) -> String {
     );
     text.push_str("# TYPE subledger_http_requests_total counter\n");
     if let Ok(counts) = state.metrics.counts.lock() {
-        for ((method, route, status), count) in counts.iter() {
+        // Sorted, so that the text is stable between scrapes.
+        let mut rows: Vec<(&str, &str, u16, u64)> = counts
+            .iter()
+            .flat_map(|(route, by_route)| {
+                by_route.iter().map(move |((method, status), count)| {
+                    (method.as_str(), route.as_str(), *status, *count)
+                })
+            })
+            .collect();
+        rows.sort_unstable();
+        for (method, route, status, count) in rows {
             text.push_str(&format!(
                 "subledger_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {count}\n"
             ));
