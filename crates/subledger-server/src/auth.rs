@@ -206,14 +206,15 @@ impl Authenticator {
                     return None;
                 }
             }
-            let secrets: Vec<(SecretId, SecretHash)> = views
+            // Ids only: a remembered credential needs no hash (and no copy of one).
+            let active: Vec<SecretId> = views
                 .secrets(&key)?
                 .iter()
-                .map(|secret| (secret.id, secret.hash.clone()))
+                .map(|secret| secret.id)
                 .collect();
-            Some((account.primary, secrets))
+            Some((account.primary, active))
         });
-        let Some((primary, secrets)) = found else {
+        let Some((primary, active)) = found else {
             self.failed(key, peer);
             return Err(Problem::unauthorized());
         };
@@ -223,9 +224,19 @@ impl Authenticator {
             .lock()
             .ok()
             .and_then(|cache| cache.get(&(key, digest)).copied());
-        if remembered.is_some_and(|id| secrets.iter().any(|(active, _)| *active == id)) {
+        if remembered.is_some_and(|id| active.contains(&id)) {
             return Ok(Principal { key, primary });
         }
+        let secrets: Vec<(SecretId, SecretHash)> = ledger
+            .read(|views| {
+                views.secrets(&key).map(|secrets| {
+                    secrets
+                        .iter()
+                        .map(|secret| (secret.id, secret.hash.clone()))
+                        .collect()
+                })
+            })
+            .unwrap_or_default();
         let cost = self.cost;
         let matched = tokio::task::spawn_blocking(move || {
             let verifier = argon2(cost).ok()?;
