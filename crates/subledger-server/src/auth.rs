@@ -31,12 +31,16 @@ pub const AUTH_FAILURE_WINDOW_SECONDS: u64 = 60;
 /// Longest accepted `Authorization` header, in bytes.
 pub const AUTHORIZATION_BYTES_MAX: usize = 512;
 
-/// Most memory an imported secret hash may ask for at verification, in KiB (256 MiB).
-pub const IMPORTED_HASH_MEMORY_KIB_MAX: u32 = 256 * 1024;
+/// Most memory an imported secret hash may ask for at verification, in KiB (64 MiB).
+pub const IMPORTED_HASH_MEMORY_KIB_MAX: u32 = 64 * 1024;
 /// Most passes an imported secret hash may ask for.
-pub const IMPORTED_HASH_PASSES_MAX: u32 = 16;
+pub const IMPORTED_HASH_PASSES_MAX: u32 = 8;
 /// Most lanes an imported secret hash may ask for.
-pub const IMPORTED_HASH_LANES_MAX: u32 = 8;
+pub const IMPORTED_HASH_LANES_MAX: u32 = 4;
+/// Most argon2 computations (hashing or verifying) at once; more wait their turn. With
+/// [`IMPORTED_HASH_MEMORY_KIB_MAX`] this bounds argon2's memory at 256 MiB, however many
+/// wrong secrets arrive at once.
+pub const ARGON2_CONCURRENT_MAX: usize = 4;
 
 /// Argon2id cost parameters (the defaults are OWASP's minimum: 19 MiB, 2 passes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +67,8 @@ pub struct Principal {
     pub key: ApiKey,
     /// The owner's key when the caller is a subaccount.
     pub primary: Option<ApiKey>,
+    /// The secret the caller authenticated with (`None` for the operator's admin token).
+    pub secret: Option<SecretId>,
 }
 
 #[derive(Debug)]
@@ -74,6 +80,8 @@ pub struct Authenticator {
     /// someone else failing from elsewhere.
     failures: Mutex<FxHashMap<(ApiKey, Option<IpAddr>), FailureWindow>>,
     admin_digest: blake3::Hash,
+    /// Permits for argon2 work ([`ARGON2_CONCURRENT_MAX`]).
+    argon2_permits: tokio::sync::Semaphore,
 }
 
 fn argon2(cost: HashCost) -> Result<Argon2<'static>, Problem> {
@@ -93,12 +101,22 @@ impl Authenticator {
             verified: Mutex::new(FxHashMap::default()),
             failures: Mutex::new(FxHashMap::default()),
             admin_digest: blake3::hash(admin_token.as_bytes()),
+            argon2_permits: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
         }
+    }
+
+    /// Waits for a turn at argon2.
+    async fn argon2_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Problem> {
+        self.argon2_permits
+            .acquire()
+            .await
+            .map_err(|_| Problem::internal("argon2 permits are closed"))
     }
 
     /// Hashes a new secret (argon2id, random salt) on the blocking pool.
     pub async fn hash_secret(&self, secret: String) -> Result<SecretHash, Problem> {
         let cost = self.cost;
+        let _turn = self.argon2_turn().await?;
         let phc = tokio::task::spawn_blocking(move || {
             let salt = SaltString::generate(&mut OsRng);
             argon2(cost)?
@@ -183,6 +201,7 @@ impl Authenticator {
         Ok(Principal {
             key: owner.unwrap_or(key),
             primary: None,
+            secret: None,
         })
     }
 
@@ -224,8 +243,12 @@ impl Authenticator {
             .lock()
             .ok()
             .and_then(|cache| cache.get(&(key, digest)).copied());
-        if remembered.is_some_and(|id| active.contains(&id)) {
-            return Ok(Principal { key, primary });
+        if let Some(id) = remembered.filter(|id| active.contains(id)) {
+            return Ok(Principal {
+                key,
+                primary,
+                secret: Some(id),
+            });
         }
         let secrets: Vec<(SecretId, SecretHash)> = ledger
             .read(|views| {
@@ -238,6 +261,7 @@ impl Authenticator {
             })
             .unwrap_or_default();
         let cost = self.cost;
+        let _turn = self.argon2_turn().await?;
         let matched = tokio::task::spawn_blocking(move || {
             let verifier = argon2(cost).ok()?;
             secrets.into_iter().find_map(|(id, hash)| {
@@ -258,7 +282,11 @@ impl Authenticator {
                     }
                     cache.insert((key, digest), id);
                 }
-                Ok(Principal { key, primary })
+                Ok(Principal {
+                    key,
+                    primary,
+                    secret: Some(id),
+                })
             }
             None => {
                 self.failed(key, peer);

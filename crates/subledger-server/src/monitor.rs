@@ -110,7 +110,8 @@ fn family_json(views: &Views, family: &FamilySnapshot, current: bool) -> Map<Str
 
 /// `GET /accounts/{primary}/overview[?at=|?seq=]`: the family and its totals, each account
 /// with `available` funds and its low-balance state, and `seq`, the last event the read
-/// reflects: a client that then streams `/events?since=<seq>` misses nothing.
+/// reflects (`null` for past reads): a client that then streams `/events?since=<seq>` misses
+/// nothing.
 async fn overview(
     State(state): Shared,
     Path(primary): Path<String>,
@@ -129,7 +130,12 @@ async fn overview(
             None => views.family(&key),
         }?;
         let mut body = family_json(views, &family, point.is_none());
-        body.insert("seq".into(), json!(views.last_seq().0));
+        // The last event this read reflects; a past read reflects no single stream position.
+        let seq = match point {
+            None => json!(views.last_seq().0),
+            Some(_) => Value::Null,
+        };
+        body.insert("seq".into(), seq);
         body.insert(
             "as_of".into(),
             json!(if point.is_some() { "past" } else { "now" }),

@@ -890,14 +890,28 @@ async fn list_secrets(State(state): Shared, Path(key): Path<String>, headers: He
             })
         })
         .ok_or_else(|| Problem::invalid_api_key(&key))?;
-    Ok(json_response(
+    let mut response = json_response(
         StatusCode::OK,
         &json!({
             "_links": link(&format!("/accounts/{owner}/secrets")),
             "_embedded": { "secrets": secrets },
         }),
-    ))
+    );
+    // Beyond the public API, in a header so the body stays the public shape: the secret this
+    // very request authenticated with, so a client rotating its own secrets knows which one
+    // not to revoke first.
+    if let Some(id) = principal.secret.filter(|_| principal.key == owner) {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&id.to_string()) {
+            response
+                .headers_mut()
+                .insert(AUTHENTICATED_SECRET_HEADER, value);
+        }
+    }
+    Ok(response)
 }
+
+/// Response header of `GET /accounts/{key}/secrets`: the id of the secret the request used.
+pub(crate) const AUTHENTICATED_SECRET_HEADER: &str = "subledger-authenticated-secret";
 
 async fn create_secret(
     State(state): Shared,

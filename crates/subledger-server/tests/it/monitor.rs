@@ -82,6 +82,11 @@ async fn the_overview_reports_available_funds_alerts_and_the_sequence_it_reflect
         .await
         .ok(200);
     assert_eq!(past["as_of"], "past");
+    assert_eq!(
+        past["seq"],
+        Value::Null,
+        "a past read is no stream position"
+    );
     assert_eq!(num(&account(&past, &own.key)["balance"]), "30");
     assert_eq!(account(&past, &own.key)["low_balance"], false);
     assert_eq!(
@@ -315,4 +320,37 @@ async fn the_dashboard_is_served_from_the_binary_with_a_strict_policy() {
         .send()
         .await
         .problem(404, "not-found", "Not Found");
+}
+
+#[tokio::test]
+async fn the_secret_list_names_the_secret_the_request_used() {
+    let server = Server::new();
+    let primary = server.funded_primary("1").await;
+    let path = format!("/accounts/{}/secrets", primary.key);
+    let second = server
+        .post(&path, &primary, r#"{"secret":"Second1Secret"}"#)
+        .await
+        .ok(201);
+    let header = "subledger-authenticated-secret";
+    let with_first = server.get(&path, &primary).await;
+    let list = with_first.ok(200);
+    let ids: Vec<String> = list["_embedded"]["secrets"]
+        .as_array()
+        .expect("secrets")
+        .iter()
+        .map(|secret| text(&secret["id"]))
+        .collect();
+    assert_eq!(with_first.header(header), Some(ids[0].clone()));
+    let with_second = server
+        .get(&path, &primary.with_secret("Second1Secret"))
+        .await;
+    assert_eq!(with_second.header(header), Some(text(&second["id"])));
+    // The operator used none of them; nor did a primary reading its subaccount's list.
+    let operator = server.req("GET", &path).admin().send().await;
+    assert_eq!(operator.header(header), None);
+    let sub = server.own_sub(&primary).await;
+    let theirs = server
+        .get(&format!("/accounts/{}/secrets", sub.key), &primary)
+        .await;
+    assert_eq!(theirs.header(header), None);
 }
