@@ -47,11 +47,13 @@ const IMPORT_ACCOUNTS_MAX: usize = 1_000;
 const HTTP_BATCH_ITEMS_MAX: usize = 1_000;
 /// Concurrent requests during setup.
 const SETUP_CONNECTIONS: usize = 4;
+/// Most clients over HTTP: one connection each, well below the server's 4,096 connections.
+pub const HTTP_CLIENTS_MAX: usize = 1_024;
 /// Longest wait for one answer.
 const REQUEST_SECONDS_MAX: u64 = 60;
 
-/// A server to load, and how to reach its admin API.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A server to load, and how to reach its admin API. `Debug` leaves the token out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct HttpTarget {
     /// `http://host:port` (plain HTTP: the harness measures the ledger, not TLS).
     pub url: String,
@@ -60,6 +62,18 @@ pub struct HttpTarget {
     /// makes itself, and verifies each primary's secret once during setup at this cost.
     pub hash_memory_kib: u32,
     pub hash_passes: u32,
+}
+
+impl std::fmt::Debug for HttpTarget {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("HttpTarget")
+            .field("url", &self.url)
+            .field("admin_token", &"<redacted>")
+            .field("hash_memory_kib", &self.hash_memory_kib)
+            .field("hash_passes", &self.hash_passes)
+            .finish()
+    }
 }
 
 impl HttpTarget {
@@ -564,7 +578,10 @@ async fn run_client(
             let (status, body) = connection.send(&call).await?;
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             result.latency.saturating_record(micros.max(1));
-            if status >= 500 {
+            // Refusals that are not the rules' (credentials, size, rate, overload) mean the
+            // run is not measuring what it claims: stop rather than count them as rejections.
+            // (The rules' refusals are 4xx problems such as 403 and 422.)
+            if status >= 500 || matches!(status, 401 | 413 | 429) {
                 return Err(failed(format!(
                     "{} {} answered {status}: {}",
                     call.method,
@@ -635,6 +652,11 @@ pub fn run(
         return Err(BenchError::Options(
             "--http loads a running server: --data and --in-memory do not apply".into(),
         ));
+    }
+    if options.clients > HTTP_CLIENTS_MAX {
+        return Err(BenchError::Options(format!(
+            "over HTTP, --clients is at most {HTTP_CLIENTS_MAX} (one connection each, below the server's connection limit)"
+        )));
     }
     let (address, host) = address(&target.url)?;
     let layout = Layout::of(options);

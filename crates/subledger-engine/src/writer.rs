@@ -23,7 +23,9 @@ use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared
 type Pending = (Vec<subledger_core::Command>, Reply);
 
 /// Most synced batches waiting for the views thread: bounds how far the writer runs ahead
-/// (and the memory that takes) while keeping both threads busy.
+/// (and the memory that takes) while keeping both threads busy. Readers may not yet see up to
+/// this many batches, plus the one being applied and the one the writer is handing over —
+/// none of which is acknowledged yet.
 pub(crate) const VIEWS_QUEUE_BATCHES_MAX: usize = 2;
 
 /// A synced batch on its way to the views thread, with the answers it releases.
@@ -39,6 +41,20 @@ struct Synced {
 /// then answers their callers. A views failure is a fail-stop: it is recorded (the writer stops
 /// at its next batch) and every later caller is told so.
 fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
+    /// Records a panic of this thread as a fail-stop, so that `failure()` says so at once and
+    /// subscribers are told, rather than callers only seeing their replies dropped.
+    struct PanicGuard<'a>(&'a Shared);
+    impl Drop for PanicGuard<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                if let Ok(mut failure) = self.0.failure.lock() {
+                    failure.get_or_insert_with(|| "the views thread panicked".to_string());
+                }
+                crate::subscription::disconnect_all(self.0);
+            }
+        }
+    }
+    let _guard = PanicGuard(shared);
     let mut stopped: Option<String> = None;
     for synced in batches {
         if stopped.is_none() {

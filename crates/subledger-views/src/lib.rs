@@ -719,7 +719,9 @@ impl Views {
         let limit = limit.clamp(1, PAGE_ITEMS_MAX);
         let mut families = Vec::new();
         let mut next = None;
-        for (_, account) in self.state.accounts().skip(start) {
+        let ids = (start..self.state.account_count())
+            .filter_map(|index| u32::try_from(index).ok().map(AccountId));
+        for account in ids.filter_map(|id| self.state.account(id)) {
             if !account.is_primary() {
                 continue;
             }
