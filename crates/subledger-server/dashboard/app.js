@@ -11,8 +11,14 @@ const ACTIVITY_ITEMS_MAX = 50;
 const CHART_PAGES_MAX = 10;
 /** Longest wait between reconnection attempts of the event stream, in milliseconds. */
 const RECONNECT_DELAY_MS_MAX = 10_000;
-/** Coalescing window for refreshes after bursts of events, in milliseconds. */
+/** Least time between two refreshes after events, in milliseconds (a throttle, not a debounce:
+ * a steady stream of events still refreshes the page). */
 const REFRESH_DELAY_MS = 100;
+/** Least time between two reloads of an open chart, in milliseconds (a chart may take ten
+ * statement pages). */
+const CHART_REFRESH_MS_MIN = 2_000;
+/** The response header naming the secret a request authenticated with. */
+const AUTHENTICATED_SECRET_HEADER = "subledger-authenticated-secret";
 const SCALE = 100_000_000n;
 
 const $ = (id) => document.getElementById(id);
@@ -22,13 +28,17 @@ const session = {
   key: null, // the primary's key (signed in, or opened by the operator)
   auth: null, // the Authorization header value; only ever in memory
   stream: null, // AbortController of the live event stream
-  seq: 0, // last event reflected on the page
+  streamSeq: 0, // last event received from the stream: where a reconnect resumes
+  epoch: 0, // bumped at sign-out: answers to requests of an earlier session are dropped
   accounts: [], // the family's accounts from the last overview
   asOf: null, // ISO instant while showing a past state
   detail: null, // api key whose chart is open
   history: { cursors: [null], index: 0, next: null },
   primaries: { cursors: [null], index: 0, next: null },
   refreshTimer: null,
+  refreshing: false,
+  dirty: false,
+  chartLoadedAt: 0,
 };
 
 // --- money ---------------------------------------------------------------------------------
@@ -67,6 +77,18 @@ class ApiError extends Error {
   }
 }
 
+/** An answer that arrived after sign-out: dropped silently. */
+class Stale extends Error {}
+
+/** Whether JSON.parse hands revivers the source text (exact numbers). */
+const EXACT_NUMBERS = (() => {
+  try {
+    return JSON.parse("[1.10]", (key, value, context) => (typeof value === "number" && context ? context.source : value))[0] === "1.10";
+  } catch {
+    return false;
+  }
+})();
+
 /** JSON with every number kept as its exact source text. */
 function parseExact(text) {
   return JSON.parse(text, (key, value, context) =>
@@ -75,6 +97,12 @@ function parseExact(text) {
 }
 
 async function api(method, path, body) {
+  return (await apiResponse(method, path, body)).document;
+}
+
+/** The answer's document and headers; throws `ApiError` for a problem, `Stale` after sign-out. */
+async function apiResponse(method, path, body) {
+  const epoch = session.epoch;
   const headers = { Authorization: session.auth, Accept: "application/json" };
   const init = { method, headers };
   if (body !== undefined) {
@@ -83,6 +111,7 @@ async function api(method, path, body) {
   }
   const response = await fetch(path, init);
   const text = await response.text();
+  if (epoch !== session.epoch) throw new Stale("signed out meanwhile");
   let document = {};
   if (text) {
     try {
@@ -92,7 +121,7 @@ async function api(method, path, body) {
     }
   }
   if (!response.ok) throw new ApiError(response.status, document);
-  return document;
+  return { document, headers: response.headers };
 }
 
 /** A JSON object text where `amount` is written as the exact decimal the user typed. */
@@ -134,7 +163,7 @@ async function guarded(action) {
   try {
     return await action();
   } catch (error) {
-    showError(error);
+    if (!(error instanceof Stale)) showError(error);
     return undefined;
   }
 }
@@ -221,7 +250,7 @@ async function signIn(event) {
     if (ok === undefined) return resetSession();
     $("who").textContent = "Operator (read-only)";
     show("operator");
-    startStream();
+    startStream(session.primariesSeq);
   } else {
     const key = $("api-key").value.trim();
     const secret = $("api-secret").value;
@@ -243,12 +272,21 @@ function resetSession() {
   stopStream();
   clearTimeout(session.refreshTimer);
   Object.assign(session, {
-    mode: null, key: null, auth: null, seq: 0, accounts: [], asOf: null, detail: null,
+    mode: null, key: null, auth: null, streamSeq: 0, accounts: [], asOf: null, detail: null,
     history: { cursors: [null], index: 0, next: null },
     primaries: { cursors: [null], index: 0, next: null },
+    refreshTimer: null, refreshing: false, dirty: false, chartLoadedAt: 0,
+    epoch: session.epoch + 1,
   });
   $("who").textContent = "";
   $("sign-out").hidden = true;
+  // Nothing of the previous session stays on the page.
+  for (const table of ["accounts", "primaries", "transfers", "statement"]) $(table).tBodies[0].replaceChildren();
+  for (const total of ["total-balance", "total-credit", "total-available", "total-accounts", "total-alerts"]) $(total).textContent = "–";
+  $("chart").replaceChildren();
+  $("as-of-banner").hidden = true;
+  $("as-of-live").hidden = true;
+  document.title = PAGE_TITLE;
   $("activity-list").replaceChildren();
   $("detail").hidden = true;
   setLive("Signed out", "off");
@@ -273,7 +311,8 @@ async function loadPrimaries(first) {
   const cursor = state.cursors[state.index];
   const query = `page_size=25${cursor ? `&cursor=${encodeURIComponent(cursor)}` : ""}`;
   const page = await api("GET", `/admin/primaries?${query}`);
-  session.seq = Math.max(session.seq, Number(page.seq));
+  session.primariesSeq = Number(page.seq);
+  const focus = focusedControl($("primaries"));
   const rows = page._embedded.primaries.map((primary) => {
     const row = document.createElement("tr");
     if (Number(primary.low_balance_alerts) > 0) row.classList.add("alert");
@@ -282,7 +321,9 @@ async function loadPrimaries(first) {
     if (Number(primary.low_balance_alerts) > 0) status.append(badge(`${primary.low_balance_alerts} low balance`, "alert"));
     if (!status.childNodes.length) status.append(badge("Active", "ok"));
     const open = document.createElement("td");
-    open.append(button("Open", `Open family of ${primary.primary_account_api_key}`, () => guarded(() => openFamily(primary.primary_account_api_key))));
+    open.append(button("Open", `Open family of ${primary.primary_account_api_key}`, async () => {
+      if (await guarded(() => openFamily(primary.primary_account_api_key))) $("family-title").focus();
+    }));
     row.append(
       cell(primary.primary_account_api_key, "mono"),
       cell(primary.name),
@@ -296,6 +337,7 @@ async function loadPrimaries(first) {
     return row;
   });
   $("primaries").tBodies[0].replaceChildren(...rows);
+  restoreFocus($("primaries"), focus);
   const next = page._links.next ? new URL(page._links.next.href, location.href).searchParams.get("cursor") : null;
   state.next = next;
   $("primaries-prev").disabled = state.index === 0;
@@ -322,7 +364,7 @@ async function openFamily(key) {
   session.asOf = null;
   session.detail = null;
   Object.assign(session.history, { cursors: [null], index: 0, next: null });
-  await loadOverview();
+  const overview = await loadOverview();
   const readOnly = session.mode === "operator";
   $("actions").hidden = readOnly;
   $("back-to-primaries").hidden = !readOnly;
@@ -331,18 +373,30 @@ async function openFamily(key) {
   fillSelectors();
   await loadHistory();
   show("family");
-  if (session.mode === "primary") startStream();
+  // The stream starts where the overview's consistent read ended: nothing missed, nothing twice.
+  if (session.mode === "primary") startStream(Number(overview.seq));
   return true;
 }
 
 async function loadOverview() {
   const query = session.asOf ? `?at=${encodeURIComponent(session.asOf)}` : "";
   const overview = await api("GET", `/accounts/${encodeURIComponent(session.key)}/overview${query}`);
-  if (!session.asOf) {
-    session.seq = Math.max(session.seq, Number(overview.seq));
-    session.accounts = overview.accounts;
-  }
+  if (!session.asOf) session.accounts = overview.accounts;
   renderOverview(overview);
+  return overview;
+}
+
+/** The aria-label of the focused button inside `container`, to find it again after a redraw. */
+function focusedControl(container) {
+  const focused = document.activeElement;
+  return focused && container.contains(focused) ? focused.getAttribute("aria-label") : null;
+}
+
+/** Puts the focus back on the redrawn button with that label, if there still is one. */
+function restoreFocus(container, label) {
+  if (!label) return;
+  const again = container.querySelector(`button[aria-label="${CSS.escape(label)}"]`);
+  if (again) again.focus();
 }
 
 function renderOverview(overview) {
@@ -357,7 +411,9 @@ function renderOverview(overview) {
   $("totals").classList.toggle("has-alerts", !past && Number(overview.low_balance_alerts) > 0);
   const readOnly = session.mode === "operator" || past;
   const rows = overview.accounts.map((account) => accountRow(account, readOnly));
+  const focus = focusedControl($("accounts"));
   $("accounts").tBodies[0].replaceChildren(...rows);
+  restoreFocus($("accounts"), focus);
   document.title = !past && Number(overview.low_balance_alerts) > 0 ? `(${overview.low_balance_alerts}) ${PAGE_TITLE}` : PAGE_TITLE;
 }
 
@@ -457,7 +513,7 @@ async function transfer(event) {
   clearNotice();
   const kind = $("transfer-kind").value;
   const amount = $("transfer-amount").value.trim();
-  if (!/^\d{1,13}(\.\d{1,8})?$/.test(amount)) {
+  if (!/^(0|[1-9]\d{0,12})(\.\d{1,8})?$/.test(amount)) {
     return showError(new Error("the amount must be a positive decimal such as 10 or 10.25 (at most 8 decimals)"));
   }
   const fields = { from: $("transfer-from").value, to: $("transfer-to").value };
@@ -514,18 +570,25 @@ function generateSecret() {
 async function rotateSecret(key) {
   clearNotice();
   const base = `/accounts/${encodeURIComponent(key)}/secrets`;
-  const before = await api("GET", base);
-  const existing = before._embedded.secrets.map((secret) => secret.id);
+  const before = await apiResponse("GET", base);
+  // The server names the secret this page signed in with (only for the page's own account):
+  // never revoke that one before the page holds the new secret.
+  const inUse = before.headers.get(AUTHENTICATED_SECRET_HEADER);
+  let existing = before.document._embedded.secrets.map((secret) => secret.id);
   const plaintext = generateSecret();
-  // At most two secrets may exist: make room first by revoking the oldest.
-  if (existing.length >= 2) await api("DELETE", `${base}/${encodeURIComponent(existing.shift())}`);
+  // At most two secrets may exist: make room first by revoking the oldest one not in use.
+  if (existing.length >= 2) {
+    const spare = existing.find((id) => id !== inUse);
+    await api("DELETE", `${base}/${encodeURIComponent(spare)}`);
+    existing = existing.filter((id) => id !== spare);
+  }
   const created = await api("POST", base, JSON.stringify({ secret: plaintext }));
   const ownKey = session.mode === "primary" && key === session.key;
   if (ownKey) session.auth = basic(key, plaintext);
   for (const id of existing) {
     if (id !== created.id) await api("DELETE", `${base}/${encodeURIComponent(id)}`);
   }
-  showSecret(`The secret of ${nameOf(key)} was rotated; older secrets no longer work.${ownKey ? " This page now uses the new one." : ""}`, plaintext);
+  showSecret(`The secret of ${nameOf(key)} was rotated; older secrets are refused from now on.${ownKey ? " This page now uses the new one." : ""}`, plaintext);
 }
 
 function showSecret(intro, secret) {
@@ -603,9 +666,19 @@ async function openDetail(key) {
   $("detail-title").focus();
 }
 
+function closeDetail() {
+  const key = session.detail;
+  session.detail = null;
+  $("detail").hidden = true;
+  // Back to the Chart button that opened it.
+  const opener = $("accounts").querySelector(`tr[data-key="${CSS.escape(key || "")}"] button`);
+  if (opener) opener.focus();
+}
+
 async function loadDetail() {
   const key = session.detail;
   if (!key) return;
+  session.chartLoadedAt = Date.now();
   const range = $("chart-range").value;
   const params = new URLSearchParams({ page_size: "1000" });
   if (range !== "all") params.set("start_date", new Date(Date.now() - Number(range) * 1000).toISOString());
@@ -625,6 +698,9 @@ async function loadDetail() {
   $("detail-title").textContent = `Balance over time · ${nameOf(key)}`;
   $("detail-title").tabIndex = -1;
   drawChart(entries, account, truncated);
+  $("statement-summary").textContent = truncated
+    ? "Statement entries (the last 50 drawn; later ones are beyond the chart's limit)"
+    : "Statement entries (the latest 50)";
   const rows = entries.slice(-50).reverse().map((entry) => {
     const row = document.createElement("tr");
     row.append(cell(when(entry.created_at)), cell(entry.type.replaceAll("_", " ")), cell(money(entry.balance_change), "num"), cell(money(entry.balance), "num"), cell(money(entry.credit_limit), "num"), cell(entry.reference || ""));
@@ -657,8 +733,8 @@ function drawChart(entries, account, truncated) {
   const height = 240;
   const pad = { left: 90, right: 16, top: 16, bottom: 36 };
   const points = entries.map((entry) => ({ t: new Date(entry.created_at).getTime(), v: units(entry.balance) }));
-  const now = Date.now();
-  points.push({ t: Math.max(now, points[points.length - 1].t), v: points[points.length - 1].v });
+  // The balance holds until now — unless the chart stops early, when "now" is unknown.
+  if (!truncated) points.push({ t: Math.max(Date.now(), points[points.length - 1].t), v: points[points.length - 1].v });
   const threshold = account ? units(account.low_balance_threshold) : null;
   let low = points.reduce((min, point) => (point.v < min ? point.v : min), points[0].v);
   let high = points.reduce((max, point) => (point.v > max ? point.v : max), points[0].v);
@@ -679,7 +755,8 @@ function drawChart(entries, account, truncated) {
   for (let index = 1; index < points.length; index += 1) {
     path += ` H${x(points[index].t).toFixed(1)} V${y(points[index].v).toFixed(1)}`;
   }
-  const summary = `${entries.length} changes from ${new Date(t0).toLocaleString()}; lowest ${formatUnits(low)}, highest ${formatUnits(high)}, now ${formatUnits(points[points.length - 1].v)}.`;
+  const last = formatUnits(points[points.length - 1].v);
+  const summary = `${entries.length} changes from ${new Date(t0).toLocaleString()}; lowest ${formatUnits(low)}, highest ${formatUnits(high)}, ${truncated ? "last drawn" : "now"} ${last}.`;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "chart-title chart-desc", class: "chart-svg" });
   chart.append(svg("title", { id: "chart-title" }, `Balance of ${nameOf(account ? account.api_key : session.detail)}`));
   chart.append(svg("desc", { id: "chart-desc" }, summary));
@@ -699,7 +776,7 @@ function drawChart(entries, account, truncated) {
   chart.append(svg("path", { d: path, class: "line" }));
   const note = document.createElement("p");
   note.className = "chart-note";
-  note.textContent = summary + (truncated ? ` Only the first ${CHART_PAGES_MAX * 1000} changes are drawn: choose a shorter period.` : "");
+  note.textContent = summary + (truncated ? ` Only the first ${CHART_PAGES_MAX * 1000} changes of this period are drawn, not the latest: choose a shorter period.` : "");
   box.replaceChildren(chart, note);
 }
 
@@ -710,9 +787,11 @@ function stopStream() {
   session.stream = null;
 }
 
-/** Streams events after `session.seq` and reconnects with backoff, resuming where it stopped. */
-function startStream() {
+/** Streams events after `since`, reconnecting with backoff and resuming after the last event
+ * received. */
+function startStream(since) {
   stopStream();
+  session.streamSeq = since;
   const controller = new AbortController();
   session.stream = controller;
   const path = session.mode === "operator" ? "/admin/events" : `/accounts/${encodeURIComponent(session.key)}/events`;
@@ -721,7 +800,7 @@ function startStream() {
     while (!controller.signal.aborted) {
       try {
         setLive("Connecting…", "connecting");
-        const response = await fetch(`${path}?since=${session.seq}`, {
+        const response = await fetch(`${path}?since=${session.streamSeq}`, {
           headers: { Authorization: session.auth, Accept: "text/event-stream" },
           signal: controller.signal,
           cache: "no-store",
@@ -731,8 +810,11 @@ function startStream() {
           throw new ApiError(response.status, problem);
         }
         setLive("Live", "live");
-        delay = 500;
-        await readEvents(response.body, controller.signal);
+        // The backoff resets only once events flow: a stream that the server keeps ending
+        // at once must not be reopened twice a second forever.
+        await readEvents(response.body, controller.signal, () => {
+          delay = 500;
+        });
       } catch (error) {
         if (controller.signal.aborted) return;
         if (error instanceof ApiError && (error.status === 401 || error.status === 403)) {
@@ -750,7 +832,7 @@ function startStream() {
   run();
 }
 
-async function readEvents(body, signal) {
+async function readEvents(body, signal, onEvent) {
   const reader = body.pipeThrough(new TextDecoderStream()).getReader();
   signal.addEventListener("abort", () => reader.cancel().catch(() => {}), { once: true });
   let buffer = "";
@@ -762,11 +844,12 @@ async function readEvents(body, signal) {
     while ((end = buffer.indexOf("\n\n")) >= 0) {
       const block = buffer.slice(0, end);
       buffer = buffer.slice(end + 2);
-      handleBlock(block);
+      if (handleBlock(block)) onEvent();
     }
   }
 }
 
+/** Handles one SSE block; true when it carried a new event. */
 function handleBlock(block) {
   let kind = "message";
   let data = "";
@@ -774,20 +857,20 @@ function handleBlock(block) {
     if (line.startsWith("event:")) kind = line.slice(6).trim();
     else if (line.startsWith("data:")) data += line.slice(5).trimStart();
   }
-  if (!data) return;
+  if (!data) return false;
   if (kind === "error") {
     showError(new Error(`the event stream stopped: ${data}`));
-    return;
+    return false;
   }
   let notice;
   try {
     notice = parseExact(data);
   } catch {
-    return;
+    return false;
   }
   const seq = Number(notice.seq);
-  if (seq <= session.seq) return;
-  session.seq = seq;
+  if (seq <= session.streamSeq) return false;
+  session.streamSeq = seq;
   if (session.mode === "primary") addActivity(notice);
   if (notice.type === "low_balance_alert" && session.mode === "primary") {
     const event = notice.event || {};
@@ -795,6 +878,7 @@ function handleBlock(block) {
     $("notice").className = "notice alert";
   }
   scheduleRefresh();
+  return true;
 }
 
 function describe(notice) {
@@ -819,10 +903,28 @@ function addActivity(notice) {
   while (list.children.length > ACTIVITY_ITEMS_MAX) list.lastElementChild.remove();
 }
 
-/** Refreshes what events may have changed, once per burst. */
+/** Refreshes what events may have changed: at most one refresh at a time, at most one per
+ * REFRESH_DELAY_MS, and always one after the last event. */
 function scheduleRefresh() {
-  clearTimeout(session.refreshTimer);
-  session.refreshTimer = setTimeout(refresh, REFRESH_DELAY_MS);
+  session.dirty = true;
+  if (session.refreshTimer !== null || session.refreshing) return;
+  session.refreshTimer = setTimeout(runRefresh, REFRESH_DELAY_MS);
+}
+
+async function runRefresh() {
+  session.refreshTimer = null;
+  if (!session.dirty) return;
+  session.dirty = false;
+  session.refreshing = true;
+  const epoch = session.epoch;
+  try {
+    await refresh();
+  } finally {
+    if (epoch === session.epoch) {
+      session.refreshing = false;
+      if (session.dirty) scheduleRefresh();
+    }
+  }
 }
 
 async function refresh() {
@@ -841,7 +943,7 @@ async function refresh() {
   }
   fillSelectors();
   if (session.history.index === 0) await guarded(loadHistory);
-  if (session.detail) await guarded(loadDetail);
+  if (session.detail && Date.now() - session.chartLoadedAt >= CHART_REFRESH_MS_MIN) await guarded(loadDetail);
 }
 
 // --- wiring ----------------------------------------------------------------------------------
@@ -857,6 +959,7 @@ function wire() {
     session.key = null;
     session.detail = null;
     show("operator");
+    $("operator-title").focus();
     await guarded(() => loadPrimaries(false));
   });
   $("as-of-form").addEventListener("submit", showAsOf);
@@ -867,10 +970,7 @@ function wire() {
   $("history-prev").addEventListener("click", () => historyPage(-1));
   $("history-next").addEventListener("click", () => historyPage(1));
   $("chart-range").addEventListener("change", () => guarded(loadDetail));
-  $("detail-close").addEventListener("click", () => {
-    session.detail = null;
-    $("detail").hidden = true;
-  });
+  $("detail-close").addEventListener("click", closeDetail);
   $("secret-done").addEventListener("click", closeSecret);
   $("secret-dialog").addEventListener("close", () => {
     $("secret-value").textContent = "";
@@ -878,6 +978,10 @@ function wire() {
   $("as-of").value = localValue(new Date());
   modeChanged();
   resetSession();
+  for (const heading of ["family-title", "operator-title", "detail-title"]) $(heading).tabIndex = -1;
+  if (!EXACT_NUMBERS) {
+    showError(new Error("this browser cannot read amounts exactly (JSON.parse source text); use a current Chromium, Firefox or Safari"));
+  }
   $("api-key").focus();
 }
 

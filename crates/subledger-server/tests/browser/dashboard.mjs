@@ -248,15 +248,36 @@ try {
   await page.locator("#secret-done").click();
   check((await call("GET", "/account/get-balance", basic(ALICE, aliceSecret))).status === 200, "the new secret works");
   check((await call("GET", "/account/get-balance", basic(ALICE, "AliceSecret9x"))).status === 401, "the old secret no longer works");
+  // The primary holds two secrets, the page signed in with the older one: rotating must not
+  // revoke that one first (the page would lock itself out).
+  await must("POST", `/accounts/${P}/secrets`, primary, '{"secret":"Extra1Secret"}');
   await row(P).getByRole("button", { name: /Rotate the secret of Acme/ }).click();
   await page.locator("#secret-dialog").waitFor({ state: "visible" });
   const newPrimarySecret = (await page.locator("#secret-value").innerText()).trim();
   await page.locator("#secret-done").click();
   check((await call("GET", `/accounts/${P}/subaccounts`, primary)).status === 401, "the primary's old secret no longer works");
+  check((await call("GET", `/accounts/${P}/subaccounts`, basic(P, "Extra1Secret"))).status === 401, "nor does its other old one");
+  check((await call("GET", `/accounts/${P}/subaccounts`, basic(P, newPrimarySecret))).status === 200, "the new one does");
+  // The page itself still acts with its new secret.
+  await page.selectOption("#transfer-kind", "balance");
+  await page.selectOption("#transfer-from", P);
+  await page.selectOption("#transfer-to", BOB);
+  await page.fill("#transfer-amount", "1");
+  await page.fill("#transfer-reference", "after rotation");
+  await page.locator("#transfer-form button[type=submit]").click();
+  await until(async () => (await cellText(BOB, 2)) === "31.00", "a page transfer after rotating");
   // The page carries on with the new secret: a transfer through the API still shows live.
   await must("POST", `/accounts/${P}/balance-transfers`, basic(P, newPrimarySecret), `{"from":"${P}","to":"${ALICE}","amount":2.5}`);
   await until(async () => (await cellText(ALICE, 2)) === "140.00", "live after rotating the page's own secret");
   log("secrets rotated; old ones refused; the page follows its own rotation");
+
+  step = "focus survives live updates";
+  await row(ALICE).getByRole("button", { name: "Balance chart of Alice" }).focus();
+  await must("POST", `/accounts/${P}/balance-transfers`, basic(P, newPrimarySecret), `{"from":"${P}","to":"${ALICE}","amount":0.5}`);
+  await until(async () => (await cellText(ALICE, 2)) === "140.50", "the redraw after an API transfer");
+  const focusedLabel = await page.evaluate(() => document.activeElement.getAttribute("aria-label"));
+  check(focusedLabel === "Balance chart of Alice", `focus stays on the same button after a redraw (on ${focusedLabel})`);
+  log("the focused button keeps the focus when live updates redraw the table");
 
   step = "keyboard reach";
   // Every action is reachable with Tab from the sign-out button.
