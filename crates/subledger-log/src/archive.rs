@@ -291,7 +291,7 @@ impl SnapshotStore for NoSnapshots {
         Ok(Vec::new())
     }
 
-    fn load(&self, _seq: Sequence) -> Result<Option<Vec<u8>>, LogError> {
+    fn load(&self, _seq: Sequence) -> Result<Option<crate::SnapshotBytes>, LogError> {
         Ok(None)
     }
 

@@ -70,13 +70,37 @@ pub trait LogReader: Send + Sync {
     }
 }
 
+/// A stored snapshot's bytes, lent by the store without a copy where it can (a snapshot of a
+/// large ledger is gigabytes: copying it cost a tenth of recovery).
+pub struct SnapshotBytes(Box<dyn AsRef<[u8]> + Send + Sync>);
+
+impl SnapshotBytes {
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> SnapshotBytes {
+        SnapshotBytes(Box::new(bytes))
+    }
+}
+
+impl std::ops::Deref for SnapshotBytes {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        (*self.0).as_ref()
+    }
+}
+
+impl std::fmt::Debug for SnapshotBytes {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(formatter, "SnapshotBytes({} bytes)", self.len())
+    }
+}
+
 /// Where snapshots are kept, beside the log. Bytes are opaque here: the engine encodes them.
 pub trait SnapshotStore: Send + Sync {
     /// Stores a snapshot taken at `seq`; durable when this returns.
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError>;
     /// Sequence numbers of stored snapshots, ascending.
     fn list(&self) -> Result<Vec<Sequence>, LogError>;
-    fn load(&self, seq: Sequence) -> Result<Option<Vec<u8>>, LogError>;
+    fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError>;
     fn remove(&self, seq: Sequence) -> Result<(), LogError>;
 }
 
@@ -157,7 +181,7 @@ pub struct MemoryLog {
 #[derive(Debug, Default)]
 struct MemoryShared {
     records: RwLock<MemoryRecords>,
-    snapshots: RwLock<BTreeMap<Sequence, Vec<u8>>>,
+    snapshots: RwLock<BTreeMap<Sequence, std::sync::Arc<[u8]>>>,
     fail_next_sync: AtomicBool,
 }
 
@@ -303,7 +327,7 @@ impl LogReader for MemoryLog {
 impl SnapshotStore for MemoryLog {
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError> {
         let mut snapshots = self.shared.snapshots.write().map_err(|_| poisoned())?;
-        snapshots.insert(seq, bytes.to_vec());
+        snapshots.insert(seq, std::sync::Arc::from(bytes));
         Ok(())
     }
 
@@ -312,9 +336,9 @@ impl SnapshotStore for MemoryLog {
         Ok(snapshots.keys().copied().collect())
     }
 
-    fn load(&self, seq: Sequence) -> Result<Option<Vec<u8>>, LogError> {
+    fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError> {
         let snapshots = self.shared.snapshots.read().map_err(|_| poisoned())?;
-        Ok(snapshots.get(&seq).cloned())
+        Ok(snapshots.get(&seq).cloned().map(SnapshotBytes::new))
     }
 
     fn remove(&self, seq: Sequence) -> Result<(), LogError> {

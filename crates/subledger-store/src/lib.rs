@@ -24,7 +24,8 @@ use std::sync::Arc;
 use subledger_core::{Batch, Sequence};
 use subledger_log::record::{decode_record, encode_batch, RECORD_EVENTS_MAX};
 use subledger_log::{
-    verify_records, ChainHash, EventLog, LogError, LogReader, Record, RecordIter, SnapshotStore,
+    verify_records, ChainHash, EventLog, LogError, LogReader, Record, RecordIter, SnapshotBytes,
+    SnapshotStore,
 };
 
 /// The on-disk layout version this code writes and reads.
@@ -482,13 +483,14 @@ impl SnapshotStore for SledReader {
             .collect()
     }
 
-    fn load(&self, seq: Sequence) -> Result<Option<Vec<u8>>, LogError> {
+    fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError> {
+        // sled's own buffer, lent as is.
         Ok(self
             .inner
             .snapshots
             .get(key(seq))
             .map_err(storage)?
-            .map(|bytes| bytes.to_vec()))
+            .map(SnapshotBytes::new))
     }
 
     fn remove(&self, seq: Sequence) -> Result<(), LogError> {
