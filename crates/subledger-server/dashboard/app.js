@@ -859,7 +859,10 @@ function handleBlock(block) {
   }
   if (!data) return false;
   if (kind === "error") {
-    showError(new Error(`the event stream stopped: ${data}`));
+    // The server ended the stream (for instance: the secret it was opened with was rotated).
+    // The loop reconnects with the current credentials and backs off; a refusal then is
+    // reported as a sign-out.
+    setLive(`Reconnecting (the server ended the stream: ${data})`, "connecting");
     return false;
   }
   let notice;

@@ -205,6 +205,30 @@ impl Authenticator {
         })
     }
 
+    /// Whether what authenticated `principal` still holds: the account and its primary are
+    /// active and the secret it used is not revoked. Long-lived requests (event streams) ask
+    /// this as they go, so a revocation or suspension ends them too. The operator (no secret)
+    /// always holds.
+    pub fn still_valid(ledger: &Ledger, principal: &Principal) -> bool {
+        let Some(secret) = principal.secret else {
+            return true;
+        };
+        ledger.read(|views| {
+            let Some(account) = views.account(&principal.key) else {
+                return false;
+            };
+            let owner_active = account.primary.is_none_or(|primary| {
+                views
+                    .account(&primary)
+                    .is_some_and(|owner| !owner.suspended)
+            });
+            let secret_active = views
+                .secrets(&principal.key)
+                .is_some_and(|secrets| secrets.iter().any(|active| active.id == secret));
+            !account.suspended && !account.closed && owner_active && secret_active
+        })
+    }
+
     /// Checks Basic credentials against the account's active secrets.
     pub async fn authenticate(
         &self,

@@ -223,7 +223,7 @@ async fn list_primaries(
 /// `GET /admin/events?since=SEQ`: every committed event, live.
 async fn all_events(State(state): Shared, headers: HeaderMap, RawQuery(raw): RawQuery) -> Answer {
     state.auth.admin(&headers)?;
-    stream(&state, Filter::All, raw.as_deref(), &headers)
+    stream(&state, Filter::All, raw.as_deref(), &headers, None)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ use subledger_engine::{Filter, REQUEST_COMMANDS_MAX};
 use subledger_views::time::{format_rfc3339_millis, parse_rfc3339};
 use subledger_views::{AsOf, PaymentKind, StatementQuery, TransferKind, PAGE_ITEMS_MAX};
 
-use crate::auth::Principal;
+use crate::auth::{Authenticator, Principal};
 use crate::json::{
     number, parse_object, raw_number, read_bytes, read_object, read_object_limited, Fields,
     BATCH_BODY_BYTES_MAX,
@@ -328,16 +328,20 @@ async fn events(
         .authenticate_read(&state.ledger, &headers, &key)
         .await?;
     let filter = stream_filter(&state, principal, &key)?;
-    stream(&state, filter, raw.as_deref(), &headers)
+    stream(&state, filter, raw.as_deref(), &headers, Some(principal))
 }
 
 /// The events that `filter` selects as Server-Sent Events, from `?since=`, `Last-Event-ID` or
 /// now, then live.
+///
+/// With a `principal`, the stream ends (with an `error` event) as soon as its credentials stop
+/// holding: a revoked secret or a suspended account reads no further.
 pub(crate) fn stream(
     state: &AppState,
     filter: Filter,
     raw: Option<&str>,
     headers: &HeaderMap,
+    principal: Option<Principal>,
 ) -> Answer {
     let mut since = None;
     for (name, value) in params(raw) {
@@ -389,6 +393,15 @@ pub(crate) fn stream(
         .spawn(move || {
             let _permit = permit;
             loop {
+                let revoked = principal
+                    .as_ref()
+                    .is_some_and(|principal| !Authenticator::still_valid(&ledger, principal));
+                if revoked {
+                    let _ = sender.blocking_send(Ok(SseEvent::default()
+                        .event("error")
+                        .data("the credentials of this stream were revoked or suspended")));
+                    return;
+                }
                 match feed.recv_timeout(Duration::from_millis(STREAM_POLL_MILLIS)) {
                     Ok(Some(notice)) => {
                         let fields = ledger.read(|views| {

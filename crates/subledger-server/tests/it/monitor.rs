@@ -354,3 +354,85 @@ async fn the_secret_list_names_the_secret_the_request_used() {
         .await;
     assert_eq!(theirs.header(header), None);
 }
+
+/// Reads a stream until it closes or `deadline`; everything received.
+async fn read_until_closed(stream: &mut tokio::net::TcpStream, seconds: u64) -> String {
+    let mut received = String::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    loop {
+        let mut buffer = [0u8; 4096];
+        match tokio::time::timeout_at(deadline, stream.read(&mut buffer)).await {
+            Ok(Ok(read)) if read > 0 => {
+                received.push_str(&String::from_utf8_lossy(&buffer[..read]))
+            }
+            _ => return received,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_event_stream_ends_when_its_secret_is_revoked_or_its_account_suspended() {
+    let server = Server::new();
+    let primary = server.funded_primary("10").await;
+    let sub = server.own_sub(&primary).await;
+    let running = Running::start(&server).await;
+    let secrets = format!("/accounts/{}/secrets", primary.key);
+    let second = primary.with_secret("Second1Secret");
+    server
+        .post(&secrets, &primary, r#"{"secret":"Second1Secret"}"#)
+        .await
+        .ok(201);
+    let mut stream = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connect");
+    let request = request_text(
+        "GET",
+        &format!("/accounts/{}/events", primary.key),
+        Some(&primary.authorization()),
+        &[],
+        "",
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Revoke the secret the stream was opened with (using the other one).
+    let listed = server.get(&secrets, &second).await.ok(200);
+    let first_id = text(&listed["_embedded"]["secrets"][0]["id"]);
+    server
+        .delete(&format!("{secrets}/{first_id}"), &second)
+        .await;
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    server.top_up(&primary.key, "1").await;
+    let received = read_until_closed(&mut stream, 10).await;
+    assert!(received.starts_with("HTTP/1.1 200"), "{received}");
+    assert!(received.contains("event: error"), "{received}");
+    assert!(received.contains("revoked or suspended"), "{received}");
+    assert!(
+        !received.contains("event: topped_up"),
+        "no event after the revocation: {received}"
+    );
+
+    // A subaccount's stream ends when its primary suspends it.
+    let mut stream = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connect");
+    let request = request_text(
+        "GET",
+        &format!("/accounts/{}/events", sub.key),
+        Some(&sub.authorization()),
+        &[],
+        "",
+    );
+    stream.write_all(request.as_bytes()).await.expect("send");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    server
+        .patch(
+            &format!("/accounts/{}/subaccounts/{}", primary.key, sub.key),
+            &second,
+            r#"{"suspended":true}"#,
+        )
+        .await
+        .ok(200);
+    let received = read_until_closed(&mut stream, 10).await;
+    assert!(received.contains("event: error"), "{received}");
+    running.stop().await;
+}
