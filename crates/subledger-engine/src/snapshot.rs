@@ -31,10 +31,16 @@ pub const SNAPSHOT_FORMAT_VERSION: u16 = 3;
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
 const TRAILER_BYTES: usize = 32;
-/// Decoding limit: no container in a snapshot may claim more memory than this. The checksum is
-/// verified first, so only a forger (who could write anything) reaches the decoder with bad
-/// lengths; the limit still keeps such a file from demanding absurd allocations.
-const SNAPSHOT_DECODE_BYTES_MAX: usize = 1 << 36;
+/// Decoding limits: the containers of a snapshot together may claim at most this much memory.
+/// The checksum is verified first, so only a forger (who can write a valid checksum) reaches
+/// the decoder with bad lengths — but such a file must not make recovery abort by asking for
+/// more memory than the machine has (the fuzzer found a 50 GB string). A legitimate snapshot
+/// decodes to a few times its size, so the limit is the smallest of these tiers that is at
+/// least [`SNAPSHOT_EXPANSION_MAX`] times the payload: a forged file can claim at most 16–256
+/// times its own size, and a small one at most 256 MiB.
+const SNAPSHOT_DECODE_TIERS_BYTES: [usize; 4] = [1 << 28, 1 << 32, 1 << 36, 1 << 40];
+/// How many times its encoded size a snapshot may take in memory (measured: about 3).
+const SNAPSHOT_EXPANSION_MAX: usize = 16;
 
 /// Why a snapshot cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,6 +95,36 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     Ok(bytes)
 }
 
+/// Decodes a payload of `version` with at most `LIMIT` bytes claimed; the views and the bytes
+/// used.
+fn decode_payload<const LIMIT: usize>(
+    payload: &[u8],
+    version: u16,
+) -> Result<(Views, usize), SnapshotError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let payload_error =
+        |error: bincode::error::DecodeError| SnapshotError::Payload(error.to_string());
+    let (mut views, mut used): (Views, usize) = if version >= 3 {
+        bincode::decode_from_slice(payload, config).map_err(payload_error)?
+    } else {
+        let (LegacyViews(views), used) =
+            bincode::decode_from_slice(payload, config).map_err(payload_error)?;
+        (views, used)
+    };
+    if version == 2 {
+        let rest = payload.get(used..).unwrap_or_default();
+        let (settings, extension): (
+            Vec<(subledger_core::AccountId, subledger_core::LowBalance)>,
+            usize,
+        ) = bincode::decode_from_slice(rest, config).map_err(payload_error)?;
+        views
+            .restore_low_balances(settings)
+            .map_err(SnapshotError::Payload)?;
+        used += extension;
+    }
+    Ok((views, used))
+}
+
 /// Verifies and decodes a snapshot. Never panics, whatever the bytes.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
     if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
@@ -112,28 +148,18 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
     if usize::try_from(payload_len).ok() != Some(body - HEADER_BYTES) {
         return Err(SnapshotError::Mismatch);
     }
-    let config = bincode::config::standard().with_limit::<SNAPSHOT_DECODE_BYTES_MAX>();
     let payload = &bytes[HEADER_BYTES..body];
-    let payload_error =
-        |error: bincode::error::DecodeError| SnapshotError::Payload(error.to_string());
-    let (mut views, mut used): (Views, usize) = if version >= 3 {
-        bincode::decode_from_slice(payload, config).map_err(payload_error)?
-    } else {
-        let (LegacyViews(views), used) =
-            bincode::decode_from_slice(payload, config).map_err(payload_error)?;
-        (views, used)
+    let wanted = payload.len().saturating_mul(SNAPSHOT_EXPANSION_MAX);
+    let decoded = match SNAPSHOT_DECODE_TIERS_BYTES
+        .iter()
+        .position(|tier| *tier >= wanted)
+    {
+        Some(0) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(payload, version),
+        Some(1) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(payload, version),
+        Some(2) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(payload, version),
+        _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version),
     };
-    if version == 2 {
-        let (settings, extension): (
-            Vec<(subledger_core::AccountId, subledger_core::LowBalance)>,
-            usize,
-        ) = bincode::decode_from_slice(&payload[used..], config)
-            .map_err(|error| SnapshotError::Payload(error.to_string()))?;
-        views
-            .restore_low_balances(settings)
-            .map_err(SnapshotError::Payload)?;
-        used += extension;
-    }
+    let (views, used) = decoded?;
     if used != payload.len() || views.last_seq() != seq || views.state().last_at() != at {
         return Err(SnapshotError::Mismatch);
     }
