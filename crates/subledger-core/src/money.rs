@@ -47,7 +47,9 @@ impl Amount {
 
     /// An amount from minor units (10⁻⁸), if within the bound.
     pub fn from_units(units: i128) -> Result<Amount, AmountError> {
-        if units.abs() > UNITS_MAX {
+        // A range check, not `abs()`: `i128::MIN.abs()` overflows (the snapshot fuzzer found
+        // a decoded amount of `i128::MIN` panicking here).
+        if !(-UNITS_MAX..=UNITS_MAX).contains(&units) {
             return Err(AmountError::OutOfRange);
         }
         Ok(Amount(units))
@@ -296,6 +298,25 @@ mod tests {
 
     fn parse(text: &str) -> Result<Amount, AmountError> {
         text.parse()
+    }
+
+    #[test]
+    fn extreme_units_are_refused_not_panicked_on() {
+        for units in [
+            i128::MIN,
+            i128::MIN + 1,
+            i128::MAX,
+            -UNITS_MAX - 1,
+            UNITS_MAX + 1,
+        ] {
+            assert_eq!(
+                Amount::from_units(units),
+                Err(AmountError::OutOfRange),
+                "{units}"
+            );
+        }
+        assert_eq!(Amount::from_units(-UNITS_MAX), Ok(Amount::MIN));
+        assert_eq!(Amount::from_units(UNITS_MAX), Ok(Amount::MAX));
     }
 
     #[test]
