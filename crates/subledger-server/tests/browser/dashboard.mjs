@@ -1,7 +1,7 @@
 // End-to-end test of the dashboard in headless Chromium, driven by playwright-core.
 //
 // Run by the Rust test `browser::dashboard_in_headless_chromium` (crates/subledger-server/
-// tests/it/browser.rs), which starts a server and passes BASE_URL and ADMIN_TOKEN. Seeds a
+// tests/browser.rs), which starts a server and passes BASE_URL and ADMIN_TOKEN. Seeds a
 // family through the API, then works the page like a person would: keyboard sign-in, live
 // updates from transfers made on the page and through the API, a low-balance alert, history
 // filters and pages, the chart, a past state, every action, the narrow layout, the operator

@@ -4,7 +4,6 @@
 //! idempotent retries, concurrency and graceful shutdown through a real socket.
 
 mod authz;
-mod browser;
 mod endpoints;
 mod engine;
 mod errors;

@@ -3,6 +3,14 @@
 //! `npm ci` in `tests/browser`; `.ci/run` installs them and sets `SUBLEDGER_BROWSER_TESTS=1`,
 //! which makes their absence a failure. Elsewhere a missing browser skips the test loudly.
 //! Screenshots land in `target/tmp/dashboard-e2e/`.
+//!
+//! A test binary of its own, so that it never runs beside the load tests of `it` (its one-second
+//! bound on live updates is about the page, not about a machine busy with other tests).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)]
+#[path = "it/support.rs"]
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
