@@ -39,6 +39,7 @@ const session = {
   refreshing: false,
   dirty: false,
   chartLoadedAt: 0,
+  chartTimer: null,
 };
 
 // --- money ---------------------------------------------------------------------------------
@@ -271,11 +272,12 @@ async function signIn(event) {
 function resetSession() {
   stopStream();
   clearTimeout(session.refreshTimer);
+  clearTimeout(session.chartTimer);
   Object.assign(session, {
     mode: null, key: null, auth: null, streamSeq: 0, accounts: [], asOf: null, detail: null,
     history: { cursors: [null], index: 0, next: null },
     primaries: { cursors: [null], index: 0, next: null },
-    refreshTimer: null, refreshing: false, dirty: false, chartLoadedAt: 0,
+    refreshTimer: null, refreshing: false, dirty: false, chartLoadedAt: 0, chartTimer: null,
     epoch: session.epoch + 1,
   });
   $("who").textContent = "";
@@ -946,7 +948,20 @@ async function refresh() {
   }
   fillSelectors();
   if (session.history.index === 0) await guarded(loadHistory);
-  if (session.detail && Date.now() - session.chartLoadedAt >= CHART_REFRESH_MS_MIN) await guarded(loadDetail);
+  if (session.detail) {
+    const wait = session.chartLoadedAt + CHART_REFRESH_MS_MIN - Date.now();
+    if (wait <= 0) {
+      await guarded(loadDetail);
+    } else if (session.chartTimer === null) {
+      // Too soon to reload the chart again: do it once the interval is over, so the chart
+      // never stays behind the last change.
+      const epoch = session.epoch;
+      session.chartTimer = setTimeout(() => {
+        session.chartTimer = null;
+        if (epoch === session.epoch && session.detail) guarded(loadDetail);
+      }, wait);
+    }
+  }
 }
 
 // --- wiring ----------------------------------------------------------------------------------

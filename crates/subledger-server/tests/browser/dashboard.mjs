@@ -292,6 +292,13 @@ try {
   }
   log(`Tab reaches ${reached.size} controls`);
 
+  step = "the open chart follows live changes";
+  // Bob's chart is open; his balance changed since (a charge, then a transfer): the chart
+  // catches up within its reload interval.
+  const bobNow = await cellText(BOB, 2);
+  await until(async () => ((await page.locator("#chart-desc").textContent()) || "").includes(`now ${bobNow}`), `the chart ending at ${bobNow}`, 5000);
+  log(`the open chart ends at Bob's current balance ${bobNow}`);
+
   step = "narrow screen";
   await page.setViewportSize({ width: 375, height: 800 });
   await page.waitForTimeout(200);
