@@ -473,10 +473,10 @@ impl Views {
             primary,
             name: history.name_at(entry.seq).unwrap_or_default().to_string(),
             currency: account.currency,
-            balance: entry.balance,
-            credit_limit: entry.credit_limit,
-            suspended: entry.suspended,
-            closed: entry.closed,
+            balance: entry.balance(),
+            credit_limit: entry.credit_limit(),
+            suspended: entry.suspended(),
+            closed: entry.closed(),
             created_at: self.details.get(id.index())?.created_at,
         })
     }
@@ -558,19 +558,20 @@ impl Views {
                 .checked_sub(value(before))
                 .unwrap_or(Amount::ZERO)
         };
-        let (before_balance, before_credit) =
-            previous.map_or((None, None), |entry| (entry.balance, entry.credit_limit));
+        let (before_balance, before_credit) = previous.map_or((None, None), |entry| {
+            (entry.balance(), entry.credit_limit())
+        });
         let (command, reference) = self.command_at(id, entry).unwrap_or((None, String::new()));
         StatementLine {
             seq: entry.seq,
             at: entry.at,
             kind: entry.kind,
-            balance_change: change(entry.balance, before_balance),
-            credit_limit_change: change(entry.credit_limit, before_credit),
-            balance_after: value(entry.balance),
-            credit_limit_after: value(entry.credit_limit),
+            balance_change: change(entry.balance(), before_balance),
+            credit_limit_change: change(entry.credit_limit(), before_credit),
+            balance_after: value(entry.balance()),
+            credit_limit_after: value(entry.credit_limit()),
             counterparty: entry
-                .counterparty
+                .counterparty()
                 .and_then(|other| self.state.account(other))
                 .map(|other| other.key),
             command,
@@ -912,13 +913,13 @@ impl Views {
                 hasher.update(&entry.seq.0.to_le_bytes());
                 hasher.update(&entry.at.0.to_le_bytes());
                 hasher.update(entry.kind.as_str().as_bytes());
-                for amount in [entry.balance, entry.credit_limit] {
+                for amount in [entry.balance(), entry.credit_limit()] {
                     hasher.update(&amount.map_or(i128::MIN, Amount::units).to_le_bytes());
                 }
-                hasher.update(&[u8::from(entry.suspended), u8::from(entry.closed)]);
+                hasher.update(&[u8::from(entry.suspended()), u8::from(entry.closed())]);
                 hasher.update(
                     &entry
-                        .counterparty
+                        .counterparty()
                         .map_or(u64::MAX, |other| u64::from(other.0))
                         .to_le_bytes(),
                 );
