@@ -33,8 +33,8 @@ use serde::Deserialize;
 use subledger_core::{Amount, ApiKey, Command, Transfer};
 
 use crate::{
-    new_histogram, validate, BenchError, BenchOptions, BenchReport, Generator, Ids, Latency,
-    Layout, Rng, Workload, TIMELINE_SAMPLE_MILLIS,
+    client_plan, latency_of, new_histogram, validate, BenchError, BenchOptions, BenchReport,
+    ClientResult, Generator, Layout, Workload, TIMELINE_SAMPLE_MILLIS,
 };
 
 /// The secret every benchmark account gets.
@@ -546,12 +546,6 @@ fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
     calls
 }
 
-struct ClientResult {
-    committed: u64,
-    rejected: u64,
-    latency: hdrhistogram::Histogram<u64>,
-}
-
 async fn run_client(
     mut connection: Connection,
     mut generator: Generator,
@@ -559,11 +553,7 @@ async fn run_client(
     batch_size: usize,
     answered: Arc<AtomicU64>,
 ) -> Result<ClientResult, BenchError> {
-    let mut result = ClientResult {
-        committed: 0,
-        rejected: 0,
-        latency: new_histogram(),
-    };
+    let mut result = ClientResult::new();
     while remaining > 0 {
         let count = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
@@ -669,7 +659,6 @@ pub fn run(
         let mut monitor = Connection::open(address, &host, target).await?;
         let before = server_counters(&mut monitor).await?;
         let answered = Arc::new(AtomicU64::new(0));
-        let clients = u64::try_from(options.clients).unwrap_or(1);
         let mut connections = Vec::with_capacity(options.clients);
         for _ in 0..options.clients {
             connections.push(Connection::open(address, &host, target).await?);
@@ -677,18 +666,7 @@ pub fn run(
         let started = Instant::now();
         let mut handles = Vec::with_capacity(options.clients);
         for (client, connection) in connections.into_iter().enumerate() {
-            let index = u64::try_from(client).unwrap_or(0);
-            let share = options.commands / clients + u64::from(index < options.commands % clients);
-            let generator = Generator {
-                workload: options.workload,
-                layout,
-                hot_pct: u64::from(options.hot_accounts_pct),
-                rng: Rng::new(options.seed ^ index.wrapping_mul(0x51_7CC1_B727_220A)),
-                ids: Ids {
-                    client: u128::from(index),
-                    counter: 0,
-                },
-            };
+            let (share, generator) = client_plan(options, layout, client);
             handles.push(tokio::spawn(run_client(
                 connection,
                 generator,
@@ -735,12 +713,7 @@ pub fn run(
             } else {
                 0.0
             },
-            latency_us: Latency {
-                p50: latency.value_at_quantile(0.5),
-                p99: latency.value_at_quantile(0.99),
-                p999: latency.value_at_quantile(0.999),
-                max: latency.max(),
-            },
+            latency_us: latency_of(&latency),
             mean_batch_size: measured as f64 / batches as f64,
             durable: None,
             events: after.events,

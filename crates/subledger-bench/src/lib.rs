@@ -561,6 +561,44 @@ struct ClientResult {
     latency: Histogram<u64>,
 }
 
+impl ClientResult {
+    fn new() -> ClientResult {
+        ClientResult {
+            committed: 0,
+            rejected: 0,
+            latency: new_histogram(),
+        }
+    }
+}
+
+/// Client `index`'s share of the commands and its generator (its own random stream and ids).
+fn client_plan(options: &BenchOptions, layout: Layout, client: usize) -> (u64, Generator) {
+    let clients = u64::try_from(options.clients).unwrap_or(1).max(1);
+    let index = u64::try_from(client).unwrap_or(0);
+    let share = options.commands / clients + u64::from(index < options.commands % clients);
+    let generator = Generator {
+        workload: options.workload,
+        layout,
+        hot_pct: u64::from(options.hot_accounts_pct),
+        rng: Rng::new(options.seed ^ index.wrapping_mul(0x51_7CC1_B727_220A)),
+        ids: Ids {
+            client: u128::from(index),
+            counter: 0,
+        },
+    };
+    (share, generator)
+}
+
+/// The percentiles of a latency histogram.
+fn latency_of(histogram: &Histogram<u64>) -> Latency {
+    Latency {
+        p50: histogram.value_at_quantile(0.5),
+        p99: histogram.value_at_quantile(0.99),
+        p999: histogram.value_at_quantile(0.999),
+        max: histogram.max(),
+    }
+}
+
 fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
@@ -572,11 +610,7 @@ fn run_client(
     batch_size: usize,
     answered: &AtomicU64,
 ) -> Result<ClientResult, EngineError> {
-    let mut result = ClientResult {
-        committed: 0,
-        rejected: 0,
-        latency: new_histogram(),
-    };
+    let mut result = ClientResult::new();
     while remaining > 0 {
         let count = usize::try_from(remaining)
             .unwrap_or(usize::MAX)
@@ -624,24 +658,12 @@ pub fn run(
     setup(&ledger, options, layout)?;
     let before = ledger.metrics();
     let answered = Arc::new(AtomicU64::new(0));
-    let clients = u64::try_from(options.clients).unwrap_or(1);
     let started = Instant::now();
     let handles: Vec<_> = (0..options.clients)
         .map(|client| {
             let ledger = Arc::clone(&ledger);
             let answered = Arc::clone(&answered);
-            let index = u64::try_from(client).unwrap_or(0);
-            let share = options.commands / clients + u64::from(index < options.commands % clients);
-            let generator = Generator {
-                workload: options.workload,
-                layout,
-                hot_pct: u64::from(options.hot_accounts_pct),
-                rng: Rng::new(options.seed ^ index.wrapping_mul(0x51_7CC1_B727_220A)),
-                ids: Ids {
-                    client: u128::from(index),
-                    counter: 0,
-                },
-            };
+            let (share, generator) = client_plan(options, layout, client);
             let batch_size = options.batch_size;
             std::thread::spawn(move || run_client(&ledger, generator, share, batch_size, &answered))
         })
@@ -719,12 +741,7 @@ pub fn run(
         rejected,
         seconds,
         commands_per_sec: per_second(options.commands, seconds),
-        latency_us: Latency {
-            p50: latency.value_at_quantile(0.5),
-            p99: latency.value_at_quantile(0.99),
-            p999: latency.value_at_quantile(0.999),
-            max: latency.max(),
-        },
+        latency_us: latency_of(&latency),
         mean_batch_size: measured as f64 / batches as f64,
         durable: Some(!options.in_memory),
         events,
