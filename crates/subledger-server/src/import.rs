@@ -134,18 +134,7 @@ async fn import(State(state): Shared, headers: HeaderMap, body: Body) -> Answer 
     let body = read_object_limited(body, BATCH_BODY_BYTES_MAX).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["accounts"]);
-    let items = match body.get("accounts") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= IMPORT_ACCOUNTS_MAX => {
-            items.as_slice()
-        }
-        _ => {
-            fields.fail(
-                "accounts",
-                format!("must be an array of 1 to {IMPORT_ACCOUNTS_MAX} accounts"),
-            );
-            &[]
-        }
-    };
+    let items = fields.items(&body, "accounts", IMPORT_ACCOUNTS_MAX, "accounts");
     fields.finish(false)?;
     let mut commands = Vec::with_capacity(items.len());
     let mut invalid = Vec::new();

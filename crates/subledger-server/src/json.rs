@@ -133,6 +133,23 @@ impl Fields {
     }
 
     /// A string that must be present: one error for a missing field, one for a wrong type.
+    /// The array under `name`, of 1 to `max` items (named `what` in the reason otherwise).
+    pub fn items<'a>(
+        &mut self,
+        body: &'a Map<String, Value>,
+        name: &str,
+        max: usize,
+        what: &str,
+    ) -> &'a [Value] {
+        match body.get(name) {
+            Some(Value::Array(items)) if !items.is_empty() && items.len() <= max => items,
+            _ => {
+                self.fail(name, format!("must be an array of 1 to {max} {what}"));
+                &[]
+            }
+        }
+    }
+
     pub fn required_string(&mut self, body: &Map<String, Value>, name: &str) -> Option<String> {
         match body.get(name) {
             None | Some(Value::Null) => {

@@ -555,18 +555,7 @@ fn slow_batch(
 ) -> Result<ParsedBatch, Problem> {
     let mut fields = Fields::default();
     fields.only(body, &["transfers"]);
-    let items = match body.get("transfers") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= BATCH_TRANSFERS_MAX => {
-            items.clone()
-        }
-        _ => {
-            fields.fail(
-                "transfers",
-                format!("must be an array of 1 to {BATCH_TRANSFERS_MAX} transfers"),
-            );
-            Vec::new()
-        }
-    };
+    let items = fields.items(body, "transfers", BATCH_TRANSFERS_MAX, "transfers");
     fields.finish(false)?;
     let mut commands = Vec::with_capacity(items.len());
     let mut kinds = Vec::with_capacity(items.len());
@@ -792,18 +781,7 @@ async fn admin_batch_charges(State(state): Shared, headers: HeaderMap, body: Bod
     let body = read_object_limited(body, BATCH_BODY_BYTES_MAX).await?;
     let mut fields = Fields::default();
     fields.only(&body, &["charges"]);
-    let items = match body.get("charges") {
-        Some(Value::Array(items)) if !items.is_empty() && items.len() <= BATCH_TRANSFERS_MAX => {
-            items.clone()
-        }
-        _ => {
-            fields.fail(
-                "charges",
-                format!("must be an array of 1 to {BATCH_TRANSFERS_MAX} charges"),
-            );
-            Vec::new()
-        }
-    };
+    let items = fields.items(&body, "charges", BATCH_TRANSFERS_MAX, "charges");
     fields.finish(false)?;
     let admin = ApiKey::from_random([b'a'; 8]);
     let mut commands = Vec::with_capacity(items.len());
