@@ -9,13 +9,14 @@ use axum::routing::get;
 use serde_json::{json, Map, Value};
 use subledger_core::ApiKey;
 use subledger_engine::Filter;
-use subledger_views::time::format_rfc3339_millis;
 use subledger_views::{AccountSnapshot, FamilySnapshot, Views, PAGE_ITEMS_MAX};
 
 use crate::json::{raw_number, Fields};
 use crate::problem::Problem;
 use crate::reads::{as_of, params, stream};
-use crate::routes::{as_primary, json_response, link, money, Access, Answer, Endpoint, Shared};
+use crate::routes::{
+    as_primary, json_response, link, money, subaccount_json, Access, Answer, Endpoint, Shared,
+};
 
 /// Primaries per page of `GET /admin/primaries` unless `page_size` says otherwise.
 pub const PRIMARIES_PAGE_DEFAULT: usize = 100;
@@ -58,20 +59,20 @@ fn account_json(
         (Some(balance), Some(credit_limit)) => balance.checked_sub(credit_limit),
         _ => None,
     };
-    json!({
-        "api_key": account.key.as_str(),
-        "name": account.name,
-        "primary_account_api_key": account.primary.map(|key| key.to_string()),
-        "use_primary_account_balance": account.uses_primary_balance(),
-        "created_at": format_rfc3339_millis(account.created_at),
-        "suspended": account.suspended,
-        "closed": account.closed,
-        "balance": money(account.balance),
-        "credit_limit": money(account.credit_limit),
-        "available": money(available),
-        "low_balance_threshold": money(low_balance.map(|(threshold, _)| threshold)),
-        "low_balance": low_balance.is_some_and(|(_, below)| below),
-    })
+    // The public subaccount fields (primaries included), plus what a monitor needs.
+    let mut value = subaccount_json(account);
+    if let Value::Object(map) = &mut value {
+        map.insert("available".into(), money(available));
+        map.insert(
+            "low_balance_threshold".into(),
+            money(low_balance.map(|(threshold, _)| threshold)),
+        );
+        map.insert(
+            "low_balance".into(),
+            Value::Bool(low_balance.is_some_and(|(_, below)| below)),
+        );
+    }
+    value
 }
 
 fn family_json(views: &Views, family: &FamilySnapshot, current: bool) -> Map<String, Value> {
