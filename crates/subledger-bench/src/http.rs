@@ -402,13 +402,7 @@ async fn setup(
             });
         }
         for chunk in own.chunks(HTTP_BATCH_ITEMS_MAX) {
-            funding.push(Call {
-                method: "POST",
-                path: format!("/accounts/{primary}/batch-transfers?compact=true"),
-                caller: As::Primary(primary),
-                body: Some(format!(r#"{{"transfers":[{}]}}"#, chunk.join(","))),
-                items: chunk.len(),
-            });
+            funding.push(batch_transfers(primary, chunk));
         }
     }
     run_setup(address, host, target, funding).await
@@ -475,6 +469,17 @@ fn single(command: &Command, layout: Layout) -> Call {
     }
 }
 
+/// One family's transfers (JSON objects) as a compact batch request, made as its primary.
+fn batch_transfers(primary: ApiKey, items: &[String]) -> Call {
+    Call {
+        method: "POST",
+        path: format!("/accounts/{primary}/batch-transfers?compact=true"),
+        caller: As::Primary(primary),
+        body: Some(format!(r#"{{"transfers":[{}]}}"#, items.join(","))),
+        items: items.len(),
+    }
+}
+
 /// The requests for one batch of `count` generated commands.
 fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
     let transfer_item = |transfer: &Transfer, kind: &str| {
@@ -494,13 +499,7 @@ fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
                 _ => String::new(),
             })
             .collect();
-        return vec![Call {
-            method: "POST",
-            path: format!("/accounts/{primary}/batch-transfers?compact=true"),
-            caller: As::Primary(primary),
-            body: Some(format!(r#"{{"transfers":[{}]}}"#, items.join(","))),
-            items: count,
-        }];
+        return vec![batch_transfers(primary, &items)];
     }
     let mut charges = Vec::new();
     let mut transfers: BTreeMap<ApiKey, Vec<String>> = BTreeMap::new();
@@ -534,13 +533,7 @@ fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
     }
     for (primary, items) in transfers {
         for chunk in items.chunks(HTTP_BATCH_ITEMS_MAX) {
-            calls.push(Call {
-                method: "POST",
-                path: format!("/accounts/{primary}/batch-transfers?compact=true"),
-                caller: As::Primary(primary),
-                body: Some(format!(r#"{{"transfers":[{}]}}"#, chunk.join(","))),
-                items: chunk.len(),
-            });
+            calls.push(batch_transfers(primary, chunk));
         }
     }
     calls
