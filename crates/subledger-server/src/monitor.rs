@@ -186,16 +186,18 @@ async fn list_primaries(
                 let items: Vec<Value> = families
                     .iter()
                     .map(|family| {
-                        let mut item = family_json(views, family, true);
-                        item.insert("subaccounts".into(), json!(family.subaccounts.len()));
-                        item.insert("name".into(), json!(family.primary.name));
-                        item.insert("suspended".into(), json!(family.primary.suspended));
-                        item.insert("balance".into(), money(family.primary.balance));
-                        item.insert("credit_limit".into(), money(family.primary.credit_limit));
-                        // The list stays small per primary: the accounts themselves are one
-                        // overview call away.
-                        item.remove("accounts");
-                        Value::Object(item)
+                        // Brief per primary: the accounts themselves are one overview away.
+                        json!({
+                            "primary_account_api_key": family.primary.key.as_str(),
+                            "name": family.primary.name,
+                            "suspended": family.primary.suspended,
+                            "balance": money(family.primary.balance),
+                            "credit_limit": money(family.primary.credit_limit),
+                            "subaccounts": family.subaccounts,
+                            "total_balance": raw_number(&family.total_balance.to_string()),
+                            "total_credit_limit": raw_number(&family.total_credit_limit.to_string()),
+                            "low_balance_alerts": family.low_balance_alerts,
+                        })
                     })
                     .collect();
                 (items, next, views.last_seq().0)

@@ -60,6 +60,17 @@ pub struct FamilySnapshot {
     pub total_credit_limit: Total,
 }
 
+/// A family in brief: its primary, how many subaccounts it has, its totals and how many of its
+/// accounts are below their low-balance threshold — computed without copying the subaccounts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FamilySummary {
+    pub primary: AccountSnapshot,
+    pub subaccounts: usize,
+    pub total_balance: Total,
+    pub total_credit_limit: Total,
+    pub low_balance_alerts: usize,
+}
+
 /// One active secret.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct SecretView {
@@ -706,7 +717,7 @@ impl Views {
         &self,
         after: Option<&ApiKey>,
         limit: usize,
-    ) -> Result<(Vec<FamilySnapshot>, Option<ApiKey>), QueryError> {
+    ) -> Result<(Vec<FamilySummary>, Option<ApiKey>), QueryError> {
         let start = match after {
             Some(key) => {
                 let id = self
@@ -729,14 +740,52 @@ impl Views {
             if families.len() == limit {
                 next = families
                     .last()
-                    .map(|family: &FamilySnapshot| family.primary.key);
+                    .map(|family: &FamilySummary| family.primary.key);
                 break;
             }
-            if let Some(family) = self.family(&account.key) {
+            if let Some(family) = self.family_summary(&account.key) {
                 families.push(family);
             }
         }
         Ok((families, next))
+    }
+
+    /// A family in brief (see [`FamilySummary`]): what an operator's list needs, at the cost
+    /// of reading the subaccounts' balances only — this runs under the views' read lock, which
+    /// the views thread waits for before acknowledging anything.
+    pub fn family_summary(&self, primary: &ApiKey) -> Option<FamilySummary> {
+        let id = self.state.account_id(primary)?;
+        let owner = self.state.account(id)?;
+        if !owner.is_primary() {
+            return None;
+        }
+        let mut summary = FamilySummary {
+            primary: self.snapshot(id)?,
+            subaccounts: owner.subaccounts.len(),
+            total_balance: Total::ZERO,
+            total_credit_limit: Total::ZERO,
+            low_balance_alerts: 0,
+        };
+        for member in std::iter::once(&id).chain(&owner.subaccounts) {
+            let Some(account) = self.state.account(*member) else {
+                continue;
+            };
+            if let Funding::Own {
+                balance,
+                credit_limit,
+            } = account.funding
+            {
+                summary.total_balance = summary.total_balance.plus(balance);
+                summary.total_credit_limit = summary.total_credit_limit.plus(credit_limit);
+            }
+            let below = self.state.low_balance(*member).is_some_and(|setting| {
+                account
+                    .available()
+                    .is_some_and(|available| available < setting.threshold)
+            });
+            summary.low_balance_alerts += usize::from(below);
+        }
+        Some(summary)
     }
 
     /// An account's low-balance threshold and whether its available funds are below it now.

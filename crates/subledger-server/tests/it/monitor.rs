@@ -197,7 +197,17 @@ async fn admin_primaries_pages_through_every_primary_in_creation_order() {
         server.own_sub(&primary).await;
         opened.push(primary.key);
     }
+    // The first family has an account below its threshold.
+    server
+        .admin(
+            "PUT",
+            &format!("/admin/accounts/{}/low-balance-threshold", opened[0]),
+            r#"{"threshold":50}"#,
+        )
+        .await
+        .ok(200);
     let mut listed = Vec::new();
+    let mut alerts = Vec::new();
     let mut path = "/admin/primaries?page_size=2".to_string();
     let mut pages = 0;
     loop {
@@ -206,7 +216,8 @@ async fn admin_primaries_pages_through_every_primary_in_creation_order() {
         for item in page["_embedded"]["primaries"].as_array().expect("items") {
             assert_eq!(num(&item["total_balance"]), "10");
             assert_eq!(item["subaccounts"], 1);
-            assert_eq!(item["low_balance_alerts"], 0);
+            assert_eq!(num(&item["balance"]), "10");
+            alerts.push(item["low_balance_alerts"].as_u64().expect("count"));
             listed.push(text(&item["primary_account_api_key"]));
         }
         match page["_links"]["next"]["href"].as_str() {
@@ -215,6 +226,7 @@ async fn admin_primaries_pages_through_every_primary_in_creation_order() {
         }
     }
     assert_eq!(listed, opened);
+    assert_eq!(alerts, vec![1, 0, 0, 0, 0]);
     assert_eq!(pages, 3);
     server
         .req("GET", "/admin/primaries?page_size=0")

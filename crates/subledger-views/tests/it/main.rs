@@ -234,6 +234,28 @@ proptest! {
     }
 
     #[test]
+    fn a_family_summary_equals_the_full_family_and_the_primaries_list(steps in steps()) {
+        let (_, views) = build(&steps);
+        let (listed, next) = views.primaries(None, 10).unwrap();
+        prop_assert_eq!(next, None);
+        prop_assert_eq!(listed.len(), PRIMARIES.len());
+        for (summary, primary) in listed.iter().zip(PRIMARIES) {
+            let family = views.family(&key(primary)).unwrap();
+            prop_assert_eq!(&summary.primary, &family.primary);
+            prop_assert_eq!(summary.subaccounts, family.subaccounts.len());
+            prop_assert_eq!(summary.total_balance, family.total_balance);
+            prop_assert_eq!(summary.total_credit_limit, family.total_credit_limit);
+            prop_assert_eq!(Some(summary.clone()), views.family_summary(&key(primary)));
+        }
+        // A subaccount is no family; paging one at a time visits the same primaries.
+        prop_assert_eq!(views.family_summary(&key(SUBACCOUNTS[0][0])), None);
+        let (first, after) = views.primaries(None, 1).unwrap();
+        prop_assert_eq!(first[0].primary.key, key(PRIMARIES[0]));
+        let (second, _) = views.primaries(after.as_ref(), 1).unwrap();
+        prop_assert_eq!(second[0].primary.key, key(PRIMARIES[1]));
+    }
+
+    #[test]
     fn reports_equal_filtering_the_log(steps in steps(), family in 0..2_usize, page in 1..9_usize, filter_sub in proptest::option::of(0..3_usize), window in proptest::option::of((0..60_i64, 0..60_i64))) {
         let (log, views) = build(&steps);
         let primary = key(PRIMARIES[family]);
