@@ -682,7 +682,8 @@ async function loadDetail() {
   if (!key) return;
   session.chartLoadedAt = Date.now();
   const range = $("chart-range").value;
-  const params = new URLSearchParams({ page_size: "1000" });
+  // Newest first, so that a long period keeps its latest changes when the page limit cuts it.
+  const params = new URLSearchParams({ page_size: "1000", order: "newest" });
   if (range !== "all") params.set("start_date", new Date(Date.now() - Number(range) * 1000).toISOString());
   const entries = [];
   let truncated = false;
@@ -696,13 +697,12 @@ async function loadDetail() {
     }
     params.set("cursor", new URL(answer._links.next.href, location.href).searchParams.get("cursor"));
   }
+  entries.reverse();
   const account = session.accounts.find((candidate) => candidate.api_key === key);
   $("detail-title").textContent = `Balance over time · ${nameOf(key)}`;
   $("detail-title").tabIndex = -1;
   drawChart(entries, account, truncated);
-  $("statement-summary").textContent = truncated
-    ? "Statement entries (the last 50 drawn; later ones are beyond the chart's limit)"
-    : "Statement entries (the latest 50)";
+  $("statement-summary").textContent = "Statement entries (the latest 50)";
   const rows = entries.slice(-50).reverse().map((entry) => {
     const row = document.createElement("tr");
     row.append(cell(when(entry.created_at)), cell(entry.type.replaceAll("_", " ")), cell(money(entry.balance_change), "num"), cell(money(entry.balance), "num"), cell(money(entry.credit_limit), "num"), cell(entry.reference || ""));
@@ -735,8 +735,8 @@ function drawChart(entries, account, truncated) {
   const height = 240;
   const pad = { left: 90, right: 16, top: 16, bottom: 36 };
   const points = entries.map((entry) => ({ t: new Date(entry.created_at).getTime(), v: units(entry.balance) }));
-  // The balance holds until now — unless the chart stops early, when "now" is unknown.
-  if (!truncated) points.push({ t: Math.max(Date.now(), points[points.length - 1].t), v: points[points.length - 1].v });
+  // The balance holds until now.
+  points.push({ t: Math.max(Date.now(), points[points.length - 1].t), v: points[points.length - 1].v });
   const threshold = account ? units(account.low_balance_threshold) : null;
   let low = points.reduce((min, point) => (point.v < min ? point.v : min), points[0].v);
   let high = points.reduce((max, point) => (point.v > max ? point.v : max), points[0].v);
@@ -758,7 +758,7 @@ function drawChart(entries, account, truncated) {
     path += ` H${x(points[index].t).toFixed(1)} V${y(points[index].v).toFixed(1)}`;
   }
   const last = formatUnits(points[points.length - 1].v);
-  const summary = `${entries.length} changes from ${new Date(t0).toLocaleString()}; lowest ${formatUnits(low)}, highest ${formatUnits(high)}, ${truncated ? "last drawn" : "now"} ${last}.`;
+  const summary = `${entries.length} changes from ${new Date(t0).toLocaleString()}; lowest ${formatUnits(low)}, highest ${formatUnits(high)}, now ${last}.`;
   const chart = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img", "aria-labelledby": "chart-title chart-desc", class: "chart-svg" });
   chart.append(svg("title", { id: "chart-title" }, `Balance of ${nameOf(account ? account.api_key : session.detail)}`));
   chart.append(svg("desc", { id: "chart-desc" }, summary));
@@ -778,7 +778,7 @@ function drawChart(entries, account, truncated) {
   chart.append(svg("path", { d: path, class: "line" }));
   const note = document.createElement("p");
   note.className = "chart-note";
-  note.textContent = summary + (truncated ? ` Only the first ${CHART_PAGES_MAX * 1000} changes of this period are drawn, not the latest: choose a shorter period.` : "");
+  note.textContent = summary + (truncated ? ` Only the latest ${CHART_PAGES_MAX * 1000} changes of this period are drawn; earlier ones are left out.` : "");
   box.replaceChildren(chart, note);
 }
 

@@ -157,8 +157,9 @@ pub(crate) fn family_at_json(
     }))
 }
 
-/// `GET /accounts/{key}/statement?start_date&end_date&page_size&cursor`: every change to the
-/// account's balance or credit limit with the values after it, oldest first.
+/// `GET /accounts/{key}/statement?start_date&end_date&page_size&cursor&order`: every change to
+/// the account's balance or credit limit with the values after it, oldest first (or newest
+/// first with `order=newest`).
 async fn statement(
     State(state): Shared,
     Path(key): Path<String>,
@@ -196,6 +197,12 @@ async fn statement(
             "cursor" => match value.parse::<u64>() {
                 Ok(seq) => query.after = Some(Sequence(seq)),
                 Err(_) => fields.fail("cursor", "must be a cursor from a previous page"),
+            },
+            // Beyond oldest first: `order=newest` pages from the latest change backwards.
+            "order" => match value.as_str() {
+                "oldest" => query.newest_first = false,
+                "newest" => query.newest_first = true,
+                _ => fields.fail("order", "must be oldest or newest"),
             },
             other => fields.fail(other, "is not a recognised parameter"),
         }

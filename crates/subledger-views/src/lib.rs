@@ -208,10 +208,14 @@ pub struct PaymentSnapshot {
 pub struct StatementQuery {
     pub start: Option<Timestamp>,
     pub end: Option<Timestamp>,
-    /// Cursor: only entries with a sequence number above this one.
+    /// Cursor: only entries with a sequence number above this one (oldest first), or below it
+    /// (newest first).
     pub after: Option<Sequence>,
     /// Most lines to return; capped at [`PAGE_ITEMS_MAX`].
     pub limit: Option<usize>,
+    /// Newest first: the latest changes of a long history come first, and `after` is read as
+    /// "before".
+    pub newest_first: bool,
 }
 
 /// One statement line: a change to the balance or credit limit, with the values after it.
@@ -531,16 +535,30 @@ impl Views {
         let low = query
             .start
             .map_or(0, |start| entries.partition_point(|entry| entry.at < start));
-        let low = query.after.map_or(low, |after| {
-            low.max(entries.partition_point(|entry| entry.seq <= after))
-        });
         let high = query.end.map_or(entries.len(), |end| {
             entries.partition_point(|entry| entry.at < end)
         });
+        let (low, high) = match (query.after, query.newest_first) {
+            (Some(after), false) => (
+                low.max(entries.partition_point(|entry| entry.seq <= after)),
+                high,
+            ),
+            (Some(before), true) => (
+                low,
+                high.min(entries.partition_point(|entry| entry.seq < before)),
+            ),
+            (None, _) => (low, high),
+        };
         let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
         let mut lines = Vec::new();
         let mut next = None;
-        for index in low..high.max(low) {
+        let indices = low..high.max(low);
+        let indices: Box<dyn Iterator<Item = usize>> = if query.newest_first {
+            Box::new(indices.rev())
+        } else {
+            Box::new(indices)
+        };
+        for index in indices {
             let Some(entry) = entries.get(index) else {
                 break;
             };

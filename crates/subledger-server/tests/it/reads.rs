@@ -71,6 +71,24 @@ async fn a_statement_lists_every_change_with_running_values() {
         .to_string();
     let second = server.get(&next, &primary).await.ok(200);
     assert_eq!(num(&second["_embedded"]["entries"][0]["balance"]), "24.5");
+    // Newest first, paged: the next link keeps the order.
+    let latest = server
+        .get(&format!("{path}?page_size=1&order=newest"), &primary)
+        .await
+        .ok(200);
+    assert_eq!(num(&latest["_embedded"]["entries"][0]["balance"]), "24.5");
+    let next = latest["_links"]["next"]["href"]
+        .as_str()
+        .expect("a next page")
+        .to_string();
+    assert!(next.contains("order=newest"), "{next}");
+    let earlier = server.get(&next, &primary).await.ok(200);
+    assert_eq!(num(&earlier["_embedded"]["entries"][0]["balance"]), "30");
+    assert!(earlier["_links"]["next"].is_null(), "{earlier}");
+    server
+        .get(&format!("{path}?order=sideways"), &primary)
+        .await
+        .validation(422, &["order"]);
     // Another primary may not.
     let stranger = server.open_primary().await;
     server.get(&path, &stranger).await.invalid_api_key();

@@ -230,7 +230,21 @@ proptest! {
                 None => break,
             }
         }
-        prop_assert_eq!(lines, expected);
+        prop_assert_eq!(&lines, &expected);
+        // Newest first: the same lines in reverse, page by page.
+        let mut newest = Vec::new();
+        let mut query = StatementQuery { limit: Some(page), newest_first: true, ..StatementQuery::default() };
+        loop {
+            let result = views.statement(&key, &query).unwrap();
+            prop_assert!(result.items.len() <= page);
+            newest.extend(result.items.iter().map(|line| (line.seq.0, line.balance_after, line.credit_limit_after)));
+            match result.next {
+                Some(cursor) => query.after = Some(cursor),
+                None => break,
+            }
+        }
+        newest.reverse();
+        prop_assert_eq!(newest, expected);
     }
 
     #[test]
