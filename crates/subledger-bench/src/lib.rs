@@ -757,6 +757,64 @@ pub fn run(
     })
 }
 
+/// What [`recovery`] measured on an existing data directory (`bench --recovery-only`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecoveryReport {
+    /// The log head: events in the ledger.
+    pub events: u64,
+    /// The snapshot the second open started from (`None`: the directory has none).
+    pub snapshot_seq: Option<u64>,
+    pub recovery_seconds_full: f64,
+    pub recovery_seconds_snapshot: f64,
+    pub replay_events_per_sec: f64,
+    /// Peak RSS of the process, i.e. of the larger of the two recovered ledgers.
+    pub rss_bytes_peak: u64,
+}
+
+/// Opens the ledger in `dir` twice, by a full replay and from its newest snapshot, closing it
+/// after each, and times both opens. Writes nothing but what opening a ledger writes, so it
+/// can measure a production directory's recovery time (on a copy: sled locks the directory).
+pub fn recovery(dir: &Path) -> Result<RecoveryReport, BenchError> {
+    if !dir.join("conf").exists() {
+        return Err(BenchError::Options(format!(
+            "{} holds no ledger",
+            dir.display()
+        )));
+    }
+    let timed_open = |uses_snapshots: bool| -> Result<(f64, Ledger), BenchError> {
+        let opened = Instant::now();
+        let (log, _) = SledLog::open(dir, StoreOptions::default())?;
+        let ledger = Ledger::open(
+            Config {
+                recovery_uses_snapshots: uses_snapshots,
+                snapshot_every_events: 0,
+                ..Config::default()
+            },
+            log,
+            SystemClock,
+        )?;
+        Ok((opened.elapsed().as_secs_f64(), ledger))
+    };
+    let (recovery_seconds_full, ledger) = timed_open(false)?;
+    let events = ledger.recovery().head.0;
+    ledger.close()?;
+    let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
+    let snapshot_seq = ledger.recovery().snapshot.map(|seq| seq.0);
+    ledger.close()?;
+    Ok(RecoveryReport {
+        events,
+        snapshot_seq,
+        recovery_seconds_full,
+        recovery_seconds_snapshot,
+        replay_events_per_sec: if recovery_seconds_full > 0.0 {
+            events as f64 / recovery_seconds_full
+        } else {
+            0.0
+        },
+        rss_bytes_peak: rss_bytes_peak(),
+    })
+}
+
 /// Compiles and runs the README's code blocks as doc tests, so the embedding examples stay true
 /// (this crate depends on every crate they use).
 #[cfg(doctest)]

@@ -102,3 +102,27 @@ fn bad_options_are_refused() {
         Err(BenchError::Options(_))
     ));
 }
+
+#[test]
+fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = BenchOptions {
+        data: Some(dir.path().to_path_buf()),
+        ..tiny(Workload::TigerBeetle)
+    };
+    let report = run(&options, &|_, _| {}).unwrap();
+    let measured = subledger_bench::recovery(dir.path()).unwrap();
+    assert_eq!(measured.events, report.events);
+    // The harness took one snapshot at the head after the load.
+    assert_eq!(measured.snapshot_seq, Some(report.events));
+    assert!(measured.recovery_seconds_full > 0.0 && measured.recovery_seconds_snapshot > 0.0);
+    assert!(measured.replay_events_per_sec > 0.0);
+    // Measuring changed nothing: a second measurement sees the same ledger.
+    assert_eq!(subledger_bench::recovery(dir.path()).unwrap().events, report.events);
+
+    let empty = tempfile::tempdir().unwrap();
+    match subledger_bench::recovery(empty.path()) {
+        Err(BenchError::Options(message)) => assert!(message.contains("holds no ledger")),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}

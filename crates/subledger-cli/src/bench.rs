@@ -46,6 +46,10 @@ pub struct BenchArgs {
     /// Data directory (must be empty); default: a fresh temporary directory.
     #[arg(long, conflicts_with_all = ["in_memory", "http"])]
     data: Option<PathBuf>,
+    /// Apply no load: open the existing ledger in `--data` by a full replay, then from its
+    /// newest snapshot, and report both times (use a copy of a live directory).
+    #[arg(long, requires = "data")]
+    recovery_only: bool,
     /// No durability: the in-memory log.
     #[arg(long, conflicts_with = "http")]
     in_memory: bool,
@@ -71,6 +75,36 @@ pub struct BenchArgs {
     plot: Option<PathBuf>,
 }
 
+fn recovery_only(args: &BenchArgs) -> Result<()> {
+    let dir = args
+        .data
+        .as_deref()
+        .context("--recovery-only needs --data")?;
+    let report = subledger_bench::recovery(dir).context("measuring recovery failed")?;
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("events                    {}", report.events);
+        match report.snapshot_seq {
+            Some(seq) => println!("snapshot at               {seq}"),
+            None => println!("snapshot at               none"),
+        }
+        println!(
+            "recovery, full replay     {:.3} s ({:.0} events/s)",
+            report.recovery_seconds_full, report.replay_events_per_sec
+        );
+        println!(
+            "recovery, from snapshot   {:.3} s",
+            report.recovery_seconds_snapshot
+        );
+        println!(
+            "peak RSS                  {} MiB",
+            report.rss_bytes_peak >> 20
+        );
+    }
+    Ok(())
+}
+
 /// The admin token for `--http`: the file's first line, or `SUBLEDGER_ADMIN_TOKEN`.
 fn admin_token(file: Option<&std::path::Path>) -> Result<String> {
     let token = match file {
@@ -94,6 +128,9 @@ const fn subledger_store_default_events_per_record() -> usize {
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.recovery_only {
+        return recovery_only(args);
+    }
     let options = BenchOptions {
         workload: match args.workload {
             WorkloadArg::Tigerbeetle => Workload::TigerBeetle,
