@@ -1,45 +1,143 @@
 //! The idempotency index: every applied money command with its exact content, in log order.
 //!
-//! Records live in a `Vec` in the order they were applied (which is sequence order), and a hash
-//! map from command id to position finds them. Why not one map of records: the map grows by
-//! doubling and rehashing, and with ~80-byte entries that moving and page-zeroing dominated the
-//! writer's profile; with 24-byte entries it moves a third of the bytes, the records grow by
-//! appending, and iteration (hashing, snapshots) is in log order without sorting.
+//! It is the largest part of the writer's state (one record per money command ever applied),
+//! so its layout is about bytes per command:
+//!
+//! - records are packed 64-byte structs in a `Vec`, in the order they were applied (sequence
+//!   order), so iteration (hashing, snapshots) needs no sorting and growth is an append. The
+//!   amount is kept as two 8-byte halves (an `i128` field would make the struct 16-byte
+//!   aligned) and the reference, usually empty, as an index into a side list of the non-empty
+//!   ones. `(CommandId, CommandRecord)` pairs took 80 bytes.
+//! - the lookup table holds only 8-byte positions into the records (a map of id → position
+//!   held 24-byte entries): a third of the memory, and a third of the bytes moved when it
+//!   grows. Its hash is recomputed from the record when the table resizes.
+//! - the hash is keyed (std's SipHash with a per-process random key): command ids come from
+//!   clients, and with an unkeyed hash (FxHash) one could craft ids that all collide and turn
+//!   every insert into a scan of them. The key only decides where a position sits in the
+//!   table, never an answer, so the state machine stays deterministic.
 
-use rustc_hash::FxHashMap;
+use std::hash::{BuildHasher, RandomState};
 
-use crate::ids::CommandId;
-use crate::state::CommandRecord;
+use hashbrown::HashTable;
+
+use crate::ids::{AccountId, CommandId, Sequence, Timestamp};
+use crate::money::PackedAmount;
+use crate::state::{CommandContent, CommandRecord, MoneyKind};
+
+/// One applied money command, packed (see the module comment).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Packed {
+    id: CommandId,
+    seq: Sequence,
+    at: Timestamp,
+    amount: PackedAmount,
+    source: AccountId,
+    target: AccountId,
+    /// 0: no reference; n: `references[n - 1]`.
+    reference: u32,
+    kind: MoneyKind,
+}
 
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CommandIndex {
-    positions: FxHashMap<CommandId, u64>,
-    records: Vec<(CommandId, CommandRecord)>,
+    /// Positions in `records`, found by the keyed hash of the record's id.
+    positions: HashTable<u64>,
+    records: Vec<Packed>,
+    /// The non-empty references, in the order their commands were applied.
+    references: Vec<Box<str>>,
+    hasher: RandomState,
 }
 
 impl PartialEq for CommandIndex {
     fn eq(&self, other: &CommandIndex) -> bool {
-        self.records == other.records
+        self.len() == other.len() && self.iter().eq(other.iter())
     }
 }
 
+fn hash_of(hasher: &RandomState, id: &CommandId) -> u64 {
+    hasher.hash_one(id)
+}
+
 impl CommandIndex {
-    pub(crate) fn get(&self, id: &CommandId) -> Option<&CommandRecord> {
-        let position = usize::try_from(*self.positions.get(id)?).ok()?;
-        self.records.get(position).map(|(_, record)| record)
+    fn find(&self, id: &CommandId) -> Option<&Packed> {
+        let records = &self.records;
+        let position = self
+            .positions
+            .find(hash_of(&self.hasher, id), |&position| {
+                record_at(records, position).is_some_and(|record| record.id == *id)
+            })?;
+        record_at(records, *position)
     }
 
-    /// Adds a record; `false` (and nothing changes) if the id is already known.
+    fn unpack(&self, packed: &Packed) -> (CommandId, CommandRecord) {
+        let reference = match packed.reference.checked_sub(1) {
+            Some(index) => self
+                .references
+                .get(index as usize)
+                .cloned()
+                .unwrap_or_default(),
+            None => Box::default(),
+        };
+        (
+            packed.id,
+            CommandRecord {
+                content: CommandContent {
+                    kind: packed.kind,
+                    source: packed.source,
+                    target: packed.target,
+                    amount: packed.amount.into(),
+                    reference,
+                },
+                seq: packed.seq,
+                at: packed.at,
+            },
+        )
+    }
+
+    pub(crate) fn get(&self, id: &CommandId) -> Option<CommandRecord> {
+        self.find(id).map(|packed| self.unpack(packed).1)
+    }
+
+    /// Adds a record; `false` (and nothing changes) if the id is already known, or if the
+    /// index is full (more than 4 billion commands with a reference: not reachable in practice,
+    /// and refused rather than wrapped).
     pub(crate) fn insert(&mut self, id: CommandId, record: CommandRecord) -> bool {
-        let position = self.records.len() as u64;
-        match self.positions.entry(id) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                slot.insert(position);
-                self.records.push((id, record));
-                true
-            }
+        if self.find(&id).is_some() {
+            return false;
         }
+        let CommandRecord { content, seq, at } = record;
+        let reference = if content.reference.is_empty() {
+            0
+        } else {
+            match u32::try_from(self.references.len() + 1) {
+                Ok(index) => {
+                    self.references.push(content.reference);
+                    index
+                }
+                Err(_) => return false,
+            }
+        };
+        let position = self.records.len() as u64;
+        self.records.push(Packed {
+            id,
+            seq,
+            at,
+            amount: content.amount.into(),
+            source: content.source,
+            target: content.target,
+            reference,
+            kind: content.kind,
+        });
+        let Self {
+            positions,
+            records,
+            hasher,
+            ..
+        } = self;
+        positions.insert_unique(hash_of(hasher, &id), position, |&position| {
+            record_at(records, position).map_or(0, |record| hash_of(hasher, &record.id))
+        });
+        true
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -51,13 +149,21 @@ impl CommandIndex {
     }
 
     /// Records in the order they were applied.
-    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = &(CommandId, CommandRecord)> + '_ {
-        self.records.iter()
+    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (CommandId, CommandRecord)> + '_ {
+        self.records.iter().map(|packed| self.unpack(packed))
     }
 
     pub(crate) fn reserve(&mut self, additional: usize) {
-        self.positions.reserve(additional);
-        self.records.reserve(additional);
+        let Self {
+            positions,
+            records,
+            hasher,
+            ..
+        } = self;
+        positions.reserve(additional, |&position| {
+            record_at(records, position).map_or(0, |record| hash_of(hasher, &record.id))
+        });
+        records.reserve(additional);
     }
 
     /// Builds the index from records, putting them in sequence order; `Err` on a duplicate id.
@@ -66,13 +172,91 @@ impl CommandIndex {
     ) -> Result<CommandIndex, CommandId> {
         // Stable and linear when already sorted, which is how they are written.
         records.sort_by_key(|(_, record)| record.seq);
-        let mut positions =
-            FxHashMap::with_capacity_and_hasher(records.len(), rustc_hash::FxBuildHasher);
-        for (position, (id, _)) in records.iter().enumerate() {
-            if positions.insert(*id, position as u64).is_some() {
-                return Err(*id);
+        let mut index = CommandIndex::default();
+        index.reserve(records.len());
+        for (id, record) in records {
+            if !index.insert(id, record) {
+                return Err(id);
             }
         }
-        Ok(CommandIndex { positions, records })
+        Ok(index)
+    }
+}
+
+fn record_at(records: &[Packed], position: u64) -> Option<&Packed> {
+    records.get(usize::try_from(position).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::money::Amount;
+
+    fn record(seq: u64, amount: i128, reference: &str) -> CommandRecord {
+        CommandRecord {
+            content: CommandContent {
+                kind: MoneyKind::Charge,
+                source: AccountId(1),
+                target: AccountId(2),
+                amount: Amount::from_units(amount).unwrap_or(Amount::ZERO),
+                reference: reference.into(),
+            },
+            seq: Sequence(seq),
+            at: Timestamp(i64::try_from(seq).unwrap_or(0) * 10),
+        }
+    }
+
+    fn id(n: u128) -> CommandId {
+        CommandId::from_bytes(n.to_le_bytes())
+    }
+
+    #[test]
+    fn records_come_back_exactly_and_duplicates_are_refused() {
+        let mut index = CommandIndex::default();
+        let extremes = [Amount::MIN.units(), -1, 1, Amount::MAX.units()];
+        for (n, amount) in extremes.into_iter().enumerate() {
+            let reference = if n % 2 == 0 { "" } else { "ref ✓" };
+            assert!(index.insert(id(n as u128), record(n as u64 + 1, amount, reference)));
+        }
+        assert!(!index.insert(id(2), record(99, 5, "other")));
+        assert_eq!(index.len(), 4);
+        for (n, amount) in extremes.into_iter().enumerate() {
+            let reference = if n % 2 == 0 { "" } else { "ref ✓" };
+            assert_eq!(
+                index.get(&id(n as u128)),
+                Some(record(n as u64 + 1, amount, reference))
+            );
+        }
+        assert_eq!(index.get(&id(77)), None);
+        let listed: Vec<_> = index.iter().map(|(id, record)| (id, record.seq)).collect();
+        assert_eq!(
+            listed,
+            (0..4u64)
+                .map(|n| (id(n.into()), Sequence(n + 1)))
+                .collect::<Vec<_>>()
+        );
+    }
+
+    #[test]
+    fn growth_keeps_every_record_findable_and_equality_ignores_the_hash_key() {
+        let mut grown = CommandIndex::default();
+        for n in 0..50_000u64 {
+            let reference = if n % 7 == 0 { "r" } else { "" };
+            assert!(grown.insert(id(n.into()), record(n + 1, n.into(), reference)));
+        }
+        for n in (0..50_000u64).step_by(997) {
+            assert_eq!(
+                grown.get(&id(n.into())).map(|record| record.seq),
+                Some(Sequence(n + 1))
+            );
+        }
+        // Same records through another path (another random key, pre-sized, shuffled input).
+        let mut records: Vec<_> = grown.iter().collect();
+        records.reverse();
+        let rebuilt = CommandIndex::from_records(records).unwrap_or_default();
+        assert!(rebuilt == grown);
+        let mut duplicated: Vec<_> = grown.iter().take(3).collect();
+        duplicated.push(duplicated[0].clone());
+        assert_eq!(CommandIndex::from_records(duplicated).err(), Some(id(0)));
     }
 }

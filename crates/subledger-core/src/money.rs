@@ -272,6 +272,32 @@ impl bincode::Encode for Amount {
     }
 }
 
+/// An [`Amount`] stored as two 8-byte halves, for structures held by the million: an `i128`
+/// field makes its whole struct 16-byte aligned (and padded). Only made from a valid
+/// `Amount`, so reading it back cannot fail.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
+pub struct PackedAmount([u64; 2]);
+
+impl From<Amount> for PackedAmount {
+    fn from(amount: Amount) -> PackedAmount {
+        let bytes = amount.0.to_le_bytes();
+        let (mut low, mut high) = ([0u8; 8], [0u8; 8]);
+        low.copy_from_slice(&bytes[..8]);
+        high.copy_from_slice(&bytes[8..]);
+        PackedAmount([u64::from_le_bytes(low), u64::from_le_bytes(high)])
+    }
+}
+
+impl From<PackedAmount> for Amount {
+    fn from(packed: PackedAmount) -> Amount {
+        let [low, high] = packed.0;
+        let mut bytes = [0u8; 16];
+        bytes[..8].copy_from_slice(&low.to_le_bytes());
+        bytes[8..].copy_from_slice(&high.to_le_bytes());
+        Amount(i128::from_le_bytes(bytes))
+    }
+}
+
 impl<Context> bincode::Decode<Context> for Amount {
     /// Decoding re-checks the bound: a hostile or corrupt record cannot smuggle in an amount
     /// that later arithmetic would overflow on.

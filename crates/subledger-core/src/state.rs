@@ -273,7 +273,7 @@ impl State {
         u32::try_from(self.accounts.len()).ok().map(AccountId)
     }
 
-    pub fn command(&self, id: &CommandId) -> Option<&CommandRecord> {
+    pub fn command(&self, id: &CommandId) -> Option<CommandRecord> {
         self.commands.get(id)
     }
 
