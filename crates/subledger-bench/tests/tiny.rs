@@ -118,7 +118,10 @@ fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one
     assert!(measured.recovery_seconds_full > 0.0 && measured.recovery_seconds_snapshot > 0.0);
     assert!(measured.replay_events_per_sec > 0.0);
     // Measuring changed nothing: a second measurement sees the same ledger.
-    assert_eq!(subledger_bench::recovery(dir.path()).unwrap().events, report.events);
+    assert_eq!(
+        subledger_bench::recovery(dir.path()).unwrap().events,
+        report.events
+    );
 
     let empty = tempfile::tempdir().unwrap();
     match subledger_bench::recovery(empty.path()) {

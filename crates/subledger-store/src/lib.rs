@@ -4,7 +4,13 @@
 //! - tree `log`: one value per log record (up to `events_per_record` events of one commit
 //!   batch, encoded by `subledger_log::record`), keyed by the big-endian sequence number of the
 //!   record's first event;
-//! - tree `snapshots`: snapshot bytes keyed by the big-endian sequence number they end at;
+//! - directory `ledger-snapshots/` beside sled's files: one file per snapshot,
+//!   `snapshot-<seq, 20 digits>.bin`, written to a temporary name, synced, renamed and the
+//!   directory synced, so a crash leaves either the whole file or none. Kept out of sled
+//!   because sled reads every value it holds back into memory when it opens (and again when a
+//!   tree of them is listed): a snapshot of a 3M-transfer ledger (500 MB) added 0.8 s to
+//!   every open, with or without a snapshot, and 0.7 s to listing the snapshots;
+//! - tree `snapshots`: where versions before that kept them (still read and removed);
 //! - tree `meta`: the store format version;
 //! - in tree `log` under the empty key: the head marker (last sequence number and hash),
 //!   written atomically with each batch's records.
@@ -36,6 +42,11 @@ pub const EVENTS_PER_RECORD_DEFAULT: usize = 1_024;
 pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
 
 const META_FORMAT_KEY: &[u8] = b"format";
+/// Where snapshot files live, inside the data directory (not `snap.*`: sled's own names).
+const SNAPSHOT_DIR: &str = "ledger-snapshots";
+const SNAPSHOT_FILE_PREFIX: &str = "snapshot-";
+const SNAPSHOT_FILE_SUFFIX: &str = ".bin";
+const SNAPSHOT_TEMPORARY_PREFIX: &str = "unfinished-";
 /// Key of the head marker inside the `log` tree: the empty key sorts before every record key.
 /// It holds the last sequence number and hash, written in the same atomic sled batch as the
 /// records, so records missing from the end of the log are detected, not mistaken for a
@@ -99,7 +110,9 @@ pub struct OpenReport {
 struct Inner {
     db: sled::Db,
     log: sled::Tree,
-    snapshots: sled::Tree,
+    /// Snapshots written by earlier versions (see the module comment).
+    legacy_snapshots: sled::Tree,
+    snapshot_dir: PathBuf,
     /// Readers never see past this: what the last successful flush made durable.
     durable_head: AtomicU64,
 }
@@ -179,10 +192,13 @@ impl SledLog {
             }
             None => return Err(StoreError::NotALedger(dir.to_path_buf())),
         }
+        let snapshot_dir = dir.join(SNAPSHOT_DIR);
+        remove_unfinished_snapshots(&snapshot_dir);
         let inner = Arc::new(Inner {
             db,
             log,
-            snapshots,
+            legacy_snapshots: snapshots,
+            snapshot_dir,
             durable_head: AtomicU64::new(0),
         });
         let mut report = OpenReport::default();
@@ -466,36 +482,129 @@ impl LogReader for SledReader {
 
 impl SnapshotStore for SledReader {
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError> {
-        self.inner
-            .snapshots
-            .insert(key(seq), bytes)
-            .map_err(storage)?;
-        self.inner.db.flush().map_err(storage)?;
-        Ok(())
+        let dir = &self.inner.snapshot_dir;
+        let file_error = |what: &str, error: std::io::Error| {
+            LogError::Storage(format!(
+                "{what} snapshot {seq} in {}: {error}",
+                dir.display()
+            ))
+        };
+        std::fs::create_dir_all(dir)
+            .map_err(|error| file_error("creating the directory of", error))?;
+        let temporary = dir.join(format!("{SNAPSHOT_TEMPORARY_PREFIX}{}", seq.0));
+        let mut file =
+            std::fs::File::create(&temporary).map_err(|error| file_error("creating", error))?;
+        std::io::Write::write_all(&mut file, bytes)
+            .map_err(|error| file_error("writing", error))?;
+        file.sync_all()
+            .map_err(|error| file_error("syncing", error))?;
+        drop(file);
+        std::fs::rename(&temporary, snapshot_path(dir, seq))
+            .map_err(|error| file_error("renaming", error))?;
+        sync_dir(dir).map_err(|error| file_error("syncing the directory of", error))
     }
 
     fn list(&self) -> Result<Vec<Sequence>, LogError> {
-        self.inner
-            .snapshots
-            .iter()
-            .keys()
-            .map(|found| seq_of(&found.map_err(storage)?))
-            .collect()
+        let mut listed = Vec::new();
+        match std::fs::read_dir(&self.inner.snapshot_dir) {
+            Ok(entries) => {
+                for entry in entries {
+                    let entry = entry.map_err(|error| LogError::Storage(error.to_string()))?;
+                    if let Some(seq) = entry.file_name().to_str().and_then(snapshot_seq) {
+                        listed.push(seq);
+                    }
+                }
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(LogError::Storage(error.to_string())),
+        }
+        for found in self.inner.legacy_snapshots.iter().keys() {
+            listed.push(seq_of(&found.map_err(storage)?)?);
+        }
+        listed.sort_unstable();
+        listed.dedup();
+        Ok(listed)
     }
 
     fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError> {
+        match std::fs::read(snapshot_path(&self.inner.snapshot_dir, seq)) {
+            Ok(bytes) => return Ok(Some(SnapshotBytes::new(bytes))),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(LogError::Storage(format!(
+                    "reading snapshot {seq}: {error}"
+                )))
+            }
+        }
         // sled's own buffer, lent as is.
         Ok(self
             .inner
-            .snapshots
+            .legacy_snapshots
             .get(key(seq))
             .map_err(storage)?
             .map(SnapshotBytes::new))
     }
 
     fn remove(&self, seq: Sequence) -> Result<(), LogError> {
-        self.inner.snapshots.remove(key(seq)).map_err(storage)?;
-        self.inner.db.flush().map_err(storage)?;
+        let dir = &self.inner.snapshot_dir;
+        match std::fs::remove_file(snapshot_path(dir, seq)) {
+            Ok(()) => sync_dir(dir).map_err(|error| LogError::Storage(error.to_string()))?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => {
+                return Err(LogError::Storage(format!(
+                    "removing snapshot {seq}: {error}"
+                )))
+            }
+        }
+        if self
+            .inner
+            .legacy_snapshots
+            .remove(key(seq))
+            .map_err(storage)?
+            .is_some()
+        {
+            self.inner.db.flush().map_err(storage)?;
+        }
         Ok(())
+    }
+}
+
+fn snapshot_path(dir: &Path, seq: Sequence) -> PathBuf {
+    dir.join(format!(
+        "{SNAPSHOT_FILE_PREFIX}{:020}{SNAPSHOT_FILE_SUFFIX}",
+        seq.0
+    ))
+}
+
+/// The sequence number a snapshot file's name states (`None`: not a snapshot file).
+fn snapshot_seq(name: &str) -> Option<Sequence> {
+    let digits = name
+        .strip_prefix(SNAPSHOT_FILE_PREFIX)?
+        .strip_suffix(SNAPSHOT_FILE_SUFFIX)?;
+    if digits.len() != 20 || !digits.bytes().all(|byte| byte.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok().map(Sequence)
+}
+
+/// Makes a rename or removal in `dir` durable.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// A crash while writing leaves a temporary file that was never renamed: never a snapshot.
+fn remove_unfinished_snapshots(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let unfinished = entry
+            .file_name()
+            .to_str()
+            .is_some_and(|name| name.starts_with(SNAPSHOT_TEMPORARY_PREFIX));
+        if unfinished {
+            // Best effort: a leftover is ignored by `list` anyway.
+            let _ = std::fs::remove_file(entry.path());
+        }
     }
 }

@@ -161,13 +161,15 @@ fn a_flipped_byte_in_a_record_is_found_and_located() {
 fn a_corrupted_snapshot_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     generate(dir.path());
-    edit_raw(dir.path(), "snapshots", |tree| {
-        let (key, value) = tree.iter().next().unwrap().unwrap();
-        let mut bytes = value.to_vec();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x01;
-        tree.insert(key, bytes).unwrap();
-    });
+    let snapshots: Vec<_> = std::fs::read_dir(dir.path().join("ledger-snapshots"))
+        .unwrap()
+        .map(|entry| entry.unwrap().path())
+        .collect();
+    assert_eq!(snapshots.len(), 1, "{snapshots:?}");
+    let mut bytes = std::fs::read(&snapshots[0]).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x01;
+    std::fs::write(&snapshots[0], bytes).unwrap();
     let (code, report) = verify_json(&strs(&data_args(dir.path())));
     assert_eq!(code, 1);
     assert_eq!(report["problem"]["seq"], 20);

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use subledger_core::Sequence;
 use subledger_engine::OpenError;
-use subledger_log::LogError;
+use subledger_log::{EventLog, LogError};
 use subledger_store::{SledLog, StoreError};
 
 use crate::support::*;
@@ -104,12 +104,13 @@ fn a_damaged_snapshot_falls_back_to_a_full_replay() {
     populate(&ledger);
     ledger.snapshot_now().unwrap();
     let live = fingerprint(ledger);
-    edit_raw(dir.path(), "snapshots", |tree| {
-        let mut bytes = tree.get(8_u64.to_be_bytes()).unwrap().unwrap().to_vec();
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 0x10;
-        tree.insert(8_u64.to_be_bytes(), bytes).unwrap();
-    });
+    let file = dir
+        .path()
+        .join("ledger-snapshots/snapshot-00000000000000000008.bin");
+    let mut bytes = std::fs::read(&file).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x10;
+    std::fs::write(&file, bytes).unwrap();
     let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
     let recovery = reopened.recovery().clone();
     assert_eq!(recovery.snapshot, None);
@@ -120,5 +121,40 @@ fn a_damaged_snapshot_falls_back_to_a_full_replay() {
         "{:?}",
         recovery.warnings
     );
+    assert_eq!(fingerprint(reopened), live);
+}
+
+#[test]
+fn snapshots_kept_in_sled_by_earlier_versions_are_still_used_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    populate(&ledger);
+    ledger.snapshot_now().unwrap();
+    let live = fingerprint(ledger);
+    // Move the snapshot where versions before the snapshot files kept it.
+    let file = dir
+        .path()
+        .join("ledger-snapshots/snapshot-00000000000000000008.bin");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::remove_file(&file).unwrap();
+    edit_raw(dir.path(), "snapshots", |tree| {
+        tree.insert(8_u64.to_be_bytes(), bytes).unwrap();
+    });
+    let (log, _) = SledLog::open(dir.path(), small_records()).unwrap();
+    let snapshots = log.snapshots();
+    assert_eq!(snapshots.list().unwrap(), vec![Sequence(8)]);
+    drop((log, snapshots));
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(8)));
+    assert_eq!(reopened.recovery().events_replayed, 0);
+    drop(reopened);
+    let (log, _) = SledLog::open(dir.path(), small_records()).unwrap();
+    let snapshots = log.snapshots();
+    snapshots.remove(Sequence(8)).unwrap();
+    assert!(snapshots.list().unwrap().is_empty());
+    assert!(snapshots.load(Sequence(8)).unwrap().is_none());
+    drop((log, snapshots));
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, None);
     assert_eq!(fingerprint(reopened), live);
 }

@@ -37,6 +37,37 @@ fn a_snapshot_is_stored_and_used_on_reopen() {
 }
 
 #[test]
+fn snapshots_are_files_written_whole_and_leftovers_of_a_crash_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = SledLog::open(dir.path(), small_records()).unwrap();
+    let snapshots = log.snapshots();
+    assert!(snapshots.list().unwrap().is_empty());
+    snapshots.save(Sequence(12), b"twelve").unwrap();
+    snapshots.save(Sequence(7), b"seven").unwrap();
+    assert_eq!(snapshots.list().unwrap(), vec![Sequence(7), Sequence(12)]);
+    let snapshot_dir = dir.path().join("ledger-snapshots");
+    assert_eq!(
+        std::fs::read(snapshot_dir.join("snapshot-00000000000000000012.bin")).unwrap(),
+        b"twelve"
+    );
+    let loaded = snapshots.load(Sequence(7)).unwrap().unwrap();
+    assert_eq!(&loaded[..], b"seven");
+    assert!(snapshots.load(Sequence(8)).unwrap().is_none());
+    snapshots.remove(Sequence(7)).unwrap();
+    snapshots.remove(Sequence(7)).unwrap(); // removing what is gone is not an error
+    assert_eq!(snapshots.list().unwrap(), vec![Sequence(12)]);
+    drop((log, snapshots));
+    // A crash mid-write leaves a temporary file; stray names are not snapshots either.
+    std::fs::write(snapshot_dir.join("unfinished-20"), b"torn").unwrap();
+    std::fs::write(snapshot_dir.join("snapshot-21.bin"), b"short name").unwrap();
+    std::fs::write(snapshot_dir.join("notes.txt"), b"operator notes").unwrap();
+    let (log, _) = SledLog::open(dir.path(), small_records()).unwrap();
+    assert_eq!(log.snapshots().list().unwrap(), vec![Sequence(12)]);
+    assert!(!snapshot_dir.join("unfinished-20").exists());
+    assert!(snapshot_dir.join("notes.txt").exists());
+}
+
+#[test]
 fn large_batches_span_several_records_and_read_back_verified() {
     let dir = tempfile::tempdir().unwrap();
     let config = Config {
