@@ -21,9 +21,64 @@ use std::hash::{BuildHasher, RandomState};
 
 use hashbrown::HashTable;
 
+use crate::event::Event;
 use crate::ids::{AccountId, CommandId, Sequence, Timestamp};
-use crate::money::PackedAmount;
-use crate::state::{CommandContent, CommandRecord, MoneyKind};
+use crate::money::{Amount, PackedAmount};
+use crate::state::{ApplyFault, CommandContent, CommandRecord, MoneyKind};
+
+/// What a money event leaves in the index.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct MoneyCommand<'a> {
+    pub id: CommandId,
+    pub kind: MoneyKind,
+    pub source: AccountId,
+    pub target: AccountId,
+    pub amount: Amount,
+    pub reference: &'a str,
+}
+
+/// The one mapping from events to idempotency records (`None` for events that are not money
+/// commands), used by `State::apply` and by [`CommandIndex::record_event`] alike.
+pub(crate) fn money_command(event: &Event) -> Option<MoneyCommand<'_>> {
+    let (id, kind, source, target, amount, reference) = match event {
+        Event::BalanceTransferred {
+            command,
+            source,
+            target,
+            amount,
+            reference,
+        } => (command, MoneyKind::BalanceTransfer, source, target, amount, reference),
+        Event::CreditTransferred {
+            command,
+            source,
+            target,
+            amount,
+            reference,
+        } => (command, MoneyKind::CreditTransfer, source, target, amount, reference),
+        Event::Charged {
+            command,
+            account,
+            amount,
+            reference,
+            ..
+        } => (command, MoneyKind::Charge, account, account, amount, reference),
+        Event::ToppedUp {
+            command,
+            account,
+            amount,
+            reference,
+        } => (command, MoneyKind::TopUp, account, account, amount, reference),
+        _ => return None,
+    };
+    Some(MoneyCommand {
+        id: *id,
+        kind,
+        source: *source,
+        target: *target,
+        amount: *amount,
+        reference,
+    })
+}
 
 /// One applied money command, packed (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,8 +94,11 @@ struct Packed {
     kind: MoneyKind,
 }
 
+/// The idempotency index of a [`State`](crate::State). Normally inside the state, updated by
+/// its `apply`; recovery detaches it so it can be rebuilt on another thread from the same
+/// events ([`CommandIndex::record_event`]) while the state applies them, then attaches it back.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct CommandIndex {
+pub struct CommandIndex {
     /// (keyed hash of the id, position in `records`).
     positions: HashTable<(u64, u64)>,
     records: Vec<Packed>,
@@ -101,9 +159,42 @@ impl CommandIndex {
     /// Adds a record; `false` (and nothing changes) if the id is already known, or if the
     /// index is full (more than 4 billion commands with a reference: not reachable in practice,
     /// and refused rather than wrapped).
-    pub(crate) fn insert(&mut self, id: CommandId, record: CommandRecord) -> bool {
-        let CommandRecord { content, seq, at } = record;
-        let reference = if content.reference.is_empty() {
+    pub(crate) fn insert(&mut self, id: CommandId, record: &CommandRecord) -> bool {
+        let content = &record.content;
+        let command = MoneyCommand {
+            id,
+            kind: content.kind,
+            source: content.source,
+            target: content.target,
+            amount: content.amount,
+            reference: &content.reference,
+        };
+        self.insert_command(command, record.seq, record.at)
+    }
+
+    /// Records the money command `event` carries, if any, exactly as `State::apply` does.
+    pub fn record_event(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+    ) -> Result<(), ApplyFault> {
+        match money_command(event) {
+            Some(command) if !self.insert_command(command, seq, at) => {
+                Err(ApplyFault::DuplicateCommand(command.id))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    pub(crate) fn insert_command(
+        &mut self,
+        command: MoneyCommand<'_>,
+        seq: Sequence,
+        at: Timestamp,
+    ) -> bool {
+        let id = command.id;
+        let reference = if command.reference.is_empty() {
             0
         } else {
             match u32::try_from(self.references.len() + 1) {
@@ -131,26 +222,27 @@ impl CommandIndex {
             }
         }
         if reference != 0 {
-            self.references.push(content.reference);
+            self.references.push(command.reference.into());
         }
         self.records.push(Packed {
             id,
             seq,
             at,
-            amount: content.amount.into(),
-            source: content.source,
-            target: content.target,
+            amount: command.amount.into(),
+            source: command.source,
+            target: command.target,
             reference,
-            kind: content.kind,
+            kind: command.kind,
         });
         true
     }
 
-    pub(crate) fn len(&self) -> usize {
+    /// Commands recorded.
+    pub fn len(&self) -> usize {
         self.records.len()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
 
@@ -159,7 +251,8 @@ impl CommandIndex {
         self.records.iter().map(|packed| self.unpack(packed))
     }
 
-    pub(crate) fn reserve(&mut self, additional: usize) {
+    /// Makes room for `additional` more commands (growing step by step rehashes the table).
+    pub fn reserve(&mut self, additional: usize) {
         self.positions.reserve(additional, |&(hash, _)| hash);
         self.records.reserve(additional);
     }
@@ -173,7 +266,7 @@ impl CommandIndex {
         let mut index = CommandIndex::default();
         index.reserve(records.len());
         for (id, record) in records {
-            if !index.insert(id, record) {
+            if !index.insert(id, &record) {
                 return Err(id);
             }
         }
@@ -214,9 +307,9 @@ mod tests {
         let extremes = [Amount::MIN.units(), -1, 1, Amount::MAX.units()];
         for (n, amount) in extremes.into_iter().enumerate() {
             let reference = if n % 2 == 0 { "" } else { "ref ✓" };
-            assert!(index.insert(id(n as u128), record(n as u64 + 1, amount, reference)));
+            assert!(index.insert(id(n as u128), &record(n as u64 + 1, amount, reference)));
         }
-        assert!(!index.insert(id(2), record(99, 5, "other")));
+        assert!(!index.insert(id(2), &record(99, 5, "other")));
         assert_eq!(index.len(), 4);
         for (n, amount) in extremes.into_iter().enumerate() {
             let reference = if n % 2 == 0 { "" } else { "ref ✓" };
@@ -240,7 +333,7 @@ mod tests {
         let mut grown = CommandIndex::default();
         for n in 0..50_000u64 {
             let reference = if n % 7 == 0 { "r" } else { "" };
-            assert!(grown.insert(id(n.into()), record(n + 1, n.into(), reference)));
+            assert!(grown.insert(id(n.into()), &record(n + 1, n.into(), reference)));
         }
         for n in (0..50_000u64).step_by(997) {
             assert_eq!(

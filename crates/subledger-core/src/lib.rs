@@ -39,6 +39,7 @@ pub use command::{
     RevokeSecret, SetCreditLine, SetLowBalanceThreshold, SetSuspended, TopUp, Transfer,
     UpdateSubaccount,
 };
+pub use commands::CommandIndex;
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,
     REFERENCE_CHARS_MAX,

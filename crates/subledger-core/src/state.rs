@@ -406,57 +406,36 @@ impl State {
                 Ok(())
             }
             Event::BalanceTransferred {
-                command,
                 source,
                 target,
                 amount,
-                reference,
+                ..
             } => {
                 self.check_pair(*source, *target)?;
                 let (source_funding, target_funding) =
                     self.moved(*source, *target, *amount, MoneyKind::BalanceTransfer)?;
-                self.record_command(
-                    *command,
-                    MoneyKind::BalanceTransfer,
-                    *source,
-                    *target,
-                    *amount,
-                    reference,
-                    seq,
-                    at,
-                )?;
+                self.record_money(seq, at, event)?;
                 self.set_funding(*source, source_funding)?;
                 self.set_funding(*target, target_funding)
             }
             Event::CreditTransferred {
-                command,
                 source,
                 target,
                 amount,
-                reference,
+                ..
             } => {
                 self.check_pair(*source, *target)?;
                 let (source_funding, target_funding) =
                     self.moved(*source, *target, *amount, MoneyKind::CreditTransfer)?;
-                self.record_command(
-                    *command,
-                    MoneyKind::CreditTransfer,
-                    *source,
-                    *target,
-                    *amount,
-                    reference,
-                    seq,
-                    at,
-                )?;
+                self.record_money(seq, at, event)?;
                 self.set_funding(*source, source_funding)?;
                 self.set_funding(*target, target_funding)
             }
             Event::Charged {
-                command,
                 account,
                 payer,
                 amount,
-                reference,
+                ..
             } => {
                 let charged = self.open_account(*account)?;
                 let expected_payer = match charged.funding {
@@ -469,38 +448,19 @@ impl State {
                     return Err(ApplyFault::WrongAccountKind(*payer));
                 }
                 let funding = self.shifted_balance(*payer, amount.negate(), *amount)?;
-                self.record_command(
-                    *command,
-                    MoneyKind::Charge,
-                    *account,
-                    *account,
-                    *amount,
-                    reference,
-                    seq,
-                    at,
-                )?;
+                self.record_money(seq, at, event)?;
                 self.set_funding(*payer, funding)
             }
             Event::ToppedUp {
-                command,
                 account,
                 amount,
-                reference,
+                ..
             } => {
                 if !self.open_account(*account)?.is_primary() {
                     return Err(ApplyFault::WrongAccountKind(*account));
                 }
                 let funding = self.shifted_balance(*account, *amount, *amount)?;
-                self.record_command(
-                    *command,
-                    MoneyKind::TopUp,
-                    *account,
-                    *account,
-                    *amount,
-                    reference,
-                    seq,
-                    at,
-                )?;
+                self.record_money(seq, at, event)?;
                 self.set_funding(*account, funding)
             }
             Event::CreditLineSet {
@@ -832,33 +792,11 @@ impl State {
         Ok(())
     }
 
-    #[allow(clippy::too_many_arguments)] // one flat record; a struct here would only be noise
-    fn record_command(
-        &mut self,
-        id: CommandId,
-        kind: MoneyKind,
-        source: AccountId,
-        target: AccountId,
-        amount: Amount,
-        reference: &str,
-        seq: Sequence,
-        at: Timestamp,
-    ) -> Result<(), ApplyFault> {
+    fn record_money(&mut self, seq: Sequence, at: Timestamp, event: &Event) -> Result<(), ApplyFault> {
         if self.without_command_index {
             return Ok(());
         }
-        let content = CommandContent {
-            kind,
-            source,
-            target,
-            amount,
-            reference: reference.into(),
-        };
-        if self.commands.insert(id, CommandRecord { content, seq, at }) {
-            Ok(())
-        } else {
-            Err(ApplyFault::DuplicateCommand(id))
-        }
+        self.commands.record_event(seq, at, event)
     }
 
     /// Checks invariant 1 of SPEC §4 for every account (`balance ≥ credit_limit ≤ 0`).
@@ -1107,6 +1045,44 @@ impl State {
             last_seq: self.last_seq,
             last_at: self.last_at,
         }
+    }
+
+    /// Whether this state keeps the idempotency index (the writer's does, read copies do not).
+    pub fn keeps_command_index(&self) -> bool {
+        !self.without_command_index
+    }
+
+    /// Takes the idempotency index out (`None` if this state keeps none); until
+    /// [`State::attach_command_index`], `apply` records no commands. Recovery rebuilds the
+    /// index on another thread meanwhile, from the same events.
+    pub fn detach_command_index(&mut self) -> Option<CommandIndex> {
+        if self.without_command_index {
+            return None;
+        }
+        self.without_command_index = true;
+        Some(std::mem::take(&mut self.commands))
+    }
+
+    /// Puts back an index detached with [`State::detach_command_index`] and brought up to
+    /// date with the events applied since. Refused if a record names an unknown account or a
+    /// point past the state's last event.
+    pub fn attach_command_index(&mut self, index: CommandIndex) -> Result<(), String> {
+        let count = self.accounts.len();
+        for (id, record) in index.iter() {
+            let known = |account: AccountId| account.index() < count;
+            if !known(record.content.source)
+                || !known(record.content.target)
+                || record.seq > self.last_seq
+                || record.at > self.last_at
+            {
+                return Err(format!(
+                    "command {id} refers to unknown accounts or the future"
+                ));
+            }
+        }
+        self.commands = index;
+        self.without_command_index = false;
+        Ok(())
     }
 
     /// Drops the idempotency index (turning a writer-side state into a read-side copy).

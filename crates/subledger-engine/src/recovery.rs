@@ -5,8 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use subledger_core::Sequence;
-use subledger_log::{ChainHash, LogReader, SnapshotStore};
+use subledger_core::{ApplyError, CommandIndex, Sequence};
+use subledger_log::{ChainHash, LogReader, Record, SnapshotStore};
 use subledger_views::Views;
 
 use crate::snapshot::decode_snapshot;
@@ -28,6 +28,21 @@ pub struct Recovery {
     /// Snapshots skipped and why (recovery still succeeded).
     pub warnings: Vec<String>,
     pub elapsed: Duration,
+}
+
+/// Adds the money commands of `record`'s events after `start` to `index`; the first that was
+/// already there, as the error `State::apply` would have given.
+fn index_record(index: &mut CommandIndex, record: &Record, start: Sequence) -> Option<ApplyError> {
+    let mut seq = record.first;
+    for event in &record.events {
+        if seq > start {
+            if let Err(fault) = index.record_event(seq, record.at, event) {
+                return Some(ApplyError { seq, fault });
+            }
+        }
+        seq = seq.next();
+    }
+    None
 }
 
 /// Rebuilds the views with the idempotency index (the snapshot form) from `snapshots` and
@@ -52,34 +67,51 @@ pub(crate) fn recover(
         None => (Views::with_command_index(), ChainHash::GENESIS),
     };
     let start = views.last_seq();
+    // The idempotency index is rebuilt on the reader's thread, from the same events, while
+    // this one applies them to the views: its inserts (a cache miss each into a table of
+    // every command ever applied) were the largest single cost of a replay.
+    let mut index = views.detach_command_index().ok_or_else(|| {
+        OpenError::Log(subledger_log::LogError::Corrupt {
+            seq: start,
+            detail: "the recovered state has no idempotency index".into(),
+        })
+    })?;
     // At most one money command per event: reserving once spares the index its step-by-step
     // growth (rehashing and page faults dominated the replay profile).
     let tail = usize::try_from(reader.head().0.saturating_sub(start.0)).unwrap_or(0);
-    views.reserve_commands(tail);
-    // Two stages on two threads: one reads, verifies (checksum, chain) and decodes records,
-    // the other applies them. Decoding and sled's reads were a third of a replay's time.
+    index.reserve(tail);
     let records = reader.records_from(start.next())?;
-    std::thread::scope(|scope| -> Result<(), OpenError> {
+    let index = std::thread::scope(|scope| -> Result<CommandIndex, OpenError> {
         let (sender, receiver) = crossbeam_channel::bounded(REPLAY_QUEUE_RECORDS_MAX);
-        let decoder = std::thread::Builder::new()
+        let reader_thread = std::thread::Builder::new()
             .name("subledger-replay-read".into())
             .spawn_scoped(scope, move || {
                 for record in records {
-                    let failed = record.is_err();
+                    let item = record.map(|record| {
+                        let fault = index_record(&mut index, &record, start);
+                        (record, fault)
+                    });
+                    let stop = !matches!(item, Ok((_, None)));
                     // The applier stopped (it failed): nothing more to do.
-                    if sender.send(record).is_err() || failed {
+                    if sender.send(item).is_err() || stop {
                         break;
                     }
                 }
+                index
             })
             .map_err(|error| OpenError::Thread(error.to_string()))?;
         let applied = (|| -> Result<(), OpenError> {
-            for record in receiver.iter() {
-                let record = record?;
+            for item in receiver.iter() {
+                let (record, fault) = item?;
                 head_hash = record.hash;
                 let at = record.at;
                 let batch = record.into_batch();
                 for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+                    // The reader found this event's command id already applied; any earlier
+                    // event's fault is reported first, as a sequential replay would.
+                    if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
+                        return Err(fault.clone().into());
+                    }
                     views.apply(seq, at, event)?;
                     recovery.events_replayed += 1;
                 }
@@ -88,10 +120,16 @@ pub(crate) fn recover(
         })();
         // Unblocks the reader if applying stopped early.
         drop(receiver);
-        decoder
+        let index = reader_thread
             .join()
             .map_err(|_| OpenError::Thread("the replay reader panicked".into()))?;
-        applied
+        applied.map(|()| index)
+    })?;
+    views.attach_command_index(index).map_err(|detail| {
+        OpenError::Log(subledger_log::LogError::Corrupt {
+            seq: views.last_seq(),
+            detail,
+        })
     })?;
     recovery.head = views.last_seq();
     recovery.elapsed = started.elapsed();
@@ -133,6 +171,12 @@ fn newest_usable_snapshot(
             Ok(decoded) if !decoded.views.is_complete() => {
                 warnings.push(skip(
                     "its older format lacks the statement history; replaying instead".into(),
+                ));
+                continue;
+            }
+            Ok(decoded) if !decoded.views.state().keeps_command_index() => {
+                warnings.push(skip(
+                    "it lacks the idempotency index the writer needs; replaying instead".into(),
                 ));
                 continue;
             }

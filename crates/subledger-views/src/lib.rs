@@ -302,6 +302,19 @@ impl Views {
         self.state.reserve_commands(additional);
     }
 
+    /// See [`State::detach_command_index`].
+    pub fn detach_command_index(&mut self) -> Option<subledger_core::CommandIndex> {
+        self.state.detach_command_index()
+    }
+
+    /// See [`State::attach_command_index`].
+    pub fn attach_command_index(
+        &mut self,
+        index: subledger_core::CommandIndex,
+    ) -> Result<(), String> {
+        self.state.attach_command_index(index)
+    }
+
     /// Drops the idempotency index (the live read views never need it).
     pub fn forget_command_index(&mut self) {
         self.state.forget_command_index();
