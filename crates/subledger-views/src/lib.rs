@@ -1058,7 +1058,34 @@ impl Encode for Views {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        self.state.encode(encoder)?;
+        self.encode_with(&self.state, encoder)
+    }
+}
+
+/// Views in the version-3 layout with an empty idempotency index (see
+/// [`subledger_core::StateWithoutCommands`]); decodes as [`Views`].
+#[derive(Debug, Clone, Copy)]
+pub struct ViewsWithoutCommands<'a>(pub &'a Views);
+
+impl Encode for ViewsWithoutCommands<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_with(
+            &subledger_core::StateWithoutCommands(&self.0.state),
+            encoder,
+        )
+    }
+}
+
+impl Views {
+    fn encode_with<E: bincode::enc::Encoder>(
+        &self,
+        state: &impl Encode,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        state.encode(encoder)?;
         self.details.encode(encoder)?;
         (self.history.len() as u64).encode(encoder)?;
         for (primary, history) in &self.history {

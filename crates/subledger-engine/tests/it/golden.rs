@@ -189,7 +189,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v3.bin"),
+            fixture("snapshot-v4.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
@@ -197,7 +197,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     // Today's snapshot encoding has not drifted either (the views' in-memory layout may change,
     // as the packed history entries did; their bytes may not).
     assert_eq!(
-        std::fs::read(fixture("snapshot-v3.bin")).unwrap(),
+        std::fs::read(fixture("snapshot-v4.bin")).unwrap(),
         encode_snapshot(&today, head_hash).unwrap(),
         "snapshot encoding changed: bump the snapshot format version"
     );
@@ -239,15 +239,78 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         snapshot.views.state().state_hash(),
         replayed.state().state_hash()
     );
-    // Version 3: everything.
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v3.bin")).unwrap()).unwrap();
-    assert!(snapshot.views.is_complete());
-    assert_eq!(snapshot.views.views_hash(), replayed.views_hash());
-    assert_eq!(
-        snapshot.views.state().state_hash(),
-        replayed.state().state_hash()
-    );
+    // Versions 3 (one payload) and 4 (views and idempotency index in two sections): the
+    // same complete views.
+    for version in ["snapshot-v3.bin", "snapshot-v4.bin"] {
+        let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
+        assert!(snapshot.views.is_complete(), "{version}");
+        assert_eq!(
+            snapshot.views.views_hash(),
+            replayed.views_hash(),
+            "{version}"
+        );
+        assert_eq!(
+            snapshot.views.state().state_hash(),
+            replayed.state().state_hash(),
+            "{version}"
+        );
+        assert_eq!(
+            snapshot.views.state().command_count(),
+            3 + 1 + 1,
+            "{version}: top-up, three transfers and a charge"
+        );
+    }
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v4.bin")).unwrap()).unwrap();
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
+}
+
+/// Rewrites a snapshot's payload and seals it again (a forger can compute the checksum).
+fn resealed(snapshot: &[u8], payload: &[u8]) -> Vec<u8> {
+    let mut bytes = snapshot[..54].to_vec();
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(payload);
+    let checksum = blake3::hash(&bytes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    bytes
+}
+
+#[test]
+fn forged_version_4_sections_are_refused_not_panicked_on() {
+    let good = std::fs::read(fixture("snapshot-v4.bin")).unwrap();
+    let payload = &good[62..good.len() - 32];
+    let views_len = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let sections = &payload[8..];
+    let with_length = |length: u64| {
+        let mut forged = length.to_le_bytes().to_vec();
+        forged.extend_from_slice(sections);
+        resealed(&good, &forged)
+    };
+    assert!(decode_snapshot(&resealed(&good, payload)).is_ok());
+    for length in [
+        u64::MAX,
+        sections.len() as u64 + 1,
+        0,
+        views_len - 1,
+        views_len + 1,
+        sections.len() as u64,
+    ] {
+        assert!(
+            decode_snapshot(&with_length(length)).is_err(),
+            "views section length {length} accepted"
+        );
+    }
+    // Too short to hold the length itself.
+    assert!(decode_snapshot(&resealed(&good, &payload[..5])).is_err());
+    // The index section repeated: the same command ids twice.
+    let views_end = usize::try_from(views_len).unwrap();
+    let index = &sections[views_end..];
+    let count = index[0]; // a varint below 251 is one byte
+    let mut doubled = payload.to_vec();
+    let at = 8 + views_end;
+    doubled[at] = count * 2;
+    doubled.extend_from_slice(&index[1..]);
+    let refused = decode_snapshot(&resealed(&good, &doubled)).unwrap_err();
+    assert!(refused.to_string().contains("duplicate"), "{refused}");
 }
