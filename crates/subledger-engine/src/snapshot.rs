@@ -4,7 +4,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "SLSN"
-//!      4    2 format version (1)
+//!      4    2 format version (1–4)
 //!      6    8 seq: the last event included
 //!     14    8 at: its commit instant (ms since the Unix epoch)
 //!     22   32 head_hash: hash of the log record ending at `seq`
