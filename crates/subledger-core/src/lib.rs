@@ -55,6 +55,6 @@ pub use rejection::{Field, Invalid, Rejection, TransferRule};
 pub use secret::{validate_secret, SecretError, SecretHash};
 pub use state::{
     Account, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding, LowBalance, MoneyKind,
-    Policy, State, StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX,
+    Policy, SecretIds, State, StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX,
     SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
 };

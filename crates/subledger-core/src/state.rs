@@ -53,6 +53,96 @@ pub enum Funding {
     Shared,
 }
 
+/// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`], kept inline: as a
+/// `Vec` they cost a heap block per account in the writer's copy and again in the views'.
+/// Reads as a slice; encodes exactly as a `Vec<SecretId>` did.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct SecretIds {
+    ids: [SecretId; SECRETS_PER_ACCOUNT_MAX],
+    len: u8,
+}
+
+impl SecretIds {
+    pub fn one(id: SecretId) -> SecretIds {
+        SecretIds {
+            ids: [id; SECRETS_PER_ACCOUNT_MAX],
+            len: 1,
+        }
+    }
+
+    /// Adds `id`; `false` (and nothing changes) when full.
+    pub fn push(&mut self, id: SecretId) -> bool {
+        match self.ids.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = id;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps the ids for which `keep` holds, in order.
+    pub fn retain(&mut self, mut keep: impl FnMut(&SecretId) -> bool) {
+        let mut kept = 0;
+        for index in 0..usize::from(self.len) {
+            if keep(&self.ids[index]) {
+                self.ids[kept] = self.ids[index];
+                kept += 1;
+            }
+        }
+        // At most SECRETS_PER_ACCOUNT_MAX (2), so the narrowing cannot lose anything.
+        self.len = u8::try_from(kept).unwrap_or(u8::MAX);
+    }
+}
+
+impl std::ops::Deref for SecretIds {
+    type Target = [SecretId];
+
+    fn deref(&self) -> &[SecretId] {
+        self.ids.get(..usize::from(self.len)).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for SecretIds {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl Encode for SecretIds {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        (self.len() as u64).encode(encoder)?;
+        for id in self.iter() {
+            id.encode(encoder)?;
+        }
+        Ok(())
+    }
+}
+
+impl<Context> Decode<Context> for SecretIds {
+    /// Refuses more than [`SECRETS_PER_ACCOUNT_MAX`] (and, as the structure check does, none).
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let count = u64::decode(decoder)?;
+        if count == 0 || count > SECRETS_PER_ACCOUNT_MAX as u64 {
+            return Err(bincode::error::DecodeError::Other(
+                "an account has no secret or too many",
+            ));
+        }
+        let mut ids = SecretIds::one(SecretId::decode(decoder)?);
+        for _ in 1..count {
+            ids.push(SecretId::decode(decoder)?);
+        }
+        Ok(ids)
+    }
+}
+bincode::impl_borrow_decode!(SecretIds);
+
 /// One account as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Account {
@@ -64,7 +154,7 @@ pub struct Account {
     pub suspended: bool,
     pub closed: bool,
     /// Ids of the active secrets (1 or 2).
-    pub secrets: Vec<SecretId>,
+    pub secrets: SecretIds,
     /// A primary's subaccounts, oldest first (empty for subaccounts).
     pub subaccounts: Vec<AccountId>,
 }
@@ -492,8 +582,11 @@ impl State {
                 {
                     return Err(ApplyFault::Secrets(*account));
                 }
-                self.account_mut(*account)?.secrets.push(secret.id);
-                Ok(())
+                if self.account_mut(*account)?.secrets.push(secret.id) {
+                    Ok(())
+                } else {
+                    Err(ApplyFault::Secrets(*account))
+                }
             }
             Event::SecretRevoked { account, secret } => {
                 let holder = self.open_account(*account)?;
@@ -646,7 +739,7 @@ impl State {
             funding,
             suspended: false,
             closed: false,
-            secrets: vec![secret.id],
+            secrets: SecretIds::one(secret.id),
             subaccounts: Vec::new(),
         });
         Ok(())
@@ -871,7 +964,7 @@ fn hash_account(hasher: &mut blake3::Hasher, account: &Account) {
     }
     hasher.update(&[u8::from(account.suspended), u8::from(account.closed)]);
     hasher.update(&(account.secrets.len() as u64).to_le_bytes());
-    for secret in &account.secrets {
+    for secret in account.secrets.iter() {
         hasher.update(&secret.to_uuid().into_bytes());
     }
     hasher.update(&(account.subaccounts.len() as u64).to_le_bytes());
@@ -1048,7 +1141,7 @@ impl State {
                 None => {}
             }
             check_funding(id, account.funding).map_err(|fault| fault.to_string())?;
-            let mut secrets = account.secrets.clone();
+            let mut secrets = account.secrets.to_vec();
             secrets.sort_unstable();
             secrets.dedup();
             if secrets.len() != account.secrets.len()
@@ -1143,5 +1236,39 @@ impl State {
     pub fn forget_command_index(&mut self) {
         self.commands = CommandIndex::default();
         self.without_command_index = true;
+    }
+}
+
+#[cfg(test)]
+mod secret_ids_tests {
+    use super::*;
+
+    fn id(n: u8) -> SecretId {
+        SecretId::from_bytes([n; 16])
+    }
+
+    #[test]
+    fn inline_secret_ids_behave_and_encode_like_the_vec_they_replace() {
+        let mut ids = SecretIds::one(id(1));
+        assert!(ids.push(id(2)));
+        assert!(!ids.push(id(3)), "full at two");
+        assert_eq!(&ids[..], &[id(1), id(2)]);
+        let config = bincode::config::standard();
+        let as_vec = bincode::encode_to_vec(vec![id(1), id(2)], config).unwrap_or_default();
+        assert_eq!(
+            bincode::encode_to_vec(ids, config).unwrap_or_default(),
+            as_vec
+        );
+        let decoded: Result<(SecretIds, usize), _> = bincode::decode_from_slice(&as_vec, config);
+        assert_eq!(decoded.ok(), Some((ids, as_vec.len())));
+        ids.retain(|kept| *kept != id(1));
+        assert_eq!(&ids[..], &[id(2)]);
+        assert!(ids.push(id(4)));
+        assert_eq!(&ids[..], &[id(2), id(4)]);
+        for count in [0_usize, 3] {
+            let bytes = bincode::encode_to_vec(vec![id(9); count], config).unwrap_or_default();
+            let refused: Result<(SecretIds, usize), _> = bincode::decode_from_slice(&bytes, config);
+            assert!(refused.is_err(), "{count} secrets accepted");
+        }
     }
 }

@@ -1171,7 +1171,7 @@ fn check_step(
             },
             suspended: account.suspended,
             closed: account.closed,
-            secrets: account.secrets.clone(),
+            secrets: account.secrets.to_vec(),
             subaccounts: account.subaccounts.iter().copied().map(key_of_id).collect(),
         };
         prop_assert_eq!(&actual, expected, "account {}", key);

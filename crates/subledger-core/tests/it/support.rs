@@ -380,7 +380,11 @@ impl Given {
 
     pub fn has_secrets(self, account: &str, secrets: &[u8]) -> Given {
         let expected: Vec<SecretId> = secrets.iter().copied().map(secret_id).collect();
-        assert_eq!(self.account(account).secrets, expected, "{account}");
+        assert_eq!(
+            self.account(account).secrets.to_vec(),
+            expected,
+            "{account}"
+        );
         self
     }
 }
