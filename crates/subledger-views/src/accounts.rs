@@ -208,7 +208,7 @@ bincode::impl_borrow_decode!(Entry);
 pub struct AccountHistory {
     pub entries: Vec<Entry>,
     /// Names and the sequence number from which each applies (the first at creation).
-    pub names: Vec<(Sequence, String)>,
+    pub names: Vec<(Sequence, std::sync::Arc<str>)>,
 }
 
 impl AccountHistory {
@@ -229,7 +229,7 @@ impl AccountHistory {
         count
             .checked_sub(1)
             .and_then(|index| self.names.get(index))
-            .map(|(_, name)| name.as_str())
+            .map(|(_, name)| &**name)
     }
 }
 

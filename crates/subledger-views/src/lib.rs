@@ -14,6 +14,8 @@ pub mod json;
 pub mod time;
 
 use bincode::{Decode, Encode};
+use std::sync::Arc;
+
 use rustc_hash::FxHashMap;
 
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind};
@@ -135,7 +137,8 @@ pub enum QueryError {
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 struct Details {
-    name: String,
+    /// The current name: the same allocation as the last of the account history's names.
+    name: Arc<str>,
     created_at: Timestamp,
     secrets: Vec<SecretView>,
 }
@@ -345,10 +348,20 @@ impl Views {
         // From here the event is known to be consistent with the state: ids exist.
         self.record_account_history(seq, at, event);
         match event {
-            Event::PrimaryOpened { name, secret, .. }
-            | Event::SubaccountCreated { name, secret, .. } => {
+            Event::PrimaryOpened {
+                account,
+                name,
+                secret,
+                ..
+            }
+            | Event::SubaccountCreated {
+                account,
+                name,
+                secret,
+                ..
+            } => {
                 self.details.push(Details {
-                    name: name.clone(),
+                    name: self.current_name(*account, name),
                     created_at: at,
                     secrets: vec![SecretView {
                         id: secret.id,
@@ -358,8 +371,9 @@ impl Views {
                 });
             }
             Event::SubaccountRenamed { account, name } => {
+                let current = self.current_name(*account, name);
                 if let Some(details) = self.details.get_mut(account.index()) {
-                    details.name.clone_from(name);
+                    details.name = current;
                 }
             }
             Event::SecretCreated { account, secret } => {
@@ -454,6 +468,14 @@ impl Views {
         Ok(())
     }
 
+    /// The account's name as its history just recorded it (shared, not copied).
+    fn current_name(&self, account: AccountId, name: &str) -> Arc<str> {
+        self.accounts
+            .get(account.index())
+            .and_then(|history| history.names.last())
+            .map_or_else(|| Arc::from(name), |(_, current)| Arc::clone(current))
+    }
+
     /// Appends the per-account entries (and names) an applied event calls for.
     fn record_account_history(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
         let count = self.state.account_count();
@@ -474,7 +496,7 @@ impl Views {
         };
         if let Some((id, name)) = named {
             if let Some(history) = self.accounts.get_mut(id.index()) {
-                push_compact(&mut history.names, (seq, name.clone()));
+                push_compact(&mut history.names, (seq, Arc::from(name.as_str())));
             }
         }
     }
@@ -714,7 +736,7 @@ impl Views {
         Some(AccountSnapshot {
             key: account.key,
             primary,
-            name: details.name.clone(),
+            name: details.name.to_string(),
             currency: account.currency,
             balance,
             credit_limit,
@@ -1206,6 +1228,14 @@ impl<Context> Decode<Context> for Views {
         });
         if !ordered {
             return Err(invalid("views: an account history is out of order"));
+        }
+        // Decoding made two copies of each current name: share one, as `apply` does.
+        for (details, history) in views.details.iter_mut().zip(&views.accounts) {
+            if let Some((_, current)) = history.names.last() {
+                if *current == details.name {
+                    details.name = Arc::clone(current);
+                }
+            }
         }
         let families = u64::decode(decoder)?;
         for _ in 0..families {
