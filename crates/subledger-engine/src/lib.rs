@@ -36,6 +36,7 @@
 
 mod clock;
 mod recovery;
+mod slot;
 pub mod snapshot;
 mod snapshotter;
 mod subscription;
@@ -245,9 +246,9 @@ type ManyResult = Result<Vec<Outcome>, EngineError>;
 /// A reply channel: the blocking and the async API differ only in how the caller waits, and
 /// single and batch submissions only in how many outcomes they expect.
 enum Reply {
-    Blocking(crossbeam_channel::Sender<OneResult>),
+    Blocking(slot::SlotSender<OneResult>),
     Async(tokio::sync::oneshot::Sender<OneResult>),
-    BatchBlocking(crossbeam_channel::Sender<ManyResult>),
+    BatchBlocking(slot::SlotSender<ManyResult>),
     BatchAsync(tokio::sync::oneshot::Sender<ManyResult>),
 }
 
@@ -259,15 +260,11 @@ impl Reply {
         };
         // A caller that stopped waiting is not an error for the writer.
         match self {
-            Reply::Blocking(sender) => {
-                let _ = sender.send(first(result));
-            }
+            Reply::Blocking(sender) => sender.send(first(result)),
             Reply::Async(sender) => {
                 let _ = sender.send(first(result));
             }
-            Reply::BatchBlocking(sender) => {
-                let _ = sender.send(result);
-            }
+            Reply::BatchBlocking(sender) => sender.send(result),
             Reply::BatchAsync(sender) => {
                 let _ = sender.send(result);
             }
@@ -403,9 +400,9 @@ impl Ledger {
     /// Submits a command and waits (blocking the thread) until it is durable or refused.
     /// The outer `Result` is about the engine, the inner [`Outcome`] about the rules.
     pub fn submit(&self, command: Command) -> Result<Outcome, EngineError> {
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = slot::slot();
         self.enqueue(Request::Commands(vec![command], Reply::Blocking(reply)))?;
-        answer.recv().unwrap_or_else(|_| Err(self.stopped()))
+        answer.recv().unwrap_or_else(|| Err(self.stopped()))
     }
 
     /// Submits a command; the future resolves when it is durable or refused. Never blocks the
@@ -422,9 +419,9 @@ impl Ledger {
     /// one reply: the way to reach high throughput from few callers.
     pub fn submit_batch(&self, commands: Vec<Command>) -> Result<Vec<Outcome>, EngineError> {
         Ledger::check_request_size(&commands)?;
-        let (reply, answer) = crossbeam_channel::bounded(1);
+        let (reply, answer) = slot::slot();
         self.enqueue(Request::Commands(commands, Reply::BatchBlocking(reply)))?;
-        answer.recv().unwrap_or_else(|_| Err(self.stopped()))
+        answer.recv().unwrap_or_else(|| Err(self.stopped()))
     }
 
     /// The async form of [`Ledger::submit_batch`].
