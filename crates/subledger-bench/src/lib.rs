@@ -29,7 +29,9 @@ use subledger_core::{
     Amount, ApiKey, Charge, Command, CommandId, CreateSecret, CreateSubaccount, Currency,
     NewSecret, OpenPrimary, RevokeSecret, SecretHash, SecretId, TopUp, Transfer, UpdateSubaccount,
 };
-use subledger_engine::{Config, EngineError, Ledger, OpenError, SystemClock, REQUEST_COMMANDS_MAX};
+use subledger_engine::{
+    Config, EngineError, Ledger, OpenError, Outcome, SystemClock, REQUEST_COMMANDS_MAX,
+};
 use subledger_log::MemoryLog;
 use subledger_store::{SledLog, StoreError, StoreOptions};
 
@@ -69,6 +71,10 @@ pub struct BenchOptions {
     pub clients: usize,
     /// Commands per submission (1: `submit`; more: `submit_batch`).
     pub batch_size: usize,
+    /// Clients are tasks on a tokio runtime with one worker per core, submitting with
+    /// `submit_async` / `submit_batch_async` (as an async server embeds the ledger), instead of
+    /// one OS thread each blocked in `submit`.
+    pub async_clients: bool,
     /// `tigerbeetle`: share of transfers on the hot accounts, in percent.
     pub hot_accounts_pct: u8,
     /// Where the ledger lives; `None` for a fresh temporary directory.
@@ -92,6 +98,7 @@ impl Default for BenchOptions {
             commands: 1_000_000,
             clients: 16,
             batch_size: 1,
+            async_clients: false,
             hot_accounts_pct: 80,
             data: None,
             in_memory: false,
@@ -603,6 +610,32 @@ fn new_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 600_000_000, 3).unwrap_or_else(|_| unreachable!("valid bounds"))
 }
 
+/// The next request of a client with `remaining` commands to send.
+fn next_request(generator: &mut Generator, remaining: u64, batch_size: usize) -> Vec<Command> {
+    let count = usize::try_from(remaining)
+        .unwrap_or(usize::MAX)
+        .min(batch_size);
+    (0..count).map(|_| generator.next()).collect()
+}
+
+impl ClientResult {
+    /// Counts a request's outcomes and its latency; returns how many commands it answered.
+    fn record(&mut self, started: Instant, outcomes: &[Outcome], answered: &AtomicU64) -> u64 {
+        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        self.latency.saturating_record(micros.max(1));
+        for outcome in outcomes {
+            if outcome.is_ok() {
+                self.committed += 1;
+            } else {
+                self.rejected += 1;
+            }
+        }
+        let done = u64::try_from(outcomes.len()).unwrap_or(0);
+        answered.fetch_add(done, Ordering::Relaxed);
+        done.max(1)
+    }
+}
+
 fn run_client(
     ledger: &Ledger,
     mut generator: Generator,
@@ -612,31 +645,117 @@ fn run_client(
 ) -> Result<ClientResult, EngineError> {
     let mut result = ClientResult::new();
     while remaining > 0 {
-        let count = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(batch_size);
-        let commands: Vec<Command> = (0..count).map(|_| generator.next()).collect();
+        let commands = next_request(&mut generator, remaining, batch_size);
         let started = Instant::now();
-        let outcomes = if count == 1 {
+        let outcomes = if commands.len() == 1 {
             let command = commands.into_iter().next().ok_or(EngineError::Closed)?;
             vec![ledger.submit(command)?]
         } else {
             ledger.submit_batch(commands)?
         };
-        let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-        result.latency.saturating_record(micros.max(1));
-        for outcome in &outcomes {
-            if outcome.is_ok() {
-                result.committed += 1;
-            } else {
-                result.rejected += 1;
-            }
-        }
-        let done = u64::try_from(outcomes.len()).unwrap_or(0);
-        answered.fetch_add(done, Ordering::Relaxed);
-        remaining = remaining.saturating_sub(done.max(1));
+        remaining = remaining.saturating_sub(result.record(started, &outcomes, answered));
     }
     Ok(result)
+}
+
+async fn run_client_async(
+    ledger: Arc<Ledger>,
+    mut generator: Generator,
+    mut remaining: u64,
+    batch_size: usize,
+    answered: Arc<AtomicU64>,
+) -> Result<ClientResult, EngineError> {
+    let mut result = ClientResult::new();
+    while remaining > 0 {
+        let commands = next_request(&mut generator, remaining, batch_size);
+        let started = Instant::now();
+        let outcomes = if commands.len() == 1 {
+            let command = commands.into_iter().next().ok_or(EngineError::Closed)?;
+            vec![ledger.submit_async(command).await?]
+        } else {
+            ledger.submit_batch_async(commands).await?
+        };
+        remaining = remaining.saturating_sub(result.record(started, &outcomes, &answered));
+    }
+    Ok(result)
+}
+
+/// The clients under way, on OS threads or as tasks.
+enum Clients {
+    Threads(Vec<std::thread::JoinHandle<Result<ClientResult, EngineError>>>),
+    Tasks(
+        tokio::runtime::Runtime,
+        Vec<tokio::task::JoinHandle<Result<ClientResult, EngineError>>>,
+    ),
+}
+
+impl Clients {
+    fn start(
+        options: &BenchOptions,
+        layout: Layout,
+        ledger: &Arc<Ledger>,
+        answered: &Arc<AtomicU64>,
+    ) -> Result<Clients, BenchError> {
+        let batch_size = options.batch_size;
+        if !options.async_clients {
+            let threads = (0..options.clients)
+                .map(|client| {
+                    let ledger = Arc::clone(ledger);
+                    let answered = Arc::clone(answered);
+                    let (share, generator) = client_plan(options, layout, client);
+                    std::thread::spawn(move || {
+                        run_client(&ledger, generator, share, batch_size, &answered)
+                    })
+                })
+                .collect();
+            return Ok(Clients::Threads(threads));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(
+                std::thread::available_parallelism()
+                    .map(usize::from)
+                    .unwrap_or(2),
+            )
+            .enable_all()
+            .build()?;
+        let tasks = (0..options.clients)
+            .map(|client| {
+                let (share, generator) = client_plan(options, layout, client);
+                runtime.spawn(run_client_async(
+                    Arc::clone(ledger),
+                    generator,
+                    share,
+                    batch_size,
+                    Arc::clone(answered),
+                ))
+            })
+            .collect();
+        Ok(Clients::Tasks(runtime, tasks))
+    }
+
+    fn running(&self) -> bool {
+        match self {
+            Clients::Threads(threads) => threads.iter().any(|handle| !handle.is_finished()),
+            Clients::Tasks(_, tasks) => tasks.iter().any(|handle| !handle.is_finished()),
+        }
+    }
+
+    fn finish(self) -> Result<Vec<ClientResult>, BenchError> {
+        let panicked = || BenchError::Setup("a client panicked".into());
+        match self {
+            Clients::Threads(threads) => threads
+                .into_iter()
+                .map(|handle| Ok(handle.join().map_err(|_| panicked())??))
+                .collect(),
+            Clients::Tasks(runtime, tasks) => runtime.block_on(async {
+                let mut results = Vec::with_capacity(tasks.len());
+                for task in tasks {
+                    results.push(task.await.map_err(|_| panicked())??);
+                }
+                Ok(results)
+            }),
+        }
+    }
 }
 
 /// Runs the benchmark. `progress` is called about ten times a second with (answered, total).
@@ -659,17 +778,9 @@ pub fn run(
     let before = ledger.metrics();
     let answered = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let handles: Vec<_> = (0..options.clients)
-        .map(|client| {
-            let ledger = Arc::clone(&ledger);
-            let answered = Arc::clone(&answered);
-            let (share, generator) = client_plan(options, layout, client);
-            let batch_size = options.batch_size;
-            std::thread::spawn(move || run_client(&ledger, generator, share, batch_size, &answered))
-        })
-        .collect();
+    let clients = Clients::start(options, layout, &ledger, &answered)?;
     let mut timeline = Vec::new();
-    while handles.iter().any(|handle| !handle.is_finished()) {
+    while clients.running() {
         std::thread::sleep(Duration::from_millis(TIMELINE_SAMPLE_MILLIS));
         let done = answered.load(Ordering::Relaxed);
         timeline.push((started.elapsed().as_secs_f64(), done));
@@ -678,10 +789,7 @@ pub fn run(
     let seconds = started.elapsed().as_secs_f64();
     let mut latency = new_histogram();
     let (mut committed, mut rejected) = (0, 0);
-    for handle in handles {
-        let result = handle
-            .join()
-            .map_err(|_| BenchError::Setup("a client thread panicked".into()))??;
+    for result in clients.finish()? {
         committed += result.committed;
         rejected += result.rejected;
         latency

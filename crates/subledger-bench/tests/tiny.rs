@@ -82,6 +82,32 @@ fn the_vonage_workload_runs_in_memory_with_batches_and_some_rejections() {
 }
 
 #[test]
+fn async_clients_run_singly_and_in_batches_and_answer_every_command() {
+    for batch_size in [1, 16] {
+        let options = BenchOptions {
+            in_memory: true,
+            async_clients: true,
+            clients: 32,
+            batch_size,
+            ..tiny(Workload::Vonage)
+        };
+        let report = run(&options, &|_, _| {}).unwrap();
+        assert_eq!(
+            report.committed + report.rejected,
+            2_000,
+            "batch {batch_size}"
+        );
+        assert!(report.committed > 1_000, "{report:?}");
+        assert!(report.latency_us.p50 >= 1);
+        let counts: Vec<u64> = report.timeline.iter().map(|(_, done)| *done).collect();
+        assert!(
+            counts.windows(2).all(|pair| pair[0] <= pair[1]) && counts.iter().all(|&n| n <= 2_000),
+            "{counts:?}"
+        );
+    }
+}
+
+#[test]
 fn bad_options_are_refused() {
     let no_clients = BenchOptions {
         clients: 0,

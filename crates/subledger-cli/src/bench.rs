@@ -40,6 +40,10 @@ pub struct BenchArgs {
     /// Commands per request (1 = single submissions; up to 8192 = batch submissions).
     #[arg(long, default_value_t = 1)]
     batch_size: usize,
+    /// Run the clients as tasks on a tokio runtime (one worker per core) submitting with
+    /// `submit_async`, as an async server does, instead of one OS thread each.
+    #[arg(long, conflicts_with = "http")]
+    async_clients: bool,
     /// tigerbeetle: percent of transfers on the hottest 1 % of families.
     #[arg(long = "hot-accounts", default_value_t = 80)]
     hot_accounts: u8,
@@ -142,6 +146,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         commands: args.commands,
         clients: args.clients,
         batch_size: args.batch_size,
+        async_clients: args.async_clients,
         hot_accounts_pct: args.hot_accounts,
         data: args.data.clone(),
         in_memory: args.in_memory,
