@@ -145,6 +145,9 @@ pub struct BenchReport {
     pub log_bytes: Option<u64>,
     pub log_bytes_per_event: Option<f64>,
     pub rss_bytes_peak: Option<u64>,
+    /// `--in-memory` runs: bytes the in-memory log held after the load (the memory target
+    /// leaves the log out: subtract this from `rss_bytes_peak`).
+    pub memory_log_bytes: Option<u64>,
     pub recovery_seconds_full: Option<f64>,
     pub recovery_seconds_snapshot: Option<f64>,
     pub replay_events_per_sec: Option<f64>,
@@ -801,6 +804,10 @@ pub fn run(
     let measured = after.commands.saturating_sub(before.commands);
     let events = after.events;
     let rss_bytes_peak = rss_bytes_peak();
+    let memory_log_bytes = match &storage {
+        Storage::Memory(log) => Some(log.record_bytes()),
+        Storage::Disk { .. } => None,
+    };
     // Recovery and disk: close with the log alone (its size), reopen by replaying all of it,
     // take a snapshot, close (the size with one snapshot), and reopen from the snapshot.
     let ledger = Arc::into_inner(ledger)
@@ -858,6 +865,7 @@ pub fn run(
         log_bytes: Some(log_bytes),
         log_bytes_per_event: Some(per_event(log_bytes)),
         rss_bytes_peak: Some(rss_bytes_peak),
+        memory_log_bytes,
         recovery_seconds_full: Some(recovery_seconds_full),
         recovery_seconds_snapshot: Some(recovery_seconds_snapshot),
         replay_events_per_sec: Some(per_second(events, recovery_seconds_full)),

@@ -28,6 +28,10 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     assert_eq!(report.target, "embedded");
     assert!(report.bytes_on_disk.unwrap() > 0);
     assert!(report.log_bytes.unwrap() > 0);
+    assert_eq!(
+        report.memory_log_bytes, None,
+        "no in-memory log in a durable run"
+    );
     assert!(
         report.log_bytes.unwrap() < report.bytes_on_disk.unwrap(),
         "the snapshot takes room"
@@ -78,6 +82,11 @@ fn the_vonage_workload_runs_in_memory_with_batches_and_some_rejections() {
     );
     assert_eq!(report.durable, Some(false));
     assert_eq!(report.bytes_on_disk, Some(0));
+    // Over 2,000 commands of events, and the data of none of them lost in the count.
+    assert!(
+        report.memory_log_bytes.unwrap() > report.events * 20,
+        "{report:?}"
+    );
     assert!(report.mean_batch_size >= 1.0);
 }
 

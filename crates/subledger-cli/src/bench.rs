@@ -247,6 +247,20 @@ fn print_table(report: &BenchReport) {
             known(report.rss_bytes_peak.map(|bytes| bytes.to_string())),
         ),
         (
+            "  of it the in-memory log",
+            known(report.memory_log_bytes.map(|bytes| bytes.to_string())),
+        ),
+        (
+            "RSS per account, no log",
+            known(report.rss_bytes_peak.map(|bytes| {
+                let log = report.memory_log_bytes.unwrap_or(0);
+                format!(
+                    "{:.0}",
+                    bytes.saturating_sub(log) as f64 / report.accounts.max(1) as f64
+                )
+            })),
+        ),
+        (
             "recovery s: snapshot / full",
             known(
                 report

@@ -200,6 +200,19 @@ impl MemoryLog {
         MemoryLog::default()
     }
 
+    /// Bytes held by the stored records (their buffers' capacity): what this log costs in
+    /// memory, which a memory measurement of the rest of the ledger leaves out.
+    pub fn record_bytes(&self) -> u64 {
+        self.shared.records.read().map_or(0, |records| {
+            records
+                .stored
+                .iter()
+                .map(|(_, bytes)| bytes.capacity() as u64)
+                .sum::<u64>()
+                + (records.stored.capacity() * std::mem::size_of::<(Sequence, Vec<u8>)>()) as u64
+        })
+    }
+
     /// A handle that makes the next `sync` fail, for fail-stop tests.
     pub fn fault_switch(&self) -> FaultSwitch {
         FaultSwitch {
