@@ -298,6 +298,25 @@ impl From<PackedAmount> for Amount {
     }
 }
 
+impl bincode::Encode for PackedAmount {
+    /// Exactly as the [`Amount`] it holds.
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        Amount::from(*self).encode(encoder)
+    }
+}
+
+impl<Context> bincode::Decode<Context> for PackedAmount {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        Amount::decode(decoder).map(PackedAmount::from)
+    }
+}
+bincode::impl_borrow_decode!(PackedAmount);
+
 impl<Context> bincode::Decode<Context> for Amount {
     /// Decoding re-checks the bound: a hostile or corrupt record cannot smuggle in an amount
     /// that later arithmetic would overflow on.

@@ -20,8 +20,8 @@ use rustc_hash::FxHashMap;
 
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind};
 use subledger_core::{
-    AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
-    SecretHash, SecretId, Sequence, State, Timestamp, Total,
+    AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding,
+    PackedAmount, Policy, SecretHash, SecretId, Sequence, State, Timestamp, Total,
 };
 
 /// Most items one page of a report may hold.
@@ -150,7 +150,9 @@ struct TransferEntry {
     at: Timestamp,
     from: AccountId,
     to: AccountId,
-    amount: Amount,
+    /// Two 8-byte halves: an `i128` field made the entry 16-byte aligned, 80 bytes instead of
+    /// 72 (one entry per transfer). Encodes exactly as an `Amount`.
+    amount: PackedAmount,
     reference: Box<str>,
 }
 
@@ -414,7 +416,7 @@ impl Views {
                     at,
                     from: *source,
                     to: *target,
-                    amount: *amount,
+                    amount: (*amount).into(),
                     reference: reference.as_str().into(),
                 };
                 let history = self.history.entry(primary).or_default();
@@ -437,7 +439,7 @@ impl Views {
                     at,
                     from: *payer,
                     to: *account,
-                    amount: *amount,
+                    amount: (*amount).into(),
                     reference: reference.as_str().into(),
                 };
                 self.payments.entry(family).or_default().charges.push(entry);
@@ -454,7 +456,7 @@ impl Views {
                     at,
                     from: *account,
                     to: *account,
-                    amount: *amount,
+                    amount: (*amount).into(),
                     reference: reference.as_str().into(),
                 };
                 self.payments
@@ -690,7 +692,7 @@ impl Views {
                     at: entry.at,
                     account: self.state.account(entry.to)?.key,
                     payer: self.state.account(entry.from)?.key,
-                    amount: entry.amount,
+                    amount: entry.amount.into(),
                     reference: entry.reference.to_string(),
                     primary: self.state.account(family)?.key,
                 })
@@ -965,7 +967,7 @@ impl Views {
             at: entry.at,
             from: self.state.account(entry.from)?.key,
             to: self.state.account(entry.to)?.key,
-            amount: entry.amount,
+            amount: entry.amount.into(),
             reference: entry.reference.to_string(),
             primary: self.state.account(family)?.key,
         })
@@ -1003,7 +1005,7 @@ impl Views {
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
-                hasher.update(&entry.amount.units().to_le_bytes());
+                hasher.update(&Amount::from(entry.amount).units().to_le_bytes());
                 hasher.update(&(entry.reference.len() as u64).to_le_bytes());
                 hasher.update(entry.reference.as_bytes());
             }
@@ -1044,7 +1046,7 @@ impl Views {
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
-                hasher.update(&entry.amount.units().to_le_bytes());
+                hasher.update(&Amount::from(entry.amount).units().to_le_bytes());
                 hasher.update(&(entry.reference.len() as u64).to_le_bytes());
                 hasher.update(entry.reference.as_bytes());
             }
