@@ -56,7 +56,7 @@ pub enum Funding {
 /// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`], kept inline: as a
 /// `Vec` they cost a heap block per account in the writer's copy and again in the views'.
 /// Reads as a slice; encodes exactly as a `Vec<SecretId>` did.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 pub struct SecretIds {
     ids: [SecretId; SECRETS_PER_ACCOUNT_MAX],
     len: u8,
@@ -95,6 +95,15 @@ impl SecretIds {
         self.len = u8::try_from(kept).unwrap_or(u8::MAX);
     }
 }
+
+/// Equal when the active ids are (slots past `len` are leftovers of a revocation).
+impl PartialEq for SecretIds {
+    fn eq(&self, other: &SecretIds) -> bool {
+        self[..] == other[..]
+    }
+}
+
+impl Eq for SecretIds {}
 
 impl std::ops::Deref for SecretIds {
     type Target = [SecretId];
@@ -1263,6 +1272,8 @@ mod secret_ids_tests {
         assert_eq!(decoded.ok(), Some((ids, as_vec.len())));
         ids.retain(|kept| *kept != id(1));
         assert_eq!(&ids[..], &[id(2)]);
+        // Equal to the same single id however it got there (the revoked slot is a leftover).
+        assert_eq!(ids, SecretIds::one(id(2)));
         assert!(ids.push(id(4)));
         assert_eq!(&ids[..], &[id(2), id(4)]);
         for count in [0_usize, 3] {

@@ -45,6 +45,31 @@ fn index_record(index: &mut CommandIndex, record: &Record, start: Sequence) -> O
     None
 }
 
+/// Applies `record`'s events after `start` to the views, counting them in `replayed`; returns
+/// the record's hash. `fault` is the reader's finding that an event's command id was already
+/// applied: it is reported once that event has passed its other checks, which `State::apply`
+/// makes before recording the command (and after every earlier event), so a damaged log gets
+/// the same error as from a one-thread replay.
+fn apply_record(
+    views: &mut Views,
+    record: Record,
+    fault: Option<ApplyError>,
+    start: Sequence,
+    replayed: &mut u64,
+) -> Result<ChainHash, OpenError> {
+    let hash = record.hash;
+    let at = record.at;
+    let batch = record.into_batch();
+    for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+        views.apply(seq, at, event)?;
+        if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
+            return Err(fault.clone().into());
+        }
+        *replayed += 1;
+    }
+    Ok(hash)
+}
+
 /// Rebuilds the views with the idempotency index (the snapshot form) from `snapshots` and
 /// `reader`. Returns them with the hash of the last record applied.
 pub(crate) fn recover(
@@ -70,6 +95,7 @@ pub(crate) fn recover(
     // The idempotency index is rebuilt on the reader's thread, from the same events, while
     // this one applies them to the views: its inserts (a cache miss each into a table of
     // every command ever applied) were the largest single cost of a replay.
+    let mut replayed = 0;
     let mut index = views.detach_command_index().ok_or_else(|| {
         OpenError::Log(subledger_log::LogError::Corrupt {
             seq: start,
@@ -81,14 +107,15 @@ pub(crate) fn recover(
     let tail = usize::try_from(reader.head().0.saturating_sub(start.0)).unwrap_or(0);
     index.reserve(tail);
     let records = reader.records_from(start.next())?;
-    let index = std::thread::scope(|scope| -> Result<CommandIndex, OpenError> {
+    let threaded = std::thread::scope(|scope| -> Option<Result<(), OpenError>> {
         let (sender, receiver) = crossbeam_channel::bounded(REPLAY_QUEUE_RECORDS_MAX);
+        let index = &mut index;
         let reader_thread = std::thread::Builder::new()
             .name("subledger-replay-read".into())
             .spawn_scoped(scope, move || {
                 for record in records {
                     let item = record.map(|record| {
-                        let fault = index_record(&mut index, &record, start);
+                        let fault = index_record(index, &record, start);
                         (record, fault)
                     });
                     let stop = !matches!(item, Ok((_, None)));
@@ -97,34 +124,35 @@ pub(crate) fn recover(
                         break;
                     }
                 }
-                index
             })
-            .map_err(|error| OpenError::Thread(error.to_string()))?;
+            // No thread to be had: the caller does the same work on this one.
+            .ok()?;
         let applied = (|| -> Result<(), OpenError> {
             for item in receiver.iter() {
                 let (record, fault) = item?;
-                head_hash = record.hash;
-                let at = record.at;
-                let batch = record.into_batch();
-                for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
-                    // The reader found this event's command id already applied; any earlier
-                    // event's fault is reported first, as a sequential replay would.
-                    if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
-                        return Err(fault.clone().into());
-                    }
-                    views.apply(seq, at, event)?;
-                    recovery.events_replayed += 1;
-                }
+                head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
             }
             Ok(())
         })();
         // Unblocks the reader if applying stopped early.
         drop(receiver);
-        let index = reader_thread
-            .join()
-            .map_err(|_| OpenError::Thread("the replay reader panicked".into()))?;
-        applied.map(|()| index)
-    })?;
+        let joined = reader_thread.join();
+        // The applier's error comes first: it is about an earlier point of the log.
+        Some(applied.and_then(|()| {
+            joined.map_err(|_| OpenError::Thread("the replay reader panicked".into()))
+        }))
+    });
+    match threaded {
+        Some(result) => result?,
+        None => {
+            for record in reader.records_from(start.next())? {
+                let record = record?;
+                let fault = index_record(&mut index, &record, start);
+                head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
+            }
+        }
+    }
+    recovery.events_replayed = replayed;
     views.attach_command_index(index).map_err(|detail| {
         OpenError::Log(subledger_log::LogError::Corrupt {
             seq: views.last_seq(),

@@ -47,7 +47,8 @@ const TRAILER_BYTES: usize = 32;
 /// more memory than the machine has (the fuzzer found a 50 GB string). A legitimate snapshot
 /// decodes to a few times its size, so the limit is the smallest of these tiers that is at
 /// least [`SNAPSHOT_EXPANSION_MAX`] times the payload: a forged file can claim at most 16–256
-/// times its own size, and a small one at most 256 MiB.
+/// times its own size, and a small one at most 256 MiB — per section: format 4's two sections
+/// are decoded with a limit each, so twice that in all.
 const SNAPSHOT_DECODE_TIERS_BYTES: [usize; 4] = [1 << 28, 1 << 32, 1 << 36, 1 << 40];
 /// How many times its encoded size a snapshot may take in memory (measured: about 3).
 const SNAPSHOT_EXPANSION_MAX: usize = 16;

@@ -489,37 +489,54 @@ impl SnapshotStore for SledReader {
                 dir.display()
             ))
         };
-        std::fs::create_dir_all(dir)
-            .map_err(|error| file_error("creating the directory of", error))?;
-        let temporary = dir.join(format!("{SNAPSHOT_TEMPORARY_PREFIX}{}", seq.0));
-        let mut file =
-            std::fs::File::create(&temporary).map_err(|error| file_error("creating", error))?;
+        if !dir.exists() {
+            std::fs::create_dir_all(dir)
+                .map_err(|error| file_error("creating the directory of", error))?;
+            // The new directory's own entry must survive a power cut too.
+            if let Some(parent) = dir.parent() {
+                sync_dir(parent).map_err(|error| file_error("syncing the parent of", error))?;
+            }
+        }
+        let temporary = Unfinished(Some(
+            dir.join(format!("{SNAPSHOT_TEMPORARY_PREFIX}{}", seq.0)),
+        ));
+        let mut file = std::fs::File::create(temporary.path())
+            .map_err(|error| file_error("creating", error))?;
         std::io::Write::write_all(&mut file, bytes)
             .map_err(|error| file_error("writing", error))?;
         file.sync_all()
             .map_err(|error| file_error("syncing", error))?;
         drop(file);
-        std::fs::rename(&temporary, snapshot_path(dir, seq))
+        std::fs::rename(temporary.path(), snapshot_path(dir, seq))
             .map_err(|error| file_error("renaming", error))?;
+        temporary.finished();
         sync_dir(dir).map_err(|error| file_error("syncing the directory of", error))
     }
 
     fn list(&self) -> Result<Vec<Sequence>, LogError> {
         let mut listed = Vec::new();
-        match std::fs::read_dir(&self.inner.snapshot_dir) {
-            Ok(entries) => {
-                for entry in entries {
-                    let entry = entry.map_err(|error| LogError::Storage(error.to_string()))?;
-                    if let Some(seq) = entry.file_name().to_str().and_then(snapshot_seq) {
-                        listed.push(seq);
-                    }
+        let files = std::fs::read_dir(&self.inner.snapshot_dir).and_then(|entries| {
+            for entry in entries {
+                if let Some(seq) = entry?.file_name().to_str().and_then(snapshot_seq) {
+                    listed.push(seq);
                 }
             }
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
-            Err(error) => return Err(LogError::Storage(error.to_string())),
-        }
+            Ok(())
+        });
+        let unreadable = match files {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Some(error),
+            _ => None,
+        };
         for found in self.inner.legacy_snapshots.iter().keys() {
             listed.push(seq_of(&found.map_err(storage)?)?);
+        }
+        // An unreadable directory fails the listing (recovery then warns and replays) unless
+        // older snapshots kept in sled remain to start from.
+        if let Some(error) = unreadable.filter(|_| listed.is_empty()) {
+            return Err(LogError::Storage(format!(
+                "reading {}: {error}",
+                self.inner.snapshot_dir.display()
+            )));
         }
         listed.sort_unstable();
         listed.dedup();
@@ -585,6 +602,30 @@ fn snapshot_seq(name: &str) -> Option<Sequence> {
         return None;
     }
     digits.parse().ok().map(Sequence)
+}
+
+/// A snapshot file being written: removed if the write fails part-way (it would otherwise
+/// hold its disk space until the next open), forgotten once renamed into place.
+struct Unfinished(Option<PathBuf>);
+
+impl Unfinished {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or(Path::new(""))
+    }
+
+    /// Renamed into place: nothing to clean up.
+    fn finished(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Best effort: a leftover is also removed at the next open.
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Makes a rename or removal in `dir` durable.

@@ -492,3 +492,79 @@ fn the_writer_waits_up_to_batch_wait_to_fill_a_batch() {
     );
     assert_eq!(ledger.metrics().batches, 2);
 }
+
+/// A log with `transfer`'s event committed twice (a forged or damaged log), the second time
+/// in a batch at `at`, after a snapshot at the first one when `snapshot` is set.
+fn log_with_a_repeated_command(at: Timestamp, snapshot: bool) -> (MemoryLog, Sequence) {
+    let log = MemoryLog::new();
+    let ledger = ledger_on(
+        log.clone(),
+        ManualClock::new(Timestamp(10_000)),
+        Config::default(),
+    );
+    ledger.submit(open_primary("prim0001")).unwrap().unwrap();
+    ledger
+        .submit(create_subaccount("prim0001", "sub00001", false))
+        .unwrap()
+        .unwrap();
+    ledger.submit(top_up("prim0001", "100")).unwrap().unwrap();
+    ledger
+        .submit(transfer_balance("prim0001", "prim0001", "sub00001", "1"))
+        .unwrap()
+        .unwrap();
+    if snapshot {
+        ledger.snapshot_now().unwrap();
+    }
+    ledger
+        .submit(transfer_balance("prim0001", "prim0001", "sub00001", "2"))
+        .unwrap()
+        .unwrap();
+    ledger.close().unwrap();
+    let batches = log.batches();
+    let repeated = batches[3].events[0].clone();
+    assert!(matches!(repeated, Event::BalanceTransferred { .. }));
+    let forged = Batch {
+        first: Sequence(6),
+        at,
+        events: vec![repeated],
+    };
+    let mut writer = log.clone();
+    writer.append(&forged).unwrap();
+    writer.sync().unwrap();
+    (log, Sequence(6))
+}
+
+#[test]
+fn a_command_id_repeated_in_the_log_stops_recovery_at_its_own_sequence_number() {
+    for (snapshot, uses_snapshots) in [(false, false), (true, true), (true, false)] {
+        let (log, repeated_at) = log_with_a_repeated_command(Timestamp(99_999), snapshot);
+        let config = Config {
+            recovery_uses_snapshots: uses_snapshots,
+            ..Config::default()
+        };
+        match Ledger::open(config, log, ManualClock::new(Timestamp(10_000))) {
+            Err(OpenError::Replay(error)) => {
+                assert_eq!(error.seq, repeated_at, "{error}");
+                assert!(
+                    matches!(error.fault, ApplyFault::DuplicateCommand(_)),
+                    "{error}"
+                );
+            }
+            other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
+fn an_event_wrong_in_two_ways_gets_the_error_a_one_thread_replay_gives() {
+    // The repeated command's batch also goes back in time: `State::apply` checks time before
+    // it records the command, so that is the error, at the same sequence number.
+    let (log, repeated_at) = log_with_a_repeated_command(Timestamp(1), false);
+    match Ledger::open(Config::default(), log, ManualClock::new(Timestamp(10_000))) {
+        Err(OpenError::Replay(error)) => {
+            assert_eq!(error.seq, repeated_at);
+            assert_eq!(error.fault, ApplyFault::TimeGoesBackwards);
+        }
+        other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
+    }
+}

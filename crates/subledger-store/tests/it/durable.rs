@@ -158,3 +158,28 @@ fn appends_must_follow_the_head() {
         Err(subledger_log::LogError::Gap { .. })
     ));
 }
+
+#[test]
+fn an_unusable_snapshot_directory_fails_snapshots_but_never_the_ledger() {
+    let dir = tempfile::tempdir().unwrap();
+    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    populate(&ledger);
+    // Something that is not a directory where the snapshots go.
+    std::fs::write(dir.path().join("ledger-snapshots"), b"not a directory").unwrap();
+    let refused = ledger.snapshot_now().unwrap_err();
+    assert!(refused.to_string().contains("snapshot 8"), "{refused}");
+    let live = fingerprint(ledger);
+    let reopened = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
+    let recovery = reopened.recovery().clone();
+    assert_eq!(recovery.snapshot, None);
+    assert_eq!(recovery.events_replayed, 8);
+    assert!(
+        recovery
+            .warnings
+            .iter()
+            .any(|warning| warning.contains("cannot list snapshots")),
+        "{:?}",
+        recovery.warnings
+    );
+    assert_eq!(fingerprint(reopened), live);
+}
