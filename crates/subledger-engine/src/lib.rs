@@ -48,10 +48,11 @@ use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
 use subledger_core::{
-    ApiKey, ApplyError, Command, CommandId, Policy, Rejection, SecretId, Sequence, State, Timestamp,
+    ApiKey, ApplyError, Command, CommandId, Event, Policy, Rejection, SecretHash, SecretId,
+    Sequence, State, Timestamp,
 };
 use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
-use subledger_views::Views;
+use subledger_views::{StoredHash, Views};
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use recovery::Recovery;
@@ -149,6 +150,35 @@ pub enum EngineError {
     /// A batch submission holds more than [`REQUEST_COMMANDS_MAX`] commands.
     #[error("a request holds at most {max} commands")]
     TooManyCommands { max: usize },
+    /// Reading the log failed (for a read that goes to the log, such as
+    /// [`Ledger::secret_hashes`]).
+    #[error("cannot read the log: {0}")]
+    Log(String),
+}
+
+/// The hash of secret `id` as recorded by the event at `seq`, if that event records it.
+fn hash_in_log(
+    reader: &dyn LogReader,
+    seq: Sequence,
+    id: SecretId,
+) -> Result<Option<SecretHash>, LogError> {
+    let Some(record) = reader.records_from(seq)?.next() else {
+        return Ok(None);
+    };
+    let record = record?;
+    let event = seq
+        .0
+        .checked_sub(record.first.0)
+        .and_then(|offset| usize::try_from(offset).ok())
+        .and_then(|offset| record.events.get(offset));
+    Ok(match event {
+        Some(
+            Event::PrimaryOpened { secret, .. }
+            | Event::SubaccountCreated { secret, .. }
+            | Event::SecretCreated { secret, .. },
+        ) if secret.id == id => Some(secret.hash.clone()),
+        _ => None,
+    })
 }
 
 /// Why opening a ledger failed.
@@ -472,6 +502,41 @@ impl Ledger {
     }
 
     /// A reader over the committed log, for change feeds and audits.
+    /// The argon2id hashes of `key`'s active secrets (`None`: no such account). The views keep
+    /// only where each hash is (the sequence number of the event that recorded it), so this
+    /// reads one log record per secret: it blocks, so async callers run it on a blocking
+    /// thread. Meant for authentications that miss a cache of verified credentials.
+    pub fn secret_hashes(
+        &self,
+        key: &ApiKey,
+    ) -> Result<Option<Vec<(SecretId, SecretHash)>>, EngineError> {
+        let stored: Option<Vec<(SecretId, StoredHash)>> = self.read(|views| {
+            views.secrets(key).map(|secrets| {
+                secrets
+                    .iter()
+                    .map(|secret| (secret.id, secret.hash.clone()))
+                    .collect()
+            })
+        });
+        let Some(stored) = stored else {
+            return Ok(None);
+        };
+        let mut hashes = Vec::with_capacity(stored.len());
+        for (id, place) in stored {
+            let hash = match place {
+                StoredHash::Here(hash) => hash,
+                // The views show only durable events, so the log holds this one.
+                StoredHash::InLog(seq) => hash_in_log(self.shared.reader.as_ref(), seq, id)
+                    .map_err(|error| EngineError::Log(error.to_string()))?
+                    .ok_or_else(|| {
+                        EngineError::Log(format!("the event at {seq} does not record secret {id}"))
+                    })?,
+            };
+            hashes.push((id, hash));
+        }
+        Ok(Some(hashes))
+    }
+
     pub fn log_reader(&self) -> Arc<dyn LogReader> {
         Arc::clone(&self.shared.reader)
     }

@@ -4,7 +4,7 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "SLSN"
-//!      4    2 format version (1–4)
+//!      4    2 format version (1–5)
 //!      6    8 seq: the last event included
 //!     14    8 at: its commit instant (ms since the Unix epoch)
 //!     22   32 head_hash: hash of the log record ending at `seq`
@@ -15,7 +15,7 @@
 //!
 //! Payload versions: 1 = state, details, transfer histories; 2 = version 1 followed by the
 //! low-balance settings; 3 = the whole views, including per-account histories and payments;
-//! 4 (written now) = two sections decoded on two threads:
+//! 4 = two sections decoded on two threads:
 //!
 //! ```text
 //!      0    8 length v of the views section
@@ -24,7 +24,10 @@
 //! ```
 //!
 //! Rebuilding the index (a hash-table insert per command, each a cache miss) was a third of
-//! decoding; it now runs beside the views. Versions 1 and 2 still decode (the golden fixture
+//! decoding; it now runs beside the views. 5 (written now) = format 4, where a secret's hash
+//! kept in the log is written as an empty text and the sequence number of the event that
+//! holds it (`subledger_views::StoredHash`); formats up to 4 always wrote the hash itself,
+//! which still decodes. Versions 1 and 2 still decode (the golden fixture
 //! proves it) into views marked incomplete, which recovery does not start from: it replays
 //! instead.
 //!
@@ -36,7 +39,7 @@ use subledger_log::ChainHash;
 use subledger_views::{LegacyViews, Views, ViewsWithoutCommands};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 4;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 5;
 /// The oldest version still read.
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
@@ -183,6 +186,7 @@ fn decode_payload<const LIMIT: usize>(
     version: u16,
 ) -> Result<(Views, usize), SnapshotError> {
     if version >= 4 {
+        // Format 5 differs only inside the secrets, which one decoder reads either way.
         return decode_payload_v4::<LIMIT>(payload).map(|views| (views, payload.len()));
     }
     let config = bincode::config::standard().with_limit::<LIMIT>();

@@ -74,12 +74,70 @@ pub struct FamilySummary {
 }
 
 /// One active secret.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SecretView {
     pub id: SecretId,
     pub created_at: Timestamp,
-    pub hash: SecretHash,
+    /// Where its argon2id hash is.
+    pub hash: StoredHash,
 }
+
+/// Where a secret's hash is kept. The views keep the sequence number of the event that
+/// recorded it, not the hash: a PHC string is ~100 bytes per secret, one or two per account,
+/// needed only when an authentication misses the server's cache of verified credentials (and
+/// then next to an argon2 verification of ~20 ms, reading one log record costs nothing).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredHash {
+    /// In the event at this sequence number (`PrimaryOpened`, `SubaccountCreated` or
+    /// `SecretCreated`); see `Ledger::secret_hashes`.
+    InLog(Sequence),
+    /// Held here: views decoded from snapshots of formats 1–4, which carried the hash itself.
+    Here(SecretHash),
+}
+
+impl Encode for SecretView {
+    /// The id, the creation instant, then the hash as text — or, for a hash kept in the log,
+    /// an empty text (no real hash is empty) followed by the sequence number. Formats 1–4
+    /// always wrote the text, so one decoder reads them all.
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.id.encode(encoder)?;
+        self.created_at.encode(encoder)?;
+        match &self.hash {
+            StoredHash::Here(hash) => hash.encode(encoder),
+            StoredHash::InLog(seq) => {
+                "".encode(encoder)?;
+                seq.encode(encoder)
+            }
+        }
+    }
+}
+
+impl<Context> Decode<Context> for SecretView {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let id = SecretId::decode(decoder)?;
+        let created_at = Timestamp::decode(decoder)?;
+        let text = String::decode(decoder)?;
+        let hash = if text.is_empty() {
+            StoredHash::InLog(Sequence::decode(decoder)?)
+        } else {
+            StoredHash::Here(
+                SecretHash::new(text)
+                    .map_err(|error| bincode::error::DecodeError::OtherString(error.to_string()))?,
+            )
+        };
+        Ok(SecretView {
+            id,
+            created_at,
+            hash,
+        })
+    }
+}
+bincode::impl_borrow_decode!(SecretView);
 
 /// Which transfer history a query reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -368,7 +426,7 @@ impl Views {
                     secrets: vec![SecretView {
                         id: secret.id,
                         created_at: at,
-                        hash: secret.hash.clone(),
+                        hash: StoredHash::InLog(seq),
                     }],
                 });
             }
@@ -385,7 +443,7 @@ impl Views {
                         SecretView {
                             id: secret.id,
                             created_at: at,
-                            hash: secret.hash.clone(),
+                            hash: StoredHash::InLog(seq),
                         },
                     );
                 }
@@ -990,10 +1048,11 @@ impl Views {
             hasher.update(&(details.name.len() as u64).to_le_bytes());
             hasher.update(details.name.as_bytes());
             hasher.update(&details.created_at.0.to_le_bytes());
+            // Not where the hash is kept: a replay keeps it in the log, a snapshot of format
+            // 1–4 in the views, and both are the same secret (the log is what holds it).
             for secret in &details.secrets {
                 hasher.update(&secret.id.to_uuid().into_bytes());
                 hasher.update(&secret.created_at.0.to_le_bytes());
-                hasher.update(secret.hash.as_str().as_bytes());
             }
         }
         let mut families: Vec<_> = self.history.iter().collect();

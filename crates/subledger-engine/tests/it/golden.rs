@@ -189,7 +189,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v4.bin"),
+            fixture("snapshot-v5.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
@@ -197,7 +197,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     // Today's snapshot encoding has not drifted either (the views' in-memory layout may change,
     // as the packed history entries did; their bytes may not).
     assert_eq!(
-        std::fs::read(fixture("snapshot-v4.bin")).unwrap(),
+        std::fs::read(fixture("snapshot-v5.bin")).unwrap(),
         encode_snapshot(&today, head_hash).unwrap(),
         "snapshot encoding changed: bump the snapshot format version"
     );
@@ -239,9 +239,9 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         snapshot.views.state().state_hash(),
         replayed.state().state_hash()
     );
-    // Versions 3 (one payload) and 4 (views and idempotency index in two sections): the
-    // same complete views.
-    for version in ["snapshot-v3.bin", "snapshot-v4.bin"] {
+    // Versions 3 (one payload), 4 (views and idempotency index in two sections) and 5
+    // (secrets' hashes left in the log): the same complete views.
+    for version in ["snapshot-v3.bin", "snapshot-v4.bin", "snapshot-v5.bin"] {
         let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
         assert!(snapshot.views.is_complete(), "{version}");
         assert_eq!(
@@ -260,7 +260,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}: top-up, three transfers and a charge"
         );
     }
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v4.bin")).unwrap()).unwrap();
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v5.bin")).unwrap()).unwrap();
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
@@ -278,7 +278,7 @@ fn resealed(snapshot: &[u8], payload: &[u8]) -> Vec<u8> {
 
 #[test]
 fn forged_version_4_sections_are_refused_not_panicked_on() {
-    let good = std::fs::read(fixture("snapshot-v4.bin")).unwrap();
+    let good = std::fs::read(fixture("snapshot-v5.bin")).unwrap();
     let payload = &good[62..good.len() - 32];
     let views_len = u64::from_le_bytes(payload[..8].try_into().unwrap());
     let sections = &payload[8..];

@@ -568,3 +568,79 @@ fn an_event_wrong_in_two_ways_gets_the_error_a_one_thread_replay_gives() {
         other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
     }
 }
+
+#[test]
+fn secret_hashes_are_read_from_the_log_live_after_a_replay_and_after_a_snapshot() {
+    let log = MemoryLog::new();
+    let ledger = ledger_on(
+        log.clone(),
+        ManualClock::new(Timestamp(5_000)),
+        Config::default(),
+    );
+    let Command::OpenPrimary(opened) = open_primary("prim0001") else {
+        unreachable!()
+    };
+    let first = opened.secret.clone();
+    ledger
+        .submit(Command::OpenPrimary(opened))
+        .unwrap()
+        .unwrap();
+    let second = NewSecret {
+        hash: SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2Vjb25k$c2Vjb25kaGFzaA".into())
+            .unwrap(),
+        ..new_secret()
+    };
+    ledger
+        .submit(Command::CreateSecret(CreateSecret {
+            account: key("prim0001"),
+            secret: second.clone(),
+        }))
+        .unwrap()
+        .unwrap();
+    let both = vec![
+        (first.id, first.hash.clone()),
+        (second.id, second.hash.clone()),
+    ];
+    assert_eq!(
+        ledger.secret_hashes(&key("prim0001")).unwrap(),
+        Some(both.clone())
+    );
+    assert_eq!(ledger.secret_hashes(&key("nobody01")).unwrap(), None);
+    // The views keep where the hashes are, not the hashes.
+    ledger.read(|views| {
+        let places: Vec<_> = views
+            .secrets(&key("prim0001"))
+            .unwrap()
+            .iter()
+            .map(|secret| secret.hash.clone())
+            .collect();
+        assert_eq!(
+            places,
+            vec![
+                subledger_views::StoredHash::InLog(Sequence(1)),
+                subledger_views::StoredHash::InLog(Sequence(2))
+            ]
+        );
+    });
+    ledger.snapshot_now().unwrap();
+    ledger
+        .submit(Command::RevokeSecret(RevokeSecret {
+            account: key("prim0001"),
+            secret: first.id,
+        }))
+        .unwrap()
+        .unwrap();
+    ledger.close().unwrap();
+    for uses_snapshots in [true, false] {
+        let config = Config {
+            recovery_uses_snapshots: uses_snapshots,
+            ..Config::default()
+        };
+        let reopened = ledger_on(log.clone(), ManualClock::new(Timestamp(5_000)), config);
+        assert_eq!(
+            reopened.secret_hashes(&key("prim0001")).unwrap(),
+            Some(vec![(second.id, second.hash.clone())])
+        );
+        reopened.close().unwrap();
+    }
+}
