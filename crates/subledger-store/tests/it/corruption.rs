@@ -97,16 +97,21 @@ fn a_record_missing_from_the_middle_breaks_the_chain_at_its_sequence() {
     assert_eq!(corrupt_seq(result), Sequence(3));
 }
 
+/// A populated ledger in `dir` with a snapshot at its head (8), closed: its fingerprint and
+/// the snapshot's file.
+fn closed_with_a_snapshot(dir: &Path) -> (([u8; 32], [u8; 32]), std::path::PathBuf) {
+    let ledger = open_ledger(dir, small_records(), no_auto_snapshots()).unwrap();
+    populate(&ledger);
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(8));
+    let live = fingerprint(ledger);
+    let file = dir.join("ledger-snapshots/snapshot-00000000000000000008.bin");
+    (live, file)
+}
+
 #[test]
 fn a_damaged_snapshot_falls_back_to_a_full_replay() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
-    populate(&ledger);
-    ledger.snapshot_now().unwrap();
-    let live = fingerprint(ledger);
-    let file = dir
-        .path()
-        .join("ledger-snapshots/snapshot-00000000000000000008.bin");
+    let (live, file) = closed_with_a_snapshot(dir.path());
     let mut bytes = std::fs::read(&file).unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x10;
@@ -127,14 +132,8 @@ fn a_damaged_snapshot_falls_back_to_a_full_replay() {
 #[test]
 fn snapshots_kept_in_sled_by_earlier_versions_are_still_used_and_removed() {
     let dir = tempfile::tempdir().unwrap();
-    let ledger = open_ledger(dir.path(), small_records(), no_auto_snapshots()).unwrap();
-    populate(&ledger);
-    ledger.snapshot_now().unwrap();
-    let live = fingerprint(ledger);
+    let (live, file) = closed_with_a_snapshot(dir.path());
     // Move the snapshot where versions before the snapshot files kept it.
-    let file = dir
-        .path()
-        .join("ledger-snapshots/snapshot-00000000000000000008.bin");
     let bytes = std::fs::read(&file).unwrap();
     std::fs::remove_file(&file).unwrap();
     edit_raw(dir.path(), "snapshots", |tree| {
