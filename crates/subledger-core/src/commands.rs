@@ -215,6 +215,69 @@ impl CommandIndex {
         }
     }
 
+    /// Appends a record without entering it in the table: for bulk loading in log order,
+    /// finished by [`CommandIndex::build_table`]. `false` if the index is full.
+    pub(crate) fn push_unindexed(&mut self, id: CommandId, record: CommandRecord) -> bool {
+        let CommandRecord { content, seq, at } = record;
+        let Some(reference) = self.reference_slot(&content.reference) else {
+            return false;
+        };
+        self.records.push(Packed {
+            id,
+            seq,
+            at,
+            amount: content.amount.into(),
+            source: content.source,
+            target: content.target,
+            reference,
+            kind: content.kind,
+        });
+        if reference != 0 {
+            self.references.push(content.reference);
+        }
+        true
+    }
+
+    /// Enters every record in the table, sized once for all of them; `Err` names the first id
+    /// that appears twice.
+    pub(crate) fn build_table(&mut self) -> Result<(), CommandId> {
+        let Self {
+            positions,
+            records,
+            hasher,
+            ..
+        } = self;
+        *positions = HashTable::with_capacity(records.len());
+        for (position, record) in records.iter().enumerate() {
+            let hash = hash_of(hasher, &record.id);
+            let entry = positions.entry(
+                hash,
+                |&(other, at)| {
+                    other == hash
+                        && record_at(records, at).is_some_and(|known| known.id == record.id)
+                },
+                |&(hash, _)| hash,
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(_) => return Err(record.id),
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert((hash, position as u64));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The reference field for `reference`: 0 when empty, else its 1-based place among the
+    /// stored references (`None` when that would pass 4 billion).
+    fn reference_slot(&self, reference: &str) -> Option<u32> {
+        if reference.is_empty() {
+            Some(0)
+        } else {
+            u32::try_from(self.references.len() + 1).ok()
+        }
+    }
+
     pub(crate) fn insert_command(
         &mut self,
         command: MoneyCommand<'_>,
@@ -222,13 +285,8 @@ impl CommandIndex {
         at: Timestamp,
     ) -> bool {
         let id = command.id;
-        let reference = if command.reference.is_empty() {
-            0
-        } else {
-            match u32::try_from(self.references.len() + 1) {
-                Ok(index) => index,
-                Err(_) => return false,
-            }
+        let Some(reference) = self.reference_slot(command.reference) else {
+            return false;
         };
         let hash = hash_of(&self.hasher, &id);
         let position = self.records.len() as u64;

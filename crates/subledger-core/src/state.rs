@@ -1068,17 +1068,45 @@ impl<Context> Decode<Context> for CommandIndex {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        // A forged count cannot demand gigabytes up front: real items grow the list.
+        let duplicate = |_| bincode::error::DecodeError::Other("duplicate command id");
+        // A forged count cannot demand gigabytes up front: real items grow the index.
         let count = u64::decode(decoder)?;
         let preallocated = usize::try_from(count)
             .unwrap_or(usize::MAX)
             .min(DECODE_COMMANDS_PREALLOCATED_MAX);
-        let mut records = Vec::with_capacity(preallocated);
+        let mut index = CommandIndex::default();
+        // Records are written in log order, so they are appended as they come and the table
+        // is built once at the end, sized for all of them (entering them one by one grew and
+        // rehashed it); should one be out of order, the rest are collected and the whole
+        // sorted (`from_records`).
+        let mut last = Sequence::ZERO;
+        let mut unsorted: Option<Vec<(CommandId, CommandRecord)>> = None;
         for _ in 0..count {
-            records.push((CommandId::decode(decoder)?, CommandRecord::decode(decoder)?));
+            let id = CommandId::decode(decoder)?;
+            let record = CommandRecord::decode(decoder)?;
+            match &mut unsorted {
+                None if record.seq >= last => {
+                    last = record.seq;
+                    if !index.push_unindexed(id, record) {
+                        return Err(bincode::error::DecodeError::Other("too many commands"));
+                    }
+                }
+                None => {
+                    let mut all: Vec<_> = Vec::with_capacity(preallocated);
+                    all.extend(index.iter());
+                    all.push((id, record));
+                    unsorted = Some(all);
+                }
+                Some(all) => all.push((id, record)),
+            }
         }
-        CommandIndex::from_records(records)
-            .map_err(|_| bincode::error::DecodeError::Other("duplicate command id"))
+        match unsorted {
+            None => index
+                .build_table()
+                .map(|()| index)
+                .map_err(|_| duplicate(())),
+            Some(all) => CommandIndex::from_records(all).map_err(|_| duplicate(())),
+        }
     }
 }
 bincode::impl_borrow_decode!(CommandIndex);
@@ -1281,5 +1309,72 @@ mod secret_ids_tests {
             let refused: Result<(SecretIds, usize), _> = bincode::decode_from_slice(&bytes, config);
             assert!(refused.is_err(), "{count} secrets accepted");
         }
+    }
+}
+
+#[cfg(test)]
+mod command_index_decoding_tests {
+    use super::*;
+
+    fn record(seq: u64) -> (CommandId, CommandRecord) {
+        let id = CommandId::from_bytes(u128::from(seq).to_le_bytes());
+        let content = CommandContent {
+            kind: MoneyKind::TopUp,
+            source: AccountId(0),
+            target: AccountId(0),
+            amount: Amount::from_units(i128::from(seq)).unwrap_or(Amount::ZERO),
+            reference: if seq.is_multiple_of(2) {
+                "r".into()
+            } else {
+                "".into()
+            },
+        };
+        (
+            id,
+            CommandRecord {
+                content,
+                seq: Sequence(seq),
+                at: Timestamp(0),
+            },
+        )
+    }
+
+    fn encoded(records: &[(CommandId, CommandRecord)]) -> Vec<u8> {
+        let config = bincode::config::standard();
+        let mut bytes = bincode::encode_to_vec(records.len() as u64, config).unwrap_or_default();
+        for (id, record) in records {
+            bytes.extend(bincode::encode_to_vec(id, config).unwrap_or_default());
+            bytes.extend(bincode::encode_to_vec(record, config).unwrap_or_default());
+        }
+        bytes
+    }
+
+    fn decoded(bytes: &[u8]) -> Result<CommandIndex, bincode::error::DecodeError> {
+        bincode::decode_from_slice(bytes, bincode::config::standard()).map(|(index, _)| index)
+    }
+
+    #[test]
+    fn records_in_or_out_of_order_decode_to_the_same_index_and_repeats_are_refused() {
+        let in_order: Vec<_> = (1..=40).map(record).collect();
+        let expected = CommandIndex::from_records(in_order.clone()).unwrap_or_default();
+        assert_eq!(expected.len(), 40);
+        assert!(decoded(&encoded(&in_order)).ok() == Some(expected.clone()));
+        // Out of order from the 21st on: sorted on the way in.
+        let mut shuffled = in_order.clone();
+        shuffled[20..].reverse();
+        shuffled.swap(3, 30);
+        let from_shuffled = decoded(&encoded(&shuffled)).ok();
+        assert!(from_shuffled == Some(expected));
+        let in_log_order: Vec<u64> = from_shuffled
+            .map(|index| index.iter().map(|(_, record)| record.seq.0).collect())
+            .unwrap_or_default();
+        assert_eq!(in_log_order, (1..=40).collect::<Vec<u64>>());
+        // A repeated id, in the ordered path and in the sorted one.
+        let mut repeated = in_order.clone();
+        repeated.push((in_order[5].0, record(41).1));
+        assert!(decoded(&encoded(&repeated)).is_err());
+        let mut repeated_unsorted = shuffled;
+        repeated_unsorted.push((in_order[5].0, record(0).1));
+        assert!(decoded(&encoded(&repeated_unsorted)).is_err());
     }
 }
