@@ -118,8 +118,11 @@ try {
   log("signed in with the keyboard; seeded accounts shown");
 
   step = "transfer through the page";
-  const beforeTransfers = new Date();
-  await new Promise((resolve) => setTimeout(resolve, 1100));
+  // The past-state form takes whole seconds: the instant is the next whole second (after
+  // everything seeded so far), and the transfers come after it. (Taking `new Date()` and
+  // dropping its milliseconds could land before the seed's own commits in the same second.)
+  const beforeTransfers = new Date(Math.ceil(Date.now() / 1000) * 1000);
+  await new Promise((resolve) => setTimeout(resolve, beforeTransfers.getTime() - Date.now() + 1100));
   await page.selectOption("#transfer-kind", "balance");
   await page.selectOption("#transfer-from", P);
   await page.selectOption("#transfer-to", ALICE);
