@@ -27,6 +27,7 @@
 pub mod command;
 mod commands;
 pub mod decide;
+pub mod digest;
 pub mod event;
 pub mod ids;
 pub mod money;

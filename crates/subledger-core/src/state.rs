@@ -920,7 +920,7 @@ impl State {
     /// commands in id order, position in the log). Equal states have equal hashes, so replay
     /// equality can be checked by comparing 32 bytes.
     pub fn state_hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = crate::digest::StreamHasher::new();
         hasher.update(&self.last_seq.0.to_le_bytes());
         hasher.update(&self.last_at.0.to_le_bytes());
         hasher.update(&(self.accounts.len() as u64).to_le_bytes());
@@ -949,7 +949,7 @@ impl State {
     }
 }
 
-fn hash_account(hasher: &mut blake3::Hasher, account: &Account) {
+fn hash_account(hasher: &mut crate::digest::StreamHasher, account: &Account) {
     hasher.update(&account.key.as_bytes());
     hasher.update(
         &account

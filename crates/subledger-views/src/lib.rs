@@ -1033,7 +1033,7 @@ impl Views {
 
     /// A deterministic hash of the projections, for checking that a rebuild equals a replay.
     pub fn views_hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = subledger_core::digest::StreamHasher::new();
         hasher.update(&self.core_hash());
         self.hash_histories(&mut hasher);
         *hasher.finalize().as_bytes()
@@ -1042,7 +1042,7 @@ impl Views {
     /// The hash of the parts a version-1 snapshot holds (state, details, transfer histories):
     /// what a legacy snapshot can be compared on.
     pub fn core_hash(&self) -> [u8; 32] {
-        let mut hasher = blake3::Hasher::new();
+        let mut hasher = subledger_core::digest::StreamHasher::new();
         hasher.update(&self.state.state_hash());
         for details in &self.details {
             hasher.update(&(details.name.len() as u64).to_le_bytes());
@@ -1072,7 +1072,7 @@ impl Views {
         *hasher.finalize().as_bytes()
     }
 
-    fn hash_histories(&self, hasher: &mut blake3::Hasher) {
+    fn hash_histories(&self, hasher: &mut subledger_core::digest::StreamHasher) {
         for (id, history) in self.accounts.iter().enumerate() {
             hasher.update(&(id as u64).to_le_bytes());
             for entry in &history.entries {
