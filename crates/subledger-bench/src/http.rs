@@ -33,8 +33,8 @@ use serde::Deserialize;
 use subledger_core::{Amount, ApiKey, Command, Transfer};
 
 use crate::{
-    client_plan, latency_of, new_histogram, validate, BenchError, BenchOptions, BenchReport,
-    ClientResult, Generator, Layout, Workload, TIMELINE_SAMPLE_MILLIS,
+    client_plan, latency_of, new_histogram, request_size, validate, BenchError, BenchOptions,
+    BenchReport, ClientResult, Generator, Layout, Workload, TIMELINE_SAMPLE_MILLIS,
 };
 
 /// The secret every benchmark account gets.
@@ -548,9 +548,7 @@ async fn run_client(
 ) -> Result<ClientResult, BenchError> {
     let mut result = ClientResult::new();
     while remaining > 0 {
-        let count = usize::try_from(remaining)
-            .unwrap_or(usize::MAX)
-            .min(batch_size);
+        let count = request_size(remaining, batch_size);
         let calls = if count == 1 {
             vec![single(&generator.next(), generator.layout)]
         } else {

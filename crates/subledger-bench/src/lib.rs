@@ -615,10 +615,16 @@ fn new_histogram() -> Histogram<u64> {
 
 /// The next request of a client with `remaining` commands to send.
 fn next_request(generator: &mut Generator, remaining: u64, batch_size: usize) -> Vec<Command> {
-    let count = usize::try_from(remaining)
+    (0..request_size(remaining, batch_size))
+        .map(|_| generator.next())
+        .collect()
+}
+
+/// Commands in a client's next request: a full batch, or what remains.
+fn request_size(remaining: u64, batch_size: usize) -> usize {
+    usize::try_from(remaining)
         .unwrap_or(usize::MAX)
-        .min(batch_size);
-    (0..count).map(|_| generator.next()).collect()
+        .min(batch_size)
 }
 
 impl ClientResult {

@@ -1195,18 +1195,7 @@ impl State {
         if self.without_command_index && !self.commands.is_empty() {
             return Err("a state without a command index holds commands".into());
         }
-        for (id, record) in self.commands.iter() {
-            let known = |account: AccountId| account.index() < count;
-            if !known(record.content.source)
-                || !known(record.content.target)
-                || record.seq > self.last_seq
-                || record.at > self.last_at
-            {
-                return Err(format!(
-                    "command {id} refers to unknown accounts or the future"
-                ));
-            }
-        }
+        self.check_command_records(&self.commands)?;
         self.by_key = by_key;
         Ok(())
     }
@@ -1247,13 +1236,10 @@ impl State {
         Some(std::mem::take(&mut self.commands))
     }
 
-    /// Puts back an index detached with [`State::detach_command_index`] and brought up to
-    /// date with the events applied since. Refused if a record names an unknown account or a
-    /// point past the state's last event.
-    pub fn attach_command_index(&mut self, index: CommandIndex) -> Result<(), String> {
-        let count = self.accounts.len();
+    /// Every record of `index` names known accounts and a point no later than the last event.
+    fn check_command_records(&self, index: &CommandIndex) -> Result<(), String> {
+        let known = |account: AccountId| account.index() < self.accounts.len();
         for (id, record) in index.iter() {
-            let known = |account: AccountId| account.index() < count;
             if !known(record.content.source)
                 || !known(record.content.target)
                 || record.seq > self.last_seq
@@ -1264,6 +1250,14 @@ impl State {
                 ));
             }
         }
+        Ok(())
+    }
+
+    /// Puts back an index detached with [`State::detach_command_index`] and brought up to
+    /// date with the events applied since. Refused if a record names an unknown account or a
+    /// point past the state's last event.
+    pub fn attach_command_index(&mut self, index: CommandIndex) -> Result<(), String> {
+        self.check_command_records(&index)?;
         self.commands = index;
         self.without_command_index = false;
         Ok(())
