@@ -5,8 +5,7 @@
 //!
 //! - records are packed 64-byte structs in a `Vec`, in the order they were applied (sequence
 //!   order), so iteration (hashing, snapshots) needs no sorting and growth is an append. The
-//!   amount is kept as two 8-byte halves (an `i128` field would make the struct 16-byte
-//!   aligned) and the reference, usually empty, as an index into a side list of the non-empty
+//!   amount is 8-byte aligned (an `Amount` is stored as two halves) and the reference, usually empty, as an index into a side list of the non-empty
 //!   ones. `(CommandId, CommandRecord)` pairs took 80 bytes.
 //! - the lookup table holds 16-byte (hash, position) pairs (a map of id → position held
 //!   24-byte entries). The hash is kept so that growing the table never reads the records
@@ -23,7 +22,7 @@ use hashbrown::HashTable;
 
 use crate::event::Event;
 use crate::ids::{AccountId, CommandId, Sequence, Timestamp};
-use crate::money::{Amount, PackedAmount};
+use crate::money::Amount;
 use crate::state::{ApplyFault, CommandContent, CommandRecord, MoneyKind};
 
 /// What a money event leaves in the index.
@@ -114,7 +113,7 @@ struct Packed {
     id: CommandId,
     seq: Sequence,
     at: Timestamp,
-    amount: PackedAmount,
+    amount: Amount,
     source: AccountId,
     target: AccountId,
     /// 0: no reference; n: `references[n - 1]`.
@@ -171,7 +170,7 @@ impl CommandIndex {
                     kind: packed.kind,
                     source: packed.source,
                     target: packed.target,
-                    amount: packed.amount.into(),
+                    amount: packed.amount,
                     reference,
                 },
                 seq: packed.seq,
@@ -226,7 +225,7 @@ impl CommandIndex {
             id,
             seq,
             at,
-            amount: content.amount.into(),
+            amount: content.amount,
             source: content.source,
             target: content.target,
             reference,
@@ -314,7 +313,7 @@ impl CommandIndex {
             id,
             seq,
             at,
-            amount: command.amount.into(),
+            amount: command.amount,
             source: command.source,
             target: command.target,
             reference,

@@ -49,13 +49,11 @@ pub use event::{Batch, Event, SecretRecord};
 pub use ids::{
     AccountId, ApiKey, CommandId, Currency, IdError, SecretId, Sequence, Timestamp, API_KEY_CHARS,
 };
-pub use money::{
-    Amount, AmountError, PackedAmount, Total, AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_WHOLE_MAX,
-};
+pub use money::{Amount, AmountError, Total, AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_WHOLE_MAX};
 pub use rejection::{Field, Invalid, Rejection, TransferRule};
 pub use secret::{validate_secret, SecretError, SecretHash};
 pub use state::{
-    Account, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding, LowBalance, MoneyKind,
-    Policy, SecretIds, State, StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX,
+    Account, AccountIds, ApplyError, ApplyFault, CommandContent, CommandRecord, Funding,
+    LowBalance, MoneyKind, Policy, SecretIds, State, StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX,
     SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
 };

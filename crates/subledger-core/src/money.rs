@@ -35,15 +35,48 @@ pub enum AmountError {
 }
 
 /// A signed, exact amount of money in minor units of 10⁻⁸; always within ±10¹² whole units.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct Amount(i128);
+///
+/// Arithmetic is on an `i128`, but the value is stored as two 8-byte halves: an `i128` field
+/// is 16-byte aligned, which padded every struct holding an amount (accounts, history
+/// entries, idempotency records: held by the million) to a multiple of 16 bytes.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct Amount {
+    low: u64,
+    high: i64,
+}
+
+impl PartialOrd for Amount {
+    fn partial_cmp(&self, other: &Amount) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Amount {
+    fn cmp(&self, other: &Amount) -> std::cmp::Ordering {
+        self.units().cmp(&other.units())
+    }
+}
 
 impl Amount {
-    pub const ZERO: Amount = Amount(0);
+    pub const ZERO: Amount = Amount::raw(0);
     /// The largest representable amount (10¹² whole units).
-    pub const MAX: Amount = Amount(UNITS_MAX);
+    pub const MAX: Amount = Amount::raw(UNITS_MAX);
     /// The smallest representable amount (−10¹² whole units).
-    pub const MIN: Amount = Amount(-UNITS_MAX);
+    pub const MIN: Amount = Amount::raw(-UNITS_MAX);
+
+    /// Unchecked: only for values known to be within the bound.
+    const fn raw(units: i128) -> Amount {
+        let bytes = units.to_le_bytes();
+        Amount {
+            low: u64::from_le_bytes([
+                bytes[0], bytes[1], bytes[2], bytes[3], bytes[4], bytes[5], bytes[6], bytes[7],
+            ]),
+            high: i64::from_le_bytes([
+                bytes[8], bytes[9], bytes[10], bytes[11], bytes[12], bytes[13], bytes[14],
+                bytes[15],
+            ]),
+        }
+    }
 
     /// An amount from minor units (10⁻⁸), if within the bound.
     pub fn from_units(units: i128) -> Result<Amount, AmountError> {
@@ -52,7 +85,7 @@ impl Amount {
         if !(-UNITS_MAX..=UNITS_MAX).contains(&units) {
             return Err(AmountError::OutOfRange);
         }
-        Ok(Amount(units))
+        Ok(Amount::raw(units))
     }
 
     /// A whole number of currency units, if within the bound.
@@ -61,47 +94,48 @@ impl Amount {
     }
 
     /// The value in minor units (10⁻⁸).
-    pub fn units(self) -> i128 {
-        self.0
+    pub const fn units(self) -> i128 {
+        // Widening casts: both are exact.
+        ((self.high as i128) << 64) | (self.low as i128)
     }
 
     pub fn is_positive(self) -> bool {
-        self.0 > 0
+        self.units() > 0
     }
 
     pub fn is_negative(self) -> bool {
-        self.0 < 0
+        self.units() < 0
     }
 
     pub fn is_zero(self) -> bool {
-        self.0 == 0
+        self.units() == 0
     }
 
     /// `self + other`, or `None` when the result leaves the bound.
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         // Cannot overflow i128: both magnitudes are ≤ 10²⁰.
-        Amount::from_units(self.0 + other.0).ok()
+        Amount::from_units(self.units() + other.units()).ok()
     }
 
     /// `self - other`, or `None` when the result leaves the bound.
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
-        Amount::from_units(self.0 - other.0).ok()
+        Amount::from_units(self.units() - other.units()).ok()
     }
 
     /// `-self`; always representable because the bound is symmetric.
     pub fn negate(self) -> Amount {
-        Amount(-self.0)
+        Amount::raw(-self.units())
     }
 
     /// `|self|`; always representable because the bound is symmetric.
     pub fn magnitude(self) -> Amount {
-        Amount(self.0.abs())
+        Amount::raw(self.units().abs())
     }
 
     /// The exact decimal value.
     pub fn to_decimal(self) -> Decimal {
         // 10²⁰ fits Decimal's 96-bit mantissa (≈7.9·10²⁸), so this is exact.
-        Decimal::from_i128_with_scale(self.0, AMOUNT_FRACTION_DIGITS_MAX)
+        Decimal::from_i128_with_scale(self.units(), AMOUNT_FRACTION_DIGITS_MAX)
     }
 
     /// An amount from an exact decimal. Trailing zeros beyond 8 digits are fine (the value is
@@ -200,7 +234,7 @@ fn parse_exponent(text: &str) -> Result<i64, AmountError> {
 impl fmt::Display for Amount {
     /// Plain decimal text without trailing zeros: `12`, `-0.5`, `0.00000001`.
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write_units(self.0, formatter)
+        write_units(self.units(), formatter)
     }
 }
 
@@ -232,7 +266,7 @@ impl Total {
 
     /// The sum of `self` and `amount`, saturating (unreachable with realistic account counts).
     pub fn plus(self, amount: Amount) -> Total {
-        Total(self.0.saturating_add(amount.0))
+        Total(self.0.saturating_add(amount.units()))
     }
 
     pub fn units(self) -> i128 {
@@ -268,54 +302,9 @@ impl bincode::Encode for Amount {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode(encoder)
+        self.units().encode(encoder)
     }
 }
-
-/// An [`Amount`] stored as two 8-byte halves, for structures held by the million: an `i128`
-/// field makes its whole struct 16-byte aligned (and padded). Only made from a valid
-/// `Amount`, so reading it back cannot fail.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, Default, Debug)]
-pub struct PackedAmount([u64; 2]);
-
-impl From<Amount> for PackedAmount {
-    fn from(amount: Amount) -> PackedAmount {
-        let bytes = amount.0.to_le_bytes();
-        let (mut low, mut high) = ([0u8; 8], [0u8; 8]);
-        low.copy_from_slice(&bytes[..8]);
-        high.copy_from_slice(&bytes[8..]);
-        PackedAmount([u64::from_le_bytes(low), u64::from_le_bytes(high)])
-    }
-}
-
-impl From<PackedAmount> for Amount {
-    fn from(packed: PackedAmount) -> Amount {
-        let [low, high] = packed.0;
-        let mut bytes = [0u8; 16];
-        bytes[..8].copy_from_slice(&low.to_le_bytes());
-        bytes[8..].copy_from_slice(&high.to_le_bytes());
-        Amount(i128::from_le_bytes(bytes))
-    }
-}
-
-impl bincode::Encode for PackedAmount {
-    /// Exactly as the [`Amount`] it holds.
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        Amount::from(*self).encode(encoder)
-    }
-}
-
-impl<Context> bincode::Decode<Context> for PackedAmount {
-    fn decode<D: bincode::de::Decoder<Context = Context>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        Amount::decode(decoder).map(PackedAmount::from)
-    }
-}
-bincode::impl_borrow_decode!(PackedAmount);
 
 impl<Context> bincode::Decode<Context> for Amount {
     /// Decoding re-checks the bound: a hostile or corrupt record cannot smuggle in an amount
@@ -366,12 +355,12 @@ mod tests {
 
     #[test]
     fn parses_exactly() {
-        assert_eq!(parse("0.1"), Ok(Amount(10_000_000)));
-        assert_eq!(parse("12"), Ok(Amount(1_200_000_000)));
-        assert_eq!(parse("-0.00000001"), Ok(Amount(-1)));
-        assert_eq!(parse("1.000000000"), Ok(Amount(100_000_000)));
-        assert_eq!(parse("1e2"), Ok(Amount(10_000_000_000)));
-        assert_eq!(parse("15E-1"), Ok(Amount(150_000_000)));
+        assert_eq!(parse("0.1"), Ok(Amount::raw(10_000_000)));
+        assert_eq!(parse("12"), Ok(Amount::raw(1_200_000_000)));
+        assert_eq!(parse("-0.00000001"), Ok(Amount::raw(-1)));
+        assert_eq!(parse("1.000000000"), Ok(Amount::raw(100_000_000)));
+        assert_eq!(parse("1e2"), Ok(Amount::raw(10_000_000_000)));
+        assert_eq!(parse("15E-1"), Ok(Amount::raw(150_000_000)));
         assert_eq!(parse("0"), Ok(Amount::ZERO));
         assert_eq!(parse("1000000000000"), Ok(Amount::MAX));
     }
@@ -398,9 +387,9 @@ mod tests {
 
     #[test]
     fn displays_without_trailing_zeros() {
-        assert_eq!(Amount(150_000_000).to_string(), "1.5");
-        assert_eq!(Amount(-1).to_string(), "-0.00000001");
-        assert_eq!(Amount(0).to_string(), "0");
+        assert_eq!(Amount::raw(150_000_000).to_string(), "1.5");
+        assert_eq!(Amount::raw(-1).to_string(), "-0.00000001");
+        assert_eq!(Amount::raw(0).to_string(), "0");
         assert_eq!(Amount::MIN.to_string(), "-1000000000000");
     }
 
@@ -417,16 +406,19 @@ mod tests {
 
     #[test]
     fn arithmetic_respects_the_bound() {
-        assert_eq!(Amount::MAX.checked_add(Amount(1)), None);
-        assert_eq!(Amount::MIN.checked_sub(Amount(1)), None);
-        assert_eq!(Amount(5).checked_sub(Amount(7)), Some(Amount(-2)));
+        assert_eq!(Amount::MAX.checked_add(Amount::raw(1)), None);
+        assert_eq!(Amount::MIN.checked_sub(Amount::raw(1)), None);
+        assert_eq!(
+            Amount::raw(5).checked_sub(Amount::raw(7)),
+            Some(Amount::raw(-2))
+        );
         assert_eq!(Amount::MIN.negate(), Amount::MAX);
     }
 
     proptest::proptest! {
         #[test]
         fn text_round_trip(units in -UNITS_MAX..=UNITS_MAX) {
-            let amount = Amount(units);
+            let amount = Amount::raw(units);
             proptest::prop_assert_eq!(parse(&amount.to_string()), Ok(amount));
         }
     }

@@ -20,8 +20,8 @@ use rustc_hash::FxHashMap;
 
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind};
 use subledger_core::{
-    AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding,
-    PackedAmount, Policy, SecretHash, SecretId, Sequence, State, Timestamp, Total,
+    AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
+    SecretHash, SecretId, Sequence, State, Timestamp, Total,
 };
 
 /// Most items one page of a report may hold.
@@ -208,9 +208,8 @@ struct TransferEntry {
     at: Timestamp,
     from: AccountId,
     to: AccountId,
-    /// Two 8-byte halves: an `i128` field made the entry 16-byte aligned, 80 bytes instead of
-    /// 72 (one entry per transfer). Encodes exactly as an `Amount`.
-    amount: PackedAmount,
+    /// 8-byte aligned (an `Amount` is stored as two halves), so the entry is 72 bytes, not 80.
+    amount: Amount,
     reference: Box<str>,
 }
 
@@ -474,7 +473,7 @@ impl Views {
                     at,
                     from: *source,
                     to: *target,
-                    amount: (*amount).into(),
+                    amount: (*amount),
                     reference: reference.as_str().into(),
                 };
                 let history = self.history.entry(primary).or_default();
@@ -497,7 +496,7 @@ impl Views {
                     at,
                     from: *payer,
                     to: *account,
-                    amount: (*amount).into(),
+                    amount: (*amount),
                     reference: reference.as_str().into(),
                 };
                 self.payments.entry(family).or_default().charges.push(entry);
@@ -514,7 +513,7 @@ impl Views {
                     at,
                     from: *account,
                     to: *account,
-                    amount: (*amount).into(),
+                    amount: (*amount),
                     reference: reference.as_str().into(),
                 };
                 self.payments
@@ -750,7 +749,7 @@ impl Views {
                     at: entry.at,
                     account: self.state.account(entry.to)?.key,
                     payer: self.state.account(entry.from)?.key,
-                    amount: entry.amount.into(),
+                    amount: entry.amount,
                     reference: entry.reference.to_string(),
                     primary: self.state.account(family)?.key,
                 })
@@ -1025,7 +1024,7 @@ impl Views {
             at: entry.at,
             from: self.state.account(entry.from)?.key,
             to: self.state.account(entry.to)?.key,
-            amount: entry.amount.into(),
+            amount: entry.amount,
             reference: entry.reference.to_string(),
             primary: self.state.account(family)?.key,
         })
@@ -1064,7 +1063,7 @@ impl Views {
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
-                hasher.update(&Amount::from(entry.amount).units().to_le_bytes());
+                hasher.update(&entry.amount.units().to_le_bytes());
                 hasher.update(&(entry.reference.len() as u64).to_le_bytes());
                 hasher.update(entry.reference.as_bytes());
             }
@@ -1105,7 +1104,7 @@ impl Views {
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
-                hasher.update(&Amount::from(entry.amount).units().to_le_bytes());
+                hasher.update(&entry.amount.units().to_le_bytes());
                 hasher.update(&(entry.reference.len() as u64).to_le_bytes());
                 hasher.update(entry.reference.as_bytes());
             }
