@@ -524,7 +524,7 @@ impl Ledger {
         let mut hashes = Vec::with_capacity(stored.len());
         for (id, place) in stored {
             let hash = match place {
-                StoredHash::Here(hash) => hash,
+                StoredHash::Here(hash) => *hash,
                 // The views show only durable events, so the log holds this one.
                 StoredHash::InLog(seq) => hash_in_log(self.shared.reader.as_ref(), seq, id)
                     .map_err(|error| EngineError::Log(error.to_string()))?

@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
-pub use accounts::{AccountHistory, AsOf, Entry, EntryKind};
+pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
 use subledger_core::{
     AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
     SecretHash, SecretId, Sequence, State, Timestamp, Total,
@@ -92,7 +92,9 @@ pub enum StoredHash {
     /// `SecretCreated`); see `Ledger::secret_hashes`.
     InLog(Sequence),
     /// Held here: views decoded from snapshots of formats 1–4, which carried the hash itself.
-    Here(SecretHash),
+    /// Boxed so that the common case, `InLog`, keeps a secret's view at 40 bytes (48 with the
+    /// hash inline: one per secret, a million or more).
+    Here(Box<SecretHash>),
 }
 
 impl Encode for SecretView {
@@ -125,10 +127,9 @@ impl<Context> Decode<Context> for SecretView {
         let hash = if text.is_empty() {
             StoredHash::InLog(Sequence::decode(decoder)?)
         } else {
-            StoredHash::Here(
-                SecretHash::new(text)
-                    .map_err(|error| bincode::error::DecodeError::OtherString(error.to_string()))?,
-            )
+            StoredHash::Here(Box::new(SecretHash::new(text).map_err(|error| {
+                bincode::error::DecodeError::OtherString(error.to_string())
+            })?))
         };
         Ok(SecretView {
             id,
@@ -193,13 +194,34 @@ pub enum QueryError {
     EmptyRange,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// What an account's history does not hold. Its name is the last of the history's names
+/// (snapshots still write it here, where formats 1–3 put it: see [`NamedDetails`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Details {
-    /// The current name: the same allocation as the last of the account history's names.
-    name: Arc<str>,
     created_at: Timestamp,
     secrets: Vec<SecretView>,
 }
+
+/// [`Details`] as snapshots hold them: the current name, the creation instant, the secrets.
+struct NamedDetails(Arc<str>, Details);
+
+impl<Context> Decode<Context> for NamedDetails {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let name = Arc::<str>::decode(decoder)?;
+        let created_at = Timestamp::decode(decoder)?;
+        let secrets = Vec::<SecretView>::decode(decoder)?;
+        Ok(NamedDetails(
+            name,
+            Details {
+                created_at,
+                secrets,
+            },
+        ))
+    }
+}
+bincode::impl_borrow_decode!(NamedDetails);
 
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 struct TransferEntry {
@@ -407,20 +429,8 @@ impl Views {
         // From here the event is known to be consistent with the state: ids exist.
         self.record_account_history(seq, at, event);
         match event {
-            Event::PrimaryOpened {
-                account,
-                name,
-                secret,
-                ..
-            }
-            | Event::SubaccountCreated {
-                account,
-                name,
-                secret,
-                ..
-            } => {
+            Event::PrimaryOpened { secret, .. } | Event::SubaccountCreated { secret, .. } => {
                 self.details.push(Details {
-                    name: self.current_name(*account, name),
                     created_at: at,
                     secrets: vec![SecretView {
                         id: secret.id,
@@ -428,12 +438,6 @@ impl Views {
                         hash: StoredHash::InLog(seq),
                     }],
                 });
-            }
-            Event::SubaccountRenamed { account, name } => {
-                let current = self.current_name(*account, name);
-                if let Some(details) = self.details.get_mut(account.index()) {
-                    details.name = current;
-                }
             }
             Event::SecretCreated { account, secret } => {
                 if let Some(details) = self.details.get_mut(account.index()) {
@@ -527,14 +531,6 @@ impl Views {
         Ok(())
     }
 
-    /// The account's name as its history just recorded it (shared, not copied).
-    fn current_name(&self, account: AccountId, name: &str) -> Arc<str> {
-        self.accounts
-            .get(account.index())
-            .and_then(|history| history.names.last())
-            .map_or_else(|| Arc::from(name), |(_, current)| Arc::clone(current))
-    }
-
     /// Appends the per-account entries (and names) an applied event calls for.
     fn record_account_history(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
         let count = self.state.account_count();
@@ -555,9 +551,17 @@ impl Views {
         };
         if let Some((id, name)) = named {
             if let Some(history) = self.accounts.get_mut(id.index()) {
-                push_compact(&mut history.names, (seq, Arc::from(name.as_str())));
+                history.names.push((seq, Arc::from(name.as_str())));
             }
         }
+    }
+
+    /// The account's current name ("" for an unknown id).
+    fn current_name(&self, id: AccountId) -> &str {
+        self.accounts
+            .get(id.index())
+            .and_then(|history| history.names.last())
+            .map_or("", |(_, name)| name)
     }
 
     /// `false` for views decoded from an older snapshot without statement history.
@@ -795,7 +799,7 @@ impl Views {
         Some(AccountSnapshot {
             key: account.key,
             primary,
-            name: details.name.to_string(),
+            name: self.current_name(id).to_string(),
             currency: account.currency,
             balance,
             credit_limit,
@@ -1043,9 +1047,10 @@ impl Views {
     pub fn core_hash(&self) -> [u8; 32] {
         let mut hasher = subledger_core::digest::StreamHasher::new();
         hasher.update(&self.state.state_hash());
-        for details in &self.details {
-            hasher.update(&(details.name.len() as u64).to_le_bytes());
-            hasher.update(details.name.as_bytes());
+        for (index, details) in self.details.iter().enumerate() {
+            let name = self.current_name(AccountId(u32::try_from(index).unwrap_or(u32::MAX)));
+            hasher.update(&(name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
             hasher.update(&details.created_at.0.to_le_bytes());
             // Not where the hash is kept: a replay keeps it in the log, a snapshot of format
             // 1–4 in the views, and both are the same secret (the log is what holds it).
@@ -1089,7 +1094,7 @@ impl Views {
                         .to_le_bytes(),
                 );
             }
-            for (from, name) in &history.names {
+            for (from, name) in history.names.iter() {
                 hasher.update(&from.0.to_le_bytes());
                 hasher.update(&(name.len() as u64).to_le_bytes());
                 hasher.update(name.as_bytes());
@@ -1168,7 +1173,13 @@ impl Views {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         state.encode(encoder)?;
-        self.details.encode(encoder)?;
+        (self.details.len() as u64).encode(encoder)?;
+        for (index, details) in self.details.iter().enumerate() {
+            let id = AccountId(u32::try_from(index).unwrap_or(u32::MAX));
+            self.current_name(id).encode(encoder)?;
+            details.created_at.encode(encoder)?;
+            details.secrets.encode(encoder)?;
+        }
         (self.history.len() as u64).encode(encoder)?;
         for (primary, history) in &self.history {
             primary.encode(encoder)?;
@@ -1233,8 +1244,8 @@ fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
 ) -> Result<Views, bincode::error::DecodeError> {
     let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
     let state = State::decode(decoder)?;
-    let details = Vec::<Details>::decode(decoder)?;
-    if details.len() != state.account_count() {
+    let named = Vec::<NamedDetails>::decode(decoder)?;
+    if named.len() != state.account_count() {
         return Err(invalid("views: one details entry per account"));
     }
     let families = u64::decode(decoder)?;
@@ -1252,11 +1263,25 @@ fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
             return Err(invalid("views: duplicate family history"));
         }
     }
+    // Formats 1 and 2 have no per-account histories: these hold the current names only (from
+    // sequence number 0: such views answer no point-in-time query). A version-3 decode
+    // replaces them, after checking that the names agree.
+    let mut details = Vec::with_capacity(named.len());
+    let mut accounts = Vec::with_capacity(named.len());
+    for NamedDetails(name, account) in named {
+        let mut names = Names::default();
+        names.push((Sequence::ZERO, name));
+        accounts.push(AccountHistory {
+            entries: Vec::new(),
+            names,
+        });
+        details.push(account);
+    }
     Ok(Views {
         state,
         details,
         history,
-        accounts: Vec::new(),
+        accounts,
         payments: FxHashMap::default(),
         complete: false,
     })
@@ -1274,10 +1299,23 @@ impl<Context> Decode<Context> for Views {
             .state
             .restore_low_balances(settings)
             .map_err(bincode::error::DecodeError::OtherString)?;
-        views.accounts = Vec::<AccountHistory>::decode(decoder)?;
-        if views.accounts.len() != views.state.account_count() {
+        let accounts = Vec::<AccountHistory>::decode(decoder)?;
+        if accounts.len() != views.state.account_count() {
             return Err(invalid("views: one history per account"));
         }
+        let named_alike = accounts
+            .iter()
+            .zip(&views.accounts)
+            .all(|(history, legacy)| {
+                history.names.last().map(|(_, name)| name)
+                    == legacy.names.last().map(|(_, name)| name)
+            });
+        if !named_alike {
+            return Err(invalid(
+                "views: an account's name differs from its history's",
+            ));
+        }
+        views.accounts = accounts;
         let last = views.state.last_seq();
         let ordered = views.accounts.iter().all(|history| {
             history
@@ -1288,14 +1326,6 @@ impl<Context> Decode<Context> for Views {
         });
         if !ordered {
             return Err(invalid("views: an account history is out of order"));
-        }
-        // Decoding made two copies of each current name: share one, as `apply` does.
-        for (details, history) in views.details.iter_mut().zip(&views.accounts) {
-            if let Some((_, current)) = history.names.last() {
-                if *current == details.name {
-                    details.name = Arc::clone(current);
-                }
-            }
         }
         let families = u64::decode(decoder)?;
         for _ in 0..families {
@@ -1323,3 +1353,46 @@ impl<Context> Decode<Context> for Views {
     }
 }
 bincode::impl_borrow_decode!(Views);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One of each per account (a million or more): growth should be a conscious choice.
+    #[test]
+    fn per_account_structures_stay_small() {
+        assert_eq!(std::mem::size_of::<SecretView>(), 40);
+        assert_eq!(std::mem::size_of::<Details>(), 32);
+        assert_eq!(std::mem::size_of::<Names>(), 32);
+        assert_eq!(std::mem::size_of::<AccountHistory>(), 56);
+    }
+
+    #[test]
+    fn names_answer_the_name_in_force_and_encode_as_a_list() {
+        let mut names = Names::default();
+        assert_eq!(names.at(Sequence(5)), None);
+        for (seq, name) in [(3, "a"), (7, "b"), (9, "c")] {
+            names.push((Sequence(seq), Arc::from(name)));
+        }
+        let expected = [
+            (2, None),
+            (3, Some("a")),
+            (6, Some("a")),
+            (7, Some("b")),
+            (8, Some("b")),
+            (9, Some("c")),
+            (100, Some("c")),
+        ];
+        for (seq, name) in expected {
+            assert_eq!(names.at(Sequence(seq)), name, "at {seq}");
+        }
+        assert_eq!(names.len(), 3);
+        assert_eq!(names.last().map(|(_, name)| &**name), Some("c"));
+        let list: Vec<Named> = names.iter().cloned().collect();
+        let config = bincode::config::standard();
+        let as_list = bincode::encode_to_vec(&list, config).unwrap_or_default();
+        assert_eq!(bincode::encode_to_vec(&names, config).ok(), Some(as_list.clone()));
+        let decoded: Option<(Names, usize)> = bincode::decode_from_slice(&as_list, config).ok();
+        assert_eq!(decoded, Some((names, as_list.len())));
+    }
+}
