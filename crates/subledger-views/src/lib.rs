@@ -1391,7 +1391,10 @@ mod tests {
         let list: Vec<Named> = names.iter().cloned().collect();
         let config = bincode::config::standard();
         let as_list = bincode::encode_to_vec(&list, config).unwrap_or_default();
-        assert_eq!(bincode::encode_to_vec(&names, config).ok(), Some(as_list.clone()));
+        assert_eq!(
+            bincode::encode_to_vec(&names, config).ok(),
+            Some(as_list.clone())
+        );
         let decoded: Option<(Names, usize)> = bincode::decode_from_slice(&as_list, config).ok();
         assert_eq!(decoded, Some((names, as_list.len())));
     }
