@@ -494,16 +494,35 @@ pub fn rss_bytes_peak() -> u64 {
         .map_or(0, |kib| kib * 1024)
 }
 
-/// Submits setup commands in batches; every one must be accepted.
-fn submit_setup(ledger: &Ledger, commands: Vec<Command>) -> Result<(), BenchError> {
-    let mut commands = commands.into_iter().peekable();
-    while commands.peek().is_some() {
-        let chunk: Vec<Command> = commands.by_ref().take(REQUEST_COMMANDS_MAX).collect();
-        for outcome in ledger.submit_batch(chunk)? {
+/// Setup commands on their way to the ledger, submitted in batches as they are generated:
+/// every one must be accepted. Streaming them matters for the memory figure: a list of a
+/// million setup commands (names, secret hashes) built up front was still allocated at the
+/// end of the load, and counted in the peak RSS as if the ledger held it.
+struct SetupSink<'a> {
+    ledger: &'a Ledger,
+    pending: Vec<Command>,
+}
+
+impl SetupSink<'_> {
+    fn push(&mut self, command: Command) -> Result<(), BenchError> {
+        self.pending.push(command);
+        if self.pending.len() >= REQUEST_COMMANDS_MAX {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Submits what is pending and waits for it: later phases rely on earlier ones.
+    fn flush(&mut self) -> Result<(), BenchError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        let chunk = std::mem::replace(&mut self.pending, Vec::with_capacity(REQUEST_COMMANDS_MAX));
+        for outcome in self.ledger.submit_batch(chunk)? {
             outcome.map_err(|rejection| BenchError::Setup(rejection.to_string()))?;
         }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Opens the families and funds them (not measured).
@@ -518,50 +537,53 @@ fn setup(ledger: &Ledger, options: &BenchOptions, layout: Layout) -> Result<(), 
         setup_id += 1;
         CommandId::from_bytes(setup_id.to_le_bytes())
     };
-    let mut commands = Vec::new();
+    let mut sink = SetupSink {
+        ledger,
+        pending: Vec::with_capacity(REQUEST_COMMANDS_MAX),
+    };
     for family in 0..layout.families {
-        commands.push(Command::OpenPrimary(OpenPrimary {
+        sink.push(Command::OpenPrimary(OpenPrimary {
             key: layout.primary(family),
             name: format!("bench primary {family}"),
             currency: Currency::EUR,
             credit_line: units(-100_000_000_000_000),
             secret: next_secret(),
-        }));
+        }))?;
     }
-    submit_setup(ledger, std::mem::take(&mut commands))?;
+    sink.flush()?;
     for family in 0..layout.families {
         for sub in 0..layout.subaccounts {
-            commands.push(Command::CreateSubaccount(CreateSubaccount {
+            sink.push(Command::CreateSubaccount(CreateSubaccount {
                 primary: layout.primary(family),
                 key: layout.subaccount(family, sub),
                 name: format!("bench sub {sub}"),
                 use_primary_account_balance: !layout.own_balance(options.workload, sub),
                 secret: next_secret(),
-            }));
+            }))?;
         }
-        commands.push(Command::TopUp(TopUp {
+        sink.push(Command::TopUp(TopUp {
             id: next_id(),
             primary: layout.primary(family),
             amount: units(1_000_000_000 * 100_000_000),
             reference: String::new(),
-        }));
+        }))?;
     }
-    submit_setup(ledger, std::mem::take(&mut commands))?;
+    sink.flush()?;
     for family in 0..layout.families {
         let primary = layout.primary(family);
         for sub in (0..layout.subaccounts).filter(|sub| layout.own_balance(options.workload, *sub))
         {
-            commands.push(Command::TransferBalance(Transfer {
+            sink.push(Command::TransferBalance(Transfer {
                 id: next_id(),
                 primary,
                 from: primary,
                 to: layout.subaccount(family, sub),
                 amount: units(1_000_000 * 100_000_000),
                 reference: String::new(),
-            }));
+            }))?;
         }
     }
-    submit_setup(ledger, commands)
+    sink.flush()
 }
 
 /// One client's results.
