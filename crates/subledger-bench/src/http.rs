@@ -713,6 +713,7 @@ pub fn run(
             log_bytes: None,
             log_bytes_per_event: None,
             rss_bytes_peak: None,
+            rss_bytes: None,
             memory_log_bytes: None,
             recovery_seconds_full: None,
             recovery_seconds_snapshot: None,

@@ -145,6 +145,9 @@ pub struct BenchReport {
     pub log_bytes: Option<u64>,
     pub log_bytes_per_event: Option<f64>,
     pub rss_bytes_peak: Option<u64>,
+    /// Resident set size right after the load (the peak also counts transient growth, such
+    /// as a hash table's old and new arrays side by side while it resizes).
+    pub rss_bytes: Option<u64>,
     /// `--in-memory` runs: bytes the in-memory log held after the load (the memory target
     /// leaves the log out: subtract this from `rss_bytes_peak`).
     pub memory_log_bytes: Option<u64>,
@@ -478,12 +481,22 @@ fn directory_bytes(dir: &Path) -> u64 {
 
 /// Peak resident set size of this process (Linux `VmHWM`), 0 where unknown.
 pub fn rss_bytes_peak() -> u64 {
+    process_status_bytes("VmHWM:")
+}
+
+/// Resident set size of this process now (Linux `VmRSS`), 0 where unknown.
+pub fn rss_bytes() -> u64 {
+    process_status_bytes("VmRSS:")
+}
+
+/// A size in kB from `/proc/self/status`, in bytes.
+fn process_status_bytes(field: &str) -> u64 {
     let Ok(status) = std::fs::read_to_string("/proc/self/status") else {
         return 0;
     };
     status
         .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))
+        .find_map(|line| line.strip_prefix(field))
         .and_then(|rest| {
             rest.trim()
                 .trim_end_matches("kB")
@@ -832,6 +845,7 @@ pub fn run(
     let measured = after.commands.saturating_sub(before.commands);
     let events = after.events;
     let rss_bytes_peak = rss_bytes_peak();
+    let rss_bytes = rss_bytes();
     let memory_log_bytes = match &storage {
         Storage::Memory(log) => Some(log.record_bytes()),
         Storage::Disk { .. } => None,
@@ -893,6 +907,7 @@ pub fn run(
         log_bytes: Some(log_bytes),
         log_bytes_per_event: Some(per_event(log_bytes)),
         rss_bytes_peak: Some(rss_bytes_peak),
+        rss_bytes: Some(rss_bytes),
         memory_log_bytes,
         recovery_seconds_full: Some(recovery_seconds_full),
         recovery_seconds_snapshot: Some(recovery_seconds_snapshot),

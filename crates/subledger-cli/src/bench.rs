@@ -247,6 +247,10 @@ fn print_table(report: &BenchReport) {
             known(report.rss_bytes_peak.map(|bytes| bytes.to_string())),
         ),
         (
+            "RSS bytes after the load",
+            known(report.rss_bytes.map(|bytes| bytes.to_string())),
+        ),
+        (
             "  of it the in-memory log",
             known(report.memory_log_bytes.map(|bytes| bytes.to_string())),
         ),
