@@ -5,8 +5,9 @@
 //!
 //! - records are packed 64-byte structs in a `Vec`, in the order they were applied (sequence
 //!   order), so iteration (hashing, snapshots) needs no sorting and growth is an append. The
-//!   amount is 8-byte aligned (an `Amount` is stored as two halves) and the reference, usually empty, as an index into a side list of the non-empty
-//!   ones. `(CommandId, CommandRecord)` pairs took 80 bytes.
+//!   amount is 8-byte aligned (an `Amount` is stored as two halves) and the reference,
+//!   usually empty, as an index into a side list of the non-empty ones.
+//!   `(CommandId, CommandRecord)` pairs took 80 bytes.
 //! - the lookup table holds 16-byte (hash, position) pairs (a map of id → position held
 //!   24-byte entries). The hash is kept so that growing the table never reads the records
 //!   back: with positions alone, each resize made one cache-missing read per record (a
@@ -15,6 +16,10 @@
 //!   clients, and with an unkeyed hash (FxHash) one could craft ids that all collide and turn
 //!   every insert into a scan of them. The key only decides where a position sits in the
 //!   table, never an answer, so the state machine stays deterministic.
+//! - bulk loading (recovery, snapshots) appends records without entering them, then enters
+//!   them all at once grouped by the part of the table they land in
+//!   ([`CommandIndex::enter_appended`]): entered one by one, each insert was a cache miss or
+//!   two into a table of every command (at 3M commands, most of the replay reader's time).
 
 use std::hash::{BuildHasher, RandomState};
 
@@ -132,7 +137,15 @@ pub struct CommandIndex {
     /// The non-empty references, in the order their commands were applied.
     references: Vec<Box<str>>,
     hasher: RandomState,
+    /// Hashes of the records at the end of `records` that are not in `positions` yet (bulk
+    /// loading; see [`CommandIndex::enter_appended`]).
+    appended: Vec<u64>,
 }
+
+/// Bulk entry groups records into at most 2^this parts of the table, so that each part's
+/// slice of it (16 bytes × buckets / parts: 256 KiB at 16M buckets) stays in cache while
+/// its records are entered.
+const ENTER_PARTS_BITS_MAX: u32 = 10;
 
 impl PartialEq for CommandIndex {
     fn eq(&self, other: &CommandIndex) -> bool {
@@ -214,57 +227,121 @@ impl CommandIndex {
         }
     }
 
-    /// Appends a record without entering it in the table: for bulk loading in log order,
-    /// finished by [`CommandIndex::build_table`]. `false` if the index is full.
+    /// Appends the money command `event` carries, if any, without entering it in the table:
+    /// for bulk loading in log order, finished by [`CommandIndex::enter_appended`] (which
+    /// finds repeated ids). `Err` only if the index is full.
+    pub fn append_event(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+    ) -> Result<(), ApplyFault> {
+        match money_command(event) {
+            Some(command) if !self.append(command, seq, at) => {
+                Err(ApplyFault::DuplicateCommand(command.id))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Appends a record without entering it in the table (see [`CommandIndex::append_event`]).
+    /// `false` if the index is full.
     pub(crate) fn push_unindexed(&mut self, id: CommandId, record: CommandRecord) -> bool {
         let CommandRecord { content, seq, at } = record;
-        let Some(reference) = self.reference_slot(&content.reference) else {
-            return false;
-        };
-        self.records.push(Packed {
+        let command = MoneyCommand {
             id,
-            seq,
-            at,
-            amount: content.amount,
+            kind: content.kind,
             source: content.source,
             target: content.target,
-            reference,
-            kind: content.kind,
-        });
-        if reference != 0 {
-            self.references.push(content.reference);
-        }
+            amount: content.amount,
+            reference: &content.reference,
+        };
+        self.append(command, seq, at)
+    }
+
+    fn append(&mut self, command: MoneyCommand<'_>, seq: Sequence, at: Timestamp) -> bool {
+        let Some(reference) = self.reference_slot(command.reference) else {
+            return false;
+        };
+        self.appended.push(hash_of(&self.hasher, &command.id));
+        self.push_record(command, reference, seq, at);
         true
     }
 
-    /// Enters every record in the table, sized once for all of them; `Err` names the first id
-    /// that appears twice.
-    pub(crate) fn build_table(&mut self) -> Result<(), CommandId> {
+    /// Makes room for `additional` more appended records.
+    pub fn reserve_appended(&mut self, additional: usize) {
+        self.records.reserve(additional);
+        self.appended.reserve(additional);
+    }
+
+    /// Enters the appended records in the table. `Err` gives the sequence number and id of the
+    /// first record, in log order, whose id was already there; the index is then unusable.
+    ///
+    /// The table is sized once, then the records are entered grouped by the slice of the table
+    /// their hash lands in (a counting sort on the bucket's top bits), so the inserts of each
+    /// group hit a part of the table that fits in cache instead of missing all over it.
+    pub fn enter_appended(&mut self) -> Result<(), (Sequence, CommandId)> {
+        let hashes = std::mem::take(&mut self.appended);
         let Self {
-            positions,
-            records,
-            hasher,
-            ..
+            positions, records, ..
         } = self;
-        *positions = HashTable::with_capacity(records.len());
-        for (position, record) in records.iter().enumerate() {
-            let hash = hash_of(hasher, &record.id);
+        let first = records.len().saturating_sub(hashes.len());
+        positions.reserve(hashes.len(), |&(hash, _)| hash);
+        // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
+        // the hash's low bits. Only speed depends on getting this right.
+        let buckets = (positions.capacity() / 7 * 8).max(1).next_power_of_two();
+        let bits = buckets.trailing_zeros();
+        let parts_bits = bits.min(ENTER_PARTS_BITS_MAX);
+        let part = |hash: u64| {
+            usize::try_from((hash & (buckets as u64 - 1)) >> (bits - parts_bits)).unwrap_or(0)
+        };
+        let mut starts = vec![0usize; (1usize << parts_bits) + 1];
+        for &hash in &hashes {
+            starts[part(hash) + 1] += 1;
+        }
+        for index in 1..starts.len() {
+            starts[index] += starts[index - 1];
+        }
+        // Stable: within a part, records stay in log order, so of two with one id the later
+        // is the one found repeated. (hash, position) pairs, so that entering them reads
+        // this list in order and the records only to tell apart two equal hashes.
+        let mut order = vec![(0u64, 0u64); hashes.len()];
+        for (offset, &hash) in hashes.iter().enumerate() {
+            let slot = &mut starts[part(hash)];
+            order[*slot] = (hash, (first + offset) as u64);
+            *slot += 1;
+        }
+        drop(hashes);
+        let mut repeated: Option<usize> = None;
+        for (hash, position) in order {
             let entry = positions.entry(
                 hash,
                 |&(other, at)| {
                     other == hash
-                        && record_at(records, at).is_some_and(|known| known.id == record.id)
+                        && record_at(records, at).map(|known| known.id)
+                            == record_at(records, position).map(|new| new.id)
                 },
                 |&(hash, _)| hash,
             );
             match entry {
-                hashbrown::hash_table::Entry::Occupied(_) => return Err(record.id),
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    let position = usize::try_from(position).unwrap_or(usize::MAX);
+                    repeated = Some(repeated.map_or(position, |known| known.min(position)));
+                }
                 hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert((hash, position as u64));
+                    slot.insert((hash, position));
                 }
             }
         }
-        Ok(())
+        match repeated.and_then(|position| records.get(position)) {
+            Some(record) => Err((record.seq, record.id)),
+            None => Ok(()),
+        }
+    }
+
+    /// Records appended and not yet entered (an index with any is not ready for lookups).
+    pub fn appended_len(&self) -> usize {
+        self.appended.len()
     }
 
     /// The reference field for `reference`: 0 when empty, else its 1-based place among the
@@ -306,11 +383,22 @@ impl CommandIndex {
                 slot.insert((hash, position));
             }
         }
+        self.push_record(command, reference, seq, at);
+        true
+    }
+
+    fn push_record(
+        &mut self,
+        command: MoneyCommand<'_>,
+        reference: u32,
+        seq: Sequence,
+        at: Timestamp,
+    ) {
         if reference != 0 {
             self.references.push(command.reference.into());
         }
         self.records.push(Packed {
-            id,
+            id: command.id,
             seq,
             at,
             amount: command.amount,
@@ -319,7 +407,6 @@ impl CommandIndex {
             reference,
             kind: command.kind,
         });
-        true
     }
 
     /// Commands recorded.
@@ -413,6 +500,44 @@ mod tests {
         );
     }
 
+    /// Bulk entry reports the first repeat in log order, whether the earlier copy was entered
+    /// before (a snapshot's records) or appended in the same bulk, and whatever part of the
+    /// table the ids land in.
+    #[test]
+    fn bulk_entry_finds_the_first_repeated_id_in_log_order() {
+        let mut index = CommandIndex::default();
+        for n in 1..=1_000u64 {
+            assert!(index.insert(id(n.into()), &record(n, 1, "")));
+        }
+        // Appended: fresh ids 1001..=21000, with repeats at seqs 15000 (of id 7, entered
+        // before), 12000 (of id 5000, appended earlier) and 18000 (of id 12, entered).
+        let repeats = [(15_000u64, 7u128), (12_000, 5_000), (18_000, 12)];
+        for seq in 1_001..=21_000u64 {
+            let command = repeats
+                .iter()
+                .find(|(at, _)| *at == seq)
+                .map_or(u128::from(seq), |(_, repeated)| *repeated);
+            assert!(index.push_unindexed(id(command), record(seq, 1, "")));
+        }
+        assert_eq!(index.enter_appended(), Err((Sequence(12_000), id(5_000))));
+
+        // Without repeats every id is found, the earlier and the appended.
+        let mut clean = CommandIndex::default();
+        for n in 1..=1_000u64 {
+            assert!(clean.insert(id(n.into()), &record(n, 1, "")));
+        }
+        for seq in 1_001..=21_000u64 {
+            let reference = if seq % 3 == 0 { "r" } else { "" };
+            assert!(clean.push_unindexed(id(seq.into()), record(seq, 1, reference)));
+        }
+        assert_eq!(clean.enter_appended(), Ok(()));
+        for seq in (1..=21_000u64).step_by(97) {
+            let reference = if seq > 1_000 && seq % 3 == 0 { "r" } else { "" };
+            assert_eq!(clean.get(&id(seq.into())), Some(record(seq, 1, reference)));
+        }
+        assert!(!clean.insert(id(20_999), &record(21_001, 1, "")));
+    }
+
     #[test]
     fn growth_keeps_every_record_findable_and_equality_ignores_the_hash_key() {
         let mut grown = CommandIndex::default();
@@ -431,6 +556,22 @@ mod tests {
         records.reverse();
         let rebuilt = CommandIndex::from_records(records).unwrap_or_default();
         assert!(rebuilt == grown);
+        // And appended in bulk, then entered at once (grouped by table part).
+        let mut bulk = CommandIndex::default();
+        bulk.reserve_appended(50_000);
+        for (id, record) in grown.iter() {
+            assert!(bulk.push_unindexed(id, record));
+        }
+        assert_eq!(bulk.appended_len(), 50_000);
+        assert_eq!(bulk.enter_appended(), Ok(()));
+        assert_eq!(bulk.appended_len(), 0);
+        assert!(bulk == grown);
+        for n in (0..50_000u64).step_by(499) {
+            assert_eq!(
+                bulk.get(&id(n.into())).map(|record| record.seq),
+                Some(Sequence(n + 1))
+            );
+        }
         let mut duplicated: Vec<_> = grown.iter().take(3).collect();
         duplicated.push(duplicated[0].clone());
         assert_eq!(CommandIndex::from_records(duplicated).err(), Some(id(0)));

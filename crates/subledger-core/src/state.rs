@@ -1173,7 +1173,7 @@ impl<Context> Decode<Context> for CommandIndex {
         }
         match unsorted {
             None => index
-                .build_table()
+                .enter_appended()
                 .map(|()| index)
                 .map_err(|_| duplicate(())),
             Some(all) => CommandIndex::from_records(all).map_err(|_| duplicate(())),
@@ -1328,6 +1328,9 @@ impl State {
     /// date with the events applied since. Refused if a record names an unknown account or a
     /// point past the state's last event.
     pub fn attach_command_index(&mut self, index: CommandIndex) -> Result<(), String> {
+        if index.appended_len() != 0 {
+            return Err("the idempotency index has records not entered yet".into());
+        }
         self.check_command_records(&index)?;
         self.commands = index;
         self.without_command_index = false;

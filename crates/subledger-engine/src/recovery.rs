@@ -30,19 +30,57 @@ pub struct Recovery {
     pub elapsed: Duration,
 }
 
-/// Adds the money commands of `record`'s events after `start` to `index`; the first that was
-/// already there, as the error `State::apply` would have given.
+/// Appends the money commands of `record`'s events after `start` to `index` (entered, and
+/// checked for repeated ids, by [`enter_index`] at the end); an error only if the index is
+/// full.
 fn index_record(index: &mut CommandIndex, record: &Record, start: Sequence) -> Option<ApplyError> {
     let mut seq = record.first;
     for event in &record.events {
         if seq > start {
-            if let Err(fault) = index.record_event(seq, record.at, event) {
+            if let Err(fault) = index.append_event(seq, record.at, event) {
                 return Some(ApplyError { seq, fault });
             }
         }
         seq = seq.next();
     }
     None
+}
+
+/// Enters the appended commands in the index's table: the first command (in log order) whose
+/// id was already applied, as the error `State::apply` would have given.
+fn enter_index(index: &mut CommandIndex) -> Option<ApplyError> {
+    let (seq, id) = index.enter_appended().err()?;
+    Some(ApplyError {
+        seq,
+        fault: subledger_core::ApplyFault::DuplicateCommand(id),
+    })
+}
+
+/// The error of a replay: the applier's, unless a repeated command id comes before it in
+/// the log (a one-thread replay would have stopped there). An error without a place in the
+/// log (a failed read) comes after every record read.
+fn first_error(
+    applied: Result<(), OpenError>,
+    repeated: Option<ApplyError>,
+) -> Result<(), OpenError> {
+    match (applied, repeated) {
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(repeated)) => Err(repeated.into()),
+        (Err(error), None) => Err(error),
+        (Err(error), Some(repeated)) => match error_seq(&error) {
+            Some(seq) if seq <= repeated.seq => Err(error),
+            _ => Err(repeated.into()),
+        },
+    }
+}
+
+/// Where in the log an error was found, if it names a place.
+fn error_seq(error: &OpenError) -> Option<Sequence> {
+    match error {
+        OpenError::Replay(error) => Some(error.seq),
+        OpenError::Log(subledger_log::LogError::Corrupt { seq, .. }) => Some(*seq),
+        _ => None,
+    }
 }
 
 /// Applies `record`'s events after `start` to the views, counting them in `replayed`; returns
@@ -105,7 +143,7 @@ pub(crate) fn recover(
     // At most one money command per event: reserving once spares the index its step-by-step
     // growth (rehashing and page faults dominated the replay profile).
     let tail = usize::try_from(reader.head().0.saturating_sub(start.0)).unwrap_or(0);
-    index.reserve(tail);
+    index.reserve_appended(tail);
     let records = reader.records_from(start.next())?;
     let threaded = std::thread::scope(|scope| -> Option<Result<(), OpenError>> {
         let (sender, receiver) = crossbeam_channel::bounded(REPLAY_QUEUE_RECORDS_MAX);
@@ -124,6 +162,9 @@ pub(crate) fn recover(
                         break;
                     }
                 }
+                // Let the applier finish while the table is built.
+                drop(sender);
+                enter_index(index)
             })
             // No thread to be had: the caller does the same work on this one.
             .ok()?;
@@ -136,20 +177,26 @@ pub(crate) fn recover(
         })();
         // Unblocks the reader if applying stopped early.
         drop(receiver);
-        let joined = reader_thread.join();
-        // The applier's error comes first: it is about an earlier point of the log.
-        Some(applied.and_then(|()| {
-            joined.map_err(|_| OpenError::Thread("the replay reader panicked".into()))
-        }))
+        Some(match reader_thread.join() {
+            Ok(repeated) => first_error(applied, repeated),
+            // The applier's error comes first: it is about an earlier point of the log.
+            Err(_) => {
+                applied.and_then(|()| Err(OpenError::Thread("the replay reader panicked".into())))
+            }
+        })
     });
     match threaded {
         Some(result) => result?,
         None => {
-            for record in reader.records_from(start.next())? {
-                let record = record?;
-                let fault = index_record(&mut index, &record, start);
-                head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
-            }
+            let applied = (|| -> Result<(), OpenError> {
+                for record in reader.records_from(start.next())? {
+                    let record = record?;
+                    let fault = index_record(&mut index, &record, start);
+                    head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
+                }
+                Ok(())
+            })();
+            first_error(applied, enter_index(&mut index))?;
         }
     }
     recovery.events_replayed = replayed;

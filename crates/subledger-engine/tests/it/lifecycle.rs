@@ -570,6 +570,39 @@ fn an_event_wrong_in_two_ways_gets_the_error_a_one_thread_replay_gives() {
 }
 
 #[test]
+fn a_repeated_command_id_comes_before_a_later_bad_event() {
+    // Repeated ids are found when the replay's index is entered in bulk, after the applier
+    // has failed on a later event: the earlier error must still be the one reported.
+    for uses_snapshots in [false, true] {
+        let (log, repeated_at) = log_with_a_repeated_command(Timestamp(99_999), true);
+        let later = log.batches()[4].events[0].clone();
+        let mut writer = log.clone();
+        writer
+            .append(&Batch {
+                first: repeated_at.next(),
+                at: Timestamp(1),
+                events: vec![later],
+            })
+            .unwrap();
+        writer.sync().unwrap();
+        let config = Config {
+            recovery_uses_snapshots: uses_snapshots,
+            ..Config::default()
+        };
+        match Ledger::open(config, log, ManualClock::new(Timestamp(10_000))) {
+            Err(OpenError::Replay(error)) => {
+                assert_eq!(error.seq, repeated_at, "{error}");
+                assert!(
+                    matches!(error.fault, ApplyFault::DuplicateCommand(_)),
+                    "{error}"
+                );
+            }
+            other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
+        }
+    }
+}
+
+#[test]
 fn secret_hashes_are_read_from_the_log_live_after_a_replay_and_after_a_snapshot() {
     let log = MemoryLog::new();
     let ledger = ledger_on(
