@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use subledger_core::{ApplyError, CommandIndex, Sequence};
 use subledger_log::{ChainHash, LogReader, Record, SnapshotStore};
-use subledger_views::Views;
+use subledger_views::{MoneyListsBuilder, Views};
 
 use crate::snapshot::decode_snapshot;
 use crate::OpenError;
@@ -30,16 +30,22 @@ pub struct Recovery {
     pub elapsed: Duration,
 }
 
-/// Appends the money commands of `record`'s events after `start` to `index` (entered, and
-/// checked for repeated ids, by [`enter_index`] at the end); an error only if the index is
-/// full.
-fn index_record(index: &mut CommandIndex, record: &Record, start: Sequence) -> Option<ApplyError> {
+/// The reader's share of replaying `record`'s events after `start`: appends their money
+/// commands to `index` (entered, and checked for repeated ids, by [`enter_index`] at the end)
+/// and their entries to the families' money lists. An error only if the index is full.
+fn read_record(
+    index: &mut CommandIndex,
+    lists: &mut MoneyListsBuilder,
+    record: &Record,
+    start: Sequence,
+) -> Option<ApplyError> {
     let mut seq = record.first;
     for event in &record.events {
         if seq > start {
             if let Err(fault) = index.append_event(seq, record.at, event) {
                 return Some(ApplyError { seq, fault });
             }
+            lists.record(seq, record.at, event);
         }
         seq = seq.next();
     }
@@ -99,7 +105,7 @@ fn apply_record(
     let at = record.at;
     let batch = record.into_batch();
     for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
-        views.apply(seq, at, event)?;
+        views.apply_except_money_lists(seq, at, event)?;
         if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
             return Err(fault.clone().into());
         }
@@ -130,9 +136,9 @@ pub(crate) fn recover(
         None => (Views::with_command_index(), ChainHash::GENESIS),
     };
     let start = views.last_seq();
-    // The idempotency index is rebuilt on the reader's thread, from the same events, while
-    // this one applies them to the views: its inserts (a cache miss each into a table of
-    // every command ever applied) were the largest single cost of a replay.
+    // The idempotency index and the families' money lists are rebuilt on the reader's thread,
+    // from the same events, while this one applies them to the rest of the views: the
+    // applier is the critical path (see ADR 0006).
     let mut replayed = 0;
     let mut index = views.detach_command_index().ok_or_else(|| {
         OpenError::Log(subledger_log::LogError::Corrupt {
@@ -144,16 +150,18 @@ pub(crate) fn recover(
     // growth (rehashing and page faults dominated the replay profile).
     let tail = usize::try_from(reader.head().0.saturating_sub(start.0)).unwrap_or(0);
     index.reserve_appended(tail);
+    let mut lists = MoneyListsBuilder::after(&views);
     let records = reader.records_from(start.next())?;
     let threaded = std::thread::scope(|scope| -> Option<Result<(), OpenError>> {
         let (sender, receiver) = crossbeam_channel::bounded(REPLAY_QUEUE_RECORDS_MAX);
         let index = &mut index;
+        let lists = &mut lists;
         let reader_thread = std::thread::Builder::new()
             .name("subledger-replay-read".into())
             .spawn_scoped(scope, move || {
                 for record in records {
                     let item = record.map(|record| {
-                        let fault = index_record(index, &record, start);
+                        let fault = read_record(index, lists, &record, start);
                         (record, fault)
                     });
                     let stop = !matches!(item, Ok((_, None)));
@@ -191,7 +199,7 @@ pub(crate) fn recover(
             let applied = (|| -> Result<(), OpenError> {
                 for record in reader.records_from(start.next())? {
                     let record = record?;
-                    let fault = index_record(&mut index, &record, start);
+                    let fault = read_record(&mut index, &mut lists, &record, start);
                     head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
                 }
                 Ok(())
@@ -199,6 +207,7 @@ pub(crate) fn recover(
             first_error(applied, enter_index(&mut index))?;
         }
     }
+    views.append_money_lists(lists);
     recovery.events_replayed = replayed;
     views.attach_command_index(index).map_err(|detail| {
         OpenError::Log(subledger_log::LogError::Corrupt {

@@ -246,11 +246,10 @@ struct History {
 pub struct Views {
     state: State,
     details: Vec<Details>,
-    history: FxHashMap<AccountId, History>,
     /// Per account: every change with the values after it (statements, point in time).
     accounts: Vec<AccountHistory>,
-    /// Per family: charges and top-ups.
-    payments: FxHashMap<AccountId, Payments>,
+    /// Per family: transfers, charges and top-ups.
+    money: MoneyLists,
     /// `false` when decoded from a version-1/2 snapshot, which lacks `accounts` and
     /// `payments`: such views answer the version-1 queries only and are not used to recover.
     complete: bool,
@@ -262,6 +261,140 @@ pub struct Views {
 struct Payments {
     charges: Vec<TransferEntry>,
     top_ups: Vec<TransferEntry>,
+}
+
+/// Each family's money movements: transfers (balance and credit) and payments (charges and
+/// top-ups), keyed by the primary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct MoneyLists {
+    history: FxHashMap<AccountId, History>,
+    payments: FxHashMap<AccountId, Payments>,
+}
+
+impl MoneyLists {
+    /// Adds the entry a money event calls for; `family` maps an account to its primary.
+    fn record(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+        family: impl Fn(AccountId) -> AccountId,
+    ) {
+        match event {
+            Event::BalanceTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference,
+            }
+            | Event::CreditTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference,
+            } => {
+                let entry = TransferEntry {
+                    id: *command,
+                    seq,
+                    at,
+                    from: *source,
+                    to: *target,
+                    amount: *amount,
+                    reference: reference.as_str().into(),
+                };
+                let history = self.history.entry(family(*source)).or_default();
+                match event {
+                    Event::CreditTransferred { .. } => history.credit.push(entry),
+                    _ => history.balance.push(entry),
+                }
+            }
+            Event::Charged {
+                command,
+                account,
+                payer,
+                amount,
+                reference,
+            } => {
+                let entry = TransferEntry {
+                    id: *command,
+                    seq,
+                    at,
+                    from: *payer,
+                    to: *account,
+                    amount: *amount,
+                    reference: reference.as_str().into(),
+                };
+                self.payments
+                    .entry(family(*account))
+                    .or_default()
+                    .charges
+                    .push(entry);
+            }
+            Event::ToppedUp {
+                command,
+                account,
+                amount,
+                reference,
+            } => {
+                let entry = TransferEntry {
+                    id: *command,
+                    seq,
+                    at,
+                    from: *account,
+                    to: *account,
+                    amount: *amount,
+                    reference: reference.as_str().into(),
+                };
+                self.payments
+                    .entry(*account)
+                    .or_default()
+                    .top_ups
+                    .push(entry);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Builds the families' money lists from events alone, off the thread that applies them to
+/// the views (recovery's reader: see [`Views::apply_except_money_lists`]). It follows the
+/// accounts' families from the creation events; events the views would refuse are recorded
+/// anyway, harmlessly: the replay then fails and the lists are dropped.
+#[derive(Debug)]
+pub struct MoneyListsBuilder {
+    lists: MoneyLists,
+    /// Each account's primary (its own id for a primary), by account index.
+    families: Vec<AccountId>,
+}
+
+impl MoneyListsBuilder {
+    /// A builder for the events after `views`' last.
+    pub fn after(views: &Views) -> MoneyListsBuilder {
+        MoneyListsBuilder {
+            lists: MoneyLists::default(),
+            families: views
+                .state
+                .accounts()
+                .map(|(id, account)| account.primary.unwrap_or(id))
+                .collect(),
+        }
+    }
+
+    pub fn record(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
+        match event {
+            Event::PrimaryOpened { account, .. } => self.families.push(*account),
+            Event::SubaccountCreated {
+                account, primary, ..
+            } if account.index() == self.families.len() => self.families.push(*primary),
+            _ => {}
+        }
+        let families = &self.families;
+        self.lists.record(seq, at, event, |id| {
+            families.get(id.index()).copied().unwrap_or(id)
+        });
+    }
 }
 
 /// Which payments a query reads.
@@ -328,9 +461,9 @@ impl PartialEq for Views {
     fn eq(&self, other: &Views) -> bool {
         self.state == other.state
             && self.details == other.details
-            && self.history == other.history
+            && self.money.history == other.money.history
             && self.accounts == other.accounts
-            && self.payments == other.payments
+            && self.money.payments == other.money.payments
     }
 }
 
@@ -339,9 +472,8 @@ impl Views {
         Views {
             state: State::without_command_index(Policy::default()),
             details: Vec::new(),
-            history: FxHashMap::default(),
             accounts: Vec::new(),
-            payments: FxHashMap::default(),
+            money: MoneyLists::default(),
             complete: true,
         }
     }
@@ -352,9 +484,8 @@ impl Views {
         Views {
             state: State::new(Policy::default()),
             details: Vec::new(),
-            history: FxHashMap::default(),
             accounts: Vec::new(),
-            payments: FxHashMap::default(),
+            money: MoneyLists::default(),
             complete: true,
         }
     }
@@ -365,9 +496,8 @@ impl Views {
         let views = Views {
             state: self.state.clone_without_command_index(),
             details: self.details,
-            history: self.history,
             accounts: self.accounts,
-            payments: self.payments,
+            money: self.money,
             complete: self.complete,
         };
         (self.state, views)
@@ -425,6 +555,21 @@ impl Views {
 
     /// Applies one committed event, or refuses it and changes nothing.
     pub fn apply(&mut self, seq: Sequence, at: Timestamp, event: &Event) -> Result<(), ApplyError> {
+        self.apply_except_money_lists(seq, at, event)?;
+        let state = &self.state;
+        self.money.record(seq, at, event, |id| family_in(state, id));
+        Ok(())
+    }
+
+    /// [`Views::apply`] without the families' money lists (transfers, charges, top-ups): for a
+    /// replay that builds those on another thread with a [`MoneyListsBuilder`], from the same
+    /// events, and adds them with [`Views::append_money_lists`] at the end.
+    pub fn apply_except_money_lists(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+    ) -> Result<(), ApplyError> {
         self.state.apply(seq, at, event)?;
         // From here the event is known to be consistent with the state: ids exist.
         self.record_account_history(seq, at, event);
@@ -455,76 +600,6 @@ impl Views {
                 if let Some(details) = self.details.get_mut(account.index()) {
                     details.secrets.retain(|view| view.id != *secret);
                 }
-            }
-            Event::BalanceTransferred {
-                command,
-                source,
-                target,
-                amount,
-                reference,
-            }
-            | Event::CreditTransferred {
-                command,
-                source,
-                target,
-                amount,
-                reference,
-            } => {
-                let primary = self.family_of(*source);
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *source,
-                    to: *target,
-                    amount: (*amount),
-                    reference: reference.as_str().into(),
-                };
-                let history = self.history.entry(primary).or_default();
-                match event {
-                    Event::CreditTransferred { .. } => history.credit.push(entry),
-                    _ => history.balance.push(entry),
-                }
-            }
-            Event::Charged {
-                command,
-                account,
-                payer,
-                amount,
-                reference,
-            } => {
-                let family = self.family_of(*account);
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *payer,
-                    to: *account,
-                    amount: (*amount),
-                    reference: reference.as_str().into(),
-                };
-                self.payments.entry(family).or_default().charges.push(entry);
-            }
-            Event::ToppedUp {
-                command,
-                account,
-                amount,
-                reference,
-            } => {
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *account,
-                    to: *account,
-                    amount: (*amount),
-                    reference: reference.as_str().into(),
-                };
-                self.payments
-                    .entry(*account)
-                    .or_default()
-                    .top_ups
-                    .push(entry);
             }
             _ => {}
         }
@@ -713,10 +788,12 @@ impl Views {
     fn command_at(&self, id: AccountId, entry: &Entry) -> Option<(Option<CommandId>, String)> {
         let family = self.family_of(id);
         let list: &[TransferEntry] = match entry.kind {
-            EntryKind::TransferIn | EntryKind::TransferOut => &self.history.get(&family)?.balance,
-            EntryKind::CreditIn | EntryKind::CreditOut => &self.history.get(&family)?.credit,
-            EntryKind::Charge => &self.payments.get(&family)?.charges,
-            EntryKind::TopUp => &self.payments.get(&family)?.top_ups,
+            EntryKind::TransferIn | EntryKind::TransferOut => {
+                &self.money.history.get(&family)?.balance
+            }
+            EntryKind::CreditIn | EntryKind::CreditOut => &self.money.history.get(&family)?.credit,
+            EntryKind::Charge => &self.money.payments.get(&family)?.charges,
+            EntryKind::TopUp => &self.money.payments.get(&family)?.top_ups,
             _ => return None,
         };
         let index = list
@@ -736,6 +813,7 @@ impl Views {
     ) -> Result<Page<PaymentSnapshot>, QueryError> {
         let family = self.checked_family(primary, query)?;
         let entries = self
+            .money
             .payments
             .get(&family)
             .map_or(&[][..], |payments| match kind {
@@ -766,10 +844,27 @@ impl Views {
     }
 
     fn family_of(&self, id: AccountId) -> AccountId {
-        self.state
-            .account(id)
-            .and_then(|account| account.primary)
-            .unwrap_or(id)
+        family_in(&self.state, id)
+    }
+
+    /// Adds lists built by a [`MoneyListsBuilder`] from the events applied since it was made
+    /// (with [`Views::apply_except_money_lists`]) after the lists the views already hold.
+    pub fn append_money_lists(&mut self, built: MoneyListsBuilder) {
+        let MoneyLists { history, payments } = built.lists;
+        if self.money.history.is_empty() && self.money.payments.is_empty() {
+            self.money = MoneyLists { history, payments };
+            return;
+        }
+        for (family, tail) in history {
+            let lists = self.money.history.entry(family).or_default();
+            lists.balance.extend(tail.balance);
+            lists.credit.extend(tail.credit);
+        }
+        for (family, tail) in payments {
+            let lists = self.money.payments.entry(family).or_default();
+            lists.charges.extend(tail.charges);
+            lists.top_ups.extend(tail.top_ups);
+        }
     }
 
     /// One account by key.
@@ -934,6 +1029,7 @@ impl Views {
     ) -> Result<Page<TransferSnapshot>, QueryError> {
         let family = self.checked_family(primary, query)?;
         let entries = self
+            .money
             .history
             .get(&family)
             .map_or(&[][..], |history| match kind {
@@ -1059,7 +1155,7 @@ impl Views {
                 hasher.update(&secret.created_at.0.to_le_bytes());
             }
         }
-        let mut families: Vec<_> = self.history.iter().collect();
+        let mut families: Vec<_> = self.money.history.iter().collect();
         families.sort_unstable_by_key(|(id, _)| **id);
         for (id, history) in families {
             hasher.update(&id.0.to_le_bytes());
@@ -1100,7 +1196,7 @@ impl Views {
                 hasher.update(name.as_bytes());
             }
         }
-        let mut families: Vec<_> = self.payments.iter().collect();
+        let mut families: Vec<_> = self.money.payments.iter().collect();
         families.sort_unstable_by_key(|(id, _)| **id);
         for (id, payments) in families {
             hasher.update(&id.0.to_le_bytes());
@@ -1180,15 +1276,15 @@ impl Views {
             details.created_at.encode(encoder)?;
             details.secrets.encode(encoder)?;
         }
-        (self.history.len() as u64).encode(encoder)?;
-        for (primary, history) in &self.history {
+        (self.money.history.len() as u64).encode(encoder)?;
+        for (primary, history) in &self.money.history {
             primary.encode(encoder)?;
             history.encode(encoder)?;
         }
         self.state.low_balances().encode(encoder)?;
         self.accounts.encode(encoder)?;
-        (self.payments.len() as u64).encode(encoder)?;
-        for (primary, payments) in &self.payments {
+        (self.money.payments.len() as u64).encode(encoder)?;
+        for (primary, payments) in &self.money.payments {
             primary.encode(encoder)?;
             payments.encode(encoder)?;
         }
@@ -1219,6 +1315,14 @@ fn push_compact<T>(list: &mut Vec<T>, item: T) {
         list.reserve_exact(1);
     }
     list.push(item);
+}
+
+/// An account's family (its primary; a primary's is its own id).
+fn family_in(state: &State, id: AccountId) -> AccountId {
+    state
+        .account(id)
+        .and_then(|account| account.primary)
+        .unwrap_or(id)
 }
 
 fn family_of_in(state: &State, id: AccountId) -> Option<AccountId> {
@@ -1280,9 +1384,11 @@ fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
     Ok(Views {
         state,
         details,
-        history,
         accounts,
-        payments: FxHashMap::default(),
+        money: MoneyLists {
+            history,
+            payments: FxHashMap::default(),
+        },
         complete: false,
     })
 }
@@ -1344,7 +1450,7 @@ impl<Context> Decode<Context> for Views {
             {
                 return Err(invalid("views: payments do not fit their family"));
             }
-            if views.payments.insert(primary, payments).is_some() {
+            if views.money.payments.insert(primary, payments).is_some() {
                 return Err(invalid("views: duplicate family payments"));
             }
         }
