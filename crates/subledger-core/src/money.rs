@@ -52,6 +52,7 @@ impl PartialOrd for Amount {
 }
 
 impl Ord for Amount {
+    #[inline]
     fn cmp(&self, other: &Amount) -> std::cmp::Ordering {
         self.units().cmp(&other.units())
     }
@@ -65,6 +66,7 @@ impl Amount {
     pub const MIN: Amount = Amount::raw(-UNITS_MAX);
 
     /// Unchecked: only for values known to be within the bound.
+    #[inline]
     const fn raw(units: i128) -> Amount {
         let bytes = units.to_le_bytes();
         Amount {
@@ -79,6 +81,7 @@ impl Amount {
     }
 
     /// An amount from minor units (10⁻⁸), if within the bound.
+    #[inline]
     pub fn from_units(units: i128) -> Result<Amount, AmountError> {
         // A range check, not `abs()`: `i128::MIN.abs()` overflows (the snapshot fuzzer found
         // a decoded amount of `i128::MIN` panicking here).
@@ -94,40 +97,48 @@ impl Amount {
     }
 
     /// The value in minor units (10⁻⁸).
+    #[inline]
     pub const fn units(self) -> i128 {
         // Widening casts: both are exact.
         ((self.high as i128) << 64) | (self.low as i128)
     }
 
+    #[inline]
     pub fn is_positive(self) -> bool {
         self.units() > 0
     }
 
+    #[inline]
     pub fn is_negative(self) -> bool {
         self.units() < 0
     }
 
+    #[inline]
     pub fn is_zero(self) -> bool {
         self.units() == 0
     }
 
     /// `self + other`, or `None` when the result leaves the bound.
+    #[inline]
     pub fn checked_add(self, other: Amount) -> Option<Amount> {
         // Cannot overflow i128: both magnitudes are ≤ 10²⁰.
         Amount::from_units(self.units() + other.units()).ok()
     }
 
     /// `self - other`, or `None` when the result leaves the bound.
+    #[inline]
     pub fn checked_sub(self, other: Amount) -> Option<Amount> {
         Amount::from_units(self.units() - other.units()).ok()
     }
 
     /// `-self`; always representable because the bound is symmetric.
+    #[inline]
     pub fn negate(self) -> Amount {
         Amount::raw(-self.units())
     }
 
     /// `|self|`; always representable because the bound is symmetric.
+    #[inline]
     pub fn magnitude(self) -> Amount {
         Amount::raw(self.units().abs())
     }
