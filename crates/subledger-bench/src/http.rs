@@ -714,6 +714,7 @@ pub fn run(
             log_bytes_per_event: None,
             rss_bytes_peak: None,
             rss_bytes: None,
+            rss_bytes_after_snapshot: None,
             memory_log_bytes: None,
             recovery_seconds_full: None,
             recovery_seconds_snapshot: None,

@@ -148,6 +148,10 @@ pub struct BenchReport {
     /// Resident set size right after the load (the peak also counts transient growth, such
     /// as a hash table's old and new arrays side by side while it resizes).
     pub rss_bytes: Option<u64>,
+    /// Resident set size once the reopened ledger has written a snapshot: the snapshot thread
+    /// then keeps its own replica of the views and the idempotency index (as it does in any
+    /// deployment with periodic snapshots), so the difference from `rss_bytes` is its cost.
+    pub rss_bytes_after_snapshot: Option<u64>,
     /// `--in-memory` runs: bytes the in-memory log held after the load (the memory target
     /// leaves the log out: subtract this from `rss_bytes_peak`).
     pub memory_log_bytes: Option<u64>,
@@ -869,6 +873,7 @@ pub fn run(
     ledger
         .snapshot_now()
         .map_err(|error| BenchError::Setup(error.to_string()))?;
+    let rss_bytes_after_snapshot = self::rss_bytes();
     ledger.close()?;
     let bytes_on_disk = storage.bytes_on_disk();
     let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
@@ -908,6 +913,7 @@ pub fn run(
         log_bytes_per_event: Some(per_event(log_bytes)),
         rss_bytes_peak: Some(rss_bytes_peak),
         rss_bytes: Some(rss_bytes),
+        rss_bytes_after_snapshot: Some(rss_bytes_after_snapshot),
         memory_log_bytes,
         recovery_seconds_full: Some(recovery_seconds_full),
         recovery_seconds_snapshot: Some(recovery_seconds_snapshot),

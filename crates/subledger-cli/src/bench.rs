@@ -251,8 +251,21 @@ fn print_table(report: &BenchReport) {
             known(report.rss_bytes.map(|bytes| bytes.to_string())),
         ),
         (
+            "RSS bytes after a snapshot",
+            known(
+                report
+                    .rss_bytes_after_snapshot
+                    .map(|bytes| bytes.to_string()),
+            ),
+        ),
+        (
             "  of it the in-memory log",
-            known(report.memory_log_bytes.map(|bytes| bytes.to_string())),
+            match (report.memory_log_bytes, report.rss_bytes) {
+                (Some(bytes), _) => bytes.to_string(),
+                // An embedded run on disk: RSS is known, the log is in files.
+                (None, Some(_)) => "none (the log is on disk)".into(),
+                (None, None) => known(None),
+            },
         ),
         (
             "RSS per account, no log",
