@@ -706,6 +706,7 @@ pub fn run(
             },
             latency_us: latency_of(&latency),
             mean_batch_size: measured as f64 / batches as f64,
+            commit_us_mean: None,
             durable: None,
             events: after.events,
             bytes_on_disk: None,

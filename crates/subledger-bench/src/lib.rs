@@ -135,6 +135,9 @@ pub struct BenchReport {
     pub latency_us: Latency,
     /// Commands per group commit (durable sync).
     pub mean_batch_size: f64,
+    /// Mean time of a group commit's durable write (append and sync), in microseconds: the
+    /// part of each writer cycle spent waiting for the log. `None` over HTTP.
+    pub commit_us_mean: Option<f64>,
     /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
     pub durable: Option<bool>,
     pub events: u64,
@@ -905,6 +908,12 @@ pub fn run(
         commands_per_sec: per_second(options.commands, seconds),
         latency_us: latency_of(&latency),
         mean_batch_size: measured as f64 / batches as f64,
+        commit_us_mean: Some(
+            after
+                .commit_latency_sum_micros
+                .saturating_sub(before.commit_latency_sum_micros) as f64
+                / batches as f64,
+        ),
         durable: Some(!options.in_memory),
         events,
         bytes_on_disk: Some(bytes_on_disk),

@@ -220,6 +220,10 @@ fn print_table(report: &BenchReport) {
             format!("{:.1}", report.mean_batch_size),
         ),
         (
+            "µs per group commit's append + sync",
+            known(report.commit_us_mean.map(|micros| format!("{micros:.0}"))),
+        ),
+        (
             "durable",
             known(report.durable.map(|durable| durable.to_string())),
         ),

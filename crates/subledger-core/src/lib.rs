@@ -29,6 +29,7 @@ mod commands;
 pub mod decide;
 pub mod digest;
 pub mod event;
+pub mod fields;
 pub mod ids;
 pub mod money;
 pub mod rejection;

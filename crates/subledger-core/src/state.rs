@@ -1134,6 +1134,48 @@ impl Encode for CommandIndex {
     }
 }
 
+/// The most bytes an encoded (command id, record) pair without a reference takes: id (16),
+/// kind (5), two account ids (5 each), amount (17), the empty reference's length (1), seq and
+/// instant (9 each).
+const COMMAND_RECORD_ENCODED_BYTES_MAX: usize = 67;
+
+/// An idempotency record without a reference (most have none), read from one borrowed slice
+/// (see [`crate::fields`]); `None` for anything the ordinary decoding must handle.
+fn parse_command_record(
+    fields: &mut crate::fields::Fields<'_>,
+) -> Option<(CommandId, CommandRecord)> {
+    let id = CommandId::from_bytes(fields.bytes16()?);
+    let kind = match fields.u32()? {
+        0 => MoneyKind::BalanceTransfer,
+        1 => MoneyKind::CreditTransfer,
+        2 => MoneyKind::Charge,
+        3 => MoneyKind::TopUp,
+        _ => return None,
+    };
+    let source = AccountId(fields.u32()?);
+    let target = AccountId(fields.u32()?);
+    let amount = Amount::from_units(fields.i128()?).ok()?;
+    if fields.u64()? != 0 {
+        return None;
+    }
+    let seq = Sequence(fields.u64()?);
+    let at = Timestamp(fields.i64()?);
+    Some((
+        id,
+        CommandRecord {
+            content: CommandContent {
+                kind,
+                source,
+                target,
+                amount,
+                reference: Box::default(),
+            },
+            seq,
+            at,
+        },
+    ))
+}
+
 impl<Context> Decode<Context> for CommandIndex {
     /// Refuses a repeated command id.
     fn decode<D: bincode::de::Decoder<Context = Context>>(
@@ -1153,8 +1195,14 @@ impl<Context> Decode<Context> for CommandIndex {
         let mut last = Sequence::ZERO;
         let mut unsorted: Option<Vec<(CommandId, CommandRecord)>> = None;
         for _ in 0..count {
-            let id = CommandId::decode(decoder)?;
-            let record = CommandRecord::decode(decoder)?;
+            let (id, record) = match crate::fields::decode_fast(
+                decoder,
+                COMMAND_RECORD_ENCODED_BYTES_MAX,
+                parse_command_record,
+            ) {
+                Some(pair) => pair,
+                None => (CommandId::decode(decoder)?, CommandRecord::decode(decoder)?),
+            };
             match &mut unsorted {
                 None if record.seq >= last => {
                     last = record.seq;
@@ -1345,8 +1393,57 @@ impl State {
 }
 
 #[cfg(test)]
-mod secret_ids_tests {
+mod layout_tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// An idempotency index decodes the same through the fast path (a slice) and through
+        /// bincode's own decoding (an I/O reader), damaged or not.
+        #[test]
+        fn command_records_decode_the_same_both_ways(
+            records in proptest::collection::vec(
+                (any::<[u8; 16]>(), 0..4u32, any::<u32>(), any::<u32>(),
+                 -100_000_000_000_000_000_000_i128..=100_000_000_000_000_000_000, "(|r)", 0..1_000u64),
+                0..8,
+            ),
+            damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let kinds = [MoneyKind::BalanceTransfer, MoneyKind::CreditTransfer, MoneyKind::Charge, MoneyKind::TopUp];
+            let config = bincode::config::standard();
+            let mut bytes = bincode::encode_to_vec(records.len() as u64, config).unwrap_or_default();
+            let mut seq = 0;
+            for (id, kind, source, target, units, reference, step) in &records {
+                seq += step + 1;
+                let record = CommandRecord {
+                    content: CommandContent {
+                        kind: kinds[*kind as usize],
+                        source: AccountId(*source),
+                        target: AccountId(*target),
+                        amount: Amount::from_units(*units).unwrap_or(Amount::ZERO),
+                        reference: reference.as_str().into(),
+                    },
+                    seq: Sequence(seq),
+                    at: Timestamp(-7),
+                };
+                bytes.extend(bincode::encode_to_vec((CommandId::from_bytes(*id), record), config).unwrap_or_default());
+            }
+            if let Some((at, byte)) = damage {
+                let index = at.index(bytes.len().max(1));
+                if let Some(slot) = bytes.get_mut(index) {
+                    *slot = byte;
+                }
+            }
+            bytes.extend([0u8; 80]);
+            let fast = bincode::decode_from_slice::<CommandIndex, _>(&bytes, config)
+                .ok()
+                .map(|(index, _)| index.iter().collect::<Vec<_>>());
+            let ordinary = bincode::decode_from_std_read::<CommandIndex, _, _>(&mut &bytes[..], config)
+                .ok()
+                .map(|index| index.iter().collect::<Vec<_>>());
+            prop_assert_eq!(fast, ordinary);
+        }
+    }
 
     /// Two copies of every account are held (the writer's and the views'): a field that
     /// brings back 16-byte alignment or a 24-byte list should be a conscious choice.

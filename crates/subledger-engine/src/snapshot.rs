@@ -125,8 +125,14 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
 }
 
 /// Decodes a version-4 payload: the index section on a second thread while this one decodes
-/// the views, each with at most `LIMIT` bytes claimed.
-fn decode_payload_v4<const LIMIT: usize>(payload: &[u8]) -> Result<Views, SnapshotError> {
+/// the views, each with at most `LIMIT` bytes claimed. The second thread first runs
+/// `verified`, the whole file's checksum: decoding never trusts the bytes (a forged file
+/// cannot make it panic or over-allocate), so the two can overlap, and a result from bytes
+/// that fail the checksum is thrown away.
+fn decode_payload_v4<const LIMIT: usize>(
+    payload: &[u8],
+    verified: &(dyn Fn() -> bool + Sync),
+) -> Result<Views, SnapshotError> {
     let config = bincode::config::standard().with_limit::<LIMIT>();
     let payload_error =
         |error: bincode::error::DecodeError| SnapshotError::Payload(error.to_string());
@@ -152,10 +158,16 @@ fn decode_payload_v4<const LIMIT: usize>(payload: &[u8]) -> Result<Views, Snapsh
         }
         Ok(views)
     };
+    let checked_index = move || -> Result<CommandIndex, SnapshotError> {
+        if !verified() {
+            return Err(SnapshotError::Checksum);
+        }
+        decode_index()
+    };
     let (views, index) = std::thread::scope(|scope| {
         match std::thread::Builder::new()
             .name("subledger-snapshot-index".into())
-            .spawn_scoped(scope, decode_index)
+            .spawn_scoped(scope, checked_index)
         {
             Ok(handle) => {
                 let views = decode_views();
@@ -164,10 +176,17 @@ fn decode_payload_v4<const LIMIT: usize>(payload: &[u8]) -> Result<Views, Snapsh
                 });
                 (views, index)
             }
-            // No thread to be had: the same work, one after the other.
-            Err(_) => (decode_views(), decode_index()),
+            // No thread to be had: the same work, one after the other (checksum first).
+            Err(_) => match checked_index() {
+                Ok(index) => (decode_views(), Ok(index)),
+                Err(error) => (Err(error.clone()), Err(error)),
+            },
         }
     });
+    // A bad checksum outranks whatever the decoding of those bytes found.
+    if let Err(SnapshotError::Checksum) = index {
+        return Err(SnapshotError::Checksum);
+    }
     let (mut views, index) = (views?, index?);
     match views.detach_command_index() {
         Some(empty) if empty.is_empty() => {}
@@ -184,10 +203,14 @@ fn decode_payload_v4<const LIMIT: usize>(payload: &[u8]) -> Result<Views, Snapsh
 fn decode_payload<const LIMIT: usize>(
     payload: &[u8],
     version: u16,
+    verified: &(dyn Fn() -> bool + Sync),
 ) -> Result<(Views, usize), SnapshotError> {
     if version >= 4 {
         // Format 5 differs only inside the secrets, which one decoder reads either way.
-        return decode_payload_v4::<LIMIT>(payload).map(|views| (views, payload.len()));
+        return decode_payload_v4::<LIMIT>(payload, verified).map(|views| (views, payload.len()));
+    }
+    if !verified() {
+        return Err(SnapshotError::Checksum);
     }
     let config = bincode::config::standard().with_limit::<LIMIT>();
     let payload_error =
@@ -226,15 +249,18 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         return Err(SnapshotError::UnsupportedVersion(version));
     }
     let body = bytes.len() - TRAILER_BYTES;
-    if blake3::hash(&bytes[..body]).as_bytes() != &array::<32>(bytes, body) {
-        return Err(SnapshotError::Checksum);
-    }
+    // Checked beside the decoding for formats 4 and later (see `decode_payload_v4`).
+    let verified = || blake3::hash(&bytes[..body]).as_bytes() == &array::<32>(bytes, body);
     let seq = Sequence(u64::from_le_bytes(array(bytes, 6)));
     let at = Timestamp(i64::from_le_bytes(array(bytes, 14)));
     let head_hash = ChainHash(array(bytes, 22));
     let payload_len = u64::from_le_bytes(array(bytes, 54));
     if usize::try_from(payload_len).ok() != Some(body - HEADER_BYTES) {
-        return Err(SnapshotError::Mismatch);
+        return Err(if verified() {
+            SnapshotError::Mismatch
+        } else {
+            SnapshotError::Checksum
+        });
     }
     let payload = &bytes[HEADER_BYTES..body];
     let wanted = payload.len().saturating_mul(SNAPSHOT_EXPANSION_MAX);
@@ -242,10 +268,16 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         .iter()
         .position(|tier| *tier >= wanted)
     {
-        Some(0) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(payload, version),
-        Some(1) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(payload, version),
-        Some(2) => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(payload, version),
-        _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version),
+        Some(0) => {
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(payload, version, &verified)
+        }
+        Some(1) => {
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(payload, version, &verified)
+        }
+        Some(2) => {
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(payload, version, &verified)
+        }
+        _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version, &verified),
     };
     let (views, used) = decoded?;
     if used != payload.len() || views.last_seq() != seq || views.state().last_at() != at {

@@ -178,10 +178,75 @@ impl Encode for Entry {
     }
 }
 
+/// The most bytes an encoded entry takes: seq and instant (9 each), kind (5), two optional
+/// amounts (1 + 17 each), two flags, an optional account id (1 + 5).
+const ENTRY_ENCODED_BYTES_MAX: usize = 67;
+
+impl EntryKind {
+    fn from_index(index: u32) -> Option<EntryKind> {
+        const KINDS: [EntryKind; 14] = [
+            EntryKind::Opened,
+            EntryKind::TopUp,
+            EntryKind::Charge,
+            EntryKind::TransferIn,
+            EntryKind::TransferOut,
+            EntryKind::CreditIn,
+            EntryKind::CreditOut,
+            EntryKind::CreditLine,
+            EntryKind::SwitchedToOwnBalance,
+            EntryKind::Suspended,
+            EntryKind::Reactivated,
+            EntryKind::Closed,
+            EntryKind::ThresholdSet,
+            EntryKind::LowBalanceAlert,
+        ];
+        KINDS.get(usize::try_from(index).ok()?).copied()
+    }
+}
+
+/// An entry read from one borrowed slice (see `subledger_core::fields`); `None` for anything
+/// the ordinary decoding must handle.
+fn parse_entry(fields: &mut subledger_core::fields::Fields<'_>) -> Option<Entry> {
+    let seq = Sequence(fields.u64()?);
+    let at = Timestamp(fields.i64()?);
+    let kind = EntryKind::from_index(fields.u32()?)?;
+    let mut amount = || -> Option<Option<Amount>> {
+        if fields.is_some()? {
+            Amount::from_units(fields.i128()?).ok().map(Some)
+        } else {
+            Some(None)
+        }
+    };
+    let balance = amount()?;
+    let credit_limit = amount()?;
+    let suspended = fields.bool()?;
+    let closed = fields.bool()?;
+    let counterparty = if fields.is_some()? {
+        Some(AccountId(fields.u32()?))
+    } else {
+        None
+    };
+    Some(Entry::new(
+        seq,
+        at,
+        kind,
+        balance,
+        credit_limit,
+        suspended,
+        closed,
+        counterparty,
+    ))
+}
+
 impl<Context> Decode<Context> for Entry {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Entry, bincode::error::DecodeError> {
+        if let Some(entry) =
+            subledger_core::fields::decode_fast(decoder, ENTRY_ENCODED_BYTES_MAX, parse_entry)
+        {
+            return Ok(entry);
+        }
         let seq = Sequence::decode(decoder)?;
         let at = Timestamp::decode(decoder)?;
         let kind = EntryKind::decode(decoder)?;
@@ -397,6 +462,63 @@ pub(crate) fn entry_after(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// Decodes an entry from `bytes` with a slice reader (the fast path, when enough bytes
+    /// follow) and with an I/O reader (bincode's own decoding only).
+    fn both_ways(bytes: &[u8]) -> (Option<Entry>, Option<Entry>) {
+        let config = bincode::config::standard();
+        let fast = bincode::decode_from_slice::<Entry, _>(bytes, config)
+            .ok()
+            .map(|(entry, _)| entry);
+        let ordinary = bincode::decode_from_std_read::<Entry, _, _>(&mut &bytes[..], config).ok();
+        (fast, ordinary)
+    }
+
+    fn any_amount() -> impl Strategy<Value = Option<Amount>> {
+        proptest::option::of(
+            (-100_000_000_000_000_000_000_i128..=100_000_000_000_000_000_000)
+                .prop_map(|units| Amount::from_units(units).unwrap_or(Amount::ZERO)),
+        )
+    }
+
+    proptest! {
+        /// The fast path reads every entry as bincode does, with trailing bytes after it.
+        #[test]
+        fn entries_decode_the_same_both_ways(
+            seq in any::<u64>(),
+            at in any::<i64>(),
+            kind in 0..14u32,
+            balance in any_amount(),
+            credit_limit in any_amount(),
+            suspended in any::<bool>(),
+            closed in any::<bool>(),
+            counterparty in proptest::option::of(any::<u32>().prop_map(AccountId)),
+        ) {
+            let entry = Entry::new(
+                Sequence(seq),
+                Timestamp(at),
+                EntryKind::from_index(kind).unwrap_or(EntryKind::Opened),
+                balance,
+                credit_limit,
+                suspended,
+                closed,
+                counterparty,
+            );
+            let mut bytes = bincode::encode_to_vec(entry, bincode::config::standard()).unwrap_or_default();
+            bytes.extend([0u8; ENTRY_ENCODED_BYTES_MAX]);
+            prop_assert_eq!(both_ways(&bytes), (Some(entry), Some(entry)));
+        }
+
+        /// On damaged bytes the two ways agree: the same entry, or both refuse.
+        #[test]
+        fn damaged_entries_decode_the_same_both_ways(
+            bytes in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let (fast, ordinary) = both_ways(&bytes);
+            prop_assert_eq!(fast, ordinary);
+        }
+    }
 
     #[test]
     fn an_entry_is_56_bytes_and_keeps_every_value() {

@@ -223,7 +223,7 @@ impl<Context> Decode<Context> for NamedDetails {
 }
 bincode::impl_borrow_decode!(NamedDetails);
 
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+#[derive(Debug, Clone, PartialEq, Eq, Encode)]
 struct TransferEntry {
     id: CommandId,
     seq: Sequence,
@@ -234,6 +234,57 @@ struct TransferEntry {
     amount: Amount,
     reference: Box<str>,
 }
+
+/// The most bytes an encoded transfer entry without a reference takes: id (16), seq and
+/// instant (9 each), two account ids (5 each), amount (17), the empty reference's length (1).
+const TRANSFER_ENTRY_ENCODED_BYTES_MAX: usize = 62;
+
+/// A transfer entry without a reference (most have none), read from one borrowed slice (see
+/// `subledger_core::fields`); `None` for anything the ordinary decoding must handle.
+fn parse_transfer_entry(fields: &mut subledger_core::fields::Fields<'_>) -> Option<TransferEntry> {
+    let id = CommandId::from_bytes(fields.bytes16()?);
+    let seq = Sequence(fields.u64()?);
+    let at = Timestamp(fields.i64()?);
+    let from = AccountId(fields.u32()?);
+    let to = AccountId(fields.u32()?);
+    let amount = Amount::from_units(fields.i128()?).ok()?;
+    if fields.u64()? != 0 {
+        return None;
+    }
+    Some(TransferEntry {
+        id,
+        seq,
+        at,
+        from,
+        to,
+        amount,
+        reference: Box::default(),
+    })
+}
+
+impl<Context> Decode<Context> for TransferEntry {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        if let Some(entry) = subledger_core::fields::decode_fast(
+            decoder,
+            TRANSFER_ENTRY_ENCODED_BYTES_MAX,
+            parse_transfer_entry,
+        ) {
+            return Ok(entry);
+        }
+        Ok(TransferEntry {
+            id: CommandId::decode(decoder)?,
+            seq: Sequence::decode(decoder)?,
+            at: Timestamp::decode(decoder)?,
+            from: AccountId::decode(decoder)?,
+            to: AccountId::decode(decoder)?,
+            amount: Amount::decode(decoder)?,
+            reference: Box::<str>::decode(decoder)?,
+        })
+    }
+}
+bincode::impl_borrow_decode!(TransferEntry);
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 struct History {
@@ -1471,6 +1522,49 @@ mod tests {
         assert_eq!(std::mem::size_of::<Details>(), 32);
         assert_eq!(std::mem::size_of::<Names>(), 32);
         assert_eq!(std::mem::size_of::<AccountHistory>(), 56);
+    }
+
+    proptest::proptest! {
+        /// Transfer entries decode the same through the fast path (a slice with bytes to spare)
+        /// and through bincode's own decoding (an I/O reader), damaged or not.
+        #[test]
+        fn transfer_entries_decode_the_same_both_ways(
+            id in proptest::prelude::any::<[u8; 16]>(),
+            seq in proptest::prelude::any::<u64>(),
+            at in proptest::prelude::any::<i64>(),
+            from in proptest::prelude::any::<u32>(),
+            to in proptest::prelude::any::<u32>(),
+            units in -100_000_000_000_000_000_000_i128..=100_000_000_000_000_000_000,
+            reference in "(|[a-z]{1,5})",
+            damage in proptest::option::of((0..62usize, proptest::prelude::any::<u8>())),
+        ) {
+            let entry = TransferEntry {
+                id: CommandId::from_bytes(id),
+                seq: Sequence(seq),
+                at: Timestamp(at),
+                from: AccountId(from),
+                to: AccountId(to),
+                amount: Amount::from_units(units).unwrap_or(Amount::ZERO),
+                reference: reference.as_str().into(),
+            };
+            let config = bincode::config::standard();
+            let mut bytes = bincode::encode_to_vec(&entry, config).unwrap_or_default();
+            bytes.extend([0u8; TRANSFER_ENTRY_ENCODED_BYTES_MAX]);
+            if let Some((at, byte)) = damage {
+                if let Some(slot) = bytes.get_mut(at) {
+                    *slot = byte;
+                }
+            }
+            let fast = bincode::decode_from_slice::<TransferEntry, _>(&bytes, config)
+                .ok()
+                .map(|(entry, _)| entry);
+            let ordinary =
+                bincode::decode_from_std_read::<TransferEntry, _, _>(&mut &bytes[..], config).ok();
+            proptest::prop_assert_eq!(&fast, &ordinary);
+            if damage.is_none() {
+                proptest::prop_assert_eq!(fast, Some(entry));
+            }
+        }
     }
 
     #[test]
