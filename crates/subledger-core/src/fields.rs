@@ -28,15 +28,18 @@ pub struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
+    #[inline]
     pub fn new(bytes: &'a [u8]) -> Fields<'a> {
         Fields { bytes, used: 0 }
     }
 
     /// Bytes read so far.
+    #[inline]
     pub fn used(&self) -> usize {
         self.used
     }
 
+    #[inline]
     fn take<const N: usize>(&mut self) -> Option<[u8; N]> {
         let end = self.used.checked_add(N)?;
         let taken: [u8; N] = self.bytes.get(self.used..end)?.try_into().ok()?;
@@ -44,11 +47,13 @@ impl<'a> Fields<'a> {
         Some(taken)
     }
 
+    #[inline]
     pub fn u8(&mut self) -> Option<u8> {
         self.take::<1>().map(|[byte]| byte)
     }
 
     /// A bool: 0 or 1.
+    #[inline]
     pub fn bool(&mut self) -> Option<bool> {
         match self.u8()? {
             0 => Some(false),
@@ -58,11 +63,13 @@ impl<'a> Fields<'a> {
     }
 
     /// An `Option`'s tag: whether a value follows.
+    #[inline]
     pub fn is_some(&mut self) -> Option<bool> {
         self.bool()
     }
 
     /// The marker byte, or the value when it fits in one byte (`Err`).
+    #[inline]
     fn marker(&mut self) -> Option<Result<u8, u8>> {
         let byte = self.u8()?;
         Some(if byte <= SINGLE_BYTE_MAX {
@@ -72,6 +79,7 @@ impl<'a> Fields<'a> {
         })
     }
 
+    #[inline]
     pub fn u32(&mut self) -> Option<u32> {
         match self.marker()? {
             Err(value) => Some(u32::from(value)),
@@ -81,6 +89,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     pub fn u64(&mut self) -> Option<u64> {
         match self.marker()? {
             Err(value) => Some(u64::from(value)),
@@ -91,6 +100,7 @@ impl<'a> Fields<'a> {
         }
     }
 
+    #[inline]
     pub fn u128(&mut self) -> Option<u128> {
         match self.marker()? {
             Err(value) => Some(u128::from(value)),
@@ -103,18 +113,21 @@ impl<'a> Fields<'a> {
     }
 
     /// Zigzag: 0, -1, 1, -2, … as 0, 1, 2, 3, …
+    #[inline]
     pub fn i64(&mut self) -> Option<i64> {
         let n = self.u64()?;
         let magnitude = i64::try_from(n >> 1).ok()?;
         Some(if n & 1 == 0 { magnitude } else { !magnitude })
     }
 
+    #[inline]
     pub fn i128(&mut self) -> Option<i128> {
         let n = self.u128()?;
         let magnitude = i128::try_from(n >> 1).ok()?;
         Some(if n & 1 == 0 { magnitude } else { !magnitude })
     }
 
+    #[inline]
     pub fn bytes16(&mut self) -> Option<[u8; 16]> {
         self.take()
     }
@@ -123,6 +136,7 @@ impl<'a> Fields<'a> {
 /// Whether `config` writes integers as bincode's standard config does (varint, little-endian):
 /// the only layout [`Fields`] reads. Checked by encoding a probe (folded to a constant for a
 /// given config type).
+#[inline]
 fn standard_layout<C: bincode::config::Config>(config: C) -> bool {
     let mut probe = [0u8; 8];
     matches!(
@@ -134,6 +148,7 @@ fn standard_layout<C: bincode::config::Config>(config: C) -> bool {
 /// Decodes one record with `parse` from the next `max` bytes, when the decoder reads a slice
 /// with that many left and uses the standard layout; consumes exactly what `parse` read.
 /// `None` (nothing consumed) means: decode it the ordinary way.
+#[inline]
 pub fn decode_fast<D: Decoder, T>(
     decoder: &mut D,
     max: usize,
