@@ -209,12 +209,15 @@ pub(crate) fn recover(
     }
     views.append_money_lists(lists);
     recovery.events_replayed = replayed;
-    views.attach_command_index(index).map_err(|detail| {
-        OpenError::Log(subledger_log::LogError::Corrupt {
-            seq: views.last_seq(),
-            detail,
-        })
-    })?;
+    // Its records came checked with the snapshot or from the events just applied.
+    views
+        .reattach_replayed_command_index(index)
+        .map_err(|detail| {
+            OpenError::Log(subledger_log::LogError::Corrupt {
+                seq: views.last_seq(),
+                detail,
+            })
+        })?;
     recovery.head = views.last_seq();
     recovery.elapsed = started.elapsed();
     for warning in &recovery.warnings {

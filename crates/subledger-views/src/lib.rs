@@ -572,6 +572,14 @@ impl Views {
         self.state.detach_command_index()
     }
 
+    /// See [`State::reattach_replayed_command_index`].
+    pub fn reattach_replayed_command_index(
+        &mut self,
+        index: subledger_core::CommandIndex,
+    ) -> Result<(), String> {
+        self.state.reattach_replayed_command_index(index)
+    }
+
     /// See [`State::attach_command_index`].
     pub fn attach_command_index(
         &mut self,
