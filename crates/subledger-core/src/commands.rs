@@ -128,7 +128,8 @@ struct Packed {
 
 /// The idempotency index of a [`State`](crate::State). Normally inside the state, updated by
 /// its `apply`; recovery detaches it so it can be rebuilt on another thread from the same
-/// events ([`CommandIndex::record_event`]) while the state applies them, then attaches it back.
+/// events ([`CommandIndex::append_event`], then [`CommandIndex::enter_appended`]) while the
+/// state applies them, then attaches it back.
 #[derive(Debug, Clone, Default)]
 pub struct CommandIndex {
     /// (keyed hash of the id, position in `records`).
@@ -219,8 +220,20 @@ impl CommandIndex {
         at: Timestamp,
         event: &Event,
     ) -> Result<(), ApplyFault> {
+        self.add_event(seq, at, event, CommandIndex::insert_command)
+    }
+
+    /// Adds the money command `event` carries, if any, with `add`; `add`'s refusal is reported
+    /// as the command's id already being there.
+    fn add_event(
+        &mut self,
+        seq: Sequence,
+        at: Timestamp,
+        event: &Event,
+        add: fn(&mut CommandIndex, MoneyCommand<'_>, Sequence, Timestamp) -> bool,
+    ) -> Result<(), ApplyFault> {
         match money_command(event) {
-            Some(command) if !self.insert_command(command, seq, at) => {
+            Some(command) if !add(self, command, seq, at) => {
                 Err(ApplyFault::DuplicateCommand(command.id))
             }
             _ => Ok(()),
@@ -236,12 +249,7 @@ impl CommandIndex {
         at: Timestamp,
         event: &Event,
     ) -> Result<(), ApplyFault> {
-        match money_command(event) {
-            Some(command) if !self.append(command, seq, at) => {
-                Err(ApplyFault::DuplicateCommand(command.id))
-            }
-            _ => Ok(()),
-        }
+        self.add_event(seq, at, event, CommandIndex::append)
     }
 
     /// Appends a record without entering it in the table (see [`CommandIndex::append_event`]).

@@ -120,15 +120,12 @@ impl std::fmt::Debug for SecretIds {
 }
 
 impl Encode for SecretIds {
+    /// As the slice it reads as, which is how a `Vec` encodes.
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        (self.len() as u64).encode(encoder)?;
-        for id in self.iter() {
-            id.encode(encoder)?;
-        }
-        Ok(())
+        self[..].encode(encoder)
     }
 }
 
@@ -197,15 +194,12 @@ impl PartialEq<Vec<AccountId>> for AccountIds {
 }
 
 impl Encode for AccountIds {
+    /// As the slice it reads as, which is how a `Vec` encodes.
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        (self.len() as u64).encode(encoder)?;
-        for id in self.iter() {
-            id.encode(encoder)?;
-        }
-        Ok(())
+        self[..].encode(encoder)
     }
 }
 

@@ -331,6 +331,21 @@ impl MoneyLists {
         event: &Event,
         family: impl Fn(AccountId) -> AccountId,
     ) {
+        let entry = |command: &CommandId,
+                     from: &AccountId,
+                     to: &AccountId,
+                     amount: &Amount,
+                     reference: &String| {
+            TransferEntry {
+                id: *command,
+                seq,
+                at,
+                from: *from,
+                to: *to,
+                amount: *amount,
+                reference: reference.as_str().into(),
+            }
+        };
         match event {
             Event::BalanceTransferred {
                 command,
@@ -338,72 +353,47 @@ impl MoneyLists {
                 target,
                 amount,
                 reference,
-            }
-            | Event::CreditTransferred {
+            } => self
+                .history
+                .entry(family(*source))
+                .or_default()
+                .balance
+                .push(entry(command, source, target, amount, reference)),
+            Event::CreditTransferred {
                 command,
                 source,
                 target,
                 amount,
                 reference,
-            } => {
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *source,
-                    to: *target,
-                    amount: *amount,
-                    reference: reference.as_str().into(),
-                };
-                let history = self.history.entry(family(*source)).or_default();
-                match event {
-                    Event::CreditTransferred { .. } => history.credit.push(entry),
-                    _ => history.balance.push(entry),
-                }
-            }
+            } => self
+                .history
+                .entry(family(*source))
+                .or_default()
+                .credit
+                .push(entry(command, source, target, amount, reference)),
             Event::Charged {
                 command,
                 account,
                 payer,
                 amount,
                 reference,
-            } => {
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *payer,
-                    to: *account,
-                    amount: *amount,
-                    reference: reference.as_str().into(),
-                };
-                self.payments
-                    .entry(family(*account))
-                    .or_default()
-                    .charges
-                    .push(entry);
-            }
+            } => self
+                .payments
+                .entry(family(*account))
+                .or_default()
+                .charges
+                .push(entry(command, payer, account, amount, reference)),
             Event::ToppedUp {
                 command,
                 account,
                 amount,
                 reference,
-            } => {
-                let entry = TransferEntry {
-                    id: *command,
-                    seq,
-                    at,
-                    from: *account,
-                    to: *account,
-                    amount: *amount,
-                    reference: reference.as_str().into(),
-                };
-                self.payments
-                    .entry(*account)
-                    .or_default()
-                    .top_ups
-                    .push(entry);
-            }
+            } => self
+                .payments
+                .entry(*account)
+                .or_default()
+                .top_ups
+                .push(entry(command, account, account, amount, reference)),
             _ => {}
         }
     }

@@ -534,6 +534,20 @@ fn log_with_a_repeated_command(at: Timestamp, snapshot: bool) -> (MemoryLog, Seq
     (log, Sequence(6))
 }
 
+/// `opened` failed on a command id applied twice, at `repeated_at`.
+fn refused_as_repeated_at(opened: Result<Ledger, OpenError>, repeated_at: Sequence) {
+    match opened {
+        Err(OpenError::Replay(error)) => {
+            assert_eq!(error.seq, repeated_at, "{error}");
+            assert!(
+                matches!(error.fault, ApplyFault::DuplicateCommand(_)),
+                "{error}"
+            );
+        }
+        other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
+    }
+}
+
 #[test]
 fn a_command_id_repeated_in_the_log_stops_recovery_at_its_own_sequence_number() {
     for (snapshot, uses_snapshots) in [(false, false), (true, true), (true, false)] {
@@ -542,16 +556,10 @@ fn a_command_id_repeated_in_the_log_stops_recovery_at_its_own_sequence_number() 
             recovery_uses_snapshots: uses_snapshots,
             ..Config::default()
         };
-        match Ledger::open(config, log, ManualClock::new(Timestamp(10_000))) {
-            Err(OpenError::Replay(error)) => {
-                assert_eq!(error.seq, repeated_at, "{error}");
-                assert!(
-                    matches!(error.fault, ApplyFault::DuplicateCommand(_)),
-                    "{error}"
-                );
-            }
-            other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
-        }
+        refused_as_repeated_at(
+            Ledger::open(config, log, ManualClock::new(Timestamp(10_000))),
+            repeated_at,
+        );
     }
 }
 
@@ -589,16 +597,10 @@ fn a_repeated_command_id_comes_before_a_later_bad_event() {
             recovery_uses_snapshots: uses_snapshots,
             ..Config::default()
         };
-        match Ledger::open(config, log, ManualClock::new(Timestamp(10_000))) {
-            Err(OpenError::Replay(error)) => {
-                assert_eq!(error.seq, repeated_at, "{error}");
-                assert!(
-                    matches!(error.fault, ApplyFault::DuplicateCommand(_)),
-                    "{error}"
-                );
-            }
-            other => panic!("expected a replay error, got {:?}", other.map(|_| ())),
-        }
+        refused_as_repeated_at(
+            Ledger::open(config, log, ManualClock::new(Timestamp(10_000))),
+            repeated_at,
+        );
     }
 }
 
