@@ -1294,25 +1294,18 @@ impl Encode for Views {
     }
 }
 
-/// Views in the version-3 layout with an empty idempotency index (see
-/// [`subledger_core::StateWithoutCommands`]); decodes as [`Views`].
-#[derive(Debug, Clone, Copy)]
-pub struct ViewsWithoutCommands<'a>(pub &'a Views);
-
-impl Encode for ViewsWithoutCommands<'_> {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode_with(
-            &subledger_core::StateWithoutCommands(&self.0.state),
-            encoder,
-        )
-    }
-}
-
 impl Views {
     fn encode_with<E: bincode::enc::Encoder>(
+        &self,
+        state: &impl Encode,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.encode_head(state, encoder)?;
+        self.encode_histories(encoder)
+    }
+
+    /// The state, details, transfer lists and low-balance settings (see [`ViewsHead`]).
+    fn encode_head<E: bincode::enc::Encoder>(
         &self,
         state: &impl Encode,
         encoder: &mut E,
@@ -1330,7 +1323,14 @@ impl Views {
             primary.encode(encoder)?;
             history.encode(encoder)?;
         }
-        self.state.low_balances().encode(encoder)?;
+        self.state.low_balances().encode(encoder)
+    }
+
+    /// Every account's history, then the families' payments (see [`ViewsHistories`]).
+    fn encode_histories<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
         self.accounts.encode(encoder)?;
         (self.money.payments.len() as u64).encode(encoder)?;
         for (primary, payments) in &self.money.payments {
@@ -1443,71 +1443,157 @@ fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
 }
 
 impl<Context> Decode<Context> for Views {
-    /// Decodes the version-3 layout and validates it (see [`Encode`]).
+    /// Decodes the version-3 layout and validates it (see [`Encode`]): the head, then the
+    /// histories.
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
+        let ViewsHead(mut views) = ViewsHead::decode(decoder)?;
+        let histories = ViewsHistories::decode(decoder)?;
+        if !histories.in_order(views.last_seq()) {
+            return Err(bincode::error::DecodeError::Other(
+                "views: an account history is out of order",
+            ));
+        }
+        views
+            .attach_histories(histories)
+            .map_err(bincode::error::DecodeError::Other)?;
+        Ok(views)
+    }
+}
+bincode::impl_borrow_decode!(Views);
+
+/// The first part of the version-3 layout: the state, details, transfer lists and low-balance
+/// settings. Encodes from views (with an empty idempotency index: see
+/// [`subledger_core::StateWithoutCommands`]); decodes into views that still lack their
+/// per-account histories and payments ([`Views::attach_histories`]). Snapshot format 6 keeps
+/// it in a section of its own, decoded beside the histories.
+#[derive(Debug)]
+pub struct ViewsHead<V>(pub V);
+
+impl Encode for ViewsHead<&Views> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_head(
+            &subledger_core::StateWithoutCommands(&self.0.state),
+            encoder,
+        )
+    }
+}
+
+impl<Context> Decode<Context> for ViewsHead<Views> {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
         let mut views = decode_version_1(decoder)?;
         let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
         views
             .state
             .restore_low_balances(settings)
             .map_err(bincode::error::DecodeError::OtherString)?;
-        let accounts = Vec::<AccountHistory>::decode(decoder)?;
-        if accounts.len() != views.state.account_count() {
-            return Err(invalid("views: one history per account"));
-        }
-        let named_alike = accounts
-            .iter()
-            .zip(&views.accounts)
-            .all(|(history, legacy)| {
-                history.names.last().map(|(_, name)| name)
-                    == legacy.names.last().map(|(_, name)| name)
-            });
-        if !named_alike {
-            return Err(invalid(
-                "views: an account's name differs from its history's",
-            ));
-        }
-        views.accounts = accounts;
-        let last = views.state.last_seq();
-        let ordered = views.accounts.iter().all(|history| {
+        Ok(ViewsHead(views))
+    }
+}
+bincode::impl_borrow_decode!(ViewsHead<Views>);
+
+/// The second part of the version-3 layout: every account's history, then the families'
+/// payments. Decoded on their own, checked against the head by [`Views::attach_histories`].
+#[derive(Debug)]
+pub struct ViewsHistories {
+    accounts: Vec<AccountHistory>,
+    payments: Vec<(AccountId, Payments)>,
+}
+
+impl ViewsHistories {
+    /// Of `views`, for encoding.
+    pub fn of(views: &Views) -> ViewsHistoriesOf<'_> {
+        ViewsHistoriesOf(views)
+    }
+
+    /// Every account's entries in sequence order, time never going back, none after `last`.
+    pub fn in_order(&self, last: Sequence) -> bool {
+        self.accounts.iter().all(|history| {
             history
                 .entries
                 .windows(2)
                 .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
                 && history.entries.last().is_none_or(|entry| entry.seq <= last)
-        });
-        if !ordered {
-            return Err(invalid("views: an account history is out of order"));
+        })
+    }
+}
+
+impl<Context> Decode<Context> for ViewsHistories {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let accounts = Vec::<AccountHistory>::decode(decoder)?;
+        let payments = Vec::<(AccountId, Payments)>::decode(decoder)?;
+        Ok(ViewsHistories { accounts, payments })
+    }
+}
+bincode::impl_borrow_decode!(ViewsHistories);
+
+/// [`ViewsHistories`] of live views, for encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewsHistoriesOf<'a>(&'a Views);
+
+impl Encode for ViewsHistoriesOf<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_histories(encoder)
+    }
+}
+
+impl Views {
+    /// Completes views decoded from a [`ViewsHead`] with their histories, checked against the
+    /// head: one history per account under the same name, payments only within their family
+    /// and in order, one list per family. (The entries' order is checked by
+    /// [`ViewsHistories::in_order`], which needs no head and can run beside its decoding.)
+    pub fn attach_histories(&mut self, histories: ViewsHistories) -> Result<(), &'static str> {
+        let ViewsHistories { accounts, payments } = histories;
+        if accounts.len() != self.state.account_count() {
+            return Err("views: one history per account");
         }
-        let families = u64::decode(decoder)?;
-        for _ in 0..families {
-            let primary = AccountId::decode(decoder)?;
-            let payments = Payments::decode(decoder)?;
+        let named_alike = accounts
+            .iter()
+            .zip(&self.accounts)
+            .all(|(history, legacy)| {
+                history.names.last().map(|(_, name)| name)
+                    == legacy.names.last().map(|(_, name)| name)
+            });
+        if !named_alike {
+            return Err("views: an account's name differs from its history's");
+        }
+        let last = self.state.last_seq();
+        let mut families = FxHashMap::default();
+        for (primary, payments) in payments {
             let charges_fit = payments
                 .charges
                 .windows(2)
                 .all(|pair| pair[0].seq < pair[1].seq)
                 && payments.charges.iter().all(|entry| {
-                    family_of_in(&views.state, entry.to) == Some(primary) && entry.seq <= last
+                    family_of_in(&self.state, entry.to) == Some(primary) && entry.seq <= last
                 });
-            if family_of_in(&views.state, primary) != Some(primary)
+            if family_of_in(&self.state, primary) != Some(primary)
                 || !charges_fit
-                || !consistent(&views.state, primary, &payments.top_ups)
+                || !consistent(&self.state, primary, &payments.top_ups)
             {
-                return Err(invalid("views: payments do not fit their family"));
+                return Err("views: payments do not fit their family");
             }
-            if views.money.payments.insert(primary, payments).is_some() {
-                return Err(invalid("views: duplicate family payments"));
+            if families.insert(primary, payments).is_some() {
+                return Err("views: duplicate family payments");
             }
         }
-        views.complete = true;
-        Ok(views)
+        self.accounts = accounts;
+        self.money.payments = families;
+        self.complete = true;
+        Ok(())
     }
 }
-bincode::impl_borrow_decode!(Views);
 
 #[cfg(test)]
 mod tests {

@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use subledger_core::*;
-use subledger_engine::snapshot::{decode_snapshot, encode_snapshot};
+use subledger_engine::snapshot::{decode_snapshot, encode_snapshot, SnapshotError};
 use subledger_log::record::encode_batch;
 use subledger_log::{verify_records, ChainHash};
 use subledger_views::Views;
@@ -189,7 +189,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v5.bin"),
+            fixture("snapshot-v6.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
@@ -197,7 +197,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     // Today's snapshot encoding has not drifted either (the views' in-memory layout may change,
     // as the packed history entries did; their bytes may not).
     assert_eq!(
-        std::fs::read(fixture("snapshot-v5.bin")).unwrap(),
+        std::fs::read(fixture("snapshot-v6.bin")).unwrap(),
         encode_snapshot(&today, head_hash).unwrap(),
         "snapshot encoding changed: bump the snapshot format version"
     );
@@ -239,9 +239,14 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         snapshot.views.state().state_hash(),
         replayed.state().state_hash()
     );
-    // Versions 3 (one payload), 4 (views and idempotency index in two sections) and 5
-    // (secrets' hashes left in the log): the same complete views.
-    for version in ["snapshot-v3.bin", "snapshot-v4.bin", "snapshot-v5.bin"] {
+    // Versions 3 (one payload), 4 (views and idempotency index in two sections), 5 (secrets'
+    // hashes left in the log) and 6 (the views in two sections): the same complete views.
+    for version in [
+        "snapshot-v3.bin",
+        "snapshot-v4.bin",
+        "snapshot-v5.bin",
+        "snapshot-v6.bin",
+    ] {
         let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
         assert!(snapshot.views.is_complete(), "{version}");
         assert_eq!(
@@ -260,7 +265,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}: top-up, three transfers and a charge"
         );
     }
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v5.bin")).unwrap()).unwrap();
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v6.bin")).unwrap()).unwrap();
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
@@ -313,4 +318,48 @@ fn forged_version_4_sections_are_refused_not_panicked_on() {
     doubled.extend_from_slice(&index[1..]);
     let refused = decode_snapshot(&resealed(&good, &doubled)).unwrap_err();
     assert!(refused.to_string().contains("duplicate"), "{refused}");
+}
+
+#[test]
+fn forged_version_6_section_lengths_are_refused_not_panicked_on() {
+    let good = std::fs::read(fixture("snapshot-v6.bin")).unwrap();
+    let payload = &good[62..good.len() - 32];
+    let head_len = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let histories_len = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+    let sections = &payload[16..];
+    let with_lengths = |head: u64, histories: u64| {
+        let mut forged = head.to_le_bytes().to_vec();
+        forged.extend_from_slice(&histories.to_le_bytes());
+        forged.extend_from_slice(sections);
+        resealed(&good, &forged)
+    };
+    assert!(decode_snapshot(&with_lengths(head_len, histories_len)).is_ok());
+    let all = sections.len() as u64;
+    for (head, histories) in [
+        (u64::MAX, histories_len),
+        (head_len, u64::MAX),
+        (all + 1, 0),
+        (0, histories_len),
+        (head_len - 1, histories_len + 1),
+        (head_len + 1, histories_len - 1),
+        (head_len, histories_len - 1),
+        (head_len, histories_len + 1),
+        (head_len, all - head_len),
+        (head_len + histories_len, 0),
+    ] {
+        assert!(
+            decode_snapshot(&with_lengths(head, histories)).is_err(),
+            "section lengths {head} / {histories} accepted"
+        );
+    }
+    // Too short to hold the two lengths.
+    assert!(decode_snapshot(&resealed(&good, &payload[..12])).is_err());
+    // A damaged checksum is reported as such, whatever else the sections hold.
+    let mut damaged = good.clone();
+    let last = damaged.len() - 1;
+    damaged[last] ^= 1;
+    assert!(matches!(
+        decode_snapshot(&damaged),
+        Err(SnapshotError::Checksum)
+    ));
 }
