@@ -89,11 +89,10 @@ fn error_seq(error: &OpenError) -> Option<Sequence> {
     }
 }
 
-/// Applies `record`'s events after `start` to the views, counting them in `replayed`; returns
-/// the record's hash. `fault` is the reader's finding that an event's command id was already
-/// applied: it is reported once that event has passed its other checks, which `State::apply`
-/// makes before recording the command (and after every earlier event), so a damaged log gets
-/// the same error as from a one-thread replay.
+/// Applies `record`'s events after `start` to the views (all but the money lists, which the
+/// reader builds), counting them in `replayed`; returns the record's hash. `fault` is the
+/// reader's refusal to append an event's command (the index is full): it is reported once
+/// that event has passed its other checks, as `State::apply` would order them.
 fn apply_record(
     views: &mut Views,
     record: Record,

@@ -425,7 +425,10 @@ impl MoneyListsBuilder {
 
     pub fn record(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
         match event {
-            Event::PrimaryOpened { account, .. } => self.families.push(*account),
+            // Only the next id (anything else fails the replay, which drops these lists).
+            Event::PrimaryOpened { account, .. } if account.index() == self.families.len() => {
+                self.families.push(*account);
+            }
             Event::SubaccountCreated {
                 account, primary, ..
             } if account.index() == self.families.len() => self.families.push(*primary),
