@@ -28,7 +28,8 @@
 //! is written as an empty text and the sequence number of the event that holds it
 //! (`subledger_views::StoredHash`); formats up to 4 always wrote the hash itself, which still
 //! decodes. 6 (written now) = format 5 with the views in two sections, so that three decode
-//! side by side (the views' one section took twice the index's time at 10M transfers):
+//! side by side (the views' one section took half as long again as the index's at 10M
+//! transfers):
 //!
 //! ```text
 //!      0    8 length h of the head section
@@ -65,7 +66,7 @@ const TRAILER_BYTES: usize = 32;
 /// decodes to a few times its size, so the limit is the smallest of these tiers that is at
 /// least [`SNAPSHOT_EXPANSION_MAX`] times the payload: a forged file can claim at most 16–256
 /// times its own size, and a small one at most 256 MiB — per section: format 4's two sections
-/// are decoded with a limit each, so twice that in all.
+/// are decoded with a limit each, so twice that in all (format 6's three: three times).
 const SNAPSHOT_DECODE_TIERS_BYTES: [usize; 4] = [1 << 28, 1 << 32, 1 << 36, 1 << 40];
 /// How many times its encoded size a snapshot may take in memory (measured: about 3).
 const SNAPSHOT_EXPANSION_MAX: usize = 16;
@@ -220,7 +221,7 @@ fn with_index(mut views: Views, index: CommandIndex) -> Result<Views, SnapshotEr
 /// Decodes a version-6 payload: the views' head (state, details, transfer lists) on this
 /// thread, their per-account histories and payments on a second, the checksum and then the
 /// idempotency index on a third, each section with at most `LIMIT` bytes claimed. In format
-/// 4/5 the views were one section, twice the index's decoding time at 10M transfers; split,
+/// 4/5 the views were one section, half as long again as the index's at 10M transfers; split,
 /// the two cores share the work. `seq` is the header's: the histories are checked against it
 /// on their own thread. A bad checksum outranks whatever the decoding found.
 fn decode_payload_v6<const LIMIT: usize>(
