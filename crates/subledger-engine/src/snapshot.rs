@@ -60,9 +60,9 @@ const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
 const TRAILER_BYTES: usize = 32;
 /// Decoding limits: the containers of a snapshot together may claim at most this much memory.
-/// The checksum is verified first, so only a forger (who can write a valid checksum) reaches
-/// the decoder with bad lengths — but such a file must not make recovery abort by asking for
-/// more memory than the machine has (the fuzzer found a 50 GB string). A legitimate snapshot
+/// A damaged file reaches the decoder (formats 4 and later check the checksum beside the
+/// decoding, and a forger can write a valid one anyway), and it must not make recovery abort
+/// by asking for more memory than the machine has (the fuzzer found a 50 GB string). A legitimate snapshot
 /// decodes to a few times its size, so the limit is the smallest of these tiers that is at
 /// least [`SNAPSHOT_EXPANSION_MAX`] times the payload: a forged file can claim at most 16–256
 /// times its own size, and a small one at most 256 MiB — per section: format 4's two sections
