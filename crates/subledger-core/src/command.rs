@@ -6,7 +6,7 @@ use crate::ids::{ApiKey, CommandId, Currency, SecretId};
 use crate::money::Amount;
 use crate::secret::SecretHash;
 
-/// A request to change the ledger. Decided by [`crate::decide`] into events or a rejection.
+/// A request to change the ledger. Decided by [`crate::decide()`] into events or a rejection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Command {

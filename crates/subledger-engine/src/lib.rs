@@ -1,11 +1,11 @@
 //! subledger-engine: the single-writer ledger and its embedding API.
 //!
 //! Layout: [`Ledger`] is the handle callers hold. Commands go through a bounded
-//! `crossbeam-channel` queue to one writer thread ([`writer`]), which owns the decide-side
-//! [`State`](subledger_core::State) and the [`EventLog`]. The writer drains up to
+//! `crossbeam-channel` queue to one writer thread (module `writer`), which owns the decide-side
+//! [`State`] and the [`EventLog`]. The writer drains up to
 //! `batch_commands_max` queued commands (from single or batch submissions), decides them in order, appends their events as one
 //! batch, syncs the log, and only then updates the read views, notifies subscribers
-//! ([`subscription`]) and answers every caller (group commit). Reads take a brief read lock on
+//! (module `subscription`) and answers every caller (group commit). Reads take a brief read lock on
 //! the views and never wait for a sync.
 //!
 //! ```

@@ -3,7 +3,7 @@
 //!
 //! Layout: [`app`] builds the axum `Router` from an [`AppState`] (tests call it without a
 //! socket); [`serve`] runs it on a listener until a shutdown future resolves, then drains
-//! in-flight requests. [`routes`] holds the handlers, [`auth`] Basic/bearer authentication
+//! in-flight requests. `routes` holds the handlers, [`auth`] Basic/bearer authentication
 //! (argon2id off the async workers, a verified-credential cache that revocation reaches at
 //! once), [`json`] exact JSON parsing and writing, [`problem`] the `application/problem+json`
 //! errors. Business rules stay in the core: handlers translate HTTP into commands and views
