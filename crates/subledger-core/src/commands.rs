@@ -42,7 +42,8 @@ pub(crate) struct MoneyCommand<'a> {
 }
 
 /// The one mapping from events to idempotency records (`None` for events that are not money
-/// commands), used by `State::apply` and by [`CommandIndex::record_event`] alike.
+/// commands), used by `State::apply` ([`CommandIndex::record_event`]) and by bulk loading
+/// ([`CommandIndex::append_event`]) alike.
 pub(crate) fn money_command(event: &Event) -> Option<MoneyCommand<'_>> {
     let (id, kind, source, target, amount, reference) = match event {
         Event::BalanceTransferred {

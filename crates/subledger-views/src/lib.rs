@@ -353,24 +353,21 @@ impl MoneyLists {
                 target,
                 amount,
                 reference,
-            } => self
-                .history
-                .entry(family(*source))
-                .or_default()
-                .balance
-                .push(entry(command, source, target, amount, reference)),
-            Event::CreditTransferred {
+            }
+            | Event::CreditTransferred {
                 command,
                 source,
                 target,
                 amount,
                 reference,
-            } => self
-                .history
-                .entry(family(*source))
-                .or_default()
-                .credit
-                .push(entry(command, source, target, amount, reference)),
+            } => {
+                let lists = self.history.entry(family(*source)).or_default();
+                let list = match event {
+                    Event::CreditTransferred { .. } => &mut lists.credit,
+                    _ => &mut lists.balance,
+                };
+                list.push(entry(command, source, target, amount, reference));
+            }
             Event::Charged {
                 command,
                 account,

@@ -534,6 +534,15 @@ fn log_with_a_repeated_command(at: Timestamp, snapshot: bool) -> (MemoryLog, Seq
     (log, Sequence(6))
 }
 
+/// Opens `log` from its snapshot, or by a full replay.
+fn reopened(log: MemoryLog, uses_snapshots: bool) -> Result<Ledger, OpenError> {
+    let config = Config {
+        recovery_uses_snapshots: uses_snapshots,
+        ..Config::default()
+    };
+    Ledger::open(config, log, ManualClock::new(Timestamp(10_000)))
+}
+
 /// `opened` failed on a command id applied twice, at `repeated_at`.
 fn refused_as_repeated_at(opened: Result<Ledger, OpenError>, repeated_at: Sequence) {
     match opened {
@@ -552,14 +561,7 @@ fn refused_as_repeated_at(opened: Result<Ledger, OpenError>, repeated_at: Sequen
 fn a_command_id_repeated_in_the_log_stops_recovery_at_its_own_sequence_number() {
     for (snapshot, uses_snapshots) in [(false, false), (true, true), (true, false)] {
         let (log, repeated_at) = log_with_a_repeated_command(Timestamp(99_999), snapshot);
-        let config = Config {
-            recovery_uses_snapshots: uses_snapshots,
-            ..Config::default()
-        };
-        refused_as_repeated_at(
-            Ledger::open(config, log, ManualClock::new(Timestamp(10_000))),
-            repeated_at,
-        );
+        refused_as_repeated_at(reopened(log, uses_snapshots), repeated_at);
     }
 }
 
@@ -593,14 +595,7 @@ fn a_repeated_command_id_comes_before_a_later_bad_event() {
             })
             .unwrap();
         writer.sync().unwrap();
-        let config = Config {
-            recovery_uses_snapshots: uses_snapshots,
-            ..Config::default()
-        };
-        refused_as_repeated_at(
-            Ledger::open(config, log, ManualClock::new(Timestamp(10_000))),
-            repeated_at,
-        );
+        refused_as_repeated_at(reopened(log, uses_snapshots), repeated_at);
     }
 }
 
