@@ -38,8 +38,14 @@ struct Synced {
 }
 
 /// The views thread: applies synced batches to the read views in log order, publishes them,
-/// then answers their callers. A views failure is a fail-stop: it is recorded (the writer stops
+/// and answers their callers. A views failure is a fail-stop: it is recorded (the writer stops
 /// at its next batch) and every later caller is told so.
+///
+/// The callers are answered *while this thread holds the views' write lock*, before it applies
+/// the batch: every read takes the read lock, so a read that starts after the answer waits for
+/// the batch and sees it (read-your-writes holds), and the callers' next commands reach the
+/// writer while the batch is still being applied. Answering after the apply kept the writer
+/// idle for the whole apply whenever every caller was in the same batch (ADR 0005, amendment).
 fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
     /// Records a panic of this thread as a fail-stop, so that `failure()` says so at once and
     /// subscribers are told, rather than callers only seeing their replies dropped.
@@ -57,41 +63,56 @@ fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
     let _guard = PanicGuard(shared);
     let mut stopped: Option<String> = None;
     for synced in batches {
-        if stopped.is_none() {
-            if let Some(batch) = &synced.batch {
-                match apply_to_views(shared, batch) {
-                    Ok(()) => crate::subscription::publish(shared, batch),
-                    Err(reason) => {
-                        tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
-                        if let Ok(mut failure) = shared.failure.lock() {
-                            failure.get_or_insert(reason.clone());
-                        }
-                        crate::subscription::disconnect_all(shared);
-                        stopped = Some(reason);
-                    }
+        let Synced {
+            batch,
+            replies,
+            outcomes,
+        } = synced;
+        let batch = batch.filter(|_| stopped.is_none());
+        let result = match batch {
+            // Everything rejected, or already stopped: nothing to show, answer at once.
+            None => {
+                answer(replies, outcomes, stopped.as_ref());
+                Ok(())
+            }
+            Some(batch) => match shared.views.write() {
+                Err(_) => {
+                    let reason = "the read views lock is poisoned".to_string();
+                    answer(replies, outcomes, Some(&reason));
+                    Err(reason)
                 }
+                Ok(mut views) => {
+                    answer(replies, outcomes, None);
+                    let applied = views
+                        .apply_batch(&batch)
+                        .map_err(|error| format!("read views refused a committed batch: {error}"));
+                    drop(views);
+                    applied.map(|()| crate::subscription::publish(shared, &batch))
+                }
+            },
+        };
+        if let Err(reason) = result {
+            tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
+            if let Ok(mut failure) = shared.failure.lock() {
+                failure.get_or_insert(reason.clone());
             }
-        }
-        let mut outcomes = synced.outcomes.into_iter();
-        for (count, reply) in synced.replies {
-            match &stopped {
-                None => reply.send(Ok(outcomes.by_ref().take(count).collect())),
-                Some(reason) => reply.send(Err(EngineError::Stopped {
-                    reason: reason.clone(),
-                })),
-            }
+            crate::subscription::disconnect_all(shared);
+            stopped = Some(reason);
         }
     }
 }
 
-fn apply_to_views(shared: &Shared, batch: &Batch) -> Result<(), String> {
-    let mut views = shared
-        .views
-        .write()
-        .map_err(|_| "the read views lock is poisoned".to_string())?;
-    views
-        .apply_batch(batch)
-        .map_err(|error| format!("read views refused a committed batch: {error}"))
+/// Sends each request its outcomes, or `Stopped` once the views have failed.
+fn answer(replies: Vec<(usize, Reply)>, outcomes: Vec<Outcome>, stopped: Option<&String>) {
+    let mut outcomes = outcomes.into_iter();
+    for (count, reply) in replies {
+        match stopped {
+            None => reply.send(Ok(outcomes.by_ref().take(count).collect())),
+            Some(reason) => reply.send(Err(EngineError::Stopped {
+                reason: reason.clone(),
+            })),
+        }
+    }
 }
 
 /// The views thread, as the writer holds it.
