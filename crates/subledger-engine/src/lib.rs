@@ -4,9 +4,10 @@
 //! `crossbeam-channel` queue to one writer thread (module `writer`), which owns the decide-side
 //! [`State`] and the [`EventLog`]. The writer drains up to
 //! `batch_commands_max` queued commands (from single or batch submissions), decides them in order, appends their events as one
-//! batch, syncs the log, and only then updates the read views, notifies subscribers
-//! (module `subscription`) and answers every caller (group commit). Reads take a brief read lock on
-//! the views and never wait for a sync.
+//! batch, syncs the log, and only then answers every caller (group commit), updates the read
+//! views and notifies subscribers (module `subscription`). The callers are answered under the
+//! views' write lock, so a read after an answer waits for the batch to be applied. Reads take a
+//! brief read lock on the views and never wait for a sync.
 //!
 //! ```
 //! use subledger_core::*;

@@ -2,11 +2,12 @@
 //!
 //! One loop iteration is one group commit: take a batch of queued commands, decide each against
 //! the state (applying accepted events at once, so later commands in the batch see them),
-//! append the batch, sync, and hand it to the views thread, which updates the read views,
-//! publishes to subscribers and answers every caller. The two threads form a pipeline: while
-//! the views thread applies batch N, the writer already decides and syncs batch N+1. Nothing
-//! is acknowledged — not to callers, views or subscribers — before the sync returns, and no
-//! caller is answered before the views show its batch (read-your-writes). Any failure of the
+//! append the batch, sync, and hand it to the views thread, which takes the views' write lock,
+//! answers every caller, updates the read views and publishes to subscribers. The two threads
+//! form a pipeline: while the views thread applies batch N, the writer already decides and
+//! syncs batch N+1. Nothing is acknowledged — not to callers, views or subscribers — before the
+//! sync returns, and no caller is answered before the lock that hides its batch from readers
+//! until it is applied is held (read-your-writes). Any failure of the
 //! log, of `apply` or of the views stops the writer for good (fail-stop): the in-memory state
 //! may then be ahead of the log, so only reopening from the log is safe.
 
