@@ -103,7 +103,15 @@ fn apply_record(
     let hash = record.hash;
     let at = record.at;
     let batch = record.into_batch();
-    for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+    let warm = subledger_views::WARM_EVENTS_MAX;
+    for (index, (seq, event)) in batch.iter().enumerate() {
+        if index % warm == 0 {
+            let end = batch.events.len().min(index.saturating_add(warm));
+            views.warm(batch.events.get(index..end).unwrap_or_default());
+        }
+        if seq <= start {
+            continue;
+        }
         views.apply_except_money_lists(seq, at, event)?;
         if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
             return Err(fault.clone().into());

@@ -292,6 +292,11 @@ struct History {
     credit: Vec<TransferEntry>,
 }
 
+/// Events whose accounts [`Views::warm`] reads ahead of applying them: enough for the
+/// processor to overlap many cache misses, few enough (about 6 KiB of lines each time) that
+/// the lines are still cached when the events are applied.
+pub const WARM_EVENTS_MAX: usize = 32;
+
 /// The read-side projections. Apply committed batches in order; query at will.
 #[derive(Debug, Clone)]
 pub struct Views {
@@ -596,10 +601,42 @@ impl Views {
     /// Applies a committed batch. An error means the batch contradicts the views (a corrupt
     /// log or a bug); the events before the failing one stay applied, so the caller must stop.
     pub fn apply_batch(&mut self, batch: &Batch) -> Result<(), ApplyError> {
-        for (seq, event) in batch.iter() {
-            self.apply(seq, batch.at, event)?;
+        let mut seq = batch.first;
+        for events in batch.events.chunks(WARM_EVENTS_MAX) {
+            self.warm(events);
+            for event in events {
+                self.apply(seq, batch.at, event)?;
+                seq = seq.next();
+            }
         }
         Ok(())
+    }
+
+    /// Reads the per-account data that `events` will change — each account's state and
+    /// history, and the end of its entries — without changing anything. Applying events one
+    /// after another takes each account's cache misses one at a time, since every event waits
+    /// for its own loads; these loads do not depend on each other, so the processor overlaps
+    /// them, and the apply that follows finds the lines in cache. Profiles of the views' apply
+    /// showed two misses per touched account taking most of its time. Call it on a few dozen
+    /// events at a time ([`WARM_EVENTS_MAX`]): their lines must still be cached when applied.
+    pub fn warm(&self, events: &[Event]) {
+        let mut touched = 0_u64;
+        for event in events {
+            for (id, _, _) in accounts::touched(event).into_iter().flatten() {
+                if let Some(account) = self.state.account(id) {
+                    touched = touched.wrapping_add(u64::from(account.suspended));
+                }
+                if let Some(last) = self
+                    .accounts
+                    .get(id.index())
+                    .and_then(|history| history.entries.last())
+                {
+                    touched = touched.wrapping_add(last.seq.0);
+                }
+            }
+        }
+        // Keeps the loads: their values are otherwise unused.
+        std::hint::black_box(touched);
     }
 
     /// Applies one committed event, or refuses it and changes nothing.

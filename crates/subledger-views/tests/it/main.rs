@@ -165,6 +165,30 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
+    /// The live path applies whole batches, reading their accounts ahead in chunks
+    /// (`Views::warm`); it must build exactly the views one-by-one application does, and the
+    /// read-ahead itself must change nothing.
+    #[test]
+    fn batches_applied_with_read_ahead_equal_events_applied_one_by_one(steps in steps(), cuts in proptest::collection::vec(1..80_usize, 1..6)) {
+        let (log, views) = build(&steps);
+        let mut batched = Views::new();
+        let mut rest = log.as_slice();
+        let mut cuts = cuts.into_iter().cycle();
+        while let Some(((first, at, _), _)) = rest.split_first() {
+            // A batch shares one instant: cut where the instant changes, or after `cut` events.
+            let cut = cuts.next().unwrap_or(1);
+            let len = rest.iter().take(cut).take_while(|(_, event_at, _)| event_at == at).count();
+            let (taken, after) = rest.split_at(len);
+            let batch = Batch { first: *first, at: *at, events: taken.iter().map(|(_, _, event)| event.clone()).collect() };
+            let before = batched.views_hash();
+            batched.warm(&batch.events);
+            prop_assert_eq!(batched.views_hash(), before);
+            batched.apply_batch(&batch).unwrap();
+            rest = after;
+        }
+        prop_assert_eq!(batched.views_hash(), views.views_hash());
+    }
+
     #[test]
     fn point_in_time_states_equal_a_replay_to_that_point(steps in steps(), cut in 0..100_usize, by_time in any::<bool>()) {
         let (log, views) = build(&steps);
