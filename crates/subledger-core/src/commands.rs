@@ -194,6 +194,10 @@ impl CommandIndex {
         )
     }
 
+    pub(crate) fn contains(&self, id: &CommandId) -> bool {
+        self.find(id).is_some()
+    }
+
     pub(crate) fn get(&self, id: &CommandId) -> Option<CommandRecord> {
         self.find(id).map(|packed| self.unpack(packed).1)
     }

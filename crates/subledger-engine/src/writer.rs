@@ -240,7 +240,16 @@ impl Writer {
         let first = self.state.last_seq().next();
         let mut events: Vec<Event> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
-        for command in pending.iter().flat_map(|(commands, _)| commands) {
+        let commands: Vec<&subledger_core::Command> =
+            pending.iter().flat_map(|(commands, _)| commands).collect();
+        for (index, command) in commands.iter().copied().enumerate() {
+            if index % subledger_core::state::WARM_COMMANDS_MAX == 0 {
+                let chunk = commands
+                    .iter()
+                    .skip(index)
+                    .take(subledger_core::state::WARM_COMMANDS_MAX);
+                self.state.warm(chunk.copied());
+            }
             // decide + apply (+ the alerts the new state calls for). An apply failure means a
             // rule is broken: the batch must not reach the log.
             let executed = execute(&mut self.state, at, command)

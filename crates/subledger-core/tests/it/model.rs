@@ -1254,6 +1254,15 @@ fn run(scenario: &Scenario) -> Result<(), TestCaseError> {
         at += i64::try_from(step % 3).expect("small");
         let at = Timestamp(at);
         let seq = state.last_seq().next();
+        // The writer reads ahead before deciding (`State::warm`): a pure read.
+        let before = state.state_hash();
+        state.warm(std::iter::once(&command).chain(&history));
+        prop_assert_eq!(
+            state.state_hash(),
+            before,
+            "step {}: warm changed the state",
+            step
+        );
         let decided = decide(&state, &command);
         let expected = model.step(&command, seq, at);
         match (&decided, &expected) {
