@@ -104,6 +104,13 @@ impl Snapshotter {
             self.head_hash = record.hash;
             let at = record.at;
             let batch = record.into_batch();
+            if batch.first > start {
+                // The whole record is new: `apply_batch` reads its accounts ahead.
+                replica
+                    .apply_batch(&batch)
+                    .map_err(|error| error.to_string())?;
+                continue;
+            }
             for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
                 replica
                     .apply(seq, at, event)
