@@ -15,7 +15,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender};
-use subledger_core::{execute, Batch, Event, Executed, State};
+use subledger_core::state::WARM_COMMANDS_MAX;
+use subledger_core::{execute, Batch, Command, Event, Executed, State, Timestamp};
 use subledger_log::EventLog;
 
 use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared};
@@ -240,43 +241,12 @@ impl Writer {
         let first = self.state.last_seq().next();
         let mut events: Vec<Event> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
-        let commands: Vec<&subledger_core::Command> =
-            pending.iter().flat_map(|(commands, _)| commands).collect();
-        for (index, command) in commands.iter().copied().enumerate() {
-            if index % subledger_core::state::WARM_COMMANDS_MAX == 0 {
-                let chunk = commands
-                    .iter()
-                    .skip(index)
-                    .take(subledger_core::state::WARM_COMMANDS_MAX);
-                self.state.warm(chunk.copied());
+        let commands: Vec<&Command> = pending.iter().flat_map(|(commands, _)| commands).collect();
+        for chunk in commands.chunks(WARM_COMMANDS_MAX) {
+            self.state.warm(chunk.iter().copied());
+            for command in chunk {
+                outcomes.push(self.decide_one(at, command, &mut events)?);
             }
-            // decide + apply (+ the alerts the new state calls for). An apply failure means a
-            // rule is broken: the batch must not reach the log.
-            let executed = execute(&mut self.state, at, command)
-                .map_err(|error| format!("invariant check failed, batch not committed: {error}"))?;
-            let outcome = match executed {
-                Ok(Executed::Applied {
-                    first,
-                    events: applied,
-                }) => {
-                    let count = u32::try_from(applied.len()).unwrap_or(u32::MAX);
-                    events.extend(applied);
-                    Ok(Receipt {
-                        first,
-                        events: count,
-                        at,
-                        replayed: false,
-                    })
-                }
-                Ok(Executed::AlreadyApplied { seq, at }) => Ok(Receipt {
-                    first: seq,
-                    events: 1,
-                    at,
-                    replayed: true,
-                }),
-                Err(rejection) => Err(rejection),
-            };
-            outcomes.push(outcome);
         }
         let counters = &self.shared.counters;
         let rejected = outcomes.iter().filter(|outcome| outcome.is_err()).count();
@@ -315,6 +285,41 @@ impl Writer {
                 outcomes,
             })
             .map_err(|_| "the views thread stopped".to_string())
+    }
+
+    /// Decides one command and applies its events (+ the alerts the new state calls for),
+    /// adding them to `events`. `Err` (fail-stop) means a rule is broken: an apply failed, and
+    /// the batch must not reach the log.
+    fn decide_one(
+        &mut self,
+        at: Timestamp,
+        command: &Command,
+        events: &mut Vec<Event>,
+    ) -> Result<Outcome, String> {
+        let executed = execute(&mut self.state, at, command)
+            .map_err(|error| format!("invariant check failed, batch not committed: {error}"))?;
+        Ok(match executed {
+            Ok(Executed::Applied {
+                first,
+                events: applied,
+            }) => {
+                let count = u32::try_from(applied.len()).unwrap_or(u32::MAX);
+                events.extend(applied);
+                Ok(Receipt {
+                    first,
+                    events: count,
+                    at,
+                    replayed: false,
+                })
+            }
+            Ok(Executed::AlreadyApplied { seq, at }) => Ok(Receipt {
+                first: seq,
+                events: 1,
+                at,
+                replayed: true,
+            }),
+            Err(rejection) => Err(rejection),
+        })
     }
 
     /// Records the failure, answers the failed batch and everything still queued, and stops.
