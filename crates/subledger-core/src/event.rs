@@ -5,6 +5,7 @@
 
 use bincode::{Decode, Encode};
 
+use crate::fields::Fields;
 use crate::ids::{AccountId, ApiKey, CommandId, Currency, SecretId, Sequence, Timestamp};
 use crate::money::Amount;
 use crate::secret::SecretHash;
@@ -111,6 +112,59 @@ pub enum Event {
 }
 
 impl Event {
+    /// Reads one money event (a balance or credit transfer, a charge, a top-up: almost every
+    /// event of a busy log) from bincode's standard layout: the fast path of the log's record
+    /// decoding. `None` for any other variant or anything bincode would not decode
+    /// to the same value; the caller then decodes the event with bincode.
+    pub fn parse_money(fields: &mut Fields<'_>) -> Option<Event> {
+        // Variant indices: the enum's order, which is part of the format (append only).
+        const BALANCE_TRANSFERRED: u32 = 7;
+        const CREDIT_TRANSFERRED: u32 = 8;
+        const CHARGED: u32 = 9;
+        const TOPPED_UP: u32 = 10;
+        let tag = fields.u32()?;
+        if !(BALANCE_TRANSFERRED..=TOPPED_UP).contains(&tag) {
+            return None;
+        }
+        let command = CommandId::from_bytes(fields.bytes16()?);
+        let account = AccountId(fields.u32()?);
+        let other = match tag {
+            BALANCE_TRANSFERRED | CREDIT_TRANSFERRED | CHARGED => Some(AccountId(fields.u32()?)),
+            _ => None,
+        };
+        let amount = Amount::from_units(fields.i128()?).ok()?;
+        let reference = fields.string()?;
+        Some(match (tag, other) {
+            (BALANCE_TRANSFERRED, Some(target)) => Event::BalanceTransferred {
+                command,
+                source: account,
+                target,
+                amount,
+                reference,
+            },
+            (CREDIT_TRANSFERRED, Some(target)) => Event::CreditTransferred {
+                command,
+                source: account,
+                target,
+                amount,
+                reference,
+            },
+            (CHARGED, Some(payer)) => Event::Charged {
+                command,
+                account,
+                payer,
+                amount,
+                reference,
+            },
+            _ => Event::ToppedUp {
+                command,
+                account,
+                amount,
+                reference,
+            },
+        })
+    }
+
     /// The stable name of the variant, for exports and metrics.
     pub fn kind(&self) -> &'static str {
         match self {

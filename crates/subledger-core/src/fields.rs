@@ -131,6 +131,19 @@ impl<'a> Fields<'a> {
     pub fn bytes16(&mut self) -> Option<[u8; 16]> {
         self.take()
     }
+
+    /// A `String`: its length, then UTF-8 bytes (`None` if they are not UTF-8).
+    #[inline]
+    pub fn string(&mut self) -> Option<String> {
+        let len = usize::try_from(self.u64()?).ok()?;
+        if len == 0 {
+            return Some(String::new());
+        }
+        let end = self.used.checked_add(len)?;
+        let text = std::str::from_utf8(self.bytes.get(self.used..end)?).ok()?;
+        self.used = end;
+        Some(text.to_owned())
+    }
 }
 
 /// Whether `config` writes integers as bincode's standard config does (varint, little-endian):

@@ -23,6 +23,7 @@
 //! `batch_last` lets recovery recognise a commit batch torn by a crash: records of a batch
 //! whose last record is missing were never acknowledged and are discarded.
 
+use subledger_core::fields::Fields;
 use subledger_core::{Batch, Event, Sequence, Timestamp};
 
 /// Magic bytes opening every record.
@@ -215,8 +216,8 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, RecordError> {
         return Err(RecordError::Length);
     }
     let payload = &bytes[RECORD_HEADER_BYTES..body_len];
-    let (events, used): (Vec<Event>, usize) = bincode::decode_from_slice(payload, bincode_config())
-        .map_err(|error| RecordError::Payload(error.to_string()))?;
+    let (events, used) =
+        decode_events(payload).map_err(|error| RecordError::Payload(error.to_string()))?;
     if used != payload.len() {
         return Err(RecordError::Length);
     }
@@ -240,6 +241,50 @@ pub fn decode_record(bytes: &[u8]) -> Result<Record, RecordError> {
         return Err(RecordError::Range);
     }
     Ok(record)
+}
+
+/// Decodes a record's payload, a `Vec<Event>`, exactly as bincode does — same events, same
+/// bytes used, same errors — but reads the money events with [`Event::parse_money`], which
+/// took bincode's generic decoding from ~a fifth of a replay's reading thread.
+///
+/// Element by element, bincode's own decoding of an event depends only on the bytes ahead, so
+/// an event the fast path leaves is decoded by bincode from the rest of the payload. The one
+/// thing that depends on the whole payload is bincode's byte limit (it counts what each value
+/// would take in memory); where even a generous estimate of that count could reach the limit,
+/// the whole payload goes to bincode.
+pub fn decode_events(payload: &[u8]) -> Result<(Vec<Event>, usize), bincode::error::DecodeError> {
+    let whole = || bincode::decode_from_slice(payload, bincode_config());
+    let mut fields = Fields::new(payload);
+    let Some(len) = fields.u64().and_then(|len| usize::try_from(len).ok()) else {
+        return whole();
+    };
+    // bincode claims `len` events' size up front, then at most 16 bytes (an i128) per byte it
+    // reads; staying under the limit with both is staying under it whatever it counts.
+    let claimed = len
+        .checked_mul(std::mem::size_of::<Event>())
+        .and_then(|events| events.checked_add(payload.len().checked_mul(16)?));
+    if len > payload.len() || claimed.is_none_or(|claimed| claimed > RECORD_BYTES_MAX) {
+        return whole();
+    }
+    let mut events = Vec::with_capacity(len);
+    let mut used = fields.used();
+    for _ in 0..len {
+        let rest = payload.get(used..).unwrap_or_default();
+        let mut fields = Fields::new(rest);
+        match Event::parse_money(&mut fields) {
+            Some(event) => {
+                used += fields.used();
+                events.push(event);
+            }
+            None => {
+                let (event, read): (Event, usize) =
+                    bincode::decode_from_slice(rest, bincode_config())?;
+                used += read;
+                events.push(event);
+            }
+        }
+    }
+    Ok((events, used))
 }
 
 /// Checks that `record` continues the chain after a record ending at `previous_last` with hash

@@ -1,0 +1,154 @@
+//! The fast decoding of a record's events must be bincode's decoding, value for value and
+//! error for error: on valid payloads and on damaged ones.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use proptest::prelude::*;
+use subledger_core::{AccountId, Amount, CommandId, Event, SecretHash, SecretId, SecretRecord};
+use subledger_log::record::{decode_events, RECORD_BYTES_MAX};
+
+fn config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<RECORD_BYTES_MAX>()
+}
+
+fn reference() -> impl Strategy<Value = String> {
+    prop_oneof![
+        4 => Just(String::new()),
+        1 => "[a-z0-9 é€-]{0,12}",
+    ]
+}
+
+fn money() -> impl Strategy<Value = Event> {
+    (
+        0..4_u8,
+        any::<[u8; 16]>(),
+        any::<u32>(),
+        any::<u32>(),
+        -1_000_000_000_000_i128..1_000_000_000_000,
+        reference(),
+    )
+        .prop_map(|(kind, id, one, other, units, reference)| {
+            let command = CommandId::from_bytes(id);
+            let amount = Amount::from_units(units).unwrap();
+            let (account, source, target) = (AccountId(one), AccountId(one), AccountId(other));
+            match kind {
+                0 => Event::BalanceTransferred {
+                    command,
+                    source,
+                    target,
+                    amount,
+                    reference,
+                },
+                1 => Event::CreditTransferred {
+                    command,
+                    source,
+                    target,
+                    amount,
+                    reference,
+                },
+                2 => Event::Charged {
+                    command,
+                    account,
+                    payer: target,
+                    amount,
+                    reference,
+                },
+                _ => Event::ToppedUp {
+                    command,
+                    account,
+                    amount,
+                    reference,
+                },
+            }
+        })
+}
+
+fn other() -> impl Strategy<Value = Event> {
+    (
+        any::<u32>(),
+        "[a-z]{0,8}",
+        proptest::option::of(0..1_000_000_i128),
+    )
+        .prop_map(|(id, name, threshold)| match id % 4 {
+            0 => Event::AccountSuspended {
+                account: AccountId(id),
+            },
+            1 => Event::SubaccountRenamed {
+                account: AccountId(id),
+                name,
+            },
+            2 => Event::LowBalanceThresholdSet {
+                account: AccountId(id),
+                threshold: threshold.map(|units| Amount::from_units(units).unwrap()),
+            },
+            _ => Event::SecretCreated {
+                account: AccountId(id),
+                secret: SecretRecord {
+                    id: SecretId::from_bytes(id.to_le_bytes().repeat(4).try_into().unwrap()),
+                    hash: SecretHash::new(format!("$argon2id${name}x")).unwrap(),
+                },
+            },
+        })
+}
+
+fn events() -> impl Strategy<Value = Vec<Event>> {
+    proptest::collection::vec(prop_oneof![6 => money(), 1 => other()], 0..40)
+}
+
+/// Both decodings of `payload`: equal values and bytes used, or equal error messages.
+fn same_as_bincode(payload: &[u8]) -> Result<(), TestCaseError> {
+    let fast = decode_events(payload);
+    let generic: Result<(Vec<Event>, usize), _> = bincode::decode_from_slice(payload, config());
+    match (fast, generic) {
+        (Ok(fast), Ok(generic)) => prop_assert_eq!(fast, generic),
+        (Err(fast), Err(generic)) => prop_assert_eq!(fast.to_string(), generic.to_string()),
+        (fast, generic) => prop_assert!(false, "fast {:?} against bincode {:?}", fast, generic),
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn valid_payloads_decode_as_bincode_decodes_them(events in events()) {
+        let payload = bincode::encode_to_vec(&events, config()).unwrap();
+        let (decoded, used) = decode_events(&payload).unwrap();
+        prop_assert_eq!(&decoded, &events);
+        prop_assert_eq!(used, payload.len());
+    }
+
+    #[test]
+    fn damaged_payloads_decode_or_fail_as_bincode_does(
+        events in events(),
+        edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..4),
+        cut in any::<prop::sample::Index>(),
+        truncate in any::<bool>(),
+    ) {
+        let mut payload = bincode::encode_to_vec(&events, config()).unwrap();
+        for (at, byte) in edits {
+            if !payload.is_empty() {
+                let index = at.index(payload.len());
+                payload[index] = byte;
+            }
+        }
+        if truncate && !payload.is_empty() {
+            payload.truncate(cut.index(payload.len()));
+        }
+        same_as_bincode(&payload)?;
+    }
+
+    #[test]
+    fn arbitrary_bytes_decode_or_fail_as_bincode_does(payload in proptest::collection::vec(any::<u8>(), 0..200)) {
+        same_as_bincode(&payload)?;
+    }
+}
+
+/// A claimed length whose events could not fit under bincode's limit is left to bincode.
+#[test]
+fn a_huge_claimed_length_gets_bincode_s_error() {
+    for len in [u64::from(u32::MAX), 1 << 40, u64::MAX] {
+        let mut payload = bincode::encode_to_vec(len, config()).unwrap();
+        payload.extend([7_u8; 40]);
+        same_as_bincode(&payload).unwrap();
+    }
+}
