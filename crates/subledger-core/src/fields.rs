@@ -25,12 +25,37 @@ const U128_MARKER: u8 = 254;
 pub struct Fields<'a> {
     bytes: &'a [u8],
     used: usize,
+    /// Refuse (`None`) an integer written wider than it needs, which bincode accepts.
+    canonical: bool,
 }
 
 impl<'a> Fields<'a> {
     #[inline]
     pub fn new(bytes: &'a [u8]) -> Fields<'a> {
-        Fields { bytes, used: 0 }
+        Fields {
+            bytes,
+            used: 0,
+            canonical: false,
+        }
+    }
+
+    /// Reads only what bincode itself writes: an integer written wider than needed (bincode
+    /// decodes it, to the same value as the shortest form) gives `None`. For the log, whose
+    /// records must re-encode to the very bytes they were read from.
+    #[inline]
+    pub fn canonical(bytes: &'a [u8]) -> Fields<'a> {
+        Fields {
+            bytes,
+            used: 0,
+            canonical: true,
+        }
+    }
+
+    /// `value`, unless it would have fitted below `narrower` and only the shortest form is
+    /// accepted.
+    #[inline]
+    fn widened<T: PartialOrd>(&self, value: T, narrower: T) -> Option<T> {
+        (!self.canonical || value > narrower).then_some(value)
     }
 
     /// Bytes read so far.
@@ -80,11 +105,35 @@ impl<'a> Fields<'a> {
     }
 
     #[inline]
+    fn wide16(&mut self) -> Option<u16> {
+        let value = self.take().map(u16::from_le_bytes)?;
+        self.widened(value, u16::from(SINGLE_BYTE_MAX))
+    }
+
+    #[inline]
+    fn wide32(&mut self) -> Option<u32> {
+        let value = self.take().map(u32::from_le_bytes)?;
+        self.widened(value, u32::from(u16::MAX))
+    }
+
+    #[inline]
+    fn wide64(&mut self) -> Option<u64> {
+        let value = self.take().map(u64::from_le_bytes)?;
+        self.widened(value, u64::from(u32::MAX))
+    }
+
+    #[inline]
+    fn wide128(&mut self) -> Option<u128> {
+        let value = self.take().map(u128::from_le_bytes)?;
+        self.widened(value, u128::from(u64::MAX))
+    }
+
+    #[inline]
     pub fn u32(&mut self) -> Option<u32> {
         match self.marker()? {
             Err(value) => Some(u32::from(value)),
-            Ok(U16_MARKER) => self.take().map(u16::from_le_bytes).map(u32::from),
-            Ok(U32_MARKER) => self.take().map(u32::from_le_bytes),
+            Ok(U16_MARKER) => self.wide16().map(u32::from),
+            Ok(U32_MARKER) => self.wide32(),
             Ok(_) => None,
         }
     }
@@ -93,9 +142,9 @@ impl<'a> Fields<'a> {
     pub fn u64(&mut self) -> Option<u64> {
         match self.marker()? {
             Err(value) => Some(u64::from(value)),
-            Ok(U16_MARKER) => self.take().map(u16::from_le_bytes).map(u64::from),
-            Ok(U32_MARKER) => self.take().map(u32::from_le_bytes).map(u64::from),
-            Ok(U64_MARKER) => self.take().map(u64::from_le_bytes),
+            Ok(U16_MARKER) => self.wide16().map(u64::from),
+            Ok(U32_MARKER) => self.wide32().map(u64::from),
+            Ok(U64_MARKER) => self.wide64(),
             Ok(_) => None,
         }
     }
@@ -104,10 +153,10 @@ impl<'a> Fields<'a> {
     pub fn u128(&mut self) -> Option<u128> {
         match self.marker()? {
             Err(value) => Some(u128::from(value)),
-            Ok(U16_MARKER) => self.take().map(u16::from_le_bytes).map(u128::from),
-            Ok(U32_MARKER) => self.take().map(u32::from_le_bytes).map(u128::from),
-            Ok(U64_MARKER) => self.take().map(u64::from_le_bytes).map(u128::from),
-            Ok(U128_MARKER) => self.take().map(u128::from_le_bytes),
+            Ok(U16_MARKER) => self.wide16().map(u128::from),
+            Ok(U32_MARKER) => self.wide32().map(u128::from),
+            Ok(U64_MARKER) => self.wide64().map(u128::from),
+            Ok(U128_MARKER) => self.wide128(),
             Ok(_) => None,
         }
     }
@@ -204,6 +253,31 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn integers_written_wider_than_needed_are_read_only_when_not_canonical() {
+        let wider = [
+            vec![U16_MARKER, 5, 0],
+            vec![U32_MARKER, 0xff, 0xff, 0, 0],
+            vec![U64_MARKER, 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0],
+            [
+                vec![U128_MARKER],
+                u128::from(u64::MAX).to_le_bytes().to_vec(),
+            ]
+            .concat(),
+        ];
+        for bytes in wider {
+            let value = generic::<u128>(&bytes);
+            assert!(value.is_some(), "bincode reads {bytes:?}");
+            assert_eq!(Fields::new(&bytes).u128(), value);
+            assert_eq!(Fields::canonical(&bytes).u128(), None, "{bytes:?}");
+        }
+        // The shortest forms pass.
+        for value in [250_u128, 251, 65_536, u128::from(u64::MAX) + 1] {
+            let bytes = encoded(value);
+            assert_eq!(Fields::canonical(&bytes).u128(), Some(value));
+        }
+    }
+
     proptest! {
         /// Every integer reads back as bincode wrote it, using the same bytes.
         #[test]
@@ -222,6 +296,19 @@ mod tests {
             prop_assert_eq!(fields.i64(), Some(signed));
             prop_assert_eq!(fields.i128(), Some(signed_wide));
             prop_assert_eq!(fields.used(), bytes.len());
+        }
+
+        /// The canonical reading accepts exactly what bincode writes: it reads back every
+        /// integer bincode wrote, and refuses anything else whose value re-encodes differently.
+        #[test]
+        fn canonical_reading_accepts_only_what_bincode_writes(bytes in proptest::collection::vec(any::<u8>(), 0..40), widest in any::<u128>(), wide in any::<u64>()) {
+            let written = encoded((wide, widest));
+            let mut fields = Fields::canonical(&written);
+            prop_assert_eq!((fields.u64(), fields.u128()), (Some(wide), Some(widest)));
+            let mut fields = Fields::canonical(&bytes);
+            if let (Some(first), Some(second)) = (fields.u64(), fields.u128()) {
+                prop_assert_eq!(&bytes[..fields.used()], &encoded((first, second))[..]);
+            }
         }
 
         /// On arbitrary bytes the fast reading never accepts what bincode refuses, and agrees
