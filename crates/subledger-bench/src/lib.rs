@@ -30,7 +30,8 @@ use subledger_core::{
     NewSecret, OpenPrimary, RevokeSecret, SecretHash, SecretId, TopUp, Transfer, UpdateSubaccount,
 };
 use subledger_engine::{
-    Config, EngineError, Ledger, OpenError, Outcome, SystemClock, REQUEST_COMMANDS_MAX,
+    Config, EngineError, Ledger, OpenError, Outcome, SnapshotReplica, SystemClock,
+    REQUEST_COMMANDS_MAX,
 };
 use subledger_log::MemoryLog;
 use subledger_store::{SledLog, StoreError, StoreOptions};
@@ -84,6 +85,9 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Store layout: most events per sled value.
     pub events_per_record: usize,
+    /// Engine: what the snapshot thread keeps after the snapshot the harness takes (it shows
+    /// in `rss_bytes_after_snapshot`).
+    pub snapshot_replica: SnapshotReplica,
     /// Engine: most commands per group commit.
     pub batch_commands_max: usize,
 }
@@ -104,6 +108,7 @@ impl Default for BenchOptions {
             in_memory: false,
             seed: 42,
             events_per_record: subledger_store::EVENTS_PER_RECORD_DEFAULT,
+            snapshot_replica: SnapshotReplica::Kept,
             batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
         }
     }
@@ -868,6 +873,7 @@ pub fn run(
         let ledger = storage.open(Config {
             recovery_uses_snapshots: uses_snapshots,
             snapshot_every_events: 0,
+            snapshot_replica: options.snapshot_replica,
             ..Config::default()
         })?;
         Ok((opened.elapsed().as_secs_f64(), ledger))

@@ -68,6 +68,10 @@ pub struct BenchArgs {
     /// Most events per stored sled value.
     #[arg(long, default_value_t = subledger_store_default_events_per_record())]
     events_per_record: usize,
+    /// What the snapshot thread keeps once the reopened ledger has written its snapshot
+    /// (`rss_bytes_after_snapshot`): `kept` or `rebuilt`, as `serve --snapshot-replica`.
+    #[arg(long, value_enum, default_value = "kept", conflicts_with = "http")]
+    snapshot_replica: crate::SnapshotReplicaArg,
     /// Random seed of the workload.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -152,6 +156,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         in_memory: args.in_memory,
         seed: args.seed,
         events_per_record: args.events_per_record,
+        snapshot_replica: args.snapshot_replica.into(),
         ..BenchOptions::default()
     };
     let interactive = std::io::stderr().is_terminal();

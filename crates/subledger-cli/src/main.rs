@@ -13,6 +13,27 @@ use clap::{Parser, Subcommand};
 use subledger_core::*;
 use subledger_engine::{Config, Ledger};
 
+/// `--snapshot-replica`: what the snapshot thread keeps between snapshots
+/// (`subledger_engine::SnapshotReplica`).
+#[derive(Debug, Clone, Copy, Default, clap::ValueEnum)]
+enum SnapshotReplicaArg {
+    /// A copy of the views, kept up to date: cheap snapshots, twice the memory.
+    #[default]
+    Kept,
+    /// Nothing: each snapshot is rebuilt from the previous one and the log after it, then
+    /// dropped: the memory doubles only while a snapshot is written.
+    Rebuilt,
+}
+
+impl From<SnapshotReplicaArg> for subledger_engine::SnapshotReplica {
+    fn from(arg: SnapshotReplicaArg) -> Self {
+        match arg {
+            SnapshotReplicaArg::Kept => subledger_engine::SnapshotReplica::Kept,
+            SnapshotReplicaArg::Rebuilt => subledger_engine::SnapshotReplica::Rebuilt,
+        }
+    }
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "subledger",

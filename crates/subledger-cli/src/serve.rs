@@ -44,6 +44,11 @@ pub struct ServeArgs {
     /// keep what is there), and print curl commands that work against it.
     #[arg(long)]
     demo: bool,
+    /// What the background snapshot thread keeps between snapshots: `kept` (a copy of the
+    /// views: cheap snapshots, twice the memory) or `rebuilt` (nothing: each snapshot starts
+    /// from the previous one and the log after it).
+    #[arg(long, value_enum, default_value = "kept")]
+    snapshot_replica: crate::SnapshotReplicaArg,
 }
 
 fn admin_token(args: &ServeArgs) -> Result<(String, String)> {
@@ -134,7 +139,15 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         _ => None,
     };
     let ledger = Arc::new(
-        Ledger::open(Config::default(), log, SystemClock).context("recovering the ledger")?,
+        Ledger::open(
+            Config {
+                snapshot_replica: args.snapshot_replica.into(),
+                ..Config::default()
+            },
+            log,
+            SystemClock,
+        )
+        .context("recovering the ledger")?,
     );
     let recovery = ledger.recovery().clone();
     tracing::info!(

@@ -43,7 +43,7 @@ mod snapshotter;
 mod subscription;
 mod writer;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::thread::JoinHandle;
 
@@ -74,6 +74,20 @@ pub const SNAPSHOTS_KEEP_DEFAULT: usize = 3;
 /// Most live subscriptions at once.
 pub const SUBSCRIBERS_MAX: usize = 1_024;
 
+/// What the snapshot thread keeps between two snapshots ([`Config::snapshot_replica`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SnapshotReplica {
+    /// Its own copy of the views and the idempotency index, kept up to date with the durable
+    /// log: a snapshot costs only the events since the last one, but from the first snapshot
+    /// on the copy doubles the ledger's memory.
+    #[default]
+    Kept,
+    /// Nothing: each snapshot rebuilds the copy from the newest snapshot and the log after it
+    /// (as opening a ledger does), writes the new snapshot and drops the copy. Memory doubles
+    /// only while a snapshot is being written; each snapshot costs about one recovery's CPU.
+    Rebuilt,
+}
+
 /// Engine configuration. Every queue and batch is bounded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Config {
@@ -96,6 +110,8 @@ pub struct Config {
     pub snapshot_every_events: u64,
     /// Snapshots kept; older ones are removed after each new one.
     pub snapshots_keep: usize,
+    /// Whether the snapshot thread keeps its copy of the views between snapshots.
+    pub snapshot_replica: SnapshotReplica,
     /// Start recovery from the newest usable snapshot (`false`: replay the whole log, e.g. to
     /// audit it or to measure full replay).
     pub recovery_uses_snapshots: bool,
@@ -111,6 +127,7 @@ impl Default for Config {
             policy: Policy::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
+            snapshot_replica: SnapshotReplica::Kept,
             recovery_uses_snapshots: true,
         }
     }
@@ -248,6 +265,9 @@ pub struct Metrics {
     pub last_seq: Sequence,
     /// The last background snapshot error, if any (snapshots are retried; commits go on).
     pub snapshot_error: Option<String>,
+    /// Whether the snapshot thread holds its copy of the views now (always after the first
+    /// snapshot with [`SnapshotReplica::Kept`]; only while writing one with `Rebuilt`).
+    pub snapshot_replica_held: bool,
     /// Commit batches per latency bucket (bounds in [`COMMIT_LATENCY_BUCKETS_MICROS`]; the last
     /// entry counts the slower ones).
     pub commit_latency_buckets: Vec<u64>,
@@ -320,6 +340,7 @@ pub struct Ledger {
     snapshots: Sender<snapshotter::SnapshotRequest>,
     snapshotter: Mutex<Option<JoinHandle<()>>>,
     snapshot_error: Arc<Mutex<Option<String>>>,
+    snapshot_replica_held: Arc<AtomicBool>,
     recovery: Recovery,
 }
 
@@ -366,6 +387,7 @@ impl Ledger {
             subscriber_batches_max: config.subscriber_batches_max,
         });
         let snapshot_error = Arc::new(Mutex::new(None));
+        let snapshot_replica_held = Arc::new(AtomicBool::new(false));
         let snapshotter = snapshotter::Snapshotter {
             replica: None,
             head_hash: subledger_log::ChainHash::GENESIS,
@@ -373,6 +395,8 @@ impl Ledger {
             store,
             every_events: config.snapshot_every_events,
             keep: config.snapshots_keep,
+            replica_kept: config.snapshot_replica == SnapshotReplica::Kept,
+            replica_held: Arc::clone(&snapshot_replica_held),
             last_snapshot: recovery.snapshot.unwrap_or(Sequence::ZERO),
             last_error: Arc::clone(&snapshot_error),
         };
@@ -406,6 +430,7 @@ impl Ledger {
             snapshots,
             snapshotter: Mutex::new(Some(snapshot_handle)),
             snapshot_error,
+            snapshot_replica_held,
             recovery,
         })
     }
@@ -568,6 +593,7 @@ impl Ledger {
                 .lock()
                 .ok()
                 .and_then(|error| error.clone()),
+            snapshot_replica_held: self.snapshot_replica_held.load(Ordering::Relaxed),
             commit_latency_buckets: counters
                 .commit_latency
                 .iter()

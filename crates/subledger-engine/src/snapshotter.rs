@@ -2,8 +2,10 @@
 //! replica of the views (with the idempotency index), catches up by reading committed records,
 //! and every `snapshot_every_events` events — or on request — encodes the replica and stores
 //! it, then prunes old snapshots. The writer never waits for it; the price is one more copy of
-//! the state in memory and the CPU to apply each event once more (see ARCHITECTURE.md).
+//! the state in memory and the CPU to apply each event once more (see ARCHITECTURE.md) — or,
+//! with `SnapshotReplica::Rebuilt`, no copy between snapshots and a recovery's CPU for each.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +33,10 @@ pub(crate) struct Snapshotter {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) every_events: u64,
     pub(crate) keep: usize,
+    /// `false` ([`crate::SnapshotReplica::Rebuilt`]): drop the replica after each snapshot.
+    pub(crate) replica_kept: bool,
+    /// Tells [`crate::Metrics`] whether `replica` is built.
+    pub(crate) replica_held: Arc<AtomicBool>,
     pub(crate) last_snapshot: Sequence,
     pub(crate) last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -42,6 +48,7 @@ impl Snapshotter {
                 Ok(SnapshotRequest::Now(reply)) => {
                     let result = self.catch_up().and_then(|()| self.write());
                     self.remember(&result);
+                    self.release();
                     let _ = reply.send(result);
                 }
                 Ok(SnapshotRequest::Stop) | Err(RecvTimeoutError::Disconnected) => return,
@@ -64,9 +71,20 @@ impl Snapshotter {
                         result = self.write();
                     }
                     self.remember(&result);
+                    self.release();
                 }
             }
         }
+    }
+
+    /// Drops the replica unless it is kept: the next snapshot rebuilds it from this one (or,
+    /// after a failure, from the newest one that exists) and the log after it.
+    fn release(&mut self) {
+        if !self.replica_kept {
+            self.replica = None;
+        }
+        self.replica_held
+            .store(self.replica.is_some(), Ordering::Relaxed);
     }
 
     fn remember(&self, result: &Result<Sequence, String>) {

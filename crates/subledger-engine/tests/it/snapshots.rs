@@ -41,6 +41,7 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
         ledger.submit(command).unwrap().unwrap();
     }
     assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    assert!(ledger.metrics().snapshot_replica_held, "kept by default");
     ledger.submit(charge("snas0001", "1.25")).unwrap().unwrap();
     ledger.submit(top_up("snap0001", "7")).unwrap().unwrap();
     // The tail adds to lists the snapshot already holds (the family's transfers).
@@ -66,6 +67,53 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
     let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
     assert_eq!(full.recovery().snapshot, None);
     assert_eq!(full.recovery().events_replayed, 9);
+    assert_eq!(fingerprint(full), live);
+}
+
+/// Without a kept replica, every snapshot is rebuilt from the previous one and the log after
+/// it; the chain of such snapshots still equals a full replay.
+#[test]
+fn snapshots_rebuilt_from_the_previous_one_equal_a_full_replay() {
+    let log = MemoryLog::new();
+    let config = Config {
+        snapshot_replica: SnapshotReplica::Rebuilt,
+        ..no_auto_snapshots()
+    };
+    let ledger = Ledger::open(config, log.clone(), ManualClock::default()).unwrap();
+    let commands = family_commands();
+    for command in &commands[..4] {
+        ledger.submit(command.clone()).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(4));
+    assert!(
+        !ledger.metrics().snapshot_replica_held,
+        "dropped after writing"
+    );
+    for command in &commands[4..] {
+        ledger.submit(command.clone()).unwrap().unwrap();
+    }
+    // Rebuilt from the snapshot at 4 and the two events after it.
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    ledger.submit(charge("snas0001", "2")).unwrap().unwrap();
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(7));
+    assert_eq!(ledger.metrics().snapshot_error, None);
+    assert!(!ledger.metrics().snapshot_replica_held);
+    let live = fingerprint(ledger);
+
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(7)));
+    assert_eq!(reopened.recovery().events_replayed, 0);
+    assert_eq!(fingerprint(reopened), live);
+    let full = Ledger::open(
+        Config {
+            recovery_uses_snapshots: false,
+            ..no_auto_snapshots()
+        },
+        log,
+        ManualClock::default(),
+    )
+    .unwrap();
+    assert_eq!(full.recovery().events_replayed, 7);
     assert_eq!(fingerprint(full), live);
 }
 
