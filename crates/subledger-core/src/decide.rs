@@ -97,7 +97,7 @@ pub fn execute(
     let touched = events
         .iter()
         .flat_map(|event| event.accounts().into_iter().flatten());
-    let alerts = state.low_balance_alerts(touched.collect::<Vec<_>>());
+    let alerts = state.low_balance_alerts(touched);
     for alert in &alerts {
         state.apply(state.last_seq().next(), at, alert)?;
     }
