@@ -397,6 +397,8 @@ impl Ledger {
             keep: config.snapshots_keep,
             replica_kept: config.snapshot_replica == SnapshotReplica::Kept,
             replica_held: Arc::clone(&snapshot_replica_held),
+            retry_at: None,
+            retry_wait: std::time::Duration::ZERO,
             last_snapshot: recovery.snapshot.unwrap_or(Sequence::ZERO),
             last_error: Arc::clone(&snapshot_error),
         };
@@ -521,8 +523,10 @@ impl Ledger {
     pub fn read<R>(&self, query: impl FnOnce(&Views) -> R) -> R {
         match self.shared.views.read() {
             Ok(views) => query(&views),
-            // A writer that panicked mid-update poisons the lock; the views are still the last
-            // consistent committed state or the engine has failed and reports so on submit.
+            // Only the views thread writes, and a panic there poisons the lock. The engine has
+            // then failed (submissions say so), and the views may hold part of the batch being
+            // applied, whose callers were already answered (ADR 0005, amendment): after a
+            // fail-stop, reads are best effort until the ledger is reopened from the log.
             Err(poisoned) => query(&poisoned.into_inner()),
         }
     }

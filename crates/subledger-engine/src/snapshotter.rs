@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use subledger_core::Sequence;
@@ -18,6 +18,10 @@ use crate::snapshot::encode_snapshot;
 
 /// How often the thread looks for newly committed events when nobody asks it anything.
 const SNAPSHOT_POLL_MILLIS: u64 = 100;
+/// First wait before retrying a failed periodic snapshot; each failure doubles it.
+const SNAPSHOT_RETRY_MILLIS_MIN: u64 = 1_000;
+/// Longest wait before retrying a failed periodic snapshot.
+const SNAPSHOT_RETRY_MILLIS_MAX: u64 = 60_000;
 
 pub(crate) enum SnapshotRequest {
     /// Catch up with the durable log and write a snapshot now; reply with its sequence number.
@@ -37,6 +41,10 @@ pub(crate) struct Snapshotter {
     pub(crate) replica_kept: bool,
     /// Tells [`crate::Metrics`] whether `replica` is built.
     pub(crate) replica_held: Arc<AtomicBool>,
+    /// No periodic attempt before this instant (set after a failure).
+    pub(crate) retry_at: Option<Instant>,
+    /// The wait set after the last failure (zero after a success).
+    pub(crate) retry_wait: Duration,
     pub(crate) last_snapshot: Sequence,
     pub(crate) last_error: Arc<std::sync::Mutex<Option<String>>>,
 }
@@ -48,12 +56,19 @@ impl Snapshotter {
                 Ok(SnapshotRequest::Now(reply)) => {
                     let result = self.catch_up().and_then(|()| self.write());
                     self.remember(&result);
-                    self.release();
+                    // Answer first: freeing a replica of gigabytes takes a while.
                     let _ = reply.send(result);
+                    self.release();
                 }
                 Ok(SnapshotRequest::Stop) | Err(RecvTimeoutError::Disconnected) => return,
                 Err(RecvTimeoutError::Timeout) => {
                     if self.every_events == 0 {
+                        continue;
+                    }
+                    // After a failure, wait before trying again: a store that keeps failing
+                    // (a full disk) would otherwise cost a catch-up — with a rebuilt replica, a
+                    // whole recovery — every poll.
+                    if self.retry_at.is_some_and(|at| Instant::now() < at) {
                         continue;
                     }
                     // Nothing new enough since the last snapshot: no need to build or catch up.
@@ -71,10 +86,27 @@ impl Snapshotter {
                         result = self.write();
                     }
                     self.remember(&result);
+                    self.back_off(result.is_err());
                     self.release();
                 }
             }
         }
+    }
+
+    /// After a failed periodic snapshot, the next attempt waits twice as long as the last
+    /// wait (from `SNAPSHOT_RETRY_MILLIS_MIN` up to `SNAPSHOT_RETRY_MILLIS_MAX`); a success
+    /// ends the waiting.
+    fn back_off(&mut self, failed: bool) {
+        if !failed {
+            self.retry_at = None;
+            self.retry_wait = Duration::ZERO;
+            return;
+        }
+        self.retry_wait = (self.retry_wait * 2).clamp(
+            Duration::from_millis(SNAPSHOT_RETRY_MILLIS_MIN),
+            Duration::from_millis(SNAPSHOT_RETRY_MILLIS_MAX),
+        );
+        self.retry_at = Some(Instant::now() + self.retry_wait);
     }
 
     /// Drops the replica unless it is kept: the next snapshot rebuilds it from this one (or,
@@ -106,6 +138,7 @@ impl Snapshotter {
                     crate::recovery::recover(self.reader.as_ref(), self.store.as_ref(), true)
                         .map_err(|error| error.to_string())?;
                 self.head_hash = hash;
+                self.replica_held.store(true, Ordering::Relaxed);
                 self.replica.insert(views)
             }
         };

@@ -251,7 +251,9 @@ pub const NON_CANONICAL: &str = "not bincode's own encoding (an integer written 
 /// itself writes, so that every record re-encodes to the very bytes it was read from (bincode
 /// alone also accepts integers written wider than needed, giving two byte strings for one
 /// record). Valid payloads give bincode's events and bytes used; a payload bincode refuses is
-/// refused (with bincode's error, or [`NON_CANONICAL`] for an earlier over-wide integer).
+/// refused too, though not always with the same error (an earlier over-wide integer gives
+/// [`NON_CANONICAL`]; an event decoded on its own can run out of bytes where the whole payload
+/// would have hit bincode's limit first).
 ///
 /// The money events — almost every event of a busy log — are read from one slice with
 /// [`Event::parse_money`], which halved the decoding time of a record; any other event is
