@@ -708,6 +708,7 @@ pub fn run(
             mean_batch_size: measured as f64 / batches as f64,
             commit_us_mean: None,
             durable: None,
+            snapshot_every_events: None,
             events: after.events,
             bytes_on_disk: None,
             bytes_per_event: None,

@@ -85,9 +85,13 @@ pub struct BenchOptions {
     pub seed: u64,
     /// Store layout: most events per sled value.
     pub events_per_record: usize,
-    /// Engine: what the snapshot thread keeps after the snapshot the harness takes (it shows
-    /// in `rss_bytes_after_snapshot`).
+    /// Engine: what the snapshot thread keeps between snapshots, during the load (with
+    /// `snapshot_every_events`) and after the snapshot the harness takes (it shows in
+    /// `rss_bytes_after_snapshot`).
     pub snapshot_replica: SnapshotReplica,
+    /// Engine: background snapshots during the load, every this many events, as `serve` takes
+    /// them (0: none, so that they do not compete with the load for the cores).
+    pub snapshot_every_events: u64,
     /// Engine: most commands per group commit.
     pub batch_commands_max: usize,
 }
@@ -109,6 +113,7 @@ impl Default for BenchOptions {
             seed: 42,
             events_per_record: subledger_store::EVENTS_PER_RECORD_DEFAULT,
             snapshot_replica: SnapshotReplica::Kept,
+            snapshot_every_events: 0,
             batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
         }
     }
@@ -145,6 +150,9 @@ pub struct BenchReport {
     pub commit_us_mean: Option<f64>,
     /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
     pub durable: Option<bool>,
+    /// Background snapshots during the load: every this many events (0: none; `None` for
+    /// `--http` runs).
+    pub snapshot_every_events: Option<u64>,
     pub events: u64,
     /// The data directory after the load, with one snapshot of it all.
     pub bytes_on_disk: Option<u64>,
@@ -824,9 +832,11 @@ pub fn run(
     let storage = Storage::prepare(options)?;
     let config = Config {
         batch_commands_max: options.batch_commands_max,
-        // Background snapshots would compete for the 2 cores during the measurement; the
-        // harness takes one explicitly after the load to measure snapshot recovery.
-        snapshot_every_events: 0,
+        // By default no background snapshots: they would compete for the 2 cores during the
+        // measurement. The harness takes one explicitly after the load to measure snapshot
+        // recovery.
+        snapshot_every_events: options.snapshot_every_events,
+        snapshot_replica: options.snapshot_replica,
         ..Config::default()
     };
     let ledger = Arc::new(storage.open(config)?);
@@ -921,6 +931,7 @@ pub fn run(
                 / batches as f64,
         ),
         durable: Some(!options.in_memory),
+        snapshot_every_events: Some(options.snapshot_every_events),
         events,
         bytes_on_disk: Some(bytes_on_disk),
         bytes_per_event: Some(per_event(bytes_on_disk)),

@@ -164,3 +164,19 @@ fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one
         other => panic!("expected a refusal, got {other:?}"),
     }
 }
+
+/// Background snapshots during the load (as `serve` takes them), with a rebuilt replica: the
+/// run completes, counts every command and says how it ran. Whether a background snapshot
+/// falls inside so short a load depends on timing, so this checks the run, not the count.
+#[test]
+fn a_run_with_background_snapshots_and_a_rebuilt_replica_completes() {
+    let options = BenchOptions {
+        snapshot_every_events: 500,
+        snapshot_replica: subledger_engine::SnapshotReplica::Rebuilt,
+        ..tiny(Workload::TigerBeetle)
+    };
+    let report = run(&options, &|_, _| {}).unwrap();
+    assert_eq!(report.committed + report.rejected, 2_000);
+    assert_eq!(report.snapshot_every_events, Some(500));
+    assert!(report.recovery_seconds_snapshot.unwrap() > 0.0);
+}

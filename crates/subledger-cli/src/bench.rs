@@ -72,6 +72,10 @@ pub struct BenchArgs {
     /// (`rss_bytes_after_snapshot`): `kept` or `rebuilt`, as `serve --snapshot-replica`.
     #[arg(long, value_enum, default_value = "kept", conflicts_with = "http")]
     snapshot_replica: crate::SnapshotReplicaArg,
+    /// Take background snapshots during the load every this many events, as `serve` does
+    /// (every 1,000,000); 0, the default, takes none during the load.
+    #[arg(long, default_value_t = 0, conflicts_with = "http")]
+    snapshot_every_events: u64,
     /// Random seed of the workload.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -157,6 +161,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         seed: args.seed,
         events_per_record: args.events_per_record,
         snapshot_replica: args.snapshot_replica.into(),
+        snapshot_every_events: args.snapshot_every_events,
         ..BenchOptions::default()
     };
     let interactive = std::io::stderr().is_terminal();
