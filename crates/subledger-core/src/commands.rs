@@ -8,10 +8,13 @@
 //!   amount is 8-byte aligned (an `Amount` is stored as two halves) and the reference,
 //!   usually empty, as an index into a side list of the non-empty ones.
 //!   `(CommandId, CommandRecord)` pairs took 80 bytes.
-//! - the lookup table holds 16-byte (hash, position) pairs (a map of id → position held
-//!   24-byte entries). The hash is kept so that growing the table never reads the records
-//!   back: with positions alone, each resize made one cache-missing read per record (a
-//!   10M-transfer run lost a quarter of its throughput to that).
+//! - the lookup table holds 8-byte slots: half of the id's hash (a tag) and the record's
+//!   position, both `u32` (a map of id → position held 24-byte entries, (hash, position)
+//!   pairs 16). The tag is kept so that growing the table never reads the records back: with
+//!   positions alone, each resize made one cache-missing read per record (a 10M-transfer run
+//!   lost a quarter of its throughput to that). The table hashes the tag spread over 64 bits
+//!   ([`spread`]); two ids with one tag are told apart by the records, as equal hashes were.
+//!   Positions in a `u32` cap the index at 4 billion commands (refused beyond, not wrapped).
 //! - the hash is keyed (std's SipHash with a per-process random key): command ids come from
 //!   clients, and with an unkeyed hash (FxHash) one could craft ids that all collide and turn
 //!   every insert into a scan of them. The key only decides where a position sits in the
@@ -133,15 +136,15 @@ struct Packed {
 /// state applies them, then attaches it back.
 #[derive(Debug, Clone, Default)]
 pub struct CommandIndex {
-    /// (keyed hash of the id, position in `records`).
-    positions: HashTable<(u64, u64)>,
+    /// (tag of the id, position in `records`): see the module comment.
+    positions: HashTable<Slot>,
     records: Vec<Packed>,
     /// The non-empty references, in the order their commands were applied.
     references: Vec<Box<str>>,
     hasher: RandomState,
-    /// Hashes of the records at the end of `records` that are not in `positions` yet (bulk
+    /// Tags of the records at the end of `records` that are not in `positions` yet (bulk
     /// loading; see [`CommandIndex::enter_appended`]).
-    appended: Vec<u64>,
+    appended: Vec<u32>,
 }
 
 /// Bulk entry groups records into at most 2^this parts of the table, so that each part's
@@ -155,16 +158,31 @@ impl PartialEq for CommandIndex {
     }
 }
 
-fn hash_of(hasher: &RandomState, id: &CommandId) -> u64 {
-    hasher.hash_one(id)
+/// A table slot: the id's tag and the record's position in `records`.
+type Slot = (u32, u32);
+
+/// The high half of the id's keyed hash.
+fn tag_of(hasher: &RandomState, id: &CommandId) -> u32 {
+    let [.., a, b, c, d] = hasher.hash_one(id).to_le_bytes();
+    u32::from_le_bytes([a, b, c, d])
+}
+
+/// The table's hash of a tag: multiplied by an odd constant (2⁶⁴/φ), so that hashbrown's
+/// control byte, taken from the top bits, depends on every bit of the tag.
+fn spread(tag: u32) -> u64 {
+    u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+fn slot_hash(&(tag, _): &Slot) -> u64 {
+    spread(tag)
 }
 
 impl CommandIndex {
     fn find(&self, id: &CommandId) -> Option<&Packed> {
-        let hash = hash_of(&self.hasher, id);
+        let tag = tag_of(&self.hasher, id);
         let records = &self.records;
-        let (_, position) = self.positions.find(hash, |&(other, position)| {
-            other == hash && record_at(records, position).is_some_and(|record| record.id == *id)
+        let (_, position) = self.positions.find(spread(tag), |&(other, position)| {
+            other == tag && record_at(records, position).is_some_and(|record| record.id == *id)
         })?;
         record_at(records, *position)
     }
@@ -203,8 +221,8 @@ impl CommandIndex {
     }
 
     /// Adds a record; `false` (and nothing changes) if the id is already known, or if the
-    /// index is full (more than 4 billion commands with a reference: not reachable in practice,
-    /// and refused rather than wrapped).
+    /// index is full (4 billion commands, or 4 billion with a reference: not reachable in
+    /// practice, and refused rather than wrapped).
     pub(crate) fn insert(&mut self, id: CommandId, record: &CommandRecord) -> bool {
         let content = &record.content;
         let command = MoneyCommand {
@@ -276,7 +294,10 @@ impl CommandIndex {
         let Some(reference) = self.reference_slot(command.reference) else {
             return false;
         };
-        self.appended.push(hash_of(&self.hasher, &command.id));
+        if self.next_position().is_none() {
+            return false;
+        }
+        self.appended.push(tag_of(&self.hasher, &command.id));
         self.push_record(command, reference, seq, at);
         true
     }
@@ -294,47 +315,49 @@ impl CommandIndex {
     /// their hash lands in (a counting sort on the bucket's top bits), so the inserts of each
     /// group hit a part of the table that fits in cache instead of missing all over it.
     pub fn enter_appended(&mut self) -> Result<(), (Sequence, CommandId)> {
-        let hashes = std::mem::take(&mut self.appended);
+        let tags = std::mem::take(&mut self.appended);
         let Self {
             positions, records, ..
         } = self;
-        let first = records.len().saturating_sub(hashes.len());
-        positions.reserve(hashes.len(), |&(hash, _)| hash);
+        let first = records.len().saturating_sub(tags.len());
+        positions.reserve(tags.len(), slot_hash);
         // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
         // the hash's low bits. Only speed depends on getting this right.
         let buckets = (positions.capacity() / 7 * 8).max(1).next_power_of_two();
         let bits = buckets.trailing_zeros();
         let parts_bits = bits.min(ENTER_PARTS_BITS_MAX);
-        let part = |hash: u64| {
-            usize::try_from((hash & (buckets as u64 - 1)) >> (bits - parts_bits)).unwrap_or(0)
+        let part = |tag: u32| {
+            usize::try_from((spread(tag) & (buckets as u64 - 1)) >> (bits - parts_bits))
+                .unwrap_or(0)
         };
         let mut starts = vec![0usize; (1usize << parts_bits) + 1];
-        for &hash in &hashes {
-            starts[part(hash) + 1] += 1;
+        for &tag in &tags {
+            starts[part(tag) + 1] += 1;
         }
         for index in 1..starts.len() {
             starts[index] += starts[index - 1];
         }
         // Stable: within a part, records stay in log order, so of two with one id the later
-        // is the one found repeated. (hash, position) pairs, so that entering them reads
-        // this list in order and the records only to tell apart two equal hashes.
-        let mut order = vec![(0u64, 0u64); hashes.len()];
-        for (offset, &hash) in hashes.iter().enumerate() {
-            let slot = &mut starts[part(hash)];
-            order[*slot] = (hash, (first + offset) as u64);
+        // is the one found repeated. (tag, position) slots, so that entering them reads this
+        // list in order and the records only to tell apart two equal tags. Every position
+        // fits a `u32`: `append` refused any beyond.
+        let mut order: Vec<Slot> = vec![(0, 0); tags.len()];
+        for (offset, &tag) in tags.iter().enumerate() {
+            let slot = &mut starts[part(tag)];
+            order[*slot] = (tag, u32::try_from(first + offset).unwrap_or(u32::MAX));
             *slot += 1;
         }
-        drop(hashes);
+        drop(tags);
         let mut repeated: Option<usize> = None;
-        for (hash, position) in order {
+        for (tag, position) in order {
             let entry = positions.entry(
-                hash,
+                spread(tag),
                 |&(other, at)| {
-                    other == hash
+                    other == tag
                         && record_at(records, at).map(|known| known.id)
                             == record_at(records, position).map(|new| new.id)
                 },
-                |&(hash, _)| hash,
+                slot_hash,
             );
             match entry {
                 hashbrown::hash_table::Entry::Occupied(_) => {
@@ -342,7 +365,7 @@ impl CommandIndex {
                     repeated = Some(repeated.map_or(position, |known| known.min(position)));
                 }
                 hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert((hash, position));
+                    slot.insert((tag, position));
                 }
             }
         }
@@ -377,23 +400,25 @@ impl CommandIndex {
         let Some(reference) = self.reference_slot(command.reference) else {
             return false;
         };
-        let hash = hash_of(&self.hasher, &id);
-        let position = self.records.len() as u64;
+        let Some(position) = self.next_position() else {
+            return false;
+        };
+        let tag = tag_of(&self.hasher, &id);
         let Self {
             positions, records, ..
         } = self;
         // One probe decides and inserts (the fresh id is the common case).
         let entry = positions.entry(
-            hash,
+            spread(tag),
             |&(other, position)| {
-                other == hash && record_at(records, position).is_some_and(|record| record.id == id)
+                other == tag && record_at(records, position).is_some_and(|record| record.id == id)
             },
-            |&(hash, _)| hash,
+            slot_hash,
         );
         match entry {
             hashbrown::hash_table::Entry::Occupied(_) => return false,
             hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert((hash, position));
+                slot.insert((tag, position));
             }
         }
         self.push_record(command, reference, seq, at);
@@ -438,8 +463,13 @@ impl CommandIndex {
 
     /// Makes room for `additional` more commands (growing step by step rehashes the table).
     pub fn reserve(&mut self, additional: usize) {
-        self.positions.reserve(additional, |&(hash, _)| hash);
+        self.positions.reserve(additional, slot_hash);
         self.records.reserve(additional);
+    }
+
+    /// The position the next record takes, if it fits a table slot.
+    fn next_position(&self) -> Option<u32> {
+        u32::try_from(self.records.len()).ok()
     }
 
     /// Builds the index from records, putting them in sequence order; `Err` on a duplicate id.
@@ -459,7 +489,7 @@ impl CommandIndex {
     }
 }
 
-fn record_at(records: &[Packed], position: u64) -> Option<&Packed> {
+fn record_at(records: &[Packed], position: u32) -> Option<&Packed> {
     records.get(usize::try_from(position).ok()?)
 }
 
