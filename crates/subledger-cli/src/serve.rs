@@ -49,6 +49,11 @@ pub struct ServeArgs {
     /// from the previous one and the log after it).
     #[arg(long, value_enum, default_value = "kept")]
     snapshot_replica: crate::SnapshotReplicaArg,
+    /// Write a snapshot in the background after this many new events (0: never; `subledger
+    /// snapshot` on the stopped ledger still can). Fewer snapshots cost less throughput, and
+    /// recovery replays up to this many events after the newest one.
+    #[arg(long, default_value_t = subledger_engine::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
+    snapshot_every_events: u64,
 }
 
 fn admin_token(args: &ServeArgs) -> Result<(String, String)> {
@@ -142,6 +147,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         Ledger::open(
             Config {
                 snapshot_replica: args.snapshot_replica.into(),
+                snapshot_every_events: args.snapshot_every_events,
                 ..Config::default()
             },
             log,

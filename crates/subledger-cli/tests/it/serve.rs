@@ -45,6 +45,12 @@ fn serve_demo_export_from_a_live_server_and_shut_down_on_sigterm() {
             &format!("127.0.0.1:{port}"),
             "--data",
             &data.display().to_string(),
+            // Background snapshots after every 3 events, rebuilt each time: the demo's 6
+            // events take one, which `verify` below checks against a replay.
+            "--snapshot-every-events",
+            "3",
+            "--snapshot-replica",
+            "rebuilt",
         ])
         .env("SUBLEDGER_ADMIN_TOKEN", "live-audit-token")
         .stdout(Stdio::piped())
@@ -103,6 +109,27 @@ fn serve_demo_export_from_a_live_server_and_shut_down_on_sigterm() {
         .output()
         .unwrap();
     assert_eq!(refused.status.code(), Some(2));
+
+    // The snapshot thread looks for new events every 100 ms.
+    let snapshots = data.join("ledger-snapshots");
+    let written = || {
+        std::fs::read_dir(&snapshots).is_ok_and(|mut files| {
+            files.any(|file| {
+                file.is_ok_and(|file| {
+                    let name = file.file_name().to_string_lossy().into_owned();
+                    name.starts_with("snapshot-") && name.ends_with(".bin")
+                })
+            })
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !written() {
+        assert!(
+            Instant::now() < deadline,
+            "no background snapshot was written"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     let terminated = Process::new("kill")
         .args(["-TERM", &server.id().to_string()])
