@@ -183,6 +183,9 @@ struct MemoryShared {
     records: RwLock<MemoryRecords>,
     snapshots: RwLock<BTreeMap<Sequence, std::sync::Arc<[u8]>>>,
     fail_next_sync: AtomicBool,
+    /// While set, `SnapshotStore::save` fails (fault tests).
+    fail_snapshot_saves: AtomicBool,
+    snapshot_save_attempts: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -246,6 +249,18 @@ pub struct FaultSwitch {
 impl FaultSwitch {
     pub fn fail_next_sync(&self) {
         self.shared.fail_next_sync.store(true, Ordering::SeqCst);
+    }
+
+    /// Makes every snapshot save fail (`true`) or succeed again (`false`).
+    pub fn fail_snapshot_saves(&self, failing: bool) {
+        self.shared
+            .fail_snapshot_saves
+            .store(failing, Ordering::SeqCst);
+    }
+
+    /// Snapshot saves tried so far, failed or not.
+    pub fn snapshot_save_attempts(&self) -> u64 {
+        self.shared.snapshot_save_attempts.load(Ordering::SeqCst)
     }
 }
 
@@ -339,6 +354,12 @@ impl LogReader for MemoryLog {
 
 impl SnapshotStore for MemoryLog {
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError> {
+        self.shared
+            .snapshot_save_attempts
+            .fetch_add(1, Ordering::SeqCst);
+        if self.shared.fail_snapshot_saves.load(Ordering::SeqCst) {
+            return Err(LogError::Injected);
+        }
         let mut snapshots = self.shared.snapshots.write().map_err(|_| poisoned())?;
         snapshots.insert(seq, std::sync::Arc::from(bytes));
         Ok(())

@@ -70,6 +70,47 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
     assert_eq!(fingerprint(full), live);
 }
 
+/// A store that keeps failing is not retried at every poll (100 ms): each failure doubles the
+/// wait before the next periodic attempt, from 1 s; once the store works again, the next
+/// attempt writes the snapshot.
+#[test]
+fn failed_background_snapshots_are_retried_after_a_growing_wait() {
+    let log = MemoryLog::new();
+    let faults = log.fault_switch();
+    faults.fail_snapshot_saves(true);
+    let config = Config {
+        snapshot_every_events: 2,
+        ..Config::default()
+    };
+    let ledger = Ledger::open(config, log.clone(), ManualClock::default()).unwrap();
+    for command in family_commands() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    let wait_for = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while !done() {
+            assert!(std::time::Instant::now() < deadline, "{what}");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+    };
+    wait_for("the first attempt fails", &|| {
+        ledger.metrics().snapshot_error.is_some()
+    });
+    let failed = faults.snapshot_save_attempts();
+    std::thread::sleep(std::time::Duration::from_millis(1_500));
+    let retried = faults.snapshot_save_attempts() - failed;
+    assert!(
+        retried <= 2,
+        "{retried} attempts in 1.5 s: polling every 100 ms would make about 15"
+    );
+    faults.fail_snapshot_saves(false);
+    let store = log.snapshots();
+    wait_for("a snapshot once the store works", &|| {
+        !store.list().unwrap().is_empty()
+    });
+    ledger.close().unwrap();
+}
+
 /// Waits until the snapshot thread has dropped its replica (it answers first, then frees it).
 fn replica_dropped(ledger: &Ledger) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
