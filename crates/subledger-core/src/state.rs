@@ -1459,7 +1459,10 @@ mod layout_tests {
             damage in proptest::option::of((any::<prop::sample::Index>(), any::<u8>())),
         ) {
             let kinds = [MoneyKind::BalanceTransfer, MoneyKind::CreditTransfer, MoneyKind::Charge, MoneyKind::TopUp];
-            let config = bincode::config::standard();
+            // Limited, as every real decoding is: damage can turn a reference's length into
+            // an exabyte claim, which an unlimited bincode tries to allocate (an abort, seen in
+            // CI) before finding the bytes missing.
+            let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
             let mut bytes = bincode::encode_to_vec(records.len() as u64, config).unwrap_or_default();
             let mut seq = 0;
             for (id, kind, source, target, units, reference, step) in &records {

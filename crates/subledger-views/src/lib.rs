@@ -1758,7 +1758,9 @@ mod tests {
                 amount: Amount::from_units(units).unwrap_or(Amount::ZERO),
                 reference: reference.as_str().into(),
             };
-            let config = bincode::config::standard();
+            // Limited, as every real decoding is: damage can turn the reference's length into
+            // an exabyte claim, which an unlimited bincode tries to allocate (an abort).
+            let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
             let mut bytes = bincode::encode_to_vec(&entry, config).unwrap_or_default();
             bytes.extend([0u8; TRANSFER_ENTRY_ENCODED_BYTES_MAX]);
             if let Some((at, byte)) = damage {
