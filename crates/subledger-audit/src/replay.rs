@@ -4,7 +4,7 @@
 
 use serde::Serialize;
 use subledger_core::{ApiKey, Sequence, Timestamp};
-use subledger_engine::snapshot::decode_snapshot;
+use subledger_engine::snapshot::decode_snapshot_from;
 use subledger_log::LogError;
 use subledger_views::time::format_rfc3339_millis;
 use subledger_views::Views;
@@ -121,7 +121,7 @@ fn newest_snapshot_before(
         let Ok(Some(bytes)) = opened.snapshots.load(seq) else {
             continue;
         };
-        let Ok(snapshot) = decode_snapshot(&bytes) else {
+        let Ok(snapshot) = decode_snapshot_from(&bytes) else {
             continue;
         };
         if let Point::At(instant) = point {

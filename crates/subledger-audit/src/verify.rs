@@ -12,7 +12,7 @@
 
 use serde::Serialize;
 use subledger_core::{AccountId, Amount, Event, Funding, Sequence, Timestamp};
-use subledger_engine::snapshot::decode_snapshot;
+use subledger_engine::snapshot::decode_snapshot_from;
 use subledger_log::{ChainHash, LogError};
 use subledger_views::time::format_rfc3339_millis;
 use subledger_views::Views;
@@ -278,7 +278,7 @@ fn check_snapshot(opened: &Opened, seq: Sequence, replayed: &Views) -> Result<()
         .map_err(|error| error.to_string())?
         .ok_or_else(|| format!("snapshot at {seq} disappeared"))?;
     let snapshot =
-        decode_snapshot(&bytes).map_err(|error| format!("snapshot at {seq}: {error}"))?;
+        decode_snapshot_from(&bytes).map_err(|error| format!("snapshot at {seq}: {error}"))?;
     let expected_hash = opened
         .reader
         .hash_at(seq)

@@ -36,6 +36,7 @@
 //! ```
 
 mod clock;
+mod piecewise;
 mod recovery;
 mod slot;
 pub mod snapshot;

@@ -9,7 +9,7 @@ use subledger_core::{ApplyError, CommandIndex, Sequence};
 use subledger_log::{ChainHash, LogReader, Record, SnapshotStore};
 use subledger_views::{MoneyListsBuilder, Views};
 
-use crate::snapshot::decode_snapshot;
+use crate::snapshot::decode_snapshot_from;
 use crate::OpenError;
 
 /// Decoded records queued between the replay's reader and its applier (each up to
@@ -261,7 +261,7 @@ fn newest_usable_snapshot(
                 continue;
             }
         };
-        let decoded = match decode_snapshot(&bytes) {
+        let decoded = match decode_snapshot_from(&bytes) {
             Ok(decoded) if !decoded.views.is_complete() => {
                 warnings.push(skip(
                     "its older format lacks the statement history; replaying instead".into(),

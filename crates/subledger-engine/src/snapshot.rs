@@ -50,7 +50,9 @@
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
 use subledger_core::{CommandIndex, Sequence, Timestamp};
-use subledger_log::ChainHash;
+use subledger_log::{ChainHash, ReadAt};
+
+use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
 use subledger_views::{LegacyViews, Views, ViewsHead, ViewsHistories};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
@@ -87,6 +89,8 @@ pub enum SnapshotError {
     Payload(String),
     #[error("snapshot header and payload disagree")]
     Mismatch,
+    #[error("reading the snapshot: {0}")]
+    Read(String),
 }
 
 /// A decoded, verified snapshot.
@@ -218,34 +222,35 @@ fn with_index(mut views: Views, index: CommandIndex) -> Result<Views, SnapshotEr
     Ok(views)
 }
 
-/// Decodes a version-6 payload: the views' head (state, details, transfer lists) on this
-/// thread, their per-account histories and payments on a second, the checksum and then the
-/// idempotency index on a third, each section with at most `LIMIT` bytes claimed. In format
-/// 4/5 the views were one section, half as long again as the index's at 10M transfers; split,
-/// the two cores share the work. `seq` is the header's: the histories are checked against it
-/// on their own thread. A bad checksum outranks whatever the decoding found.
+/// A version-6 snapshot's sections, as offsets into its source.
+#[derive(Debug, Clone, Copy)]
+struct Sections {
+    head: (u64, u64),
+    histories: (u64, u64),
+    index: (u64, u64),
+}
+
+/// Decodes a version-6 payload from its source, each section read piecewise (see
+/// [`crate::piecewise`]): the views' head (state, details, transfer lists) on this thread, their
+/// per-account histories and payments on a second, the checksum and then the idempotency index
+/// on a third, each section with at most `LIMIT` bytes claimed. In format 4/5 the views were one
+/// section, half as long again as the index's at 10M transfers; split, the two cores share the
+/// work. `seq` is the header's: the histories are checked against it on their own thread. A bad
+/// checksum outranks whatever the decoding found; a read error outranks a decoding error.
 fn decode_payload_v6<const LIMIT: usize>(
-    payload: &[u8],
-    verified: &(dyn Fn() -> bool + Sync),
+    source: &dyn ReadAt,
+    sections: Sections,
+    verified: &(dyn Fn() -> Result<bool, SnapshotError> + Sync),
     seq: Sequence,
 ) -> Result<Views, SnapshotError> {
-    let (lengths, sections) = payload
-        .split_at_checked(16)
-        .ok_or(SnapshotError::Mismatch)?;
-    let (head_bytes, rest) = sections
-        .split_at_checked(length_at(lengths, 0)?)
-        .ok_or(SnapshotError::Mismatch)?;
-    let (histories_bytes, index_bytes) = rest
-        .split_at_checked(length_at(lengths, 1)?)
-        .ok_or(SnapshotError::Mismatch)?;
     let decode_index = move || -> Result<CommandIndex, SnapshotError> {
-        if !verified() {
+        if !verified()? {
             return Err(SnapshotError::Checksum);
         }
-        decode_section::<CommandIndex, LIMIT>(index_bytes)
+        decode_section_from::<CommandIndex, LIMIT>(source, sections.index)
     };
     let decode_histories = move || -> Result<ViewsHistories, SnapshotError> {
-        let histories = decode_section::<ViewsHistories, LIMIT>(histories_bytes)?;
+        let histories = decode_section_from::<ViewsHistories, LIMIT>(source, sections.histories)?;
         if !histories.in_order(seq) {
             return Err(SnapshotError::Payload(
                 "views: an account history is out of order".into(),
@@ -253,9 +258,11 @@ fn decode_payload_v6<const LIMIT: usize>(
         }
         Ok(histories)
     };
-    let decode_head =
-        move || decode_section::<ViewsHead<Views>, LIMIT>(head_bytes).map(|ViewsHead(views)| views);
-    // The closures hold only references and a number, so they are `Copy`: the fallback for a
+    let decode_head = move || {
+        decode_section_from::<ViewsHead<Views>, LIMIT>(source, sections.head)
+            .map(|ViewsHead(views)| views)
+    };
+    // The closures hold only references and numbers, so they are `Copy`: the fallback for a
     // thread that cannot be started runs the same one here.
     let (head, histories, index) = std::thread::scope(|scope| {
         let index = std::thread::Builder::new()
@@ -278,8 +285,13 @@ fn decode_payload_v6<const LIMIT: usize>(
         };
         (head, histories, index)
     });
-    if let Err(SnapshotError::Checksum) = index {
-        return Err(SnapshotError::Checksum);
+    if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
+        return Err(error);
+    }
+    for result in [head.as_ref().err(), histories.as_ref().err()] {
+        if let Some(error @ SnapshotError::Read(_)) = result {
+            return Err(error.clone());
+        }
     }
     let mut views = head?;
     views
@@ -288,18 +300,32 @@ fn decode_payload_v6<const LIMIT: usize>(
     with_index(views, index?)
 }
 
+/// Decodes the section `(offset, len)` of `source` as one `T`, with at most `LIMIT` bytes
+/// claimed, reading it piecewise.
+fn decode_section_from<T: bincode::Decode<()>, const LIMIT: usize>(
+    source: &dyn ReadAt,
+    (offset, len): (u64, u64),
+) -> Result<T, SnapshotError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    let mut reader = SectionReader::new(source, offset, len, SECTION_BUFFER_BYTES);
+    let decoded: Result<T, _> = bincode::decode_from_reader(&mut reader, config);
+    if let Some(error) = reader.take_error() {
+        return Err(SnapshotError::Read(error.to_string()));
+    }
+    let value = decoded.map_err(|error| SnapshotError::Payload(error.to_string()))?;
+    if !reader.finished() {
+        return Err(SnapshotError::Mismatch);
+    }
+    Ok(value)
+}
+
 /// Decodes a payload of `version` with at most `LIMIT` bytes claimed; the views and the bytes
 /// used.
 fn decode_payload<const LIMIT: usize>(
     payload: &[u8],
     version: u16,
     verified: &(dyn Fn() -> bool + Sync),
-    seq: Sequence,
 ) -> Result<(Views, usize), SnapshotError> {
-    if version >= 6 {
-        return decode_payload_v6::<LIMIT>(payload, verified, seq)
-            .map(|views| (views, payload.len()));
-    }
     if version >= 4 {
         // Format 5 differs only inside the secrets, which one decoder reads either way.
         return decode_payload_v4::<LIMIT>(payload, verified).map(|views| (views, payload.len()));
@@ -331,8 +357,120 @@ fn decode_payload<const LIMIT: usize>(
     Ok((views, used))
 }
 
-/// Verifies and decodes a snapshot. Never panics, whatever the bytes.
+/// Decodes and verifies a snapshot held in memory.
 pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
+    decode_snapshot_from(&bytes)
+}
+
+/// Decodes and verifies a snapshot read from `source`. Format 6 is read piecewise, section by
+/// section on three threads (a file is never read whole: see [`crate::piecewise`]); older
+/// formats are read into memory and decoded as they always were.
+pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, SnapshotError> {
+    let read = |buf: &mut [u8], offset: u64| {
+        source
+            .read_exact_at(buf, offset)
+            .map_err(|error| SnapshotError::Read(error.to_string()))
+    };
+    let size = source.size();
+    if size < (HEADER_BYTES + TRAILER_BYTES) as u64 {
+        return Err(SnapshotError::TooShort(
+            usize::try_from(size).unwrap_or(usize::MAX),
+        ));
+    }
+    let mut header = [0u8; HEADER_BYTES];
+    read(&mut header, 0)?;
+    if header[..4] != SNAPSHOT_MAGIC {
+        return Err(SnapshotError::BadMagic);
+    }
+    let version = u16::from_le_bytes(array(&header, 4));
+    if !(SNAPSHOT_FORMAT_VERSION_MIN..=SNAPSHOT_FORMAT_VERSION).contains(&version) {
+        return Err(SnapshotError::UnsupportedVersion(version));
+    }
+    if version < 6 {
+        return match source.as_slice() {
+            Some(bytes) => decode_in_memory(bytes),
+            None => {
+                let size = usize::try_from(size).map_err(|_| SnapshotError::Mismatch)?;
+                let mut bytes = vec![0; size];
+                read(&mut bytes, 0)?;
+                decode_in_memory(&bytes)
+            }
+        };
+    }
+    let body = size - TRAILER_BYTES as u64;
+    let mut trailer = [0u8; TRAILER_BYTES];
+    read(&mut trailer, body)?;
+    // Checked on the index's thread beside the decoding (see `decode_payload_v6`).
+    let verified = || -> Result<bool, SnapshotError> {
+        let hash = hash_range(source, 0, body, SECTION_BUFFER_BYTES)
+            .map_err(|error| SnapshotError::Read(error.to_string()))?;
+        Ok(hash.as_bytes() == &trailer)
+    };
+    let seq = Sequence(u64::from_le_bytes(array(&header, 6)));
+    let at = Timestamp(i64::from_le_bytes(array(&header, 14)));
+    let head_hash = ChainHash(array(&header, 22));
+    let payload_len = u64::from_le_bytes(array(&header, 54));
+    let payload_start = HEADER_BYTES as u64;
+    let mut lengths = [0u8; 16];
+    let sections = if payload_len == body - payload_start && payload_len >= 16 {
+        read(&mut lengths, payload_start)?;
+        let head_len = u64::from_le_bytes(array(&lengths, 0));
+        let histories_len = u64::from_le_bytes(array(&lengths, 8));
+        let head_start = payload_start + 16;
+        head_start
+            .checked_add(head_len)
+            .and_then(|histories_start| {
+                let index_start = histories_start.checked_add(histories_len)?;
+                Some(Sections {
+                    head: (head_start, head_len),
+                    histories: (histories_start, histories_len),
+                    index: (index_start, body.checked_sub(index_start)?),
+                })
+            })
+    } else {
+        None
+    };
+    let Some(sections) = sections else {
+        return Err(if verified()? {
+            SnapshotError::Mismatch
+        } else {
+            SnapshotError::Checksum
+        });
+    };
+    let wanted = usize::try_from(payload_len)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(SNAPSHOT_EXPANSION_MAX);
+    let decoded = match SNAPSHOT_DECODE_TIERS_BYTES
+        .iter()
+        .position(|tier| *tier >= wanted)
+    {
+        Some(0) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(
+            source, sections, &verified, seq,
+        ),
+        Some(1) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(
+            source, sections, &verified, seq,
+        ),
+        Some(2) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(
+            source, sections, &verified, seq,
+        ),
+        _ => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(
+            source, sections, &verified, seq,
+        ),
+    };
+    let views = decoded?;
+    if views.last_seq() != seq || views.state().last_at() != at {
+        return Err(SnapshotError::Mismatch);
+    }
+    Ok(DecodedSnapshot {
+        seq,
+        at,
+        head_hash,
+        views,
+    })
+}
+
+/// Decodes a snapshot of formats 1–5, whole in memory.
+fn decode_in_memory(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
     if bytes.len() < HEADER_BYTES + TRAILER_BYTES {
         return Err(SnapshotError::TooShort(bytes.len()));
     }
@@ -364,15 +502,15 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         .position(|tier| *tier >= wanted)
     {
         Some(0) => {
-            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(payload, version, &verified, seq)
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(payload, version, &verified)
         }
         Some(1) => {
-            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(payload, version, &verified, seq)
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(payload, version, &verified)
         }
         Some(2) => {
-            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(payload, version, &verified, seq)
+            decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(payload, version, &verified)
         }
-        _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version, &verified, seq),
+        _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version, &verified),
     };
     let (views, used) = decoded?;
     if used != payload.len() || views.last_seq() != seq || views.state().last_at() != at {

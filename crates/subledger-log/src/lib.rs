@@ -70,27 +70,136 @@ pub trait LogReader: Send + Sync {
     }
 }
 
-/// A stored snapshot's bytes, lent by the store without a copy where it can (a snapshot of a
-/// large ledger is gigabytes: copying it cost a tenth of recovery).
-pub struct SnapshotBytes(Box<dyn AsRef<[u8]> + Send + Sync>);
+/// Bytes that can be read at any offset by several threads at once: a snapshot in memory or
+/// in a file.
+pub trait ReadAt: Send + Sync {
+    /// The number of bytes.
+    fn size(&self) -> u64;
 
-impl SnapshotBytes {
-    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> SnapshotBytes {
-        SnapshotBytes(Box::new(bytes))
+    /// Fills `buf` with the bytes from `offset`; an error if fewer remain.
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()>;
+
+    /// All the bytes, when they are in memory already (read without a copy).
+    fn as_slice(&self) -> Option<&[u8]> {
+        None
     }
 }
 
-impl std::ops::Deref for SnapshotBytes {
-    type Target = [u8];
+impl ReadAt for [u8] {
+    fn size(&self) -> u64 {
+        self.len() as u64
+    }
 
-    fn deref(&self) -> &[u8] {
-        (*self.0).as_ref()
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        let source = usize::try_from(offset)
+            .ok()
+            .and_then(|start| self.get(start..start.checked_add(buf.len())?))
+            .ok_or_else(|| std::io::Error::from(std::io::ErrorKind::UnexpectedEof))?;
+        buf.copy_from_slice(source);
+        Ok(())
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some(self)
+    }
+}
+
+impl<T: ReadAt + ?Sized> ReadAt for &T {
+    fn size(&self) -> u64 {
+        (**self).size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        (**self).read_exact_at(buf, offset)
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        (**self).as_slice()
+    }
+}
+
+/// A file, with its length taken once when opened.
+struct FileBytes {
+    file: std::fs::File,
+    size: u64,
+}
+
+impl ReadAt for FileBytes {
+    fn size(&self) -> u64 {
+        self.size
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        std::os::unix::fs::FileExt::read_exact_at(&self.file, buf, offset)
+    }
+}
+
+/// In-memory bytes lent by the store.
+struct MemoryBytes(Box<dyn AsRef<[u8]> + Send + Sync>);
+
+impl ReadAt for MemoryBytes {
+    fn size(&self) -> u64 {
+        (*self.0).as_ref().size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        (*self.0).as_ref().read_exact_at(buf, offset)
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        Some((*self.0).as_ref())
+    }
+}
+
+/// A stored snapshot's bytes: lent by the store without a copy where they are in memory, or
+/// an open file that the decoder reads piecewise. A snapshot of a large ledger is gigabytes:
+/// reading one whole into a fresh buffer took a fifth of its recovery, most of it the kernel
+/// faulting in the buffer's pages, before any decoding could start.
+pub struct SnapshotBytes(Box<dyn ReadAt>);
+
+impl SnapshotBytes {
+    /// Bytes in memory.
+    pub fn new(bytes: impl AsRef<[u8]> + Send + Sync + 'static) -> SnapshotBytes {
+        SnapshotBytes(Box::new(MemoryBytes(Box::new(bytes))))
+    }
+
+    /// An open file, read where and when the decoder asks (the file must not change while
+    /// this is held: snapshot files are written under another name and renamed into place).
+    pub fn file(file: std::fs::File) -> std::io::Result<SnapshotBytes> {
+        let size = file.metadata()?.len();
+        Ok(SnapshotBytes(Box::new(FileBytes { file, size })))
+    }
+
+    /// All the bytes, copied into memory.
+    pub fn to_vec(&self) -> std::io::Result<Vec<u8>> {
+        if let Some(bytes) = self.0.as_slice() {
+            return Ok(bytes.to_vec());
+        }
+        let size = usize::try_from(self.0.size())
+            .map_err(|_| std::io::Error::other("the snapshot is larger than memory can address"))?;
+        let mut bytes = vec![0; size];
+        self.0.read_exact_at(&mut bytes, 0)?;
+        Ok(bytes)
+    }
+}
+
+impl ReadAt for SnapshotBytes {
+    fn size(&self) -> u64 {
+        self.0.size()
+    }
+
+    fn read_exact_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<()> {
+        self.0.read_exact_at(buf, offset)
+    }
+
+    fn as_slice(&self) -> Option<&[u8]> {
+        self.0.as_slice()
     }
 }
 
 impl std::fmt::Debug for SnapshotBytes {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(formatter, "SnapshotBytes({} bytes)", self.len())
+        write!(formatter, "SnapshotBytes({} bytes)", self.size())
     }
 }
 

@@ -544,8 +544,11 @@ impl SnapshotStore for SledReader {
     }
 
     fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError> {
-        match read_in_two_halves(&snapshot_path(&self.inner.snapshot_dir, seq)) {
-            Ok(bytes) => return Ok(Some(SnapshotBytes::new(bytes))),
+        // Opened, not read: the decoder reads the file piecewise (see `SnapshotBytes`).
+        let opened = std::fs::File::open(snapshot_path(&self.inner.snapshot_dir, seq))
+            .and_then(SnapshotBytes::file);
+        match opened {
+            Ok(bytes) => return Ok(Some(bytes)),
             Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
             Err(error) => {
                 return Err(LogError::Storage(format!(
@@ -583,43 +586,6 @@ impl SnapshotStore for SledReader {
             self.inner.db.flush().map_err(storage)?;
         }
         Ok(())
-    }
-}
-
-/// Snapshots at least this large are read by two threads, a half each.
-const SNAPSHOT_SPLIT_READ_BYTES_MIN: u64 = 64 << 20;
-
-/// Reads a whole file; a large one with two threads, each copying (and faulting in) half of
-/// the buffer: reading a 1.5 GB snapshot from the page cache took a third of a second on one
-/// thread, before any decoding could start.
-fn read_in_two_halves(path: &Path) -> std::io::Result<Vec<u8>> {
-    use std::os::unix::fs::FileExt;
-    let file = std::fs::File::open(path)?;
-    let len = file.metadata()?.len();
-    if len < SNAPSHOT_SPLIT_READ_BYTES_MIN {
-        return std::fs::read(path);
-    }
-    let size = usize::try_from(len)
-        .map_err(|_| std::io::Error::other("the snapshot is larger than memory can address"))?;
-    let mut bytes = vec![0u8; size];
-    let (first, second) = bytes.split_at_mut(size / 2);
-    let offset = first.len() as u64;
-    let split = std::thread::scope(|scope| -> Option<std::io::Result<()>> {
-        let file = &file;
-        let handle = std::thread::Builder::new()
-            .name("subledger-snapshot-read".into())
-            .spawn_scoped(scope, move || file.read_exact_at(second, offset))
-            .ok()?;
-        let read = file.read_exact_at(first, 0);
-        let other = handle
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("a reading thread panicked")));
-        Some(read.and(other))
-    });
-    match split {
-        Some(read) => read.map(|()| bytes),
-        // No thread to be had: one read.
-        None => std::fs::read(path),
     }
 }
 
@@ -684,27 +650,5 @@ fn remove_unfinished_snapshots(dir: &Path) {
             // Best effort: a leftover is ignored by `list` anyway.
             let _ = std::fs::remove_file(entry.path());
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used, clippy::expect_used)]
-    use super::*;
-
-    #[test]
-    fn a_large_file_read_in_two_halves_comes_back_whole() {
-        let dir = tempfile::tempdir().unwrap();
-        let len = usize::try_from(SNAPSHOT_SPLIT_READ_BYTES_MIN).unwrap() + 3;
-        let bytes: Vec<u8> = (0..len)
-            .map(|index| u8::try_from(index % 251).unwrap())
-            .collect();
-        let path = dir.path().join("big");
-        std::fs::write(&path, &bytes).unwrap();
-        assert!(read_in_two_halves(&path).unwrap() == bytes);
-        let small = dir.path().join("small");
-        std::fs::write(&small, b"abc").unwrap();
-        assert_eq!(read_in_two_halves(&small).unwrap(), b"abc");
-        assert!(read_in_two_halves(&dir.path().join("missing")).is_err());
     }
 }

@@ -182,7 +182,7 @@ fn a_damaged_snapshot_falls_back_to_an_older_one_with_a_warning() {
     assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
     let live = fingerprint(ledger);
     let store = log.snapshots();
-    let mut bytes = store.load(Sequence(6)).unwrap().unwrap().to_vec();
+    let mut bytes = store.load(Sequence(6)).unwrap().unwrap().to_vec().unwrap();
     let middle = bytes.len() / 2;
     bytes[middle] ^= 0x40;
     store.save(Sequence(6), &bytes).unwrap();
