@@ -875,7 +875,7 @@ impl Views {
             let Some(entry) = entries.get(index) else {
                 break;
             };
-            if !entry.kind.moves_money() {
+            if !entry.kind().moves_money() {
                 continue;
             }
             if lines.len() == limit {
@@ -907,7 +907,7 @@ impl Views {
         StatementLine {
             seq: entry.seq,
             at: entry.at,
-            kind: entry.kind,
+            kind: entry.kind(),
             balance_change: change(entry.balance(), before_balance),
             credit_limit_change: change(entry.credit_limit(), before_credit),
             balance_after: value(entry.balance()),
@@ -924,7 +924,7 @@ impl Views {
     /// The money command behind an entry (from the family lists, by sequence number).
     fn command_at(&self, id: AccountId, entry: &Entry) -> Option<(Option<CommandId>, String)> {
         let family = self.family_of(id);
-        let list: &[TransferEntry] = match entry.kind {
+        let list: &[TransferEntry] = match entry.kind() {
             EntryKind::TransferIn | EntryKind::TransferOut => {
                 &self.money.history.get(&family)?.balance
             }
@@ -1315,7 +1315,7 @@ impl Views {
             for entry in &history.entries {
                 hasher.update(&entry.seq.0.to_le_bytes());
                 hasher.update(&entry.at.0.to_le_bytes());
-                hasher.update(entry.kind.as_str().as_bytes());
+                hasher.update(entry.kind().as_str().as_bytes());
                 for amount in [entry.balance(), entry.credit_limit()] {
                     hasher.update(&amount.map_or(i128::MIN, Amount::units).to_le_bytes());
                 }
