@@ -31,7 +31,9 @@ use hashbrown::HashTable;
 use crate::event::Event;
 use crate::ids::{AccountId, CommandId, Sequence, Timestamp};
 use crate::money::Amount;
-use crate::state::{ApplyFault, CommandContent, CommandRecord, MoneyKind};
+use crate::state::{
+    ApplyFault, CommandContent, CommandRecord, MoneyKind, COMMAND_RECORD_ENCODED_BYTES_MAX,
+};
 
 /// What a money event leaves in the index.
 #[derive(Debug, Clone, Copy)]
@@ -457,6 +459,41 @@ impl CommandIndex {
     }
 
     /// Records in the order they were applied.
+    /// Encodes every (id, record) pair in log order, as `(CommandId, CommandRecord)` encodes:
+    /// records without a reference in one write each, straight from the packed form (see
+    /// [`crate::fields::Out`]), the others field by field.
+    pub(crate) fn encode_records<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        use bincode::Encode;
+        for packed in &self.records {
+            let fast =
+                crate::fields::encode_fast::<_, COMMAND_RECORD_ENCODED_BYTES_MAX>(encoder, |out| {
+                    if packed.reference != 0 {
+                        return None;
+                    }
+                    out.bytes16(&packed.id.to_bytes())?;
+                    out.u32(packed.kind.index())?;
+                    out.u32(packed.source.0)?;
+                    out.u32(packed.target.0)?;
+                    out.i128(packed.amount.units())?;
+                    out.u64(0)?;
+                    out.u64(packed.seq.0)?;
+                    out.i64(packed.at.0)
+                });
+            match fast {
+                Some(result) => result?,
+                None => {
+                    let (id, record) = self.unpack(packed);
+                    id.encode(encoder)?;
+                    record.encode(encoder)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (CommandId, CommandRecord)> + '_ {
         self.records.iter().map(|packed| self.unpack(packed))
     }

@@ -132,6 +132,10 @@ macro_rules! uuid_id {
                 Self(bytes)
             }
 
+            pub fn to_bytes(self) -> [u8; 16] {
+                self.0
+            }
+
             pub fn to_uuid(self) -> Uuid {
                 Uuid::from_bytes(self.0)
             }
