@@ -1437,6 +1437,12 @@ impl State {
         Ok(())
     }
 
+    /// Keeps the idempotency index's records but not its lookup table: a state that will only
+    /// be written out as snapshots, never decide (see [`CommandIndex::keep_records_only`]).
+    pub fn keep_command_records_only(&mut self) {
+        self.commands.keep_records_only();
+    }
+
     /// Drops the idempotency index (turning a writer-side state into a read-side copy).
     pub fn forget_command_index(&mut self) {
         self.commands = CommandIndex::default();

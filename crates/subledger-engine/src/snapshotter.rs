@@ -134,9 +134,11 @@ impl Snapshotter {
         let replica = match &mut self.replica {
             Some(replica) => replica,
             None => {
-                let (views, hash, _) =
+                let (mut views, hash, _) =
                     crate::recovery::recover(self.reader.as_ref(), self.store.as_ref(), true)
                         .map_err(|error| error.to_string())?;
+                // The replica never decides: its index need not find commands, only list them.
+                views.keep_command_records_only();
                 self.head_hash = hash;
                 self.replica_held.store(true, Ordering::Relaxed);
                 self.replica.insert(views)

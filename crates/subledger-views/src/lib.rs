@@ -646,6 +646,12 @@ impl Views {
         self.state.restore_low_balances(settings)
     }
 
+    /// Keeps the idempotency index's records but not its lookup table: for a replica that is
+    /// only ever written out as snapshots (see `State::keep_command_records_only`).
+    pub fn keep_command_records_only(&mut self) {
+        self.state.keep_command_records_only();
+    }
+
     /// Makes room for `additional` more money commands in the idempotency index (if kept).
     pub fn reserve_commands(&mut self, additional: usize) {
         self.state.reserve_commands(additional);
