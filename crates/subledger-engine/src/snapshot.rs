@@ -50,7 +50,7 @@
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
 use subledger_core::{CommandIndex, Sequence, Timestamp};
-use subledger_log::{ChainHash, ReadAt, SnapshotSink};
+use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
 use subledger_views::{LegacyViews, Views, ViewsHead, ViewsHistories};
@@ -91,8 +91,6 @@ pub enum SnapshotError {
     Mismatch,
     #[error("reading the snapshot: {0}")]
     Read(String),
-    #[error("writing the snapshot: {0}")]
-    Write(String),
 }
 
 /// A decoded, verified snapshot.
@@ -115,75 +113,39 @@ fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
 /// Encodes `views` (which must keep the idempotency index) as taken after the record whose
 /// hash is `head_hash`.
 pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, SnapshotError> {
-    let mut bytes = Vec::new();
-    write_snapshot(views, head_hash, &mut bytes)?;
-    Ok(bytes)
-}
-
-/// Counts what passes through to the sink.
-struct Counted<'a> {
-    sink: &'a mut dyn SnapshotSink,
-    count: u64,
-}
-
-impl std::io::Write for Counted<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.sink.write(bytes)?;
-        self.count += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sink.flush()
-    }
-}
-
-/// Writes the snapshot [`encode_snapshot`] encodes into `sink`, piece by piece: the sections
-/// are encoded in place, their lengths patched in once known, then the checksum is computed
-/// over the bytes read back and appended. With a file sink the snapshot is never whole in
-/// memory (a 10M-transfer ledger's is 1.5 GB).
-pub fn write_snapshot(
-    views: &Views,
-    head_hash: ChainHash,
-    sink: &mut dyn SnapshotSink,
-) -> Result<(), SnapshotError> {
     let config = bincode::config::standard();
     let encode_error =
         |error: bincode::error::EncodeError| SnapshotError::Payload(error.to_string());
-    let write_error = |error: std::io::Error| SnapshotError::Write(error.to_string());
     let index = views
         .state()
         .command_index()
         .ok_or_else(|| SnapshotError::Payload("the views keep no idempotency index".into()))?;
-    let mut header = Vec::with_capacity(HEADER_BYTES + 16);
-    header.extend_from_slice(&SNAPSHOT_MAGIC);
-    header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&views.last_seq().0.to_le_bytes());
-    header.extend_from_slice(&views.state().last_at().0.to_le_bytes());
-    header.extend_from_slice(&head_hash.0);
-    // The payload's and the sections' lengths are patched in once known.
-    header.extend_from_slice(&[0; 8 + 16]);
-    let mut out = Counted { sink, count: 0 };
-    std::io::Write::write_all(&mut out, &header).map_err(write_error)?;
-    let head_start = out.count;
-    bincode::encode_into_std_write(ViewsHead(views), &mut out, config).map_err(encode_error)?;
-    let histories_start = out.count;
-    bincode::encode_into_std_write(ViewsHistories::of(views), &mut out, config)
+    let mut bytes = Vec::with_capacity(HEADER_BYTES);
+    bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&views.last_seq().0.to_le_bytes());
+    bytes.extend_from_slice(&views.state().last_at().0.to_le_bytes());
+    bytes.extend_from_slice(&head_hash.0);
+    // Lengths are patched in once known (the sections are encoded in place, not copied).
+    bytes.extend_from_slice(&0_u64.to_le_bytes());
+    let payload_start = bytes.len();
+    bytes.extend_from_slice(&[0; 16]);
+    let head_start = bytes.len();
+    bincode::encode_into_std_write(ViewsHead(views), &mut bytes, config).map_err(encode_error)?;
+    let histories_start = bytes.len();
+    bincode::encode_into_std_write(ViewsHistories::of(views), &mut bytes, config)
         .map_err(encode_error)?;
-    let index_start = out.count;
-    bincode::encode_into_std_write(index, &mut out, config).map_err(encode_error)?;
-    let body = out.count;
-    let payload_start = HEADER_BYTES as u64;
-    let mut lengths = Vec::with_capacity(24);
-    lengths.extend_from_slice(&(body - payload_start).to_le_bytes());
-    lengths.extend_from_slice(&(histories_start - head_start).to_le_bytes());
-    lengths.extend_from_slice(&(index_start - histories_start).to_le_bytes());
-    sink.patch(payload_start - 8, &lengths)
-        .map_err(write_error)?;
-    let written = sink.written().map_err(write_error)?;
-    let checksum = hash_range(written, 0, body, SECTION_BUFFER_BYTES).map_err(write_error)?;
-    sink.write_all(checksum.as_bytes()).map_err(write_error)?;
-    Ok(())
+    let index_start = bytes.len();
+    bincode::encode_into_std_write(index, &mut bytes, config).map_err(encode_error)?;
+    let payload_len = (bytes.len() - payload_start) as u64;
+    bytes[payload_start - 8..payload_start].copy_from_slice(&payload_len.to_le_bytes());
+    let head_len = (histories_start - head_start) as u64;
+    let histories_len = (index_start - histories_start) as u64;
+    bytes[payload_start..payload_start + 8].copy_from_slice(&head_len.to_le_bytes());
+    bytes[payload_start + 8..head_start].copy_from_slice(&histories_len.to_le_bytes());
+    let checksum = blake3::hash(&bytes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    Ok(bytes)
 }
 
 /// Decodes a version-4 payload: the index section on a second thread while this one decodes
