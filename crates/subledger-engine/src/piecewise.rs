@@ -30,6 +30,9 @@ pub(crate) struct SectionReader<'a> {
     /// The first read error: decoding then ends as if the section had, and the caller reports
     /// this instead of what the decoder made of the missing bytes.
     error: Option<std::io::Error>,
+    /// BLAKE3 of every byte read from the source so far, when asked for
+    /// ([`SectionReader::hashed`]).
+    hasher: Option<blake3::Hasher>,
 }
 
 impl<'a> SectionReader<'a> {
@@ -52,7 +55,29 @@ impl<'a> SectionReader<'a> {
             start: 0,
             filled: 0,
             error: None,
+            hasher: None,
         }
+    }
+
+    /// The same reader, also hashing the section as it reads it (snapshot format 7 checks
+    /// each section's hash: no separate pass over the file).
+    pub(crate) fn hashed(mut self) -> SectionReader<'a> {
+        self.hasher = Some(blake3::Hasher::new());
+        self
+    }
+
+    /// Reads whatever of the section is left unread and returns the hash of all of it (`None`
+    /// if this reader does not hash). The error of a read that failed, now or before.
+    pub(crate) fn finish_hash(&mut self) -> Option<std::io::Result<blake3::Hash>> {
+        self.hasher.as_ref()?;
+        self.start = self.filled;
+        while self.refill() {
+            self.start = self.filled;
+        }
+        if let Some(error) = self.error.take() {
+            return Some(Err(error));
+        }
+        self.hasher.as_ref().map(|hasher| Ok(hasher.finalize()))
     }
 
     fn buffered(&self) -> usize {
@@ -77,6 +102,9 @@ impl<'a> SectionReader<'a> {
         let target = &mut self.buffer[self.filled..self.filled + wanted];
         match self.source.read_exact_at(target, self.next) {
             Ok(()) => {
+                if let Some(hasher) = &mut self.hasher {
+                    hasher.update(target);
+                }
                 self.filled += wanted;
                 self.next += wanted as u64;
                 true
@@ -253,6 +281,30 @@ mod tests {
             prop_assert!(decoded.is_err());
         }
 
+        /// A hashing reader hashes the whole section, however much of it was decoded.
+        #[test]
+        fn a_hashing_reader_hashes_the_whole_section(value in value(), before in 0usize..50, buffer in 1usize..300, cut in 0usize..40) {
+            let config = bincode::config::standard();
+            let encoded = bincode::encode_to_vec(&value, config).unwrap();
+            let mut bytes = vec![0xAA; before];
+            bytes.extend_from_slice(&encoded);
+            bytes.extend_from_slice(b"after");
+            let source = Piecewise(bytes);
+            let expected = blake3::hash(&encoded);
+            let mut reader = SectionReader::new(&source, before as u64, encoded.len() as u64, buffer).hashed();
+            let decoded: Value = bincode::decode_from_reader(&mut reader, config).unwrap();
+            prop_assert_eq!(decoded, value);
+            prop_assert_eq!(reader.finish_hash().unwrap().unwrap(), expected);
+            // Stopped early (a decoding error), the rest is read for the hash.
+            let mut reader = SectionReader::new(&source, before as u64, encoded.len() as u64, buffer).hashed();
+            let mut some = vec![0u8; cut.min(encoded.len())];
+            bincode::de::read::Reader::read(&mut reader, &mut some).unwrap();
+            prop_assert_eq!(reader.finish_hash().unwrap().unwrap(), expected);
+            // A reader that does not hash says so.
+            let mut plain = SectionReader::new(&source, 0, 1, buffer);
+            prop_assert!(plain.finish_hash().is_none());
+        }
+
         #[test]
         fn hashes_as_blake3_does(bytes in prop::collection::vec(any::<u8>(), 0..2000), start in 0usize..100, buffer in 1usize..300) {
             let start = start.min(bytes.len());
@@ -276,5 +328,10 @@ mod tests {
         assert!(!reader.finished());
         assert_eq!(reader.take_error().unwrap().to_string(), "injected");
         assert!(hash_range(&source, 0, len, 64).is_err());
+        let mut hashing = SectionReader::new(&source, 0, len, 64).hashed();
+        assert_eq!(
+            hashing.finish_hash().unwrap().unwrap_err().to_string(),
+            "injected"
+        );
     }
 }

@@ -4,13 +4,13 @@
 //! ```text
 //! offset size field
 //!      0    4 magic "SLSN"
-//!      4    2 format version (1–6)
+//!      4    2 format version (1–7)
 //!      6    8 seq: the last event included
 //!     14    8 at: its commit instant (ms since the Unix epoch)
 //!     22   32 head_hash: hash of the log record ending at `seq`
 //!     54    8 payload length in bytes
 //!     62    n payload: bincode 2 (standard config) of the views *with* the idempotency index
-//!   62+n   32 BLAKE3 of bytes 0 .. 62+n
+//!   62+n   32 BLAKE3 of bytes 0 .. 62+n (format 7: of the sections' hashes, below)
 //! ```
 //!
 //! Payload versions: 1 = state, details, transfer histories; 2 = version 1 followed by the
@@ -27,7 +27,7 @@
 //! decoding; it now runs beside the views. 5 = format 4, where a secret's hash kept in the log
 //! is written as an empty text and the sequence number of the event that holds it
 //! (`subledger_views::StoredHash`); formats up to 4 always wrote the hash itself, which still
-//! decodes. 6 (written now) = format 5 with the views in two sections, so that three decode
+//! decodes. 6 = format 5 with the views in two sections, so that three decode
 //! side by side (the views' one section took half as long again as the index's at 10M
 //! transfers):
 //!
@@ -42,6 +42,20 @@
 //! ```
 //!
 //! The head and histories sections together are byte for byte format 5's views section.
+//!
+//! 7 (written now) = format 6 with two changes that let a snapshot be read in one pass, each
+//! section on its own thread:
+//!
+//! - the histories section stores each account's entries at a fixed width: the entry count,
+//!   then 40 bytes per entry (`subledger_views::Entry::to_raw`: seq, at and the three packed
+//!   words, little-endian), then the account's names as before; the payments follow as in
+//!   format 6 (`subledger_views::ViewsHistoriesV7`). Varints made the entries most of the
+//!   longest section's decoding at 10M transfers.
+//! - the trailer is the BLAKE3 of bytes 0 .. 78 (the header and the two section lengths)
+//!   followed by the BLAKE3 of each of the three sections, in order. Each decoding thread
+//!   hashes its section as it reads it; format 6's checksum over the whole body needed one
+//!   more pass over the file before the index could be decoded.
+//!
 //! Versions 1 and 2 still decode (the golden fixture proves it) into views marked incomplete,
 //! which recovery does not start from: it replays instead. The checksum is checked on the
 //! index's thread beside the decoding (see `decode_payload_v4`).
@@ -53,10 +67,10 @@ use subledger_core::{CommandIndex, Sequence, Timestamp};
 use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
-use subledger_views::{LegacyViews, Views, ViewsHead, ViewsHistories};
+use subledger_views::{LegacyViews, Views, ViewsHead, ViewsHistories, ViewsHistoriesV7};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 6;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 7;
 /// The oldest version still read.
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
@@ -133,7 +147,7 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     let head_start = bytes.len();
     bincode::encode_into_std_write(ViewsHead(views), &mut bytes, config).map_err(encode_error)?;
     let histories_start = bytes.len();
-    bincode::encode_into_std_write(ViewsHistories::of(views), &mut bytes, config)
+    bincode::encode_into_std_write(ViewsHistories::of_v7(views), &mut bytes, config)
         .map_err(encode_error)?;
     let index_start = bytes.len();
     bincode::encode_into_std_write(index, &mut bytes, config).map_err(encode_error)?;
@@ -143,7 +157,12 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     let histories_len = (index_start - histories_start) as u64;
     bytes[payload_start..payload_start + 8].copy_from_slice(&head_len.to_le_bytes());
     bytes[payload_start + 8..head_start].copy_from_slice(&histories_len.to_le_bytes());
-    let checksum = blake3::hash(&bytes);
+    let hashes = [
+        blake3::hash(&bytes[head_start..histories_start]),
+        blake3::hash(&bytes[histories_start..index_start]),
+        blake3::hash(&bytes[index_start..]),
+    ];
+    let checksum = sections_checksum(&bytes[..head_start], &hashes);
     bytes.extend_from_slice(checksum.as_bytes());
     Ok(bytes)
 }
@@ -230,61 +249,128 @@ struct Sections {
     index: (u64, u64),
 }
 
-/// Decodes a version-6 payload from its source, each section read piecewise (see
+/// How a piecewise-read snapshot's bytes are checked.
+#[derive(Clone, Copy)]
+enum Check<'a> {
+    /// Format 6: the BLAKE3 of the whole body, computed on the index's thread (one more pass
+    /// over the file) before it decodes the index.
+    Whole(&'a (dyn Fn() -> Result<bool, SnapshotError> + Sync)),
+    /// Format 7: each section hashed as its thread reads it; then the BLAKE3 of `prefix` (the
+    /// header and the section lengths) and the three section hashes must be `expected`.
+    Sections {
+        prefix: &'a [u8],
+        expected: [u8; TRAILER_BYTES],
+    },
+}
+
+/// Format 7's checksum: the BLAKE3 of the header and section lengths (`prefix`) followed by
+/// the BLAKE3 of each section in order.
+fn sections_checksum(prefix: &[u8], hashes: &[blake3::Hash]) -> blake3::Hash {
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(prefix);
+    for hash in hashes {
+        hasher.update(hash.as_bytes());
+    }
+    hasher.finalize()
+}
+
+/// A section's decoded value and, for format 7, the hash of all its bytes.
+type Decoded<T> = (
+    Result<T, SnapshotError>,
+    Option<Result<blake3::Hash, SnapshotError>>,
+);
+
+/// Decodes a format-6 or 7 payload from its source, each section read piecewise (see
 /// [`crate::piecewise`]): the views' head (state, details, transfer lists) on this thread, their
-/// per-account histories and payments on a second, the checksum and then the idempotency index
-/// on a third, each section with at most `LIMIT` bytes claimed. In format 4/5 the views were one
-/// section, half as long again as the index's at 10M transfers; split, the two cores share the
-/// work. `seq` is the header's: the histories are checked against it on their own thread. A bad
-/// checksum outranks whatever the decoding found; a read error outranks a decoding error.
-fn decode_payload_v6<const LIMIT: usize>(
+/// per-account histories and payments on a second, the idempotency index on a third, each
+/// section with at most `LIMIT` bytes claimed. In format 4/5 the views were one section, half
+/// as long again as the index's at 10M transfers; split, the two cores share the work. `seq` is
+/// the header's: the histories are checked against it on their own thread. A bad checksum
+/// outranks whatever the decoding found; a read error outranks a decoding error.
+fn decode_sections<const LIMIT: usize>(
     source: &dyn ReadAt,
     sections: Sections,
-    verified: &(dyn Fn() -> Result<bool, SnapshotError> + Sync),
+    check: Check<'_>,
     seq: Sequence,
 ) -> Result<Views, SnapshotError> {
-    let decode_index = move || -> Result<CommandIndex, SnapshotError> {
-        if !verified()? {
-            return Err(SnapshotError::Checksum);
+    let hashed = matches!(check, Check::Sections { .. });
+    let decode_index = move || -> Decoded<CommandIndex> {
+        if let Check::Whole(verified) = check {
+            match verified() {
+                Ok(true) => {}
+                Ok(false) => return (Err(SnapshotError::Checksum), None),
+                Err(error) => return (Err(error), None),
+            }
         }
-        decode_section_from::<CommandIndex, LIMIT>(source, sections.index)
+        decode_section_from::<CommandIndex, LIMIT>(source, sections.index, hashed)
     };
-    let decode_histories = move || -> Result<ViewsHistories, SnapshotError> {
-        let histories = decode_section_from::<ViewsHistories, LIMIT>(source, sections.histories)?;
-        if !histories.in_order(seq) {
-            return Err(SnapshotError::Payload(
-                "views: an account history is out of order".into(),
-            ));
-        }
-        Ok(histories)
+    let decode_histories = move || -> Decoded<ViewsHistories> {
+        let (histories, hash) = if hashed {
+            let (decoded, hash) =
+                decode_section_from::<ViewsHistoriesV7, LIMIT>(source, sections.histories, true);
+            (decoded.map(|ViewsHistoriesV7(histories)| histories), hash)
+        } else {
+            decode_section_from::<ViewsHistories, LIMIT>(source, sections.histories, false)
+        };
+        let histories = histories.and_then(|histories| {
+            if histories.in_order(seq) {
+                Ok(histories)
+            } else {
+                Err(SnapshotError::Payload(
+                    "views: an account history is out of order".into(),
+                ))
+            }
+        });
+        (histories, hash)
     };
-    let decode_head = move || {
-        decode_section_from::<ViewsHead<Views>, LIMIT>(source, sections.head)
-            .map(|ViewsHead(views)| views)
+    let decode_head = move || -> Decoded<Views> {
+        let (head, hash) =
+            decode_section_from::<ViewsHead<Views>, LIMIT>(source, sections.head, hashed);
+        (head.map(|ViewsHead(views)| views), hash)
     };
     // The closures hold only references and numbers, so they are `Copy`: the fallback for a
     // thread that cannot be started runs the same one here.
-    let (head, histories, index) = std::thread::scope(|scope| {
-        let index = std::thread::Builder::new()
-            .name("subledger-snapshot-index".into())
-            .spawn_scoped(scope, decode_index)
-            .ok();
-        let histories = std::thread::Builder::new()
-            .name("subledger-snapshot-histories".into())
-            .spawn_scoped(scope, decode_histories)
-            .ok();
-        let head = decode_head();
-        let panicked = |_| SnapshotError::Payload("a decoding thread panicked".into());
-        let histories = match histories {
-            Some(handle) => handle.join().map_err(panicked).and_then(|result| result),
-            None => decode_histories(),
-        };
-        let index = match index {
-            Some(handle) => handle.join().map_err(panicked).and_then(|result| result),
-            None => decode_index(),
-        };
-        (head, histories, index)
-    });
+    let ((head, head_hash), (histories, histories_hash), (index, index_hash)) =
+        std::thread::scope(|scope| {
+            let index = std::thread::Builder::new()
+                .name("subledger-snapshot-index".into())
+                .spawn_scoped(scope, decode_index)
+                .ok();
+            let histories = std::thread::Builder::new()
+                .name("subledger-snapshot-histories".into())
+                .spawn_scoped(scope, decode_histories)
+                .ok();
+            let head = decode_head();
+            fn panicked<T>() -> Decoded<T> {
+                (
+                    Err(SnapshotError::Payload("a decoding thread panicked".into())),
+                    None,
+                )
+            }
+            let histories = match histories {
+                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
+                None => decode_histories(),
+            };
+            let index = match index {
+                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
+                None => decode_index(),
+            };
+            (head, histories, index)
+        });
+    if let Check::Sections { prefix, expected } = check {
+        let mut hashes = Vec::with_capacity(3);
+        for hash in [head_hash, histories_hash, index_hash] {
+            match hash {
+                Some(Ok(hash)) => hashes.push(hash),
+                Some(Err(error)) => return Err(error),
+                // Only a panicked thread returns no hash: its error follows.
+                None => {}
+            }
+        }
+        if hashes.len() == 3 && sections_checksum(prefix, &hashes).as_bytes() != &expected {
+            return Err(SnapshotError::Checksum);
+        }
+    }
     if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
         return Err(error);
     }
@@ -301,22 +387,30 @@ fn decode_payload_v6<const LIMIT: usize>(
 }
 
 /// Decodes the section `(offset, len)` of `source` as one `T`, with at most `LIMIT` bytes
-/// claimed, reading it piecewise.
+/// claimed, reading it piecewise; with `hashed`, also the BLAKE3 of all the section's bytes
+/// (read to its end even when decoding stopped early, so that a bad checksum can outrank the
+/// decoding's error).
 fn decode_section_from<T: bincode::Decode<()>, const LIMIT: usize>(
     source: &dyn ReadAt,
     (offset, len): (u64, u64),
-) -> Result<T, SnapshotError> {
+    hashed: bool,
+) -> Decoded<T> {
     let config = bincode::config::standard().with_limit::<LIMIT>();
     let mut reader = SectionReader::new(source, offset, len, SECTION_BUFFER_BYTES);
+    if hashed {
+        reader = reader.hashed();
+    }
     let decoded: Result<T, _> = bincode::decode_from_reader(&mut reader, config);
-    if let Some(error) = reader.take_error() {
-        return Err(SnapshotError::Read(error.to_string()));
-    }
-    let value = decoded.map_err(|error| SnapshotError::Payload(error.to_string()))?;
-    if !reader.finished() {
-        return Err(SnapshotError::Mismatch);
-    }
-    Ok(value)
+    let value = match (reader.take_error(), decoded) {
+        (Some(error), _) => Err(SnapshotError::Read(error.to_string())),
+        (None, Err(error)) => Err(SnapshotError::Payload(error.to_string())),
+        (None, Ok(_)) if !reader.finished() => Err(SnapshotError::Mismatch),
+        (None, Ok(value)) => Ok(value),
+    };
+    let hash = reader
+        .finish_hash()
+        .map(|hash| hash.map_err(|error| SnapshotError::Read(error.to_string())));
+    (value, hash)
 }
 
 /// Decodes a payload of `version` with at most `LIMIT` bytes claimed; the views and the bytes
@@ -362,8 +456,8 @@ pub fn decode_snapshot(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
     decode_snapshot_from(&bytes)
 }
 
-/// Decodes and verifies a snapshot read from `source`. Format 6 is read piecewise, section by
-/// section on three threads (a file is never read whole: see [`crate::piecewise`]); older
+/// Decodes and verifies a snapshot read from `source`. Formats 6 and 7 are read piecewise, section by
+/// section on three threads (a file is never read whole: see the private `piecewise` module); older
 /// formats are read into memory and decoded as they always were.
 pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, SnapshotError> {
     let read = |buf: &mut [u8], offset: u64| {
@@ -400,7 +494,7 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
     let body = size - TRAILER_BYTES as u64;
     let mut trailer = [0u8; TRAILER_BYTES];
     read(&mut trailer, body)?;
-    // Checked on the index's thread beside the decoding (see `decode_payload_v6`).
+    // Format 6: checked on the index's thread beside the decoding (see `decode_sections`).
     let verified = || -> Result<bool, SnapshotError> {
         let hash = hash_range(source, 0, body, SECTION_BUFFER_BYTES)
             .map_err(|error| SnapshotError::Read(error.to_string()))?;
@@ -431,11 +525,23 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         None
     };
     let Some(sections) = sections else {
-        return Err(if verified()? {
+        // Format 7's checksum covers the sections' hashes, which need their bounds: lengths
+        // that bound nothing are a disagreement whatever the checksum says.
+        return Err(if version >= 7 || verified()? {
             SnapshotError::Mismatch
         } else {
             SnapshotError::Checksum
         });
+    };
+    let mut prefix = header.to_vec();
+    prefix.extend_from_slice(&lengths);
+    let check = if version >= 7 {
+        Check::Sections {
+            prefix: &prefix,
+            expected: trailer,
+        }
+    } else {
+        Check::Whole(&verified)
     };
     let wanted = usize::try_from(payload_len)
         .unwrap_or(usize::MAX)
@@ -444,18 +550,16 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         .iter()
         .position(|tier| *tier >= wanted)
     {
-        Some(0) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(
-            source, sections, &verified, seq,
-        ),
-        Some(1) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(
-            source, sections, &verified, seq,
-        ),
-        Some(2) => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(
-            source, sections, &verified, seq,
-        ),
-        _ => decode_payload_v6::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(
-            source, sections, &verified, seq,
-        ),
+        Some(0) => {
+            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(source, sections, check, seq)
+        }
+        Some(1) => {
+            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(source, sections, check, seq)
+        }
+        Some(2) => {
+            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(source, sections, check, seq)
+        }
+        _ => decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(source, sections, check, seq),
     };
     let views = decoded?;
     if views.last_seq() != seq || views.state().last_at() != at {

@@ -189,7 +189,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v6.bin"),
+            fixture("snapshot-v7.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
@@ -197,7 +197,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     // Today's snapshot encoding has not drifted either (the views' in-memory layout may change,
     // as the packed history entries did; their bytes may not).
     assert_eq!(
-        std::fs::read(fixture("snapshot-v6.bin")).unwrap(),
+        std::fs::read(fixture("snapshot-v7.bin")).unwrap(),
         encode_snapshot(&today, head_hash).unwrap(),
         "snapshot encoding changed: bump the snapshot format version"
     );
@@ -240,12 +240,14 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         replayed.state().state_hash()
     );
     // Versions 3 (one payload), 4 (views and idempotency index in two sections), 5 (secrets'
-    // hashes left in the log) and 6 (the views in two sections): the same complete views.
+    // hashes left in the log), 6 (the views in two sections) and 7 (fixed-width history
+    // entries, a checksum over the sections' hashes): the same complete views.
     for version in [
         "snapshot-v3.bin",
         "snapshot-v4.bin",
         "snapshot-v5.bin",
         "snapshot-v6.bin",
+        "snapshot-v7.bin",
     ] {
         let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
         assert!(snapshot.views.is_complete(), "{version}");
@@ -265,7 +267,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}: top-up, three transfers and a charge"
         );
     }
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v6.bin")).unwrap()).unwrap();
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v7.bin")).unwrap()).unwrap();
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
@@ -362,4 +364,90 @@ fn forged_version_6_section_lengths_are_refused_not_panicked_on() {
         decode_snapshot(&damaged),
         Err(SnapshotError::Checksum)
     ));
+}
+
+/// Rewrites a format-7 snapshot's payload (two section lengths, then the sections) and seals
+/// it again with format 7's checksum over the sections' hashes.
+fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u8]) -> Vec<u8> {
+    let mut bytes = snapshot[..54].to_vec();
+    bytes.extend_from_slice(&(16 + sections.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&head_len.to_le_bytes());
+    bytes.extend_from_slice(&histories_len.to_le_bytes());
+    let mut hasher = blake3::Hasher::new();
+    hasher.update(&bytes);
+    let head = usize::try_from(head_len).unwrap().min(sections.len());
+    let histories = head
+        .saturating_add(usize::try_from(histories_len).unwrap())
+        .min(sections.len());
+    for section in [
+        &sections[..head],
+        &sections[head..histories],
+        &sections[histories..],
+    ] {
+        hasher.update(blake3::hash(section).as_bytes());
+    }
+    bytes.extend_from_slice(sections);
+    bytes.extend_from_slice(hasher.finalize().as_bytes());
+    bytes
+}
+
+#[test]
+fn forged_or_damaged_version_7_snapshots_are_refused_not_panicked_on() {
+    let good = std::fs::read(fixture("snapshot-v7.bin")).unwrap();
+    let payload = &good[62..good.len() - 32];
+    let head_len = u64::from_le_bytes(payload[..8].try_into().unwrap());
+    let histories_len = u64::from_le_bytes(payload[8..16].try_into().unwrap());
+    let sections = &payload[16..];
+    assert_eq!(
+        resealed_v7(&good, head_len, histories_len, sections),
+        good,
+        "the test seals as the encoder does"
+    );
+    let all = sections.len() as u64;
+    for (head, histories) in [
+        (u64::MAX, histories_len),
+        (head_len, u64::MAX),
+        (all + 1, 0),
+        (0, histories_len),
+        (head_len - 1, histories_len + 1),
+        (head_len + 1, histories_len - 1),
+        (head_len, histories_len - 1),
+        (head_len, histories_len + 1),
+        (head_len + histories_len, 0),
+    ] {
+        let forged = resealed_v7(&good, head, histories, sections);
+        assert!(
+            decode_snapshot(&forged).is_err(),
+            "section lengths {head} / {histories} accepted"
+        );
+    }
+    // A damaged byte anywhere in a section, or in the checksum, is a checksum error.
+    let head = usize::try_from(head_len).unwrap();
+    let histories = usize::try_from(histories_len).unwrap();
+    for at in [
+        62 + 16 + head / 2,
+        62 + 16 + head + histories / 2,
+        62 + 16 + head + histories + 3,
+        good.len() - 1,
+    ] {
+        let mut damaged = good.clone();
+        damaged[at] ^= 0x10;
+        assert!(
+            matches!(decode_snapshot(&damaged), Err(SnapshotError::Checksum)),
+            "damage at byte {at}"
+        );
+    }
+    // A history entry no entry writes (an unknown kind: the kind's bits in the last packed
+    // word), sealed again as a forger could, is refused by the decoding.
+    let entries_at = head;
+    let mut forged = sections.to_vec();
+    // The first account's first entry: after the account count (1 byte) and the entry count
+    // (1 byte), 40 bytes whose last 8 are the high word; kind bits start at bit 40.
+    let high = entries_at + 2 + 32;
+    forged[high + 5] |= 0x0F;
+    let refused = decode_snapshot(&resealed_v7(&good, head_len, histories_len, &forged));
+    assert!(
+        matches!(&refused, Err(SnapshotError::Payload(detail)) if detail.contains("no history entry writes")),
+        "{refused:?}"
+    );
 }
