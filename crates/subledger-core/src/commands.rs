@@ -118,6 +118,65 @@ pub(crate) fn money_command(event: &Event) -> Option<MoneyCommand<'_>> {
     })
 }
 
+/// The fixed part of an idempotency record in snapshot format 7: the id (16 bytes), seq (u64
+/// LE), at (i64 LE), amount (i128 LE), source and target (u32 LE) and kind (one byte); the
+/// reference follows as a bincode string. Read with varints, these records were most of the
+/// index section's decoding at 10M transfers.
+pub const RECORD_RAW_BYTES: usize = 57;
+
+/// Most records a format-7 index section's count can make the decoder reserve room for before
+/// the records themselves arrive.
+const DECODE_RECORDS_PREALLOCATED_MAX: usize = 1 << 20;
+
+/// The fields of a record's fixed part; `None` for an unknown kind or an amount out of range.
+#[allow(clippy::type_complexity)]
+fn parse_raw(
+    raw: &[u8; RECORD_RAW_BYTES],
+) -> Option<(
+    CommandId,
+    Sequence,
+    Timestamp,
+    Amount,
+    AccountId,
+    AccountId,
+    MoneyKind,
+)> {
+    let id = CommandId::from_bytes(raw[..16].try_into().ok()?);
+    let seq = Sequence(u64::from_le_bytes(raw[16..24].try_into().ok()?));
+    let at = Timestamp(i64::from_le_bytes(raw[24..32].try_into().ok()?));
+    let amount = Amount::from_units(i128::from_le_bytes(raw[32..48].try_into().ok()?)).ok()?;
+    let source = AccountId(u32::from_le_bytes(raw[48..52].try_into().ok()?));
+    let target = AccountId(u32::from_le_bytes(raw[52..56].try_into().ok()?));
+    let kind = MoneyKind::from_index_byte(raw[56])?;
+    Some((id, seq, at, amount, source, target, kind))
+}
+
+/// [`CommandIndex`] in the layout of snapshot format 7 ([`RECORD_RAW_BYTES`]), for decoding.
+#[derive(Debug)]
+pub struct CommandIndexV7(pub CommandIndex);
+
+impl<Context> bincode::Decode<Context> for CommandIndexV7 {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        CommandIndex::decode_v7(decoder).map(CommandIndexV7)
+    }
+}
+bincode::impl_borrow_decode!(CommandIndexV7);
+
+/// A [`CommandIndex`] to encode in the layout of snapshot format 7.
+#[derive(Debug, Clone, Copy)]
+pub struct CommandIndexV7Of<'a>(pub &'a CommandIndex);
+
+impl bincode::Encode for CommandIndexV7Of<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_v7(encoder)
+    }
+}
+
 /// One applied money command, packed (see the module comment).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed {
@@ -512,6 +571,88 @@ impl CommandIndex {
         Ok(())
     }
 
+    /// The index in snapshot format 7 ([`CommandIndexV7`]): the count, then each record's
+    /// fixed part ([`RECORD_RAW_BYTES`]) and its reference as a string.
+    fn encode_v7<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        use bincode::enc::write::Writer;
+        use bincode::Encode;
+        (self.records.len() as u64).encode(encoder)?;
+        for packed in &self.records {
+            let mut raw = [0u8; RECORD_RAW_BYTES + 1];
+            raw[..16].copy_from_slice(&packed.id.to_bytes());
+            raw[16..24].copy_from_slice(&packed.seq.0.to_le_bytes());
+            raw[24..32].copy_from_slice(&packed.at.0.to_le_bytes());
+            raw[32..48].copy_from_slice(&packed.amount.units().to_le_bytes());
+            raw[48..52].copy_from_slice(&packed.source.0.to_le_bytes());
+            raw[52..56].copy_from_slice(&packed.target.0.to_le_bytes());
+            raw[56] = packed.kind.index_byte();
+            match packed.reference.checked_sub(1) {
+                // The empty reference's length, 0, completes the record in one write.
+                None => encoder.writer().write(&raw)?,
+                Some(index) => {
+                    encoder.writer().write(&raw[..RECORD_RAW_BYTES])?;
+                    let reference = self.references.get(index as usize).map_or("", |text| text);
+                    reference.encode(encoder)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads what [`CommandIndex::encode_v7`] wrote: records in strictly increasing sequence
+    /// order, each one bytes that encoding produces; a repeated id is refused.
+    fn decode_v7<D: bincode::de::Decoder>(
+        decoder: &mut D,
+    ) -> Result<CommandIndex, bincode::error::DecodeError> {
+        use bincode::de::read::Reader;
+        use bincode::Decode;
+        let refused = bincode::error::DecodeError::Other;
+        let count = u64::decode(decoder)?;
+        let mut index = CommandIndex::default();
+        // A forged count cannot demand gigabytes up front: real records grow the index.
+        index.reserve_appended(
+            usize::try_from(count)
+                .unwrap_or(usize::MAX)
+                .min(DECODE_RECORDS_PREALLOCATED_MAX),
+        );
+        let mut last = Sequence::ZERO;
+        let mut raw = [0u8; RECORD_RAW_BYTES];
+        for _ in 0..count {
+            decoder.reader().read(&mut raw)?;
+            let (id, seq, at, amount, source, target, kind) =
+                parse_raw(&raw).ok_or(refused("bytes no idempotency record writes"))?;
+            if seq <= last {
+                return Err(refused("idempotency records out of order"));
+            }
+            last = seq;
+            let empty = matches!(decoder.reader().peek_read(1), Some([0]));
+            let reference = if empty {
+                decoder.reader().consume(1);
+                String::new()
+            } else {
+                String::decode(decoder)?
+            };
+            let command = MoneyCommand {
+                id,
+                kind,
+                source,
+                target,
+                amount,
+                reference: &reference,
+            };
+            if !index.append(command, seq, at) {
+                return Err(refused("too many commands"));
+            }
+        }
+        index
+            .enter_appended()
+            .map_err(|_| refused("duplicate command id"))?;
+        Ok(index)
+    }
+
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (CommandId, CommandRecord)> + '_ {
         self.records.iter().map(|packed| self.unpack(packed))
     }
@@ -632,6 +773,61 @@ mod tests {
         assert!(records_only.insert(id(3), &record(51, 3, "")));
         let repeated = bincode::encode_to_vec(&records_only, config).unwrap_or_default();
         assert!(bincode::decode_from_slice::<CommandIndex, _>(&repeated, config).is_err());
+    }
+
+    /// Format 7's fixed-width records read back exactly; damaged bytes are refused or read
+    /// as what they encode; records out of order and repeated ids are refused.
+    #[test]
+    fn format_7_records_read_back_and_refuse_what_no_index_writes() {
+        let config = bincode::config::standard();
+        let mut index = CommandIndex::default();
+        for n in 1..=40u64 {
+            let reference = if n % 9 == 0 { "ref ✓" } else { "" };
+            let amount = if n == 7 {
+                Amount::MIN.units()
+            } else {
+                i128::from(n) * 1_000
+            };
+            assert!(index.insert(id(n.into()), &record(n * 2, amount, reference)));
+        }
+        let encoded = bincode::encode_to_vec(CommandIndexV7Of(&index), config).unwrap_or_default();
+        let decode = |bytes: &[u8]| {
+            bincode::decode_from_slice::<CommandIndexV7, _>(bytes, config)
+                .map(|(CommandIndexV7(index), _)| index)
+        };
+        let decoded = decode(&encoded).unwrap_or_default();
+        assert!(decoded == index);
+        assert_eq!(decoded.get(&id(9)), Some(record(18, 9_000, "ref ✓")));
+        // Every single-byte damage is refused or re-encodes to the same bytes.
+        for at in 0..encoded.len() {
+            let mut damaged = encoded.clone();
+            damaged[at] ^= 0x41;
+            if let Ok(read) = decode(&damaged) {
+                assert_eq!(
+                    bincode::encode_to_vec(CommandIndexV7Of(&read), config).unwrap_or_default(),
+                    damaged,
+                    "damage at {at}"
+                );
+            }
+        }
+        // A kind beyond the four, an amount beyond the bound: refused.
+        let mut unknown_kind = encoded.clone();
+        unknown_kind[1 + 56] = 4;
+        assert!(decode(&unknown_kind).is_err());
+        let mut too_much = encoded.clone();
+        too_much[1 + 32..1 + 48].copy_from_slice(&(Amount::MAX.units() + 1).to_le_bytes());
+        assert!(decode(&too_much).is_err());
+        // Two records swapped (out of order), and one id twice.
+        let record_len = RECORD_RAW_BYTES + 1;
+        let mut swapped = encoded.clone();
+        let (first, second) = (1..1 + record_len, 1 + record_len..1 + 2 * record_len);
+        let original = swapped[first.clone()].to_vec();
+        swapped.copy_within(second.clone(), first.start);
+        swapped[second].copy_from_slice(&original);
+        assert!(decode(&swapped).is_err());
+        let mut repeated = encoded.clone();
+        repeated.copy_within(1..17, 1 + record_len);
+        assert!(decode(&repeated).is_err());
     }
 
     /// Bulk entry reports the first repeat in log order, whether the earlier copy was entered

@@ -310,7 +310,22 @@ pub enum MoneyKind {
 impl MoneyKind {
     /// The variant's index, as bincode encodes it (declaration order).
     pub(crate) fn index(self) -> u32 {
-        u32::from(self as u8)
+        u32::from(self.index_byte())
+    }
+
+    pub(crate) fn index_byte(self) -> u8 {
+        self as u8
+    }
+
+    pub(crate) fn from_index_byte(index: u8) -> Option<MoneyKind> {
+        [
+            MoneyKind::BalanceTransfer,
+            MoneyKind::CreditTransfer,
+            MoneyKind::Charge,
+            MoneyKind::TopUp,
+        ]
+        .get(usize::from(index))
+        .copied()
     }
 }
 

@@ -50,7 +50,10 @@
 //!   then 40 bytes per entry (`subledger_views::Entry::to_raw`: seq, at and the three packed
 //!   words, little-endian), then the account's names as before; the payments follow as in
 //!   format 6 (`subledger_views::ViewsHistoriesV7`). Varints made the entries most of the
-//!   longest section's decoding at 10M transfers.
+//!   longest section's decoding at 10M transfers. The idempotency index section likewise:
+//!   the count, then per record its fixed 57 bytes (`subledger_core::RECORD_RAW_BYTES`: id,
+//!   seq, at, amount as i128, source, target, kind) and its reference as a string, in
+//!   strictly increasing sequence order.
 //! - the trailer is the BLAKE3 of bytes 0 .. 78 (the header and the two section lengths)
 //!   followed by the BLAKE3 of each of the three sections, in order. Each decoding thread
 //!   hashes its section as it reads it; format 6's checksum over the whole body needed one
@@ -63,7 +66,7 @@
 //! One payload restores both sides: the writer's state (with the idempotency index) and the
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
-use subledger_core::{CommandIndex, Sequence, Timestamp};
+use subledger_core::{CommandIndex, CommandIndexV7, CommandIndexV7Of, Sequence, Timestamp};
 use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
@@ -150,7 +153,8 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     bincode::encode_into_std_write(ViewsHistories::of_v7(views), &mut bytes, config)
         .map_err(encode_error)?;
     let index_start = bytes.len();
-    bincode::encode_into_std_write(index, &mut bytes, config).map_err(encode_error)?;
+    bincode::encode_into_std_write(CommandIndexV7Of(index), &mut bytes, config)
+        .map_err(encode_error)?;
     let payload_len = (bytes.len() - payload_start) as u64;
     bytes[payload_start - 8..payload_start].copy_from_slice(&payload_len.to_le_bytes());
     let head_len = (histories_start - head_start) as u64;
@@ -302,7 +306,13 @@ fn decode_sections<const LIMIT: usize>(
                 Err(error) => return (Err(error), None),
             }
         }
-        decode_section_from::<CommandIndex, LIMIT>(source, sections.index, hashed)
+        if hashed {
+            let (index, hash) =
+                decode_section_from::<CommandIndexV7, LIMIT>(source, sections.index, true);
+            (index.map(|CommandIndexV7(index)| index), hash)
+        } else {
+            decode_section_from::<CommandIndex, LIMIT>(source, sections.index, false)
+        }
     };
     let decode_histories = move || -> Decoded<ViewsHistories> {
         let (histories, hash) = if hashed {
