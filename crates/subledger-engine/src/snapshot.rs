@@ -53,7 +53,9 @@
 //!   longest section's decoding at 10M transfers. The idempotency index section likewise:
 //!   the count, then per record its fixed 57 bytes (`subledger_core::RECORD_RAW_BYTES`: id,
 //!   seq, at, amount as i128, source, target, kind) and its reference as a string, in
-//!   strictly increasing sequence order.
+//!   strictly increasing sequence order. And the families' transfer, charge and top-up lists:
+//!   per entry its fixed 56 bytes (id, seq, at, from, to, amount as i128) and its reference
+//!   as a string (`subledger_views::ViewsHeadV7`).
 //! - the trailer is the BLAKE3 of bytes 0 .. 78 (the header and the two section lengths)
 //!   followed by the BLAKE3 of each of the three sections, in order. Each decoding thread
 //!   hashes its section as it reads it; format 6's checksum over the whole body needed one
@@ -70,7 +72,9 @@ use subledger_core::{CommandIndex, CommandIndexV7, CommandIndexV7Of, Sequence, T
 use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
-use subledger_views::{LegacyViews, Views, ViewsHead, ViewsHistories, ViewsHistoriesV7};
+use subledger_views::{
+    LegacyViews, Views, ViewsHead, ViewsHeadV7, ViewsHistories, ViewsHistoriesV7,
+};
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
 pub const SNAPSHOT_FORMAT_VERSION: u16 = 7;
@@ -148,7 +152,7 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     let payload_start = bytes.len();
     bytes.extend_from_slice(&[0; 16]);
     let head_start = bytes.len();
-    bincode::encode_into_std_write(ViewsHead(views), &mut bytes, config).map_err(encode_error)?;
+    bincode::encode_into_std_write(ViewsHeadV7(views), &mut bytes, config).map_err(encode_error)?;
     let histories_start = bytes.len();
     bincode::encode_into_std_write(ViewsHistories::of_v7(views), &mut bytes, config)
         .map_err(encode_error)?;
@@ -334,8 +338,13 @@ fn decode_sections<const LIMIT: usize>(
         (histories, hash)
     };
     let decode_head = move || -> Decoded<Views> {
+        if hashed {
+            let (head, hash) =
+                decode_section_from::<ViewsHeadV7<Views>, LIMIT>(source, sections.head, true);
+            return (head.map(|ViewsHeadV7(views)| views), hash);
+        }
         let (head, hash) =
-            decode_section_from::<ViewsHead<Views>, LIMIT>(source, sections.head, hashed);
+            decode_section_from::<ViewsHead<Views>, LIMIT>(source, sections.head, false);
         (head.map(|ViewsHead(views)| views), hash)
     };
     // The closures hold only references and numbers, so they are `Copy`: the fallback for a

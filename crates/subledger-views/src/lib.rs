@@ -362,6 +362,132 @@ fn parse_transfer_entry(fields: &mut subledger_core::fields::Fields<'_>) -> Opti
     })
 }
 
+/// A transfer entry's fixed part in snapshot format 7: the command id (16 bytes), seq (u64
+/// LE), at (i64 LE), from and to (u32 LE) and the amount (i128 LE); the reference follows as
+/// a bincode string (one byte, 0, when empty).
+const TRANSFER_ENTRY_RAW_BYTES: usize = 56;
+
+impl TransferEntry {
+    fn encode_raw<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        use bincode::enc::write::Writer;
+        let mut raw = [0u8; TRANSFER_ENTRY_RAW_BYTES + 1];
+        raw[..16].copy_from_slice(&self.id.to_bytes());
+        raw[16..24].copy_from_slice(&self.seq.0.to_le_bytes());
+        raw[24..32].copy_from_slice(&self.at.0.to_le_bytes());
+        raw[32..36].copy_from_slice(&self.from.0.to_le_bytes());
+        raw[36..40].copy_from_slice(&self.to.0.to_le_bytes());
+        raw[40..56].copy_from_slice(&self.amount.units().to_le_bytes());
+        if self.reference.is_empty() {
+            // The empty reference's length, 0, completes the entry in one write.
+            return encoder.writer().write(&raw);
+        }
+        encoder.writer().write(&raw[..TRANSFER_ENTRY_RAW_BYTES])?;
+        self.reference.encode(encoder)
+    }
+
+    fn decode_raw<D: bincode::de::Decoder>(
+        decoder: &mut D,
+    ) -> Result<TransferEntry, bincode::error::DecodeError> {
+        use bincode::de::read::Reader;
+        let mut raw = [0u8; TRANSFER_ENTRY_RAW_BYTES];
+        decoder.reader().read(&mut raw)?;
+        let units = i128::from_le_bytes(raw[40..56].try_into().unwrap_or_default());
+        let amount = Amount::from_units(units).map_err(|_| {
+            bincode::error::DecodeError::Other("views: a transfer amount out of range")
+        })?;
+        let empty = matches!(decoder.reader().peek_read(1), Some([0]));
+        let reference = if empty {
+            decoder.reader().consume(1);
+            Reference::default()
+        } else {
+            Reference::decode(decoder)?
+        };
+        // Fixed ranges of a fixed-size array: the conversions cannot fail.
+        Ok(TransferEntry {
+            id: CommandId::from_bytes(raw[..16].try_into().unwrap_or_default()),
+            seq: Sequence(u64::from_le_bytes(
+                raw[16..24].try_into().unwrap_or_default(),
+            )),
+            at: Timestamp(i64::from_le_bytes(
+                raw[24..32].try_into().unwrap_or_default(),
+            )),
+            from: AccountId(u32::from_le_bytes(
+                raw[32..36].try_into().unwrap_or_default(),
+            )),
+            to: AccountId(u32::from_le_bytes(
+                raw[36..40].try_into().unwrap_or_default(),
+            )),
+            amount,
+            reference,
+        })
+    }
+}
+
+/// A list of transfer entries in snapshot format 7: the count, then each entry's fixed part
+/// and reference.
+fn encode_list_v7<E: bincode::enc::Encoder>(
+    list: &[TransferEntry],
+    encoder: &mut E,
+) -> Result<(), bincode::error::EncodeError> {
+    (list.len() as u64).encode(encoder)?;
+    list.iter().try_for_each(|entry| entry.encode_raw(encoder))
+}
+
+fn decode_list_v7<D: bincode::de::Decoder>(
+    decoder: &mut D,
+) -> Result<Vec<TransferEntry>, bincode::error::DecodeError> {
+    let len = usize::try_from(u64::decode(decoder)?)
+        .map_err(|_| bincode::error::DecodeError::Other("views: a length beyond memory"))?;
+    // Claimed against the decoding limit before anything is allocated for them.
+    decoder.claim_container_read::<TransferEntry>(len)?;
+    let mut list = Vec::with_capacity(len);
+    for _ in 0..len {
+        list.push(TransferEntry::decode_raw(decoder)?);
+    }
+    Ok(list)
+}
+
+impl History {
+    fn encode_v7<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        encode_list_v7(&self.balance, encoder)?;
+        encode_list_v7(&self.credit, encoder)
+    }
+
+    fn decode_v7<D: bincode::de::Decoder>(
+        decoder: &mut D,
+    ) -> Result<History, bincode::error::DecodeError> {
+        Ok(History {
+            balance: decode_list_v7(decoder)?,
+            credit: decode_list_v7(decoder)?,
+        })
+    }
+}
+
+impl Payments {
+    fn encode_v7<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        encode_list_v7(&self.charges, encoder)?;
+        encode_list_v7(&self.top_ups, encoder)
+    }
+
+    fn decode_v7<D: bincode::de::Decoder>(
+        decoder: &mut D,
+    ) -> Result<Payments, bincode::error::DecodeError> {
+        Ok(Payments {
+            charges: decode_list_v7(decoder)?,
+            top_ups: decode_list_v7(decoder)?,
+        })
+    }
+}
+
 impl Encode for TransferEntry {
     fn encode<E: bincode::enc::Encoder>(
         &self,
@@ -1485,6 +1611,16 @@ impl Views {
         state: &impl Encode,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
+        self.encode_head_as(state, encoder, false)
+    }
+
+    /// The head; with `fixed_width`, its transfer lists as snapshot format 7 stores them.
+    fn encode_head_as<E: bincode::enc::Encoder>(
+        &self,
+        state: &impl Encode,
+        encoder: &mut E,
+        fixed_width: bool,
+    ) -> Result<(), bincode::error::EncodeError> {
         state.encode(encoder)?;
         (self.details.len() as u64).encode(encoder)?;
         for (index, details) in self.details.iter().enumerate() {
@@ -1496,7 +1632,11 @@ impl Views {
         (self.money.history.len() as u64).encode(encoder)?;
         for (primary, history) in &self.money.history {
             primary.encode(encoder)?;
-            history.encode(encoder)?;
+            if fixed_width {
+                history.encode_v7(encoder)?;
+            } else {
+                history.encode(encoder)?;
+            }
         }
         self.state.low_balances().encode(encoder)
     }
@@ -1507,17 +1647,22 @@ impl Views {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         self.accounts.encode(encoder)?;
-        self.encode_payments(encoder)
+        self.encode_payments(encoder, false)
     }
 
     fn encode_payments<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
+        fixed_width: bool,
     ) -> Result<(), bincode::error::EncodeError> {
         (self.money.payments.len() as u64).encode(encoder)?;
         for (primary, payments) in &self.money.payments {
             primary.encode(encoder)?;
-            payments.encode(encoder)?;
+            if fixed_width {
+                payments.encode_v7(encoder)?;
+            } else {
+                payments.encode(encoder)?;
+            }
         }
         Ok(())
     }
@@ -1577,6 +1722,14 @@ fn consistent(state: &State, family: AccountId, list: &[TransferEntry]) -> bool 
 fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
     decoder: &mut D,
 ) -> Result<Views, bincode::error::DecodeError> {
+    decode_head_parts(decoder, false)
+}
+
+/// The version-1 layout; with `fixed_width`, transfer lists as snapshot format 7 stores them.
+fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
+    decoder: &mut D,
+    fixed_width: bool,
+) -> Result<Views, bincode::error::DecodeError> {
     let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
     let state = State::decode(decoder)?;
     let named = Vec::<NamedDetails>::decode(decoder)?;
@@ -1587,7 +1740,11 @@ fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
     let mut history = FxHashMap::default();
     for _ in 0..families {
         let primary = AccountId::decode(decoder)?;
-        let entries = History::decode(decoder)?;
+        let entries = if fixed_width {
+            History::decode_v7(decoder)?
+        } else {
+            History::decode(decoder)?
+        };
         if family_of_in(&state, primary) != Some(primary)
             || !consistent(&state, primary, &entries.balance)
             || !consistent(&state, primary, &entries.credit)
@@ -1680,6 +1837,39 @@ impl<Context> Decode<Context> for ViewsHead<Views> {
 }
 bincode::impl_borrow_decode!(ViewsHead<Views>);
 
+/// [`ViewsHead`] in the layout of snapshot format 7: the families' transfer lists at a fixed
+/// width per entry (56 bytes and the reference) instead of field by field.
+#[derive(Debug)]
+pub struct ViewsHeadV7<V>(pub V);
+
+impl Encode for ViewsHeadV7<&Views> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_head_as(
+            &subledger_core::StateWithoutCommands(&self.0.state),
+            encoder,
+            true,
+        )
+    }
+}
+
+impl<Context> Decode<Context> for ViewsHeadV7<Views> {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let mut views = decode_head_parts(decoder, true)?;
+        let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
+        views
+            .state
+            .restore_low_balances(settings)
+            .map_err(bincode::error::DecodeError::OtherString)?;
+        Ok(ViewsHeadV7(views))
+    }
+}
+bincode::impl_borrow_decode!(ViewsHeadV7<Views>);
+
 /// The second part of the version-3 layout: every account's history, then the families'
 /// payments. Decoded on their own, checked against the head by [`Views::attach_histories`].
 #[derive(Debug)]
@@ -1758,7 +1948,12 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
             let names = Names::decode(decoder)?;
             accounts.push(AccountHistory { entries, names });
         }
-        let payments = Vec::<(AccountId, Payments)>::decode(decoder)?;
+        let families = length(decoder)?;
+        decoder.claim_container_read::<(AccountId, Payments)>(families)?;
+        let mut payments = Vec::with_capacity(families);
+        for _ in 0..families {
+            payments.push((AccountId::decode(decoder)?, Payments::decode_v7(decoder)?));
+        }
         Ok(ViewsHistoriesV7(ViewsHistories { accounts, payments }))
     }
 }
@@ -1787,7 +1982,7 @@ impl Encode for ViewsHistoriesV7Of<'_> {
             }
             history.names.encode(encoder)?;
         }
-        views.encode_payments(encoder)
+        views.encode_payments(encoder, true)
     }
 }
 
@@ -1900,7 +2095,63 @@ mod tests {
         assert_eq!(std::mem::size_of::<AccountHistory>(), 56);
     }
 
+    /// A list of transfer entries in snapshot format 7's layout.
+    #[derive(Debug, PartialEq)]
+    struct ListV7(Vec<TransferEntry>);
+
+    impl Encode for ListV7 {
+        fn encode<E: bincode::enc::Encoder>(
+            &self,
+            encoder: &mut E,
+        ) -> Result<(), bincode::error::EncodeError> {
+            encode_list_v7(&self.0, encoder)
+        }
+    }
+
+    impl<Context> Decode<Context> for ListV7 {
+        fn decode<D: bincode::de::Decoder<Context = Context>>(
+            decoder: &mut D,
+        ) -> Result<Self, bincode::error::DecodeError> {
+            decode_list_v7(decoder).map(ListV7)
+        }
+    }
+
     proptest::proptest! {
+        /// Format 7's fixed-width transfer entries read back exactly, references included; a
+        /// damaged byte is refused or reads as what it encodes.
+        #[test]
+        fn fixed_width_transfer_entries_read_back(
+            entries in proptest::collection::vec((
+                proptest::prelude::any::<[u8; 16]>(),
+                proptest::prelude::any::<u64>(),
+                proptest::prelude::any::<i64>(),
+                proptest::prelude::any::<(u32, u32)>(),
+                -100_000_000_000_000_000_000_i128..=100_000_000_000_000_000_000,
+                "(|[a-z]{1,5})",
+            ), 0..6),
+            flip in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let list = ListV7(entries.iter().map(|(id, seq, at, (from, to), units, reference)| TransferEntry {
+                id: CommandId::from_bytes(*id),
+                seq: Sequence(*seq),
+                at: Timestamp(*at),
+                from: AccountId(*from),
+                to: AccountId(*to),
+                amount: Amount::from_units(*units).unwrap_or(Amount::ZERO),
+                reference: Reference::new(reference),
+            }).collect());
+            let config = bincode::config::standard().with_limit::<{ 1 << 20 }>();
+            let bytes = bincode::encode_to_vec(&list, config).unwrap_or_default();
+            let decoded = bincode::decode_from_slice::<ListV7, _>(&bytes, config).map(|(list, _)| list);
+            proptest::prop_assert_eq!(decoded.ok(), Some(ListV7(list.0.clone())));
+            let mut damaged = bytes.clone();
+            let at = flip.index(damaged.len());
+            damaged[at] ^= 0x5A;
+            if let Ok((read, used)) = bincode::decode_from_slice::<ListV7, _>(&damaged, config) {
+                proptest::prop_assert_eq!(bincode::encode_to_vec(&read, config).unwrap_or_default(), &damaged[..used]);
+            }
+        }
+
         /// Transfer entries decode the same through the fast path (a slice with bytes to spare)
         /// and through bincode's own decoding (an I/O reader), damaged or not.
         #[test]
