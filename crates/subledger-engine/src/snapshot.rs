@@ -580,16 +580,7 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         }
         _ => decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(source, sections, check, seq),
     };
-    let views = decoded?;
-    if views.last_seq() != seq || views.state().last_at() != at {
-        return Err(SnapshotError::Mismatch);
-    }
-    Ok(DecodedSnapshot {
-        seq,
-        at,
-        head_hash,
-        views,
-    })
+    checked(decoded?, seq, at, head_hash)
 }
 
 /// Decodes a snapshot of formats 1–5, whole in memory.
@@ -636,7 +627,20 @@ fn decode_in_memory(bytes: &[u8]) -> Result<DecodedSnapshot, SnapshotError> {
         _ => decode_payload::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(payload, version, &verified),
     };
     let (views, used) = decoded?;
-    if used != payload.len() || views.last_seq() != seq || views.state().last_at() != at {
+    if used != payload.len() {
+        return Err(SnapshotError::Mismatch);
+    }
+    checked(views, seq, at, head_hash)
+}
+
+/// The decoded snapshot, if its views end where its header says.
+fn checked(
+    views: Views,
+    seq: Sequence,
+    at: Timestamp,
+    head_hash: ChainHash,
+) -> Result<DecodedSnapshot, SnapshotError> {
+    if views.last_seq() != seq || views.state().last_at() != at {
         return Err(SnapshotError::Mismatch);
     }
     Ok(DecodedSnapshot {

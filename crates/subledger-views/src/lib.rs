@@ -450,22 +450,38 @@ fn decode_list_v7<D: bincode::de::Decoder>(
     Ok(list)
 }
 
+/// Two lists in format 7 (a family's balance and credit transfers, or its charges and
+/// top-ups), one after the other.
+fn encode_lists_v7<E: bincode::enc::Encoder>(
+    lists: [&[TransferEntry]; 2],
+    encoder: &mut E,
+) -> Result<(), bincode::error::EncodeError> {
+    lists
+        .into_iter()
+        .try_for_each(|list| encode_list_v7(list, encoder))
+}
+
+type TwoLists = (Vec<TransferEntry>, Vec<TransferEntry>);
+
+fn decode_lists_v7<D: bincode::de::Decoder>(
+    decoder: &mut D,
+) -> Result<TwoLists, bincode::error::DecodeError> {
+    Ok((decode_list_v7(decoder)?, decode_list_v7(decoder)?))
+}
+
 impl History {
     fn encode_v7<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        encode_list_v7(&self.balance, encoder)?;
-        encode_list_v7(&self.credit, encoder)
+        encode_lists_v7([&self.balance, &self.credit], encoder)
     }
 
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
     ) -> Result<History, bincode::error::DecodeError> {
-        Ok(History {
-            balance: decode_list_v7(decoder)?,
-            credit: decode_list_v7(decoder)?,
-        })
+        let (balance, credit) = decode_lists_v7(decoder)?;
+        Ok(History { balance, credit })
     }
 }
 
@@ -474,17 +490,14 @@ impl Payments {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        encode_list_v7(&self.charges, encoder)?;
-        encode_list_v7(&self.top_ups, encoder)
+        encode_lists_v7([&self.charges, &self.top_ups], encoder)
     }
 
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
     ) -> Result<Payments, bincode::error::DecodeError> {
-        Ok(Payments {
-            charges: decode_list_v7(decoder)?,
-            top_ups: decode_list_v7(decoder)?,
-        })
+        let (charges, top_ups) = decode_lists_v7(decoder)?;
+        Ok(Payments { charges, top_ups })
     }
 }
 
