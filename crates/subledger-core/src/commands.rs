@@ -124,10 +124,6 @@ pub(crate) fn money_command(event: &Event) -> Option<MoneyCommand<'_>> {
 /// index section's decoding at 10M transfers.
 pub const RECORD_RAW_BYTES: usize = 57;
 
-/// Most records a format-7 index section's count can make the decoder reserve room for before
-/// the records themselves arrive.
-const DECODE_RECORDS_PREALLOCATED_MAX: usize = 1 << 20;
-
 /// The fields of a record's fixed part; `None` for an unknown kind or an amount out of range.
 #[allow(clippy::type_complexity)]
 fn parse_raw(
@@ -459,10 +455,17 @@ impl CommandIndex {
     /// cache miss or two each) was a fifth of that thread's time. From then on commands are
     /// appended without the check for a repeated id: the writer made it when it decided them,
     /// and decoding a snapshot enters every record in a table again, refusing a repeated id.
+    /// Such an index finds nothing ([`CommandIndex::is_records_only`]): a state holding one
+    /// must never decide.
     pub fn keep_records_only(&mut self) {
         self.positions = HashTable::new();
         self.appended = Vec::new();
         self.records_only = true;
+    }
+
+    /// Whether [`CommandIndex::keep_records_only`] dropped the lookup table.
+    pub fn is_records_only(&self) -> bool {
+        self.records_only
     }
 
     pub(crate) fn insert_command(
@@ -479,6 +482,11 @@ impl CommandIndex {
             return false;
         };
         if self.records_only {
+            // Without a table a repeated id goes unseen (see `keep_records_only`); records out
+            // of log order at least are refused, as a snapshot's decoding would refuse them.
+            if self.records.last().is_some_and(|last| last.seq >= seq) {
+                return false;
+            }
             self.push_record(command, reference, seq, at);
             return true;
         }
@@ -535,7 +543,6 @@ impl CommandIndex {
         self.records.is_empty()
     }
 
-    /// Records in the order they were applied.
     /// Encodes every (id, record) pair in log order, as `(CommandId, CommandRecord)` encodes:
     /// records without a reference in one write each, straight from the packed form (see
     /// [`crate::fields::Out`]), the others field by field.
@@ -610,14 +617,14 @@ impl CommandIndex {
         use bincode::de::read::Reader;
         use bincode::Decode;
         let refused = bincode::error::DecodeError::Other;
-        let count = u64::decode(decoder)?;
+        let count =
+            usize::try_from(u64::decode(decoder)?).map_err(|_| refused("a count beyond memory"))?;
+        // Claimed against the decoding limit (a multiple of the file's size) before anything
+        // is allocated, then reserved exactly: growing by doubling would leave up to twice the
+        // records' memory to fault in.
+        decoder.claim_container_read::<(Packed, u32)>(count)?;
         let mut index = CommandIndex::default();
-        // A forged count cannot demand gigabytes up front: real records grow the index.
-        index.reserve_appended(
-            usize::try_from(count)
-                .unwrap_or(usize::MAX)
-                .min(DECODE_RECORDS_PREALLOCATED_MAX),
-        );
+        index.reserve_appended(count);
         let mut last = Sequence::ZERO;
         let mut raw = [0u8; RECORD_RAW_BYTES];
         for _ in 0..count {
@@ -653,6 +660,7 @@ impl CommandIndex {
         Ok(index)
     }
 
+    /// Records in the order they were applied.
     pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (CommandId, CommandRecord)> + '_ {
         self.records.iter().map(|packed| self.unpack(packed))
     }
@@ -769,6 +777,9 @@ mod tests {
             decoded.and_then(|index| index.get(&id(50))),
             Some(record(50, 3, ""))
         );
+        assert!(records_only.is_records_only() && !full.is_records_only());
+        // Out of log order: refused, as decoding would refuse it.
+        assert!(!records_only.insert(id(99), &record(50, 3, "")));
         // No repeat check without a table: a repeat is listed, and refused when decoded.
         assert!(records_only.insert(id(3), &record(51, 3, "")));
         let repeated = bincode::encode_to_vec(&records_only, config).unwrap_or_default();

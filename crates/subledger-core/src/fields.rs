@@ -198,8 +198,8 @@ impl<'a> Fields<'a> {
 /// Fields written in order into a buffer on the stack, in bincode 2's standard encoding: the
 /// writing side of [`Fields`]. bincode encodes field by field through its writer, each call
 /// returning a `Result`; a snapshot writes records by the ten million, and that per-field cost
-/// was most of the time a background snapshot took. Here a record is assembled here and handed
-/// to the writer in one call. The tests check the bytes equal bincode's own.
+/// was a large part of the time a background snapshot took. Here a record is assembled on
+/// the stack and handed to the writer in one call. The tests check the bytes equal bincode's own.
 #[derive(Debug)]
 pub struct Out<const N: usize> {
     bytes: [u8; N],

@@ -66,18 +66,19 @@ impl<'a> SectionReader<'a> {
         self
     }
 
-    /// Reads whatever of the section is left unread and returns the hash of all of it (`None`
-    /// if this reader does not hash). The error of a read that failed, now or before.
-    pub(crate) fn finish_hash(&mut self) -> Option<std::io::Result<blake3::Hash>> {
+    /// Reads whatever of the section is left unread and returns the hash of all of it: `None`
+    /// if this reader does not hash, `Some(None)` if a read failed, now or before (the error
+    /// stays for [`SectionReader::take_error`]; a failed read is not tried again).
+    pub(crate) fn finish_hash(&mut self) -> Option<Option<blake3::Hash>> {
         self.hasher.as_ref()?;
         self.start = self.filled;
         while self.refill() {
             self.start = self.filled;
         }
-        if let Some(error) = self.error.take() {
-            return Some(Err(error));
+        if self.error.is_some() {
+            return Some(None);
         }
-        self.hasher.as_ref().map(|hasher| Ok(hasher.finalize()))
+        self.hasher.as_ref().map(|hasher| Some(hasher.finalize()))
     }
 
     fn buffered(&self) -> usize {
@@ -329,9 +330,7 @@ mod tests {
         assert_eq!(reader.take_error().unwrap().to_string(), "injected");
         assert!(hash_range(&source, 0, len, 64).is_err());
         let mut hashing = SectionReader::new(&source, 0, len, 64).hashed();
-        assert_eq!(
-            hashing.finish_hash().unwrap().unwrap_err().to_string(),
-            "injected"
-        );
+        assert_eq!(hashing.finish_hash(), Some(None));
+        assert_eq!(hashing.take_error().unwrap().to_string(), "injected");
     }
 }

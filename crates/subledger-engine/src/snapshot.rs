@@ -249,7 +249,7 @@ fn with_index(mut views: Views, index: CommandIndex) -> Result<Views, SnapshotEr
     Ok(views)
 }
 
-/// A version-6 snapshot's sections, as offsets into its source.
+/// A version-6 or 7 snapshot's sections, as (offset, length) in its source.
 #[derive(Debug, Clone, Copy)]
 struct Sections {
     head: (u64, u64),
@@ -378,15 +378,22 @@ fn decode_sections<const LIMIT: usize>(
         });
     if let Check::Sections { prefix, expected } = check {
         let mut hashes = Vec::with_capacity(3);
-        for hash in [head_hash, histories_hash, index_hash] {
-            match hash {
-                Some(Ok(hash)) => hashes.push(hash),
-                Some(Err(error)) => return Err(error),
-                // Only a panicked thread returns no hash: its error follows.
-                None => {}
-            }
+        let found = [
+            (head_hash, sections.head),
+            (histories_hash, sections.histories),
+            (index_hash, sections.index),
+        ];
+        for (hash, (offset, len)) in found {
+            let hash = match hash {
+                Some(hash) => hash,
+                // Only a panicked thread returns no hash: hash its section here, so that a
+                // damaged file is still reported as such.
+                None => hash_range(source, offset, len, SECTION_BUFFER_BYTES)
+                    .map_err(|error| SnapshotError::Read(error.to_string())),
+            };
+            hashes.push(hash?);
         }
-        if hashes.len() == 3 && sections_checksum(prefix, &hashes).as_bytes() != &expected {
+        if sections_checksum(prefix, &hashes).as_bytes() != &expected {
             return Err(SnapshotError::Checksum);
         }
     }
@@ -420,15 +427,22 @@ fn decode_section_from<T: bincode::Decode<()>, const LIMIT: usize>(
         reader = reader.hashed();
     }
     let decoded: Result<T, _> = bincode::decode_from_reader(&mut reader, config);
-    let value = match (reader.take_error(), decoded) {
-        (Some(error), _) => Err(SnapshotError::Read(error.to_string())),
+    let finished = reader.finished();
+    let hash = reader.finish_hash();
+    let read_error = reader
+        .take_error()
+        .map(|error| SnapshotError::Read(error.to_string()));
+    let value = match (&read_error, decoded) {
+        (Some(error), _) => Err(error.clone()),
         (None, Err(error)) => Err(SnapshotError::Payload(error.to_string())),
-        (None, Ok(_)) if !reader.finished() => Err(SnapshotError::Mismatch),
+        (None, Ok(_)) if !finished => Err(SnapshotError::Mismatch),
         (None, Ok(value)) => Ok(value),
     };
-    let hash = reader
-        .finish_hash()
-        .map(|hash| hash.map_err(|error| SnapshotError::Read(error.to_string())));
+    let hash = hash.map(|hash| {
+        hash.ok_or_else(|| {
+            read_error.unwrap_or_else(|| SnapshotError::Read("a read failed".into()))
+        })
+    });
     (value, hash)
 }
 
@@ -544,9 +558,12 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         None
     };
     let Some(sections) = sections else {
-        // Format 7's checksum covers the sections' hashes, which need their bounds: lengths
-        // that bound nothing are a disagreement whatever the checksum says.
-        return Err(if version >= 7 || verified()? {
+        // Format 7's checksum covers the lengths, and the encoder never writes lengths that
+        // bound nothing: such a file cannot be as it was sealed. (Its checksum cannot even be
+        // computed, since it covers the hashes of sections these lengths do not delimit.)
+        return Err(if version >= 7 {
+            SnapshotError::Checksum
+        } else if verified()? {
             SnapshotError::Mismatch
         } else {
             SnapshotError::Checksum

@@ -69,17 +69,49 @@ pub fn snapshot(data: &[u8]) {
 }
 
 /// `data` as a snapshot whose payload length field and trailing BLAKE3 checksum are correct
-/// (header layout in `subledger_engine::snapshot`).
+/// (header layout in `subledger_engine::snapshot`). Format 7's checksum covers the header, the
+/// two section lengths and each section's hash: the lengths are first made to bound sections
+/// within the payload, so that the sections' decoders behind the checksum are reached too.
 fn with_valid_checksum(data: &[u8]) -> Vec<u8> {
     const HEADER_BYTES: usize = 62;
     const TRAILER_BYTES: usize = 32;
+    const LENGTHS_BYTES: usize = 16;
     let mut bytes = data.to_vec();
     if bytes.len() < HEADER_BYTES {
         bytes.resize(HEADER_BYTES, 0);
     }
+    let format_7 = bytes[4..6] == 7u16.to_le_bytes();
+    if format_7 && bytes.len() < HEADER_BYTES + LENGTHS_BYTES {
+        bytes.resize(HEADER_BYTES + LENGTHS_BYTES, 0);
+    }
     let payload = (bytes.len() - HEADER_BYTES) as u64;
     bytes[54..62].copy_from_slice(&payload.to_le_bytes());
-    let checksum = blake3::hash(&bytes);
+    let checksum = if format_7 {
+        let start = HEADER_BYTES + LENGTHS_BYTES;
+        let all = bytes.len() - start;
+        let length = |at: usize| {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(&bytes[at..at + 8]);
+            usize::try_from(u64::from_le_bytes(word)).unwrap_or(usize::MAX)
+        };
+        let head = length(HEADER_BYTES).min(all);
+        let histories = length(HEADER_BYTES + 8).min(all - head);
+        bytes[HEADER_BYTES..HEADER_BYTES + 8].copy_from_slice(&(head as u64).to_le_bytes());
+        bytes[HEADER_BYTES + 8..start].copy_from_slice(&(histories as u64).to_le_bytes());
+        let mut hasher = blake3::Hasher::new();
+        hasher.update(&bytes[..start]);
+        let (head_start, index_start) = (start + head, start + head + histories);
+        for section in [
+            &bytes[start..head_start],
+            &bytes[head_start..index_start],
+            &bytes[index_start..],
+        ] {
+            hasher.update(blake3::hash(section).as_bytes());
+        }
+        hasher.finalize()
+    } else {
+        blake3::hash(&bytes)
+    };
     bytes.extend_from_slice(checksum.as_bytes());
     debug_assert!(bytes.len() >= HEADER_BYTES + TRAILER_BYTES);
     bytes
@@ -430,5 +462,25 @@ pub fn http(data: &[u8]) {
     if status >= 400 {
         let after = fixture.state.ledger.read(|views| views.views_hash());
         assert_eq!(before, after, "a refused request changed the ledger");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// The harness seals a snapshot exactly as the encoder does (formats 6 and 7), so the
+    /// fuzzer's repaired inputs reach the decoders behind the checksum.
+    #[test]
+    fn the_harness_seals_snapshots_as_the_encoder_does() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../subledger-engine/tests/fixtures");
+        for name in ["snapshot-v6.bin", "snapshot-v7.bin"] {
+            let good = std::fs::read(fixtures.join(name)).unwrap();
+            let resealed = with_valid_checksum(&good[..good.len() - 32]);
+            assert!(resealed == good, "{name}");
+            assert!(decode_snapshot(&resealed).is_ok(), "{name}");
+        }
     }
 }

@@ -74,7 +74,8 @@ impl EntryKind {
 /// bytes; as two 8-byte halves per amount and the options and flags as bits, 56. Now the two
 /// amounts, the counterparty, the kind and the flags share 24 bytes (`Packed`), for 40: an
 /// amount's magnitude is at most 10²⁰ minor units, under 2⁶⁷, so 68 bits hold it with its sign.
-/// The snapshot encoding is unchanged (the fields in their original order and types).
+/// Snapshot formats up to 6 encode the fields in their original order and types; format 7
+/// stores the packed words themselves ([`Entry::to_raw`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {
     pub seq: Sequence,
@@ -169,7 +170,7 @@ impl Entry {
             | flag(counterparty.is_some(), HAS_COUNTERPARTY);
         let credit = amount_bits(credit_limit);
         let low = amount_bits(balance) | (credit << AMOUNT_BITS);
-        // The credit limit's top bits, beyond `low`: fewer than 8, so the cast keeps them.
+        // The credit limit's top 8 bits, beyond `low`: the cast keeps them.
         let high = (credit >> CREDIT_LOW_BITS) as u64
             | u64::from(counterparty.map_or(0, |id| id.0)) << COUNTERPARTY_SHIFT
             | u64::from(kind.index()) << KIND_SHIFT
