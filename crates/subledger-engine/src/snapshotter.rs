@@ -14,7 +14,7 @@ use subledger_core::Sequence;
 use subledger_log::{ChainHash, LogReader, SnapshotStore};
 use subledger_views::Views;
 
-use crate::snapshot::encode_snapshot;
+use crate::snapshot::write_snapshot;
 
 /// How often the thread looks for newly committed events when nobody asks it anything.
 const SNAPSHOT_POLL_MILLIS: u64 = 100;
@@ -183,10 +183,12 @@ impl Snapshotter {
             return Err("nothing to snapshot: the log is empty".into());
         }
         if seq != self.last_snapshot {
-            let bytes =
-                encode_snapshot(replica, self.head_hash).map_err(|error| error.to_string())?;
+            let head_hash = self.head_hash;
+            // Written straight into the store (a file: never whole in memory).
             self.store
-                .save(seq, &bytes)
+                .save_with(seq, &mut |sink| {
+                    write_snapshot(replica, head_hash, sink).map_err(std::io::Error::other)
+                })
                 .map_err(|error| error.to_string())?;
             self.last_snapshot = seq;
         }
