@@ -69,7 +69,7 @@
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
 use subledger_core::{CommandIndex, CommandIndexV7, CommandIndexV7Of, Sequence, Timestamp};
-use subledger_log::{ChainHash, ReadAt, SnapshotSink};
+use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, SectionReader, SECTION_BUFFER_BYTES};
 use subledger_views::{
@@ -112,8 +112,6 @@ pub enum SnapshotError {
     Mismatch,
     #[error("reading the snapshot: {0}")]
     Read(String),
-    #[error("writing the snapshot: {0}")]
-    Write(String),
 }
 
 /// A decoded, verified snapshot.
@@ -136,94 +134,45 @@ fn array<const N: usize>(bytes: &[u8], offset: usize) -> [u8; N] {
 /// Encodes `views` (which must keep the idempotency index) as taken after the record whose
 /// hash is `head_hash`.
 pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, SnapshotError> {
-    let mut bytes = Vec::new();
-    write_snapshot(views, head_hash, &mut bytes)?;
-    Ok(bytes)
-}
-
-/// Counts and hashes what passes through to the sink.
-struct Counted<'a> {
-    sink: &'a mut dyn SnapshotSink,
-    count: u64,
-    hasher: blake3::Hasher,
-}
-
-impl std::io::Write for Counted<'_> {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.sink.write(bytes)?;
-        let passed = bytes.get(..written).unwrap_or_default();
-        self.hasher.update(passed);
-        self.count += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.sink.flush()
-    }
-}
-
-/// Writes the snapshot [`encode_snapshot`] encodes into `sink`, piece by piece: each section
-/// is encoded in place and hashed as it passes, the lengths are patched in once known, and the
-/// checksum (format 7: over the header and the sections' hashes) is appended. With a file sink
-/// the snapshot is never whole in memory: a 10M-transfer ledger's is 2 GB, and a fresh buffer
-/// of that size per snapshot was most of the snapshot thread's time (the kernel zeroing its
-/// pages).
-pub fn write_snapshot(
-    views: &Views,
-    head_hash: ChainHash,
-    sink: &mut dyn SnapshotSink,
-) -> Result<(), SnapshotError> {
     let config = bincode::config::standard();
     let encode_error =
         |error: bincode::error::EncodeError| SnapshotError::Payload(error.to_string());
-    let write_error = |error: std::io::Error| SnapshotError::Write(error.to_string());
     let index = views
         .state()
         .command_index()
         .ok_or_else(|| SnapshotError::Payload("the views keep no idempotency index".into()))?;
-    let mut header = Vec::with_capacity(HEADER_BYTES + 16);
-    header.extend_from_slice(&SNAPSHOT_MAGIC);
-    header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    header.extend_from_slice(&views.last_seq().0.to_le_bytes());
-    header.extend_from_slice(&views.state().last_at().0.to_le_bytes());
-    header.extend_from_slice(&head_hash.0);
-    // The payload's and the sections' lengths are patched in once known: format 7's checksum
-    // takes the header last, so each section is hashed as it is written, never read back.
-    header.extend_from_slice(&[0; 8 + 16]);
-    let mut out = Counted {
-        sink,
-        count: 0,
-        hasher: blake3::Hasher::new(),
-    };
-    std::io::Write::write_all(&mut out, &header).map_err(write_error)?;
-    let section =
-        |out: &mut Counted<'_>,
-         value: &dyn Fn(&mut Counted<'_>) -> Result<(), bincode::error::EncodeError>| {
-            out.hasher.reset();
-            let start = out.count;
-            value(out).map_err(encode_error)?;
-            Ok::<_, SnapshotError>((out.count - start, out.hasher.finalize()))
-        };
-    let (head_len, head_digest) = section(&mut out, &|out| {
-        bincode::encode_into_std_write(ViewsHeadV7(views), out, config).map(drop)
-    })?;
-    let (histories_len, histories_digest) = section(&mut out, &|out| {
-        bincode::encode_into_std_write(ViewsHistories::of_v7(views), out, config).map(drop)
-    })?;
-    let (index_len, index_digest) = section(&mut out, &|out| {
-        bincode::encode_into_std_write(CommandIndexV7Of(index), out, config).map(drop)
-    })?;
-    let lengths_at = HEADER_BYTES - 8;
-    let mut lengths = Vec::with_capacity(24);
-    lengths.extend_from_slice(&(16 + head_len + histories_len + index_len).to_le_bytes());
-    lengths.extend_from_slice(&head_len.to_le_bytes());
-    lengths.extend_from_slice(&histories_len.to_le_bytes());
-    header[lengths_at..].copy_from_slice(&lengths);
-    sink.patch(lengths_at as u64, &lengths)
-        .map_err(write_error)?;
-    let checksum = sections_checksum(&header, &[head_digest, histories_digest, index_digest]);
-    sink.write_all(checksum.as_bytes()).map_err(write_error)?;
-    Ok(())
+    let mut bytes = Vec::with_capacity(HEADER_BYTES);
+    bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&views.last_seq().0.to_le_bytes());
+    bytes.extend_from_slice(&views.state().last_at().0.to_le_bytes());
+    bytes.extend_from_slice(&head_hash.0);
+    // Lengths are patched in once known (the sections are encoded in place, not copied).
+    bytes.extend_from_slice(&0_u64.to_le_bytes());
+    let payload_start = bytes.len();
+    bytes.extend_from_slice(&[0; 16]);
+    let head_start = bytes.len();
+    bincode::encode_into_std_write(ViewsHeadV7(views), &mut bytes, config).map_err(encode_error)?;
+    let histories_start = bytes.len();
+    bincode::encode_into_std_write(ViewsHistories::of_v7(views), &mut bytes, config)
+        .map_err(encode_error)?;
+    let index_start = bytes.len();
+    bincode::encode_into_std_write(CommandIndexV7Of(index), &mut bytes, config)
+        .map_err(encode_error)?;
+    let payload_len = (bytes.len() - payload_start) as u64;
+    bytes[payload_start - 8..payload_start].copy_from_slice(&payload_len.to_le_bytes());
+    let head_len = (histories_start - head_start) as u64;
+    let histories_len = (index_start - histories_start) as u64;
+    bytes[payload_start..payload_start + 8].copy_from_slice(&head_len.to_le_bytes());
+    bytes[payload_start + 8..head_start].copy_from_slice(&histories_len.to_le_bytes());
+    let hashes = [
+        blake3::hash(&bytes[head_start..histories_start]),
+        blake3::hash(&bytes[histories_start..index_start]),
+        blake3::hash(&bytes[index_start..]),
+    ];
+    let checksum = sections_checksum(&bytes[..head_start], &hashes);
+    bytes.extend_from_slice(checksum.as_bytes());
+    Ok(bytes)
 }
 
 /// Decodes a version-4 payload: the index section on a second thread while this one decodes

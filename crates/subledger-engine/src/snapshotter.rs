@@ -14,7 +14,7 @@ use subledger_core::Sequence;
 use subledger_log::{ChainHash, LogReader, SnapshotStore};
 use subledger_views::Views;
 
-use crate::snapshot::write_snapshot;
+use crate::snapshot::encode_snapshot;
 
 /// How often the thread looks for newly committed events when nobody asks it anything.
 const SNAPSHOT_POLL_MILLIS: u64 = 100;
@@ -183,12 +183,10 @@ impl Snapshotter {
             return Err("nothing to snapshot: the log is empty".into());
         }
         if seq != self.last_snapshot {
-            let head_hash = self.head_hash;
-            // Written straight into the store (a file: never whole in memory).
+            let bytes =
+                encode_snapshot(replica, self.head_hash).map_err(|error| error.to_string())?;
             self.store
-                .save_with(seq, &mut |sink| {
-                    write_snapshot(replica, head_hash, sink).map_err(std::io::Error::other)
-                })
+                .save(seq, &bytes)
                 .map_err(|error| error.to_string())?;
             self.last_snapshot = seq;
         }

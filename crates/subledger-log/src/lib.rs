@@ -203,41 +203,10 @@ impl std::fmt::Debug for SnapshotBytes {
     }
 }
 
-/// Where a snapshot is written piece by piece ([`SnapshotStore::save_with`]): bytes appended
-/// in order, some patched in place once known.
-pub trait SnapshotSink: std::io::Write {
-    /// Overwrites bytes already written, from `offset`.
-    fn patch(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()>;
-}
-
-impl SnapshotSink for Vec<u8> {
-    fn patch(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let target = usize::try_from(offset)
-            .ok()
-            .and_then(|start| self.get_mut(start..start.checked_add(bytes.len())?))
-            .ok_or_else(|| std::io::Error::other("patching beyond what was written"))?;
-        target.copy_from_slice(bytes);
-        Ok(())
-    }
-}
-
-/// What writes a snapshot into a sink ([`SnapshotStore::save_with`]).
-pub type SnapshotWrite<'a> = dyn FnMut(&mut dyn SnapshotSink) -> std::io::Result<()> + 'a;
-
 /// Where snapshots are kept, beside the log. Bytes are opaque here: the engine encodes them.
 pub trait SnapshotStore: Send + Sync {
     /// Stores a snapshot taken at `seq`; durable when this returns.
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError>;
-
-    /// Stores the snapshot taken at `seq` that `write` writes into the sink it is given; durable
-    /// when this returns. A store that can (a file) takes it piece by piece, so it is never
-    /// whole in memory: a 10M-transfer snapshot is 1.5 GB, and fresh memory costs time as well
-    /// (see `SnapshotBytes`). The default collects it in memory for [`SnapshotStore::save`].
-    fn save_with(&self, seq: Sequence, write: &mut SnapshotWrite<'_>) -> Result<(), LogError> {
-        let mut bytes = Vec::new();
-        write(&mut bytes).map_err(|error| LogError::Storage(error.to_string()))?;
-        self.save(seq, &bytes)
-    }
     /// Sequence numbers of stored snapshots, ascending.
     fn list(&self) -> Result<Vec<Sequence>, LogError>;
     fn load(&self, seq: Sequence) -> Result<Option<SnapshotBytes>, LogError>;

@@ -31,7 +31,7 @@ use subledger_core::{Batch, Sequence};
 use subledger_log::record::{decode_record, encode_batch, RECORD_EVENTS_MAX};
 use subledger_log::{
     verify_records, ChainHash, EventLog, LogError, LogReader, Record, RecordIter, SnapshotBytes,
-    SnapshotSink, SnapshotStore, SnapshotWrite,
+    SnapshotStore,
 };
 
 /// The on-disk layout version this code writes and reads.
@@ -482,11 +482,6 @@ impl LogReader for SledReader {
 
 impl SnapshotStore for SledReader {
     fn save(&self, seq: Sequence, bytes: &[u8]) -> Result<(), LogError> {
-        self.save_with(seq, &mut |sink| std::io::Write::write_all(sink, bytes))
-    }
-
-    /// Written straight to the temporary file through a buffer, never whole in memory.
-    fn save_with(&self, seq: Sequence, write: &mut SnapshotWrite<'_>) -> Result<(), LogError> {
         let dir = &self.inner.snapshot_dir;
         let file_error = |what: &str, error: std::io::Error| {
             LogError::Storage(format!(
@@ -505,17 +500,10 @@ impl SnapshotStore for SledReader {
         let temporary = Unfinished(Some(
             dir.join(format!("{SNAPSHOT_TEMPORARY_PREFIX}{}", seq.0)),
         ));
-        let file = std::fs::File::create(temporary.path())
+        let mut file = std::fs::File::create(temporary.path())
             .map_err(|error| file_error("creating", error))?;
-        let mut sink = FileSink {
-            writer: std::io::BufWriter::with_capacity(SNAPSHOT_WRITE_BUFFER_BYTES, file),
-            size: 0,
-        };
-        write(&mut sink).map_err(|error| file_error("writing", error))?;
-        let file = sink
-            .writer
-            .into_inner()
-            .map_err(|error| file_error("writing", error.into_error()))?;
+        std::io::Write::write_all(&mut file, bytes)
+            .map_err(|error| file_error("writing", error))?;
         file.sync_all()
             .map_err(|error| file_error("syncing", error))?;
         drop(file);
@@ -598,41 +586,6 @@ impl SnapshotStore for SledReader {
             self.inner.db.flush().map_err(storage)?;
         }
         Ok(())
-    }
-}
-
-/// The buffer between a snapshot's encoder and its file: one write call per MiB.
-const SNAPSHOT_WRITE_BUFFER_BYTES: usize = 1 << 20;
-
-/// A snapshot file being written: appended through a buffer, patched in place.
-struct FileSink {
-    writer: std::io::BufWriter<std::fs::File>,
-    /// Bytes written so far (buffered or not).
-    size: u64,
-}
-
-impl std::io::Write for FileSink {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let written = self.writer.write(bytes)?;
-        self.size += written as u64;
-        Ok(written)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.writer.flush()
-    }
-}
-
-impl SnapshotSink for FileSink {
-    fn patch(&mut self, offset: u64, bytes: &[u8]) -> std::io::Result<()> {
-        use std::os::unix::fs::FileExt;
-        let end = offset.checked_add(bytes.len() as u64);
-        if end.is_none_or(|end| end > self.size) {
-            return Err(std::io::Error::other("patching beyond what was written"));
-        }
-        // Buffered bytes would land after the patch and overwrite it.
-        std::io::Write::flush(&mut self.writer)?;
-        self.writer.get_ref().write_all_at(bytes, offset)
     }
 }
 
