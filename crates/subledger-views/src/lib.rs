@@ -1816,24 +1816,11 @@ impl<Context> Decode<Context> for Views {
 bincode::impl_borrow_decode!(Views);
 
 /// The first part of the version-3 layout: the state, details, transfer lists and low-balance
-/// settings. Encodes from views (with an empty idempotency index: see
-/// [`subledger_core::StateWithoutCommands`]); decodes into views that still lack their
-/// per-account histories and payments ([`Views::attach_histories`]). Snapshot format 6 keeps
-/// it in a section of its own, decoded beside the histories.
+/// settings, read into views that still lack their per-account histories and payments
+/// ([`Views::attach_histories`]). Snapshot format 6 keeps it in a section of its own, decoded
+/// beside the histories; it is only read now ([`ViewsHeadV7`] is written).
 #[derive(Debug)]
 pub struct ViewsHead<V>(pub V);
-
-impl Encode for ViewsHead<&Views> {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode_head(
-            &subledger_core::StateWithoutCommands(&self.0.state),
-            encoder,
-        )
-    }
-}
 
 impl<Context> Decode<Context> for ViewsHead<Views> {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
@@ -1892,11 +1879,6 @@ pub struct ViewsHistories {
 }
 
 impl ViewsHistories {
-    /// Of `views`, for encoding in format 6's layout.
-    pub fn of(views: &Views) -> ViewsHistoriesOf<'_> {
-        ViewsHistoriesOf(views)
-    }
-
     /// Of `views`, for encoding in format 7's layout ([`ViewsHistoriesV7`]).
     pub fn of_v7(views: &Views) -> ViewsHistoriesV7Of<'_> {
         ViewsHistoriesV7Of(views)
@@ -1972,10 +1954,6 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
 }
 bincode::impl_borrow_decode!(ViewsHistoriesV7);
 
-/// [`ViewsHistories`] of live views, for encoding in format 6's layout.
-#[derive(Debug, Clone, Copy)]
-pub struct ViewsHistoriesOf<'a>(&'a Views);
-
 /// [`ViewsHistoriesV7`] of live views, for encoding.
 #[derive(Debug, Clone, Copy)]
 pub struct ViewsHistoriesV7Of<'a>(&'a Views);
@@ -1996,15 +1974,6 @@ impl Encode for ViewsHistoriesV7Of<'_> {
             history.names.encode(encoder)?;
         }
         views.encode_payments(encoder, true)
-    }
-}
-
-impl Encode for ViewsHistoriesOf<'_> {
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode_histories(encoder)
     }
 }
 
