@@ -591,6 +591,7 @@ async fn run_client(
 struct ServerCounters {
     commands: u64,
     batches: u64,
+    syncs: u64,
     events: u64,
 }
 
@@ -613,6 +614,7 @@ async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, 
     Ok(ServerCounters {
         commands: value("subledger_commands_total"),
         batches: value("subledger_batches_total"),
+        syncs: value("subledger_syncs_total"),
         events: value("subledger_events_total"),
     })
 }
@@ -688,6 +690,7 @@ pub fn run(
         }
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
+        let syncs = after.syncs.saturating_sub(before.syncs).max(1);
         let measured = after.commands.saturating_sub(before.commands);
         Ok(BenchReport {
             workload: options.workload,
@@ -706,6 +709,7 @@ pub fn run(
             },
             latency_us: latency_of(&latency),
             mean_batch_size: measured as f64 / batches as f64,
+            commands_per_sync: measured as f64 / syncs as f64,
             commit_us_mean: None,
             durable: None,
             snapshot_every_events: None,

@@ -143,10 +143,13 @@ pub struct BenchReport {
     pub seconds: f64,
     pub commands_per_sec: f64,
     pub latency_us: Latency,
-    /// Commands per group commit (durable sync).
+    /// Commands per batch (decided together by the writer).
     pub mean_batch_size: f64,
+    /// Commands per sync of the log: the log thread covers every batch waiting for it with
+    /// one sync, so this is the group commit's size.
+    pub commands_per_sync: f64,
     /// Mean time of a group commit's durable write (append and sync), in microseconds: the
-    /// part of each writer cycle spent waiting for the log. `None` over HTTP.
+    /// log thread's time per sync. `None` over HTTP.
     pub commit_us_mean: Option<f64>,
     /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
     pub durable: Option<bool>,
@@ -924,11 +927,12 @@ pub fn run(
         commands_per_sec: per_second(options.commands, seconds),
         latency_us: latency_of(&latency),
         mean_batch_size: measured as f64 / batches as f64,
+        commands_per_sync: measured as f64 / after.syncs.saturating_sub(before.syncs).max(1) as f64,
         commit_us_mean: Some(
             after
                 .commit_latency_sum_micros
                 .saturating_sub(before.commit_latency_sum_micros) as f64
-                / batches as f64,
+                / after.syncs.saturating_sub(before.syncs).max(1) as f64,
         ),
         durable: Some(!options.in_memory),
         snapshot_every_events: Some(options.snapshot_every_events),

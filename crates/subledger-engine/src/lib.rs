@@ -228,8 +228,10 @@ struct Counters {
     commands: AtomicU64,
     rejected: AtomicU64,
     batches: AtomicU64,
+    /// Syncs of the log: each covers one or more batches.
+    syncs: AtomicU64,
     events: AtomicU64,
-    /// Durable-write latency per commit batch (append + sync), counts per bucket of
+    /// Durable-write latency per sync (append + sync), counts per bucket of
     /// [`COMMIT_LATENCY_BUCKETS_MICROS`], plus the overflow bucket.
     commit_latency: [AtomicU64; COMMIT_LATENCY_BUCKETS_MICROS.len() + 1],
     commit_latency_sum_micros: AtomicU64,
@@ -261,6 +263,9 @@ pub struct Metrics {
     pub commands: u64,
     pub rejected: u64,
     pub batches: u64,
+    /// Syncs of the log; each makes one or more batches durable (the log thread covers every
+    /// batch waiting for it with one sync).
+    pub syncs: u64,
     pub events: u64,
     pub queue_depth: usize,
     pub last_seq: Sequence,
@@ -269,8 +274,8 @@ pub struct Metrics {
     /// Whether the snapshot thread holds its copy of the views now (always after the first
     /// snapshot with [`SnapshotReplica::Kept`]; only while writing one with `Rebuilt`).
     pub snapshot_replica_held: bool,
-    /// Commit batches per latency bucket (bounds in [`COMMIT_LATENCY_BUCKETS_MICROS`]; the last
-    /// entry counts the slower ones).
+    /// Syncs per latency bucket — the time to append the batches one sync covers, and sync —
+    /// (bounds in [`COMMIT_LATENCY_BUCKETS_MICROS`]; the last entry counts the slower ones).
     pub commit_latency_buckets: Vec<u64>,
     pub commit_latency_sum_micros: u64,
 }
@@ -590,6 +595,7 @@ impl Ledger {
             commands: counters.commands.load(Ordering::Relaxed),
             rejected: counters.rejected.load(Ordering::Relaxed),
             batches: counters.batches.load(Ordering::Relaxed),
+            syncs: counters.syncs.load(Ordering::Relaxed),
             events: counters.events.load(Ordering::Relaxed),
             queue_depth: self.sender.len(),
             last_seq: self.read(Views::last_seq),

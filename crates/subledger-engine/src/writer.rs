@@ -1,18 +1,22 @@
 //! The writer thread: the only code that decides commands and appends to the log.
 //!
-//! One loop iteration is one group commit: take a batch of queued commands, decide each against
-//! the state (applying accepted events at once, so later commands in the batch see them),
-//! append the batch, sync, and hand it to the views thread, which takes the views' write lock,
-//! answers every caller, updates the read views and publishes to subscribers. The two threads
-//! form a pipeline: while the views thread applies batch N, the writer already decides and
-//! syncs batch N+1. Nothing is acknowledged — not to callers, views or subscribers — before the
-//! sync returns, and no caller is answered before the lock that hides its batch from readers
-//! until it is applied is held (read-your-writes). Any failure of the
-//! log, of `apply` or of the views stops the writer for good (fail-stop): the in-memory state
-//! may then be ahead of the log, so only reopening from the log is safe.
+//! One loop iteration is one batch: take the queued commands and decide each against the state
+//! (applying accepted events at once, so later commands in the batch see them). The batch then
+//! goes to the log thread, which appends it — with any other batches waiting — and syncs once
+//! for all of them, and then to the views thread, which takes the views' write lock, answers
+//! every caller, updates the read views and publishes to subscribers. The three threads form a
+//! pipeline: while the log thread makes batch N durable, the writer already decides batch N+1
+//! on top of it, and the views thread applies batch N-1. Nothing is acknowledged — not to
+//! callers, views or subscribers — before the sync that covers its batch returns, and batches
+//! are answered strictly in log order, so an answer decided on top of a batch that never became
+//! durable (a rejection for want of funds it spent, say) is never given: that batch's failure
+//! stops everything after it. No caller is answered before the lock that hides its batch from
+//! readers until it is applied is held (read-your-writes). Any failure of the log, of `apply`
+//! or of the views stops the writer for good (fail-stop): the in-memory state may then be ahead
+//! of the log, so only reopening from the log is safe.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use subledger_core::state::WARM_COMMANDS_MAX;
@@ -30,8 +34,15 @@ type Pending = (Vec<subledger_core::Command>, Reply);
 /// none of which is acknowledged yet.
 pub(crate) const VIEWS_QUEUE_BATCHES_MAX: usize = 2;
 
-/// A synced batch on its way to the views thread, with the answers it releases.
-struct Synced {
+/// Most decided batches waiting for the log thread: bounds how far the writer decides ahead of
+/// the durable log (and the memory that takes). The log thread appends every waiting batch and
+/// covers them with one sync, so under load the batches that queue during a sync are made
+/// durable together by the next.
+pub(crate) const LOG_QUEUE_BATCHES_MAX: usize = 4;
+
+/// A decided batch on its way through the log thread (which makes it durable) to the views
+/// thread, with the answers it releases.
+struct Decided {
     /// `None` when every command of the group commit was rejected (nothing to apply).
     batch: Option<Arc<Batch>>,
     /// Each request's reply and how many outcomes it takes, in order.
@@ -48,28 +59,15 @@ struct Synced {
 /// the batch and sees it (read-your-writes holds), and the callers' next commands reach the
 /// writer while the batch is still being applied. Answering after the apply kept the writer
 /// idle for the whole apply whenever every caller was in the same batch (ADR 0005, amendment).
-fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
-    /// Records a panic of this thread as a fail-stop, so that `failure()` says so at once and
-    /// subscribers are told, rather than callers only seeing their replies dropped.
-    struct PanicGuard<'a>(&'a Shared);
-    impl Drop for PanicGuard<'_> {
-        fn drop(&mut self) {
-            if std::thread::panicking() {
-                if let Ok(mut failure) = self.0.failure.lock() {
-                    failure.get_or_insert_with(|| "the views thread panicked".to_string());
-                }
-                crate::subscription::disconnect_all(self.0);
-            }
-        }
-    }
-    let _guard = PanicGuard(shared);
+fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
+    let _guard = PanicGuard(shared, "the views thread panicked");
     let mut stopped: Option<String> = None;
-    for synced in batches {
-        let Synced {
+    for decided in batches {
+        let Decided {
             batch,
             replies,
             outcomes,
-        } = synced;
+        } = decided;
         let batch = batch.filter(|_| stopped.is_none());
         let result = match batch {
             // Everything rejected, or already stopped: nothing to show, answer at once.
@@ -94,13 +92,207 @@ fn run_views(shared: &Shared, batches: &Receiver<Synced>) {
             },
         };
         if let Err(reason) = result {
-            tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
-            if let Ok(mut failure) = shared.failure.lock() {
-                failure.get_or_insert(reason.clone());
-            }
-            crate::subscription::disconnect_all(shared);
+            record_failure(shared, &reason);
             stopped = Some(reason);
         }
+    }
+}
+
+/// Records a panic of a pipeline thread as a fail-stop, so that `failure()` says so at once and
+/// subscribers are told, rather than callers only seeing their replies dropped.
+struct PanicGuard<'a>(&'a Shared, &'static str);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            if let Ok(mut failure) = self.0.failure.lock() {
+                failure.get_or_insert_with(|| self.1.to_string());
+            }
+            crate::subscription::disconnect_all(self.0);
+        }
+    }
+}
+
+/// Records a fail-stop (the first reason wins) and disconnects the subscribers.
+fn record_failure(shared: &Shared, reason: &str) {
+    tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
+    if let Ok(mut failure) = shared.failure.lock() {
+        failure.get_or_insert_with(|| reason.to_string());
+    }
+    crate::subscription::disconnect_all(shared);
+}
+
+/// The log thread: appends decided batches in order and makes them durable — every batch
+/// waiting when it starts, covered by one sync — then passes them on to the views thread. A
+/// failure to append or sync is a fail-stop: the batches of the failed group and every later
+/// one are answered `Stopped`, never acknowledged; the ones passed on before it are durable.
+///
+/// Appending and syncing on one thread at a time is deliberate: with sled 0.34.7 an append made
+/// while another thread flushes stalls behind the flush (`docs/benchmarks.md`, "a sync
+/// thread"). The log sits behind a mutex only because the writer, when nothing is in flight
+/// here, appends and syncs a batch itself (see [`Pipeline`]).
+fn run_log(pipeline: &Pipeline, decided: &Receiver<Decided>, shared: &Shared) {
+    let _guard = PanicGuard(shared, "the log thread panicked");
+    let mut stopped: Option<String> = None;
+    let mut group: Vec<Decided> = Vec::with_capacity(LOG_QUEUE_BATCHES_MAX + 1);
+    while let Ok(first) = decided.recv() {
+        group.push(first);
+        // Everything already waiting joins this sync; the bound keeps a writer that decides
+        // faster than the disk syncs from growing one group without end.
+        while group.len() <= LOG_QUEUE_BATCHES_MAX {
+            match decided.try_recv() {
+                Ok(more) => group.push(more),
+                Err(_) => break,
+            }
+        }
+        if stopped.is_none() {
+            let durable = match pipeline.log.lock() {
+                Ok(mut log) => make_durable(log.as_mut(), &group, &shared.counters),
+                Err(_) => Err("the log lock is poisoned".to_string()),
+            };
+            if let Err(reason) = durable {
+                record_failure(shared, &reason);
+                stopped = Some(reason);
+            }
+        }
+        for batch in group.drain(..) {
+            let refused = match &stopped {
+                None => pipeline.views.send(batch).err().map(|error| {
+                    let reason = "the views thread stopped".to_string();
+                    record_failure(shared, &reason);
+                    stopped = Some(reason);
+                    error.into_inner()
+                }),
+                Some(_) => Some(batch),
+            };
+            if let Some(batch) = refused {
+                answer(batch.replies, batch.outcomes, stopped.as_ref());
+            }
+            // Only now may the writer append a batch itself: this one is in the views' queue.
+            pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+/// Appends the group's batches and syncs once. `Err` is fail-stop.
+fn make_durable(
+    log: &mut dyn EventLog,
+    group: &[Decided],
+    counters: &crate::Counters,
+) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let (mut batches, mut events) = (0_u64, 0_u64);
+    for batch in group.iter().filter_map(|decided| decided.batch.as_deref()) {
+        log.append(batch)
+            .map_err(|error| format!("log append failed: {error}"))?;
+        batches += 1;
+        events += batch.events.len() as u64;
+    }
+    if batches == 0 {
+        return Ok(());
+    }
+    log.sync()
+        .map_err(|error| format!("log sync failed: {error}"))?;
+    // Durable from here on.
+    let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    counters.record_commit(micros);
+    counters.syncs.fetch_add(1, Ordering::Relaxed);
+    counters.batches.fetch_add(batches, Ordering::Relaxed);
+    counters.events.fetch_add(events, Ordering::Relaxed);
+    Ok(())
+}
+
+/// What the writer and the log thread share: the log, the views thread's queue, and how many
+/// batches the log thread holds.
+///
+/// A decided batch takes one of two ways to the views thread. When more requests are waiting
+/// for the writer, it goes to the log thread, and the writer decides the next batch while this
+/// one is made durable. When none are waiting and the log thread holds nothing, the writer
+/// appends and syncs it itself: there is nothing to overlap with, and a hand-over would only
+/// add a thread wake-up to every acknowledgement. Either way batches reach the log, and the
+/// views' queue, in decision order: the writer takes its own way only when `in_flight` is 0,
+/// that is, when the log thread has passed every batch it was given on to the views.
+struct Pipeline {
+    log: Mutex<Box<dyn EventLog>>,
+    views: Sender<Decided>,
+    in_flight: AtomicUsize,
+}
+
+/// The log and views threads, as the writer holds them.
+struct Threads {
+    pipeline: Arc<Pipeline>,
+    to_log: Sender<Decided>,
+    log: std::thread::JoinHandle<()>,
+    views: ViewsThread,
+}
+
+impl Threads {
+    fn start(log: Box<dyn EventLog>, shared: &Arc<Shared>) -> Result<Threads, String> {
+        let views = ViewsThread::start(shared)?;
+        let pipeline = Arc::new(Pipeline {
+            log: Mutex::new(log),
+            views: views.sender.clone(),
+            in_flight: AtomicUsize::new(0),
+        });
+        let (to_log, receiver) = crossbeam_channel::bounded(LOG_QUEUE_BATCHES_MAX);
+        let (for_thread, shared) = (Arc::clone(&pipeline), Arc::clone(shared));
+        let log = std::thread::Builder::new()
+            .name("subledger-log".into())
+            .spawn(move || run_log(&for_thread, &receiver, &shared))
+            .map_err(|error| format!("cannot start the log thread: {error}"))?;
+        Ok(Threads {
+            pipeline,
+            to_log,
+            log,
+            views,
+        })
+    }
+
+    /// Makes `decided` durable — itself or through the log thread — and queues it for the views
+    /// thread. `Err` is fail-stop; the batch's callers have been answered `Stopped` then.
+    fn commit(&self, decided: Decided, more_waiting: bool, shared: &Shared) -> Result<(), String> {
+        let refuse = |batch: Decided, reason: &str| {
+            answer(batch.replies, batch.outcomes, Some(&reason.to_string()));
+            reason.to_string()
+        };
+        if more_waiting || self.pipeline.in_flight.load(Ordering::Acquire) > 0 {
+            self.pipeline.in_flight.fetch_add(1, Ordering::AcqRel);
+            return self.to_log.send(decided).map_err(|error| {
+                self.pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
+                refuse(error.into_inner(), "the log thread stopped")
+            });
+        }
+        let durable = match self.pipeline.log.lock() {
+            Ok(mut log) => make_durable(
+                log.as_mut(),
+                std::slice::from_ref(&decided),
+                &shared.counters,
+            ),
+            Err(_) => Err("the log lock is poisoned".to_string()),
+        };
+        match durable {
+            Ok(()) => self
+                .pipeline
+                .views
+                .send(decided)
+                .map_err(|error| refuse(error.into_inner(), "the views thread stopped")),
+            Err(reason) => Err(refuse(decided, &reason)),
+        }
+    }
+
+    /// Waits until every batch handed over is durable (or refused), applied and answered, and
+    /// gives the log back (`None` if the log thread panicked).
+    fn finish(self) -> Option<Box<dyn EventLog>> {
+        drop(self.to_log);
+        let log_thread = self.log.join();
+        // The views thread ends once every sender is gone: the log thread's went with it.
+        let log = Arc::into_inner(self.pipeline).map(|pipeline| {
+            drop(pipeline.views);
+            pipeline.log.into_inner()
+        });
+        self.views.finish();
+        log_thread.ok()?;
+        log?.ok()
     }
 }
 
@@ -117,9 +309,9 @@ fn answer(replies: Vec<(usize, Reply)>, outcomes: Vec<Outcome>, stopped: Option<
     }
 }
 
-/// The views thread, as the writer holds it.
+/// The views thread, as the log thread holds it.
 struct ViewsThread {
-    sender: Sender<Synced>,
+    sender: Sender<Decided>,
     handle: std::thread::JoinHandle<()>,
 }
 
@@ -144,7 +336,8 @@ impl ViewsThread {
 pub(crate) struct Writer {
     config: Config,
     state: State,
-    log: Box<dyn EventLog>,
+    /// Handed to the log thread when the writer starts.
+    log: Option<Box<dyn EventLog>>,
     clock: Box<dyn Clock>,
     shared: Arc<Shared>,
 }
@@ -160,7 +353,7 @@ impl Writer {
         Writer {
             config,
             state,
-            log,
+            log: Some(log),
             clock,
             shared,
         }
@@ -169,8 +362,12 @@ impl Writer {
     pub(crate) fn run(mut self, receiver: Receiver<Request>) {
         let batch_max = self.config.batch_commands_max.max(1);
         let mut pending: Vec<Pending> = Vec::new();
-        let mut views = match ViewsThread::start(&self.shared) {
-            Ok(views) => Some(views),
+        let started = match self.log.take() {
+            Some(log) => Threads::start(log, &self.shared),
+            None => Err("the log is gone".to_string()),
+        };
+        let mut pipeline = match started {
+            Ok(pipeline) => Some(pipeline),
             Err(reason) => {
                 self.fail_stop(reason, &mut pending, &receiver, None);
                 return;
@@ -181,8 +378,8 @@ impl Writer {
             // `batch_wait` for more — until the batch holds `batch_commands_max` commands (a
             // batch submission is never split).
             let Ok(first) = receiver.recv() else {
-                if let Some(views) = views.take() {
-                    views.finish();
+                if let Some(pipeline) = pipeline.take() {
+                    pipeline.finish();
                 }
                 return;
             };
@@ -208,36 +405,42 @@ impl Writer {
                         .ok();
                 }
             }
-            // A views failure is recorded by the views thread; stop before deciding more.
+            // A log or views failure is recorded by its thread; stop before deciding more.
             let result = match self.shared.failure() {
                 Some(reason) => Err(reason),
-                None => match &views {
-                    Some(thread) => self.commit(&mut pending, &thread.sender),
-                    None => Err("the views thread is gone".to_string()),
+                None => match &pipeline {
+                    Some(threads) => self.commit(&mut pending, threads, &receiver),
+                    None => Err("the log thread is gone".to_string()),
                 },
             };
             if let Err(reason) = result {
-                self.fail_stop(reason, &mut pending, &receiver, views.take());
+                self.fail_stop(reason, &mut pending, &receiver, pipeline.take());
                 return;
             }
             if let Some(reply) = close {
-                if let Some(views) = views.take() {
-                    views.finish();
-                }
-                self.close(&receiver, reply);
+                let log = pipeline.take().and_then(Threads::finish);
+                self.close(&receiver, reply, log);
                 return;
             }
         }
     }
 
-    /// Decides, appends and syncs one batch, then hands it to the views thread to apply and
-    /// acknowledge. `Err` is fail-stop.
-    fn commit(&mut self, pending: &mut Vec<Pending>, views: &Sender<Synced>) -> Result<(), String> {
+    /// Decides one batch and has it made durable and passed on to the views thread to apply
+    /// and acknowledge (by the log thread when more requests are waiting, see [`Pipeline`]).
+    /// `Err` is fail-stop.
+    fn commit(
+        &mut self,
+        pending: &mut Vec<Pending>,
+        threads: &Threads,
+        requests: &Receiver<Request>,
+    ) -> Result<(), String> {
         if pending.is_empty() {
             return Ok(());
         }
         // One instant per batch, never earlier than the last: recorded, so replay needs no clock.
         let at = self.clock.now().max(self.state.last_at());
+        // The state may be ahead of the durable log by the batches the log thread holds: this
+        // batch continues them, and is never acknowledged before they are durable.
         let first = self.state.last_seq().next();
         let mut events: Vec<Event> = Vec::new();
         let mut outcomes: Vec<Outcome> = Vec::with_capacity(pending.len());
@@ -256,35 +459,19 @@ impl Writer {
         counters
             .rejected
             .fetch_add(rejected as u64, Ordering::Relaxed);
-        let mut synced = None;
-        if !events.is_empty() {
-            let event_count = events.len() as u64;
-            let batch = Arc::new(Batch { first, at, events });
-            let started = std::time::Instant::now();
-            self.log
-                .append(&batch)
-                .map_err(|error| format!("log append failed: {error}"))?;
-            self.log
-                .sync()
-                .map_err(|error| format!("log sync failed: {error}"))?;
-            // Durable from here on.
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            counters.record_commit(micros);
-            counters.batches.fetch_add(1, Ordering::Relaxed);
-            counters.events.fetch_add(event_count, Ordering::Relaxed);
-            synced = Some(batch);
-        }
+        let batch = (!events.is_empty()).then(|| Arc::new(Batch { first, at, events }));
         let replies = pending
             .drain(..)
             .map(|(commands, reply)| (commands.len(), reply))
             .collect();
-        views
-            .send(Synced {
-                batch: synced,
-                replies,
-                outcomes,
-            })
-            .map_err(|_| "the views thread stopped".to_string())
+        let decided = Decided {
+            batch,
+            replies,
+            outcomes,
+        };
+        // Looked at after deciding: what arrived meanwhile is what a hand-over lets the writer
+        // decide while this batch is synced.
+        threads.commit(decided, !requests.is_empty(), &self.shared)
     }
 
     /// Decides one command and applies its events (+ the alerts the new state calls for),
@@ -324,20 +511,21 @@ impl Writer {
 
     /// Records the failure, answers the failed batch and everything still queued, and stops.
     ///
-    /// Batches already synced are durable: the views thread applies and answers them first.
+    /// Batches handed to the log thread before the failure are finished first: the ones that
+    /// become durable are applied and answered, the others answered `Stopped`.
     fn fail_stop(
         &mut self,
         reason: String,
         pending: &mut Vec<Pending>,
         receiver: &Receiver<Request>,
-        views: Option<ViewsThread>,
+        pipeline: Option<Threads>,
     ) {
         tracing::error!(target: "subledger::writer", "fail-stop: {reason}");
         if let Ok(mut failure) = self.shared.failure.lock() {
             failure.get_or_insert(reason.clone());
         }
-        if let Some(views) = views {
-            views.finish();
+        if let Some(pipeline) = pipeline {
+            pipeline.finish();
         }
         let stopped = || EngineError::Stopped {
             reason: reason.clone(),
@@ -354,11 +542,13 @@ impl Writer {
     }
 
     /// Stops after a `Close` request: later requests get `Closed`; the state and log go back to
-    /// the closer.
+    /// the closer (who is told the engine stopped if the log thread panicked and the log is
+    /// lost).
     fn close(
         self,
         receiver: &Receiver<Request>,
         reply: crossbeam_channel::Sender<(State, Box<dyn EventLog>)>,
+        log: Option<Box<dyn EventLog>>,
     ) {
         while let Ok(request) = receiver.try_recv() {
             if let Request::Commands(_, reply) = request {
@@ -366,6 +556,8 @@ impl Writer {
             }
         }
         crate::subscription::disconnect_all(&self.shared);
-        let _ = reply.send((self.state, self.log));
+        if let Some(log) = log {
+            let _ = reply.send((self.state, log));
+        }
     }
 }

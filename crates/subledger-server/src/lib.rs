@@ -295,9 +295,15 @@ pub(crate) fn prometheus(state: &AppState) -> String {
     );
     gauge(
         "subledger_batches_total",
-        "Group commits (durable syncs).",
+        "Batches committed (commands decided together; one sync covers one or more).",
         "counter",
         metrics.batches.to_string(),
+    );
+    gauge(
+        "subledger_syncs_total",
+        "Syncs of the log (group commits).",
+        "counter",
+        metrics.syncs.to_string(),
     );
     gauge(
         "subledger_events_total",
@@ -314,7 +320,7 @@ pub(crate) fn prometheus(state: &AppState) -> String {
     let mean = metrics.commands.checked_div(metrics.batches).unwrap_or(0);
     gauge(
         "subledger_commands_per_batch",
-        "Mean commands per group commit.",
+        "Mean commands per batch.",
         "gauge",
         mean.to_string(),
     );
@@ -324,8 +330,10 @@ pub(crate) fn prometheus(state: &AppState) -> String {
         "gauge",
         u8::from(state.ledger.failure().is_none()).to_string(),
     );
-    // The durable-commit latency histogram (append + sync per group commit), in seconds.
-    text.push_str("# HELP subledger_commit_seconds Durable write time per group commit.\n");
+    // The durable-commit latency histogram (append + sync per sync of the log), in seconds.
+    text.push_str(
+        "# HELP subledger_commit_seconds Durable write time per group commit (append and sync).\n",
+    );
     text.push_str("# TYPE subledger_commit_seconds histogram\n");
     let seconds = |micros: u64| {
         let fraction = format!("{:06}", micros % 1_000_000);

@@ -153,6 +153,127 @@ fn a_full_queue_answers_busy_and_nothing_is_acknowledged_before_sync() {
     assert_eq!(balance, Some(amount("2")));
 }
 
+/// Holds the writer inside the sync of a first command, queues two charges that each spend
+/// the whole balance, then lets that sync through: the writer decides the first charge,
+/// finds the second waiting and hands the batch to the log thread, whose sync the gate holds,
+/// and decides the second charge on top of it (a rejection: no funds left). Returns the
+/// gate, the ledger and the two charges' threads.
+#[allow(clippy::type_complexity)]
+fn charges_in_the_log_thread(
+    inner: MemoryLog,
+) -> (
+    Sender<()>,
+    Receiver<()>,
+    Arc<Ledger>,
+    std::thread::JoinHandle<Result<Outcome, EngineError>>,
+    std::thread::JoinHandle<Result<Outcome, EngineError>>,
+) {
+    let (entered_sender, entered) = crossbeam_channel::unbounded();
+    let (open_gate, gate) = crossbeam_channel::unbounded();
+    let log = GateLog {
+        inner,
+        entered: entered_sender,
+        gate,
+    };
+    let config = Config {
+        batch_commands_max: 1,
+        ..Config::default()
+    };
+    let ledger = Arc::new(Ledger::open(config, log, SystemClock).unwrap());
+    for command in [open_primary("prim0040"), top_up("prim0040", "10")] {
+        open_gate.send(()).unwrap();
+        ledger.submit(command).unwrap().unwrap();
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    let submitter = |command: Command| {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || ledger.submit(command))
+    };
+    let hold = submitter(top_up("prim0040", "0.5"));
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    let first = submitter(charge("prim0040", "10.5"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger.metrics().queue_depth < 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first charge never queued"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = submitter(charge("prim0040", "10.5"));
+    while ledger.metrics().queue_depth < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second charge never queued"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    open_gate.send(()).unwrap();
+    assert!(hold.join().unwrap().unwrap().is_ok());
+    // The log thread is now inside the first charge's sync.
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    while ledger.metrics().commands < 5 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second charge was never decided"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    (open_gate, entered, ledger, first, second)
+}
+
+#[test]
+fn an_answer_decided_on_a_batch_being_synced_waits_for_that_sync() {
+    let (open_gate, entered, ledger, first, second) = charges_in_the_log_thread(MemoryLog::new());
+    // The second charge is decided (a rejection) but rests on the first, which is not durable:
+    // neither is answered, and readers see neither.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!first.is_finished() && !second.is_finished());
+    let balance = ledger.read(|views| views.account(&key("prim0040")).unwrap().balance);
+    assert_eq!(balance, Some(amount("10.5")));
+    open_gate.send(()).unwrap();
+    assert!(first.join().unwrap().unwrap().is_ok());
+    let refused = second.join().unwrap().unwrap();
+    assert!(
+        matches!(refused, Err(Rejection::InsufficientFunds { .. })),
+        "{refused:?}"
+    );
+    let balance = ledger.read(|views| views.account(&key("prim0040")).unwrap().balance);
+    assert_eq!(balance, Some(Amount::ZERO));
+    // The rejection needed no sync of its own.
+    assert!(entered.try_recv().is_err());
+    assert!(ledger.failure().is_none());
+}
+
+#[test]
+fn a_failed_sync_in_the_log_thread_answers_nothing_decided_on_top_of_it() {
+    let inner = MemoryLog::new();
+    let faults = inner.fault_switch();
+    let (open_gate, _entered, ledger, first, second) = charges_in_the_log_thread(inner.clone());
+    faults.fail_next_sync();
+    open_gate.send(()).unwrap();
+    let failed = first.join().unwrap();
+    assert!(
+        matches!(failed, Err(EngineError::Stopped { .. })),
+        "{failed:?}"
+    );
+    // Decided as a rejection on top of the failed batch: never given.
+    let stopped = second.join().unwrap();
+    assert!(
+        matches!(stopped, Err(EngineError::Stopped { .. })),
+        "{stopped:?}"
+    );
+    assert!(ledger.failure().is_some());
+    let later = ledger.submit(top_up("prim0040", "1"));
+    assert!(
+        matches!(later, Err(EngineError::Stopped { .. })),
+        "{later:?}"
+    );
+    let balance = ledger.read(|views| views.account(&key("prim0040")).unwrap().balance);
+    assert_eq!(balance, Some(amount("10.5")));
+    drop(open_gate);
+}
+
 #[test]
 fn a_failed_sync_stops_the_writer_and_the_log_recovers_it() {
     let log = MemoryLog::new();
