@@ -189,18 +189,28 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v7.bin"),
+            fixture("snapshot-v8.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
     }
-    // Today's snapshot encoding has not drifted either. (Format 7 stores history entries as
-    // their packed in-memory words: changing that packing changes these bytes, and needs a
+    // Today's snapshot encoding has not drifted either. (Formats 7 and 8 store history entries
+    // as their packed in-memory words: changing that packing changes these bytes, and needs a
     // new format version.)
+    let today_bytes = encode_snapshot(&today, head_hash).unwrap();
     assert_eq!(
-        std::fs::read(fixture("snapshot-v7.bin")).unwrap(),
-        encode_snapshot(&today, head_hash).unwrap(),
+        std::fs::read(fixture("snapshot-v8.bin")).unwrap(),
+        today_bytes,
         "snapshot encoding changed: bump the snapshot format version"
+    );
+    // Format 8 is format 7 but for the version and the section hashes the trailer covers.
+    let v7 = std::fs::read(fixture("snapshot-v7.bin")).unwrap();
+    assert_eq!(v7.len(), today_bytes.len());
+    assert_eq!(v7[..4], today_bytes[..4]);
+    assert_eq!(v7[6..v7.len() - 32], today_bytes[6..today_bytes.len() - 32]);
+    assert_eq!(
+        (v7[4..6].to_vec(), today_bytes[4..6].to_vec()),
+        (7u16.to_le_bytes().to_vec(), 8u16.to_le_bytes().to_vec())
     );
     let stored_log = std::fs::read(fixture("log-v1.bin")).unwrap();
     // The encoding has not drifted: today's code writes the very same bytes.
@@ -241,14 +251,16 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         replayed.state().state_hash()
     );
     // Versions 3 (one payload), 4 (views and idempotency index in two sections), 5 (secrets'
-    // hashes left in the log), 6 (the views in two sections) and 7 (fixed-width history
-    // entries, a checksum over the sections' hashes): the same complete views.
+    // hashes left in the log), 6 (the views in two sections), 7 (fixed-width history
+    // entries, a checksum over the sections' hashes) and 8 (XXH3 section hashes): the same
+    // complete views.
     for version in [
         "snapshot-v3.bin",
         "snapshot-v4.bin",
         "snapshot-v5.bin",
         "snapshot-v6.bin",
         "snapshot-v7.bin",
+        "snapshot-v8.bin",
     ] {
         let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
         assert!(snapshot.views.is_complete(), "{version}");
@@ -268,7 +280,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}: top-up, three transfers and a charge"
         );
     }
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v7.bin")).unwrap()).unwrap();
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v8.bin")).unwrap()).unwrap();
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
@@ -367,9 +379,16 @@ fn forged_version_6_section_lengths_are_refused_not_panicked_on() {
     ));
 }
 
-/// Rewrites a format-7 snapshot's payload (two section lengths, then the sections) and seals
-/// it again with format 7's checksum over the sections' hashes.
+/// Rewrites a format-7 or 8 snapshot's payload (two section lengths, then the sections) and
+/// seals it again with its format's checksum over the sections' hashes (BLAKE3 in format 7,
+/// XXH3-128 in format 8).
 fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u8]) -> Vec<u8> {
+    let version = u16::from_le_bytes([snapshot[4], snapshot[5]]);
+    let section_hash = |section: &[u8]| match version {
+        7 => blake3::hash(section).as_bytes().to_vec(),
+        8 => xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec(),
+        other => panic!("not a sectioned format: {other}"),
+    };
     let mut bytes = snapshot[..54].to_vec();
     bytes.extend_from_slice(&(16 + sections.len() as u64).to_le_bytes());
     bytes.extend_from_slice(&head_len.to_le_bytes());
@@ -385,7 +404,7 @@ fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u
         &sections[head..histories],
         &sections[histories..],
     ] {
-        hasher.update(blake3::hash(section).as_bytes());
+        hasher.update(&section_hash(section));
     }
     bytes.extend_from_slice(sections);
     bytes.extend_from_slice(hasher.finalize().as_bytes());
@@ -393,8 +412,14 @@ fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u
 }
 
 #[test]
-fn forged_or_damaged_version_7_snapshots_are_refused_not_panicked_on() {
-    let good = std::fs::read(fixture("snapshot-v7.bin")).unwrap();
+fn forged_or_damaged_version_7_and_8_snapshots_are_refused_not_panicked_on() {
+    for name in ["snapshot-v7.bin", "snapshot-v8.bin"] {
+        forged_or_damaged_sectioned_snapshots_are_refused(name);
+    }
+}
+
+fn forged_or_damaged_sectioned_snapshots_are_refused(name: &str) {
+    let good = std::fs::read(fixture(name)).unwrap();
     let payload = &good[62..good.len() - 32];
     let head_len = u64::from_le_bytes(payload[..8].try_into().unwrap());
     let histories_len = u64::from_le_bytes(payload[8..16].try_into().unwrap());
@@ -419,7 +444,7 @@ fn forged_or_damaged_version_7_snapshots_are_refused_not_panicked_on() {
         let forged = resealed_v7(&good, head, histories, sections);
         assert!(
             decode_snapshot(&forged).is_err(),
-            "section lengths {head} / {histories} accepted"
+            "{name}: section lengths {head} / {histories} accepted"
         );
     }
     // A damaged byte anywhere in a section, or in the checksum, is a checksum error.
@@ -435,7 +460,7 @@ fn forged_or_damaged_version_7_snapshots_are_refused_not_panicked_on() {
         damaged[at] ^= 0x10;
         assert!(
             matches!(decode_snapshot(&damaged), Err(SnapshotError::Checksum)),
-            "damage at byte {at}"
+            "{name}: damage at byte {at}"
         );
     }
     // A history entry no entry writes (an unknown kind: the kind's bits in the last packed
@@ -473,9 +498,15 @@ impl subledger_log::ReadAt for FailingAt {
 /// reported as a read error (not as what the decoder made of the missing bytes), and a
 /// damaged byte, read without failure, as a checksum error.
 #[test]
-fn version_7_read_errors_and_damage_are_told_apart_when_read_piecewise() {
+fn version_7_and_8_read_errors_and_damage_are_told_apart_when_read_piecewise() {
+    for name in ["snapshot-v7.bin", "snapshot-v8.bin"] {
+        read_errors_and_damage_are_told_apart(name);
+    }
+}
+
+fn read_errors_and_damage_are_told_apart(name: &str) {
     use subledger_engine::snapshot::decode_snapshot_from;
-    let good = std::fs::read(fixture("snapshot-v7.bin")).unwrap();
+    let good = std::fs::read(fixture(name)).unwrap();
     let len = good.len() as u64;
     assert!(decode_snapshot_from(&FailingAt(good.clone(), len)).is_ok());
     let payload = &good[62..good.len() - 32];
@@ -490,7 +521,7 @@ fn version_7_read_errors_and_damage_are_told_apart_when_read_piecewise() {
         let result = decode_snapshot_from(&FailingAt(good.clone(), bad));
         assert!(
             matches!(&result, Err(SnapshotError::Read(detail)) if detail.contains("injected")),
-            "failing at {bad}: {result:?}"
+            "{name}: failing at {bad}: {result:?}"
         );
     }
     let mut damaged = good.clone();
