@@ -206,10 +206,12 @@ fn make_durable(
 /// batches the log thread holds.
 ///
 /// A decided batch takes one of two ways to the views thread. When more requests are waiting
-/// for the writer, it goes to the log thread, and the writer decides the next batch while this
-/// one is made durable. When none are waiting and the log thread holds nothing, the writer
-/// appends and syncs it itself: there is nothing to overlap with, and a hand-over would only
-/// add a thread wake-up to every acknowledgement. Either way batches reach the log, and the
+/// for the writer and the batch is large (`Config::log_handoff_commands_min`), it goes to the
+/// log thread, and the writer decides the next batch while this one is made durable. Otherwise,
+/// when the log thread holds nothing, the writer appends and syncs it itself: with nothing to
+/// overlap, a hand-over would only add a thread wake-up to every acknowledgement, and a small
+/// batch's stragglers handed over behind it take a sync of their own that the next batch then
+/// waits for. Either way batches reach the log, and the
 /// views' queue, in decision order: the writer takes its own way only when `in_flight` is 0,
 /// that is, when the log thread has passed every batch it was given on to the views.
 struct Pipeline {
@@ -221,13 +223,19 @@ struct Pipeline {
 /// The log and views threads, as the writer holds them.
 struct Threads {
     pipeline: Arc<Pipeline>,
+    /// [`crate::Config::log_handoff_commands_min`].
+    handoff_commands_min: usize,
     to_log: Sender<Decided>,
     log: std::thread::JoinHandle<()>,
     views: ViewsThread,
 }
 
 impl Threads {
-    fn start(log: Box<dyn EventLog>, shared: &Arc<Shared>) -> Result<Threads, String> {
+    fn start(
+        log: Box<dyn EventLog>,
+        shared: &Arc<Shared>,
+        handoff_commands_min: usize,
+    ) -> Result<Threads, String> {
         let views = ViewsThread::start(shared)?;
         let pipeline = Arc::new(Pipeline {
             log: Mutex::new(log),
@@ -242,6 +250,7 @@ impl Threads {
             .map_err(|error| format!("cannot start the log thread: {error}"))?;
         Ok(Threads {
             pipeline,
+            handoff_commands_min: handoff_commands_min.max(1),
             to_log,
             log,
             views,
@@ -255,7 +264,8 @@ impl Threads {
             answer(batch.replies, batch.outcomes, Some(&reason.to_string()));
             reason.to_string()
         };
-        if more_waiting || self.pipeline.in_flight.load(Ordering::Acquire) > 0 {
+        let large = decided.outcomes.len() >= self.handoff_commands_min;
+        if (more_waiting && large) || self.pipeline.in_flight.load(Ordering::Acquire) > 0 {
             self.pipeline.in_flight.fetch_add(1, Ordering::AcqRel);
             return self.to_log.send(decided).map_err(|error| {
                 self.pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -363,7 +373,7 @@ impl Writer {
         let batch_max = self.config.batch_commands_max.max(1);
         let mut pending: Vec<Pending> = Vec::new();
         let started = match self.log.take() {
-            Some(log) => Threads::start(log, &self.shared),
+            Some(log) => Threads::start(log, &self.shared, self.config.log_handoff_commands_min),
             None => Err("the log is gone".to_string()),
         };
         let mut pipeline = match started {

@@ -177,6 +177,8 @@ fn charges_in_the_log_thread(
     };
     let config = Config {
         batch_commands_max: 1,
+        // Every batch here is one command: let the writer hand each over when more wait.
+        log_handoff_commands_min: 1,
         ..Config::default()
     };
     let ledger = Arc::new(Ledger::open(config, log, SystemClock).unwrap());
@@ -243,6 +245,61 @@ fn an_answer_decided_on_a_batch_being_synced_waits_for_that_sync() {
     // The rejection needed no sync of its own.
     assert!(entered.try_recv().is_err());
     assert!(ledger.failure().is_none());
+}
+
+#[test]
+fn a_small_batch_is_synced_by_the_writer_before_the_next_is_decided() {
+    let (entered_sender, entered) = crossbeam_channel::unbounded();
+    let (open_gate, gate) = crossbeam_channel::unbounded();
+    let log = GateLog {
+        inner: MemoryLog::new(),
+        entered: entered_sender,
+        gate,
+    };
+    // The default hand-over threshold: one-command batches stay with the writer.
+    let config = Config {
+        batch_commands_max: 1,
+        ..Config::default()
+    };
+    let ledger = Arc::new(Ledger::open(config, log, SystemClock).unwrap());
+    for command in [open_primary("prim0041"), top_up("prim0041", "10")] {
+        open_gate.send(()).unwrap();
+        ledger.submit(command).unwrap().unwrap();
+        entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    }
+    let submitter = |command: Command| {
+        let ledger = Arc::clone(&ledger);
+        std::thread::spawn(move || ledger.submit(command))
+    };
+    let hold = submitter(top_up("prim0041", "0.5"));
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    let first = submitter(charge("prim0041", "10.5"));
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ledger.metrics().queue_depth < 1 {
+        assert!(std::time::Instant::now() < deadline, "the first charge never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let second = submitter(charge("prim0041", "10.5"));
+    while ledger.metrics().queue_depth < 2 {
+        assert!(std::time::Instant::now() < deadline, "the second charge never queued");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    open_gate.send(()).unwrap();
+    assert!(hold.join().unwrap().unwrap().is_ok());
+    // The writer syncs the first charge itself: the second waits in the queue, undecided.
+    entered.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let metrics = ledger.metrics();
+    assert_eq!((metrics.commands, metrics.queue_depth), (4, 1));
+    open_gate.send(()).unwrap();
+    assert!(first.join().unwrap().unwrap().is_ok());
+    let refused = second.join().unwrap().unwrap();
+    assert!(
+        matches!(refused, Err(Rejection::InsufficientFunds { .. })),
+        "{refused:?}"
+    );
+    // Four syncs, one per batch with events; the rejection needed none.
+    assert_eq!(ledger.metrics().syncs, 4);
 }
 
 #[test]
