@@ -276,12 +276,18 @@ fn a_small_batch_is_synced_by_the_writer_before_the_next_is_decided() {
     let first = submitter(charge("prim0041", "10.5"));
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while ledger.metrics().queue_depth < 1 {
-        assert!(std::time::Instant::now() < deadline, "the first charge never queued");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first charge never queued"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let second = submitter(charge("prim0041", "10.5"));
     while ledger.metrics().queue_depth < 2 {
-        assert!(std::time::Instant::now() < deadline, "the second charge never queued");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the second charge never queued"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     open_gate.send(()).unwrap();
