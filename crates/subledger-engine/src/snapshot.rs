@@ -65,7 +65,7 @@
 //! instead of a BLAKE3: the trailer is the BLAKE3 of bytes 0 .. 78 followed by the three
 //! XXH3-128 digests. Hashing 2 GB of sections at 10M transfers took ~0.4 s of CPU with BLAKE3
 //! in every snapshot written and opened, ~0.1 s with XXH3; the section hashes detect damage,
-//! and trust comes from the log's hash chain (see [`crate::piecewise::SectionHash`]).
+//! and trust comes from the log's hash chain (see `piecewise::SectionHash`).
 //!
 //! Versions 1 and 2 still decode (the golden fixture proves it) into views marked incomplete,
 //! which recovery does not start from: it replays instead. The checksum is checked on the
