@@ -40,6 +40,11 @@ pub(crate) const VIEWS_QUEUE_BATCHES_MAX: usize = 2;
 /// durable together by the next.
 pub(crate) const LOG_QUEUE_BATCHES_MAX: usize = 4;
 
+/// How long an idle writer waits for a request before it looks for a failure recorded by the
+/// log or views thread. A thread that panics leaves the batches queued for it (and their
+/// callers' replies) in its channel until the writer drops the channel's other end.
+const IDLE_FAILURE_CHECK: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// A decided batch on its way through the log thread (which makes it durable) to the views
 /// thread, with the answers it releases.
 struct Decided {
@@ -132,9 +137,11 @@ fn record_failure(shared: &Shared, reason: &str) {
 /// thread"). The log sits behind a mutex only because the writer, when nothing is in flight
 /// here, appends and syncs a batch itself (see [`Pipeline`]).
 fn run_log(pipeline: &Pipeline, decided: &Receiver<Decided>, shared: &Shared) {
-    let _guard = PanicGuard(shared, "the log thread panicked");
     let mut stopped: Option<String> = None;
     let mut group: Vec<Decided> = Vec::with_capacity(LOG_QUEUE_BATCHES_MAX + 1);
+    // Declared after `group` so that, unwinding, it records the failure before the group's
+    // replies are dropped: a caller woken by the drop must be told `Stopped`, not `Closed`.
+    let _guard = PanicGuard(shared, "the log thread panicked");
     while let Ok(first) = decided.recv() {
         group.push(first);
         // Everything already waiting joins this sync; the bound keeps a writer that decides
@@ -272,6 +279,13 @@ impl Threads {
                 refuse(error.into_inner(), "the log thread stopped")
             });
         }
+        // The log thread may have failed while this batch was decided, on top of one of its
+        // batches, and have nothing left in flight: such a batch must not reach the log after
+        // the failed one, nor be answered. (The failure is recorded before `in_flight` falls,
+        // so the load above makes it visible here.)
+        if let Some(reason) = shared.failure() {
+            return Err(refuse(decided, &reason));
+        }
         let durable = match self.pipeline.log.lock() {
             Ok(mut log) => make_durable(
                 log.as_mut(),
@@ -387,11 +401,25 @@ impl Writer {
             // Block for the first request, then take whatever else is queued — waiting up to
             // `batch_wait` for more — until the batch holds `batch_commands_max` commands (a
             // batch submission is never split).
-            let Ok(first) = receiver.recv() else {
-                if let Some(pipeline) = pipeline.take() {
-                    pipeline.finish();
+            let first = match receiver.recv_timeout(IDLE_FAILURE_CHECK) {
+                Ok(first) => first,
+                // Idle: a failure of the log or views thread is acted on now, not at the
+                // next request. Stopping drops the channels to those threads, and with them
+                // any batch a thread that panicked left in its queue, whose callers are then
+                // told the engine stopped instead of waiting for the next request.
+                Err(crossbeam_channel::RecvTimeoutError::Timeout) => {
+                    if let Some(reason) = self.shared.failure() {
+                        self.fail_stop(reason, &mut pending, &receiver, pipeline.take());
+                        return;
+                    }
+                    continue;
                 }
-                return;
+                Err(crossbeam_channel::RecvTimeoutError::Disconnected) => {
+                    if let Some(pipeline) = pipeline.take() {
+                        pipeline.finish();
+                    }
+                    return;
+                }
             };
             let deadline = std::time::Instant::now() + self.config.batch_wait;
             let mut close = None;
@@ -429,6 +457,9 @@ impl Writer {
             }
             if let Some(reply) = close {
                 let log = pipeline.take().and_then(Threads::finish);
+                // A failure while the last batches were made durable: the closer is told the
+                // engine stopped (the state may be ahead of the log), as any caller would be.
+                let log = log.filter(|_| self.shared.failure().is_none());
                 self.close(&receiver, reply, log);
                 return;
             }

@@ -6,5 +6,6 @@ mod concurrency;
 mod feed;
 mod golden;
 mod lifecycle;
+mod pipeline;
 mod snapshots;
 mod support;
