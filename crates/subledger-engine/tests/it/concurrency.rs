@@ -45,9 +45,21 @@ fn random_command(rng: &mut proptest::test_runner::TestRng) -> Command {
 
 #[test]
 fn concurrent_submitters_equal_sequential_application_of_the_committed_order() {
+    concurrent_submitters_check(LOG_HANDOFF_COMMANDS_MIN_DEFAULT);
+}
+
+/// The same with every batch that has requests behind it handed to the log thread (the
+/// writer deciding on top of batches not yet durable).
+#[test]
+fn concurrent_submitters_through_the_log_thread_equal_sequential_application() {
+    concurrent_submitters_check(1);
+}
+
+fn concurrent_submitters_check(log_handoff_commands_min: usize) {
     let log = MemoryLog::new();
     let config = Config {
         batch_commands_max: 64,
+        log_handoff_commands_min,
         ..Config::default()
     };
     let ledger = Arc::new(Ledger::open(config, log.clone(), SystemClock).unwrap());
