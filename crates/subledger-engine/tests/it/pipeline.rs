@@ -1,7 +1,9 @@
-//! The log thread's failure paths: a batch decided while the log thread fails, a close that
-//! drains a failing sync, and a log thread that panics. Each test holds the threads where it
-//! wants them with a log whose syncs wait for a gate (and may fail or panic) and, where needed,
-//! a clock that holds the writer between its failure check and its decision.
+//! The log thread: answers wait for the sync of every batch they were decided on, small batches
+//! stay with the writer, and the failure paths — a failed sync, a batch decided while the log
+//! thread fails, a close that drains a failing sync, a log thread that panics. Each test holds
+//! the threads where it wants them with a log whose syncs wait for a gate (and may fail or
+//! panic) and, where needed, a clock that holds the writer between its failure check and its
+//! decision.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -81,9 +83,10 @@ struct Rig {
     open_clock: Sender<()>,
 }
 
-/// A ledger on a held log and clock, every batch one command and handed to the log thread
-/// whenever another request waits, with a primary holding 10.
-fn rig() -> (Ledger, Rig) {
+/// A ledger on a held log and clock, every batch one command (handed to the log thread when
+/// another request waits and it holds at least `log_handoff_commands_min` commands), with a
+/// primary holding 10.
+fn rig_with(log_handoff_commands_min: usize) -> (Ledger, Rig) {
     let inner = MemoryLog::new();
     let faults = inner.fault_switch();
     let (entered, synced) = crossbeam_channel::unbounded();
@@ -105,7 +108,7 @@ fn rig() -> (Ledger, Rig) {
     };
     let config = Config {
         batch_commands_max: 1,
-        log_handoff_commands_min: 1,
+        log_handoff_commands_min,
         ..Config::default()
     };
     let ledger = Ledger::open(config, log, clock).unwrap();
@@ -125,6 +128,11 @@ fn rig() -> (Ledger, Rig) {
         open_clock,
     };
     (ledger, rig)
+}
+
+/// [`rig_with`] handing over every batch with a request behind it.
+fn rig() -> (Ledger, Rig) {
+    rig_with(1)
 }
 
 /// Enqueues `command` without waiting for its answer (the answer is dropped unread).
@@ -169,14 +177,121 @@ fn first_in_the_log_thread<T>(
     (first, second)
 }
 
+/// Spawns a thread that submits `command` and waits for its answer.
+fn submitter(
+    ledger: &Arc<Ledger>,
+) -> impl FnMut(Command) -> std::thread::JoinHandle<Result<Outcome, EngineError>> + '_ {
+    move |command| {
+        let ledger = Arc::clone(ledger);
+        std::thread::spawn(move || ledger.submit(command))
+    }
+}
+
+fn balance(ledger: &Ledger) -> Option<Amount> {
+    ledger.read(|views| views.account(&key("prim0050")).unwrap().balance)
+}
+
+#[test]
+fn an_answer_decided_on_a_batch_being_synced_waits_for_that_sync() {
+    let (ledger, rig) = rig();
+    let ledger = Arc::new(ledger);
+    // Two charges that each spend the whole balance: the second, decided on top of the
+    // first while the log thread holds its sync, is a rejection for want of funds.
+    let (first, second) = first_in_the_log_thread(
+        &ledger,
+        &rig,
+        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
+        submitter(&ledger),
+        || {},
+    );
+    wait_until("the second charge was never decided", || {
+        ledger.metrics().commands >= 5
+    });
+    // Neither is answered, and readers see neither.
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(!first.is_finished() && !second.is_finished());
+    assert_eq!(balance(&ledger), Some(amount("10.5")));
+    rig.open_sync.send(()).unwrap();
+    assert!(first.join().unwrap().unwrap().is_ok());
+    let refused = second.join().unwrap().unwrap();
+    assert!(
+        matches!(refused, Err(Rejection::InsufficientFunds { .. })),
+        "{refused:?}"
+    );
+    assert_eq!(balance(&ledger), Some(Amount::ZERO));
+    // The rejection needed no sync of its own.
+    assert!(rig.synced.try_recv().is_err());
+    assert!(ledger.failure().is_none());
+}
+
+#[test]
+fn a_small_batch_is_synced_by_the_writer_before_the_next_is_decided() {
+    // The default hand-over threshold: one-command batches stay with the writer.
+    let (ledger, rig) = rig_with(LOG_HANDOFF_COMMANDS_MIN_DEFAULT);
+    let ledger = Arc::new(ledger);
+    // The writer syncs the first charge itself (the gate holds that sync): the second waits
+    // in the queue, undecided.
+    let (first, second) = first_in_the_log_thread(
+        &ledger,
+        &rig,
+        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
+        submitter(&ledger),
+        || {},
+    );
+    std::thread::sleep(Duration::from_millis(50));
+    let metrics = ledger.metrics();
+    assert_eq!((metrics.commands, metrics.queue_depth), (4, 1));
+    rig.open_sync.send(()).unwrap();
+    assert!(first.join().unwrap().unwrap().is_ok());
+    let refused = second.join().unwrap().unwrap();
+    assert!(
+        matches!(refused, Err(Rejection::InsufficientFunds { .. })),
+        "{refused:?}"
+    );
+    // Four syncs, one per batch with events; the rejection needed none.
+    assert_eq!(ledger.metrics().syncs, 4);
+}
+
+#[test]
+fn a_failed_sync_in_the_log_thread_answers_nothing_decided_on_top_of_it() {
+    let (ledger, rig) = rig();
+    let ledger = Arc::new(ledger);
+    let (first, second) = first_in_the_log_thread(
+        &ledger,
+        &rig,
+        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
+        submitter(&ledger),
+        || {},
+    );
+    wait_until("the second charge was never decided", || {
+        ledger.metrics().commands >= 5
+    });
+    rig.faults.fail_next_sync();
+    rig.open_sync.send(()).unwrap();
+    let failed = first.join().unwrap();
+    assert!(
+        matches!(failed, Err(EngineError::Stopped { .. })),
+        "{failed:?}"
+    );
+    // Decided as a rejection on top of the failed batch: never given.
+    let stopped = second.join().unwrap();
+    assert!(
+        matches!(stopped, Err(EngineError::Stopped { .. })),
+        "{stopped:?}"
+    );
+    assert!(ledger.failure().is_some());
+    let later = ledger.submit(top_up("prim0050", "1"));
+    assert!(
+        matches!(later, Err(EngineError::Stopped { .. })),
+        "{later:?}"
+    );
+    assert_eq!(balance(&ledger), Some(amount("10.5")));
+}
+
 #[test]
 fn a_batch_decided_while_the_log_thread_fails_is_neither_logged_nor_answered() {
     let (ledger, rig) = rig();
     let ledger = Arc::new(ledger);
-    let submitter = |command: Command| {
-        let ledger = Arc::clone(&ledger);
-        std::thread::spawn(move || ledger.submit(command))
-    };
     // Once the held top-up's sync is let go, the writer decides the charge (one clock
     // reading) and hands it over; the clock then holds it at the next batch's reading: after
     // its failure check, before it decides the later top-up.
@@ -184,7 +299,7 @@ fn a_batch_decided_while_the_log_thread_fails_is_neither_logged_nor_answered() {
         &ledger,
         &rig,
         [charge("prim0050", "1"), top_up("prim0050", "1")],
-        submitter,
+        submitter(&ledger),
         || rig.countdown.store(2, Ordering::SeqCst),
     );
     rig.clock_entered.recv_timeout(WAIT).unwrap();
@@ -246,15 +361,11 @@ fn closing_while_the_log_thread_fails_reports_the_failure() {
 fn a_panic_in_the_log_thread_stops_the_ledger_and_tells_its_callers() {
     let (ledger, rig) = rig();
     let ledger = Arc::new(ledger);
-    let submitter = |command: Command| {
-        let ledger = Arc::clone(&ledger);
-        std::thread::spawn(move || ledger.submit(command))
-    };
     let (first, second) = first_in_the_log_thread(
         &ledger,
         &rig,
         [charge("prim0050", "1"), top_up("prim0050", "1")],
-        submitter,
+        submitter(&ledger),
         || {},
     );
     // The log thread is in the charge's sync: make it panic there.
