@@ -1,12 +1,13 @@
 //! The writer thread: the only code that decides commands and appends to the log.
 //!
 //! One loop iteration is one batch: take the queued commands and decide each against the state
-//! (applying accepted events at once, so later commands in the batch see them). The batch then
-//! goes to the log thread, which appends it — with any other batches waiting — and syncs once
-//! for all of them, and then to the views thread, which takes the views' write lock, answers
-//! every caller, updates the read views and publishes to subscribers. The three threads form a
-//! pipeline: while the log thread makes batch N durable, the writer already decides batch N+1
-//! on top of it, and the views thread applies batch N-1. Nothing is acknowledged — not to
+//! (applying accepted events at once, so later commands in the batch see them). The batch is
+//! then made durable — by the log thread, which appends it with any other batches waiting and
+//! syncs once for all of them, when it is large and more requests wait; otherwise by the writer
+//! itself (see [`Pipeline`]) — and goes to the views thread, which takes the views' write lock,
+//! answers every caller, updates the read views and publishes to subscribers. The three threads
+//! form a pipeline: while the log thread makes batch N durable, the writer already decides
+//! batch N+1 on top of it, and the views thread applies batch N-1. Nothing is acknowledged — not to
 //! callers, views or subscribers — before the sync that covers its batch returns, and batches
 //! are answered strictly in log order, so an answer decided on top of a batch that never became
 //! durable (a rejection for want of funds it spent, say) is never given: that batch's failure
