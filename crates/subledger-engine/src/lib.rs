@@ -100,7 +100,9 @@ pub enum SnapshotReplica {
 pub struct Config {
     /// Requests (single commands or batch submissions) waiting for the writer; beyond this,
     /// submitting returns [`EngineError::Busy`]. Queued commands are thus bounded by
-    /// `queue_requests_max × REQUEST_COMMANDS_MAX`.
+    /// `queue_requests_max × REQUEST_COMMANDS_MAX`. Behind the writer, at most four decided
+    /// batches wait for the log thread and two durable ones for the views thread, each of at
+    /// most `batch_commands_max` commands.
     pub queue_requests_max: usize,
     /// Most commands decided and committed together in one group commit.
     pub batch_commands_max: usize,
