@@ -94,6 +94,9 @@ pub struct BenchOptions {
     pub snapshot_every_events: u64,
     /// Engine: most commands per group commit.
     pub batch_commands_max: usize,
+    /// Engine: fewest commands in a batch for the writer to hand it to the log thread
+    /// (`Config::log_handoff_commands_min`).
+    pub log_handoff_commands_min: usize,
 }
 
 impl Default for BenchOptions {
@@ -115,6 +118,7 @@ impl Default for BenchOptions {
             snapshot_replica: SnapshotReplica::Kept,
             snapshot_every_events: 0,
             batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
+            log_handoff_commands_min: subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT,
         }
     }
 }
@@ -835,6 +839,7 @@ pub fn run(
     let storage = Storage::prepare(options)?;
     let config = Config {
         batch_commands_max: options.batch_commands_max,
+        log_handoff_commands_min: options.log_handoff_commands_min,
         // By default no background snapshots: they would compete for the 2 cores during the
         // measurement. The harness takes one explicitly after the load to measure snapshot
         // recovery.

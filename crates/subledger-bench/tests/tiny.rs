@@ -67,6 +67,21 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
 }
 
 #[test]
+fn a_durable_run_with_every_waiting_batch_handed_to_the_log_thread_completes() {
+    let options = BenchOptions {
+        batch_size: 50,
+        log_handoff_commands_min: 1,
+        ..tiny(Workload::TigerBeetle)
+    };
+    let report = run(&options, &|_, _| {}).unwrap();
+    assert_eq!(report.committed + report.rejected, 2_000);
+    assert_eq!(report.rejected, 0);
+    // Reopened by a full replay and from a snapshot: the log the log thread wrote is whole.
+    assert!(report.recovery_seconds_full.unwrap() > 0.0);
+    assert!(report.recovery_seconds_snapshot.unwrap() > 0.0);
+}
+
+#[test]
 fn the_vonage_workload_runs_in_memory_with_batches_and_some_rejections() {
     let options = BenchOptions {
         in_memory: true,

@@ -76,6 +76,11 @@ pub struct BenchArgs {
     /// (every 1,000,000); 0, the default, takes none during the load.
     #[arg(long, default_value_t = 0, conflicts_with = "http")]
     snapshot_every_events: u64,
+    /// Fewest commands in a batch for the writer to hand it to the log thread and decide the
+    /// next batch while it is synced (smaller batches the writer syncs itself), as `serve
+    /// --log-handoff-commands-min`.
+    #[arg(long, default_value_t = subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT, conflicts_with = "http")]
+    log_handoff_commands_min: usize,
     /// Random seed of the workload.
     #[arg(long, default_value_t = 42)]
     seed: u64,
@@ -162,6 +167,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         events_per_record: args.events_per_record,
         snapshot_replica: args.snapshot_replica.into(),
         snapshot_every_events: args.snapshot_every_events,
+        log_handoff_commands_min: args.log_handoff_commands_min,
         ..BenchOptions::default()
     };
     let interactive = std::io::stderr().is_terminal();

@@ -54,6 +54,11 @@ pub struct ServeArgs {
     /// recovery replays up to this many events after the newest one.
     #[arg(long, default_value_t = subledger_engine::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
+    /// Fewest commands in a batch for the writer to hand it to the log thread, deciding the
+    /// next batch while it is synced; smaller batches the writer syncs itself. Lower it for
+    /// throughput with large batch submissions, raise it for their latency.
+    #[arg(long, default_value_t = subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT)]
+    log_handoff_commands_min: usize,
 }
 
 fn admin_token(args: &ServeArgs) -> Result<(String, String)> {
@@ -148,6 +153,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             Config {
                 snapshot_replica: args.snapshot_replica.into(),
                 snapshot_every_events: args.snapshot_every_events,
+                log_handoff_commands_min: args.log_handoff_commands_min,
                 ..Config::default()
             },
             log,
