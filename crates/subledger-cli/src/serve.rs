@@ -55,8 +55,8 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = subledger_engine::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
     /// Fewest commands in a batch for the writer to hand it to the log thread, deciding the
-    /// next batch while it is synced; smaller batches the writer syncs itself. Lower it for
-    /// throughput with large batch submissions, raise it for their latency.
+    /// next batch while it is synced; smaller batches the writer syncs itself (with many
+    /// single-command clients, handing their small batches over only added latency).
     #[arg(long, default_value_t = subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT)]
     log_handoff_commands_min: usize,
 }
