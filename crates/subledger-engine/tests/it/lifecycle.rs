@@ -4,10 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crossbeam_channel::{Receiver, Sender};
 use subledger_core::*;
 use subledger_engine::*;
-use subledger_log::{EventLog, LogError, LogReader, MemoryLog, SnapshotStore};
+use subledger_log::{EventLog, MemoryLog};
 use subledger_views::{TransferKind, TransferQuery};
 
 use crate::support::*;
@@ -79,41 +78,15 @@ fn a_retried_command_returns_the_original_receipt_and_changes_nothing() {
     );
 }
 
-/// A log whose `sync` waits for the test's permission, to hold the writer mid-commit.
-struct GateLog {
-    inner: MemoryLog,
-    entered: Sender<()>,
-    gate: Receiver<()>,
-}
-
-impl EventLog for GateLog {
-    fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
-        self.inner.append(batch)
-    }
-
-    fn sync(&mut self) -> Result<(), LogError> {
-        let _ = self.entered.send(());
-        self.gate.recv().map_err(|_| LogError::Injected)?;
-        self.inner.sync()
-    }
-
-    fn reader(&self) -> Arc<dyn LogReader> {
-        self.inner.reader()
-    }
-
-    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
-        self.inner.snapshots()
-    }
-}
-
 #[test]
 fn a_full_queue_answers_busy_and_nothing_is_acknowledged_before_sync() {
     let (entered_sender, entered) = crossbeam_channel::unbounded();
     let (open_gate, gate) = crossbeam_channel::unbounded();
-    let log = GateLog {
+    let log = HeldLog {
         inner: MemoryLog::new(),
         entered: entered_sender,
         gate,
+        panic_next: Arc::default(),
     };
     let config = Config {
         queue_requests_max: 2,

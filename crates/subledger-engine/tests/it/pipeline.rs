@@ -13,44 +13,11 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use subledger_core::*;
 use subledger_engine::*;
-use subledger_log::{EventLog, LogError, LogReader, MemoryLog, SnapshotStore};
+use subledger_log::MemoryLog;
 
 use crate::support::*;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A log whose `sync` signals `entered`, waits for a token on `gate`, then panics if
-/// `panic_next` is set, or else syncs the memory log (which may have been told to fail).
-struct HeldLog {
-    inner: MemoryLog,
-    entered: Sender<()>,
-    gate: Receiver<()>,
-    panic_next: Arc<AtomicBool>,
-}
-
-impl EventLog for HeldLog {
-    fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
-        self.inner.append(batch)
-    }
-
-    fn sync(&mut self) -> Result<(), LogError> {
-        let _ = self.entered.send(());
-        self.gate.recv().map_err(|_| LogError::Injected)?;
-        assert!(
-            !self.panic_next.swap(false, Ordering::SeqCst),
-            "injected panic in sync"
-        );
-        self.inner.sync()
-    }
-
-    fn reader(&self) -> Arc<dyn LogReader> {
-        self.inner.reader()
-    }
-
-    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
-        self.inner.snapshots()
-    }
-}
 
 /// A clock that holds the caller of its `countdown`-th reading (counting from when it is set)
 /// until the test lets it go. The writer reads the clock once per batch, after it has checked
@@ -187,6 +154,13 @@ fn submitter(
     }
 }
 
+fn assert_stopped<T: std::fmt::Debug>(result: &Result<T, EngineError>) {
+    assert!(
+        matches!(result, Err(EngineError::Stopped { .. })),
+        "{result:?}"
+    );
+}
+
 fn balance(ledger: &Ledger) -> Option<Amount> {
     ledger.read(|views| views.account(&key("prim0050")).unwrap().balance)
 }
@@ -269,22 +243,13 @@ fn a_failed_sync_in_the_log_thread_answers_nothing_decided_on_top_of_it() {
     rig.faults.fail_next_sync();
     rig.open_sync.send(()).unwrap();
     let failed = first.join().unwrap();
-    assert!(
-        matches!(failed, Err(EngineError::Stopped { .. })),
-        "{failed:?}"
-    );
+    assert_stopped(&failed);
     // Decided as a rejection on top of the failed batch: never given.
     let stopped = second.join().unwrap();
-    assert!(
-        matches!(stopped, Err(EngineError::Stopped { .. })),
-        "{stopped:?}"
-    );
+    assert_stopped(&stopped);
     assert!(ledger.failure().is_some());
     let later = ledger.submit(top_up("prim0050", "1"));
-    assert!(
-        matches!(later, Err(EngineError::Stopped { .. })),
-        "{later:?}"
-    );
+    assert_stopped(&later);
     assert_eq!(balance(&ledger), Some(amount("10.5")));
 }
 
@@ -307,10 +272,7 @@ fn a_batch_decided_while_the_log_thread_fails_is_neither_logged_nor_answered() {
     rig.faults.fail_next_sync();
     rig.open_sync.send(()).unwrap();
     let failed = charge_thread.join().unwrap();
-    assert!(
-        matches!(failed, Err(EngineError::Stopped { .. })),
-        "{failed:?}"
-    );
+    assert_stopped(&failed);
     std::thread::sleep(Duration::from_millis(50));
     // Were the writer to sync the later batch itself, let that sync through.
     rig.open_sync.send(()).unwrap();
@@ -381,8 +343,5 @@ fn a_panic_in_the_log_thread_stops_the_ledger_and_tells_its_callers() {
     let failure = ledger.failure().unwrap();
     assert!(failure.contains("the log thread panicked"), "{failure}");
     let later = ledger.submit(top_up("prim0050", "1"));
-    assert!(
-        matches!(later, Err(EngineError::Stopped { .. })),
-        "{later:?}"
-    );
+    assert_stopped(&later);
 }

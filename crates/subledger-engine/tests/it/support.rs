@@ -1,6 +1,10 @@
 //! Builders shared by the engine tests.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use crossbeam_channel::{Receiver, Sender};
+use subledger_log::{EventLog, LogError, LogReader, MemoryLog, SnapshotStore};
 
 use subledger_core::*;
 
@@ -78,4 +82,38 @@ pub fn charge(account: &str, value: &str) -> Command {
         amount: amount(value),
         reference: String::new(),
     })
+}
+
+/// A log whose `sync` signals `entered`, waits for a token on `gate` (so a test can hold a
+/// thread mid-commit), then panics if `panic_next` is set, or else syncs the memory log (which
+/// may have been told to fail).
+pub struct HeldLog {
+    pub inner: MemoryLog,
+    pub entered: Sender<()>,
+    pub gate: Receiver<()>,
+    pub panic_next: Arc<AtomicBool>,
+}
+
+impl EventLog for HeldLog {
+    fn append(&mut self, batch: &Batch) -> Result<(), LogError> {
+        self.inner.append(batch)
+    }
+
+    fn sync(&mut self) -> Result<(), LogError> {
+        let _ = self.entered.send(());
+        self.gate.recv().map_err(|_| LogError::Injected)?;
+        assert!(
+            !self.panic_next.swap(false, Ordering::SeqCst),
+            "injected panic in sync"
+        );
+        self.inner.sync()
+    }
+
+    fn reader(&self) -> Arc<dyn LogReader> {
+        self.inner.reader()
+    }
+
+    fn snapshots(&self) -> Arc<dyn SnapshotStore> {
+        self.inner.snapshots()
+    }
 }
