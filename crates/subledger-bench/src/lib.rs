@@ -92,6 +92,9 @@ pub struct BenchOptions {
     /// Engine: background snapshots during the load, every this many events, as `serve` takes
     /// them (0: none, so that they do not compete with the load for the cores).
     pub snapshot_every_events: u64,
+    /// Engine: with `snapshot_every_events`, the interval's growth with the ledger
+    /// (`Config::snapshot_growth_percent`).
+    pub snapshot_growth_percent: u32,
     /// Engine: most commands per group commit.
     pub batch_commands_max: usize,
     /// Engine: fewest commands in a batch for the writer to hand it to the log thread
@@ -117,6 +120,7 @@ impl Default for BenchOptions {
             events_per_record: subledger_store::EVENTS_PER_RECORD_DEFAULT,
             snapshot_replica: SnapshotReplica::Kept,
             snapshot_every_events: 0,
+            snapshot_growth_percent: subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT,
             batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
             log_handoff_commands_min: subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT,
         }
@@ -844,6 +848,7 @@ pub fn run(
         // measurement. The harness takes one explicitly after the load to measure snapshot
         // recovery.
         snapshot_every_events: options.snapshot_every_events,
+        snapshot_growth_percent: options.snapshot_growth_percent,
         snapshot_replica: options.snapshot_replica,
         ..Config::default()
     };

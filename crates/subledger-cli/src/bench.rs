@@ -76,6 +76,12 @@ pub struct BenchArgs {
     /// (every 1,000,000); 0, the default, takes none during the load.
     #[arg(long, default_value_t = 0, conflicts_with = "http")]
     snapshot_every_events: u64,
+    /// With `--snapshot-every-events`: a background snapshot also waits until the new events
+    /// number at least this percentage of the last snapshot's position, as `serve
+    /// --snapshot-growth-percent` (0: a fixed interval).
+    #[arg(long, default_value_t = subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT, conflicts_with = "http",
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(subledger_engine::SNAPSHOT_GROWTH_PERCENT_MAX)))]
+    snapshot_growth_percent: u32,
     /// Fewest commands in a batch for the writer to hand it to the log thread and decide the
     /// next batch while it is synced (smaller batches the writer syncs itself), as `serve
     /// --log-handoff-commands-min`.
@@ -167,6 +173,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         events_per_record: args.events_per_record,
         snapshot_replica: args.snapshot_replica.into(),
         snapshot_every_events: args.snapshot_every_events,
+        snapshot_growth_percent: args.snapshot_growth_percent,
         log_handoff_commands_min: args.log_handoff_commands_min,
         ..BenchOptions::default()
     };

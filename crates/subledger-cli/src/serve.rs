@@ -51,9 +51,17 @@ pub struct ServeArgs {
     snapshot_replica: crate::SnapshotReplicaArg,
     /// Write a snapshot in the background after this many new events (0: never; `subledger
     /// snapshot` on the stopped ledger still can). Fewer snapshots cost less throughput, and
-    /// recovery replays up to this many events after the newest one.
+    /// recovery replays up to this many events after the newest one (or the share that
+    /// `--snapshot-growth-percent` allows, if larger).
     #[arg(long, default_value_t = subledger_engine::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
+    /// A background snapshot also waits until the new events number at least this percentage
+    /// of the last snapshot's position (0: a fixed interval). Each snapshot rewrites the whole
+    /// ledger; growing the interval with it bounds the bytes written for snapshots, at the
+    /// price of a recovery replaying up to this share of the log beyond its snapshot.
+    #[arg(long, default_value_t = subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT,
+          value_parser = clap::value_parser!(u32).range(0..=i64::from(subledger_engine::SNAPSHOT_GROWTH_PERCENT_MAX)))]
+    snapshot_growth_percent: u32,
     /// Fewest commands in a batch for the writer to hand it to the log thread, deciding the
     /// next batch while it is synced; smaller batches the writer syncs itself (with many
     /// single-command clients, handing their small batches over only added latency).
@@ -153,6 +161,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
             Config {
                 snapshot_replica: args.snapshot_replica.into(),
                 snapshot_every_events: args.snapshot_every_events,
+                snapshot_growth_percent: args.snapshot_growth_percent,
                 log_handoff_commands_min: args.log_handoff_commands_min,
                 ..Config::default()
             },

@@ -76,6 +76,11 @@ pub const LOG_HANDOFF_COMMANDS_MIN_DEFAULT: usize = 1_024;
 pub const SUBSCRIBER_BATCHES_MAX_DEFAULT: usize = 4_096;
 /// Default for [`Config::snapshot_every_events`].
 pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 1_000_000;
+/// Default for [`Config::snapshot_growth_percent`].
+pub const SNAPSHOT_GROWTH_PERCENT_DEFAULT: u32 = 25;
+/// Largest [`Config::snapshot_growth_percent`]: beyond it, recovery would replay more of the
+/// log than its snapshot saves.
+pub const SNAPSHOT_GROWTH_PERCENT_MAX: u32 = 1_000;
 /// Default for [`Config::snapshots_keep`].
 pub const SNAPSHOTS_KEEP_DEFAULT: usize = 3;
 /// Most live subscriptions at once.
@@ -123,6 +128,15 @@ pub struct Config {
     pub policy: Policy,
     /// Write a snapshot in the background after this many new events (0: only on request).
     pub snapshot_every_events: u64,
+    /// A background snapshot also waits until the new events number at least this percentage
+    /// of the last snapshot's sequence number (0: every `snapshot_every_events` events, however
+    /// large the ledger; capped at [`SNAPSHOT_GROWTH_PERCENT_MAX`]). Each snapshot rewrites the
+    /// whole ledger, so at a fixed interval the bytes written per event grow with the ledger
+    /// (at 10M events, 1M apart: ~11 GB for 2 GB of final snapshot) until the snapshots
+    /// compete with the log for the disk. An interval that grows with the ledger bounds all
+    /// snapshots written to about `(100 + p) / p` times the newest one's size; the price is a
+    /// recovery replaying up to `p` % of the log beyond its snapshot.
+    pub snapshot_growth_percent: u32,
     /// Snapshots kept; older ones are removed after each new one.
     pub snapshots_keep: usize,
     /// Whether the snapshot thread keeps its copy of the views between snapshots.
@@ -142,6 +156,7 @@ impl Default for Config {
             subscriber_batches_max: SUBSCRIBER_BATCHES_MAX_DEFAULT,
             policy: Policy::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            snapshot_growth_percent: SNAPSHOT_GROWTH_PERCENT_DEFAULT,
             snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
             snapshot_replica: SnapshotReplica::Kept,
             recovery_uses_snapshots: true,
@@ -284,11 +299,17 @@ pub struct Metrics {
     pub events: u64,
     pub queue_depth: usize,
     pub last_seq: Sequence,
-    /// The last background snapshot error, if any (snapshots are retried; commits go on).
+    /// The error of the last snapshot attempt, if it failed (periodic snapshots are retried;
+    /// commits go on); `None` again once one succeeds.
     pub snapshot_error: Option<String>,
     /// Whether the snapshot thread holds its copy of the views now (always after the first
     /// snapshot with [`SnapshotReplica::Kept`]; only while writing one with `Rebuilt`).
     pub snapshot_replica_held: bool,
+    /// Snapshots written since the ledger opened (periodic and requested).
+    pub snapshots_written: u64,
+    /// Position of the newest snapshot: the last one written, else the one recovery started
+    /// from (zero for none).
+    pub last_snapshot: Sequence,
     /// Syncs per latency bucket — the time to append the batches one sync covers, and sync —
     /// (bounds in [`COMMIT_LATENCY_BUCKETS_MICROS`]; the last entry counts the slower ones).
     pub commit_latency_buckets: Vec<u64>,
@@ -362,6 +383,7 @@ pub struct Ledger {
     snapshotter: Mutex<Option<JoinHandle<()>>>,
     snapshot_error: Arc<Mutex<Option<String>>>,
     snapshot_replica_held: Arc<AtomicBool>,
+    snapshots_written: Arc<snapshotter::Written>,
     recovery: Recovery,
 }
 
@@ -409,18 +431,27 @@ impl Ledger {
         });
         let snapshot_error = Arc::new(Mutex::new(None));
         let snapshot_replica_held = Arc::new(AtomicBool::new(false));
+        let snapshots_written = Arc::new(snapshotter::Written::default());
+        let recovered_snapshot = recovery.snapshot.unwrap_or(Sequence::ZERO);
+        snapshots_written
+            .last
+            .store(recovered_snapshot.0, Ordering::Relaxed);
         let snapshotter = snapshotter::Snapshotter {
             replica: None,
             head_hash: subledger_log::ChainHash::GENESIS,
             reader,
             store,
             every_events: config.snapshot_every_events,
+            growth_percent: config
+                .snapshot_growth_percent
+                .min(SNAPSHOT_GROWTH_PERCENT_MAX),
             keep: config.snapshots_keep,
             replica_kept: config.snapshot_replica == SnapshotReplica::Kept,
             replica_held: Arc::clone(&snapshot_replica_held),
+            written: Arc::clone(&snapshots_written),
             retry_at: None,
             retry_wait: std::time::Duration::ZERO,
-            last_snapshot: recovery.snapshot.unwrap_or(Sequence::ZERO),
+            last_snapshot: recovered_snapshot,
             last_error: Arc::clone(&snapshot_error),
         };
         let (snapshots, snapshot_requests) = crossbeam_channel::bounded(16);
@@ -454,6 +485,7 @@ impl Ledger {
             snapshotter: Mutex::new(Some(snapshot_handle)),
             snapshot_error,
             snapshot_replica_held,
+            snapshots_written,
             recovery,
         })
     }
@@ -620,6 +652,8 @@ impl Ledger {
                 .ok()
                 .and_then(|error| error.clone()),
             snapshot_replica_held: self.snapshot_replica_held.load(Ordering::Relaxed),
+            snapshots_written: self.snapshots_written.count.load(Ordering::Relaxed),
+            last_snapshot: Sequence(self.snapshots_written.last.load(Ordering::Relaxed)),
             commit_latency_buckets: counters
                 .commit_latency
                 .iter()

@@ -1,11 +1,11 @@
 //! The snapshot thread: a follower of the durable log, never of the writer. It keeps its own
 //! replica of the views (with the idempotency index), catches up by reading committed records,
-//! and every `snapshot_every_events` events — or on request — encodes the replica and stores
-//! it, then prunes old snapshots. The writer never waits for it; the price is one more copy of
+//! and every `snapshot_every_events` events (more as the ledger grows: see [`snapshot_due`]) — or
+//! on request — encodes the replica and stores it, then prunes old snapshots. The writer never waits for it; the price is one more copy of
 //! the state in memory and the CPU to apply each event once more (see ARCHITECTURE.md) — or,
 //! with `SnapshotReplica::Rebuilt`, no copy between snapshots and a recovery's CPU for each.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,25 @@ const SNAPSHOT_RETRY_MILLIS_MIN: u64 = 1_000;
 /// Longest wait before retrying a failed periodic snapshot.
 const SNAPSHOT_RETRY_MILLIS_MAX: u64 = 60_000;
 
+/// Whether a periodic snapshot at `seq` is due after the one at `last`: at least `every` events
+/// (never when `every` is 0) and at least `growth_percent` % of `last` (see
+/// [`crate::Config::snapshot_growth_percent`]).
+pub(crate) fn snapshot_due(last: Sequence, seq: Sequence, every: u64, growth_percent: u32) -> bool {
+    if every == 0 {
+        return false;
+    }
+    let grown = u128::from(last.0) * u128::from(growth_percent) / 100;
+    let interval = u128::from(every).max(grown);
+    u128::from(seq.0.saturating_sub(last.0)) >= interval
+}
+
+/// The snapshots a ledger's snapshot thread wrote, for [`crate::Metrics`].
+#[derive(Debug, Default)]
+pub(crate) struct Written {
+    pub(crate) count: AtomicU64,
+    pub(crate) last: AtomicU64,
+}
+
 pub(crate) enum SnapshotRequest {
     /// Catch up with the durable log and write a snapshot now; reply with its sequence number.
     Now(Sender<Result<Sequence, String>>),
@@ -36,11 +55,15 @@ pub(crate) struct Snapshotter {
     pub(crate) reader: Arc<dyn LogReader>,
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) every_events: u64,
+    pub(crate) growth_percent: u32,
     pub(crate) keep: usize,
     /// `false` ([`crate::SnapshotReplica::Rebuilt`]): drop the replica after each snapshot.
     pub(crate) replica_kept: bool,
     /// Tells [`crate::Metrics`] whether `replica` is built.
     pub(crate) replica_held: Arc<AtomicBool>,
+    /// Tells [`crate::Metrics`] how many snapshots this thread wrote, and the newest one's
+    /// position (the recovered one's until then).
+    pub(crate) written: Arc<Written>,
     /// No periodic attempt before this instant (set after a failure).
     pub(crate) retry_at: Option<Instant>,
     /// The wait set after the last failure (zero after a success).
@@ -73,7 +96,7 @@ impl Snapshotter {
                     }
                     // Nothing new enough since the last snapshot: no need to build or catch up.
                     let head = self.reader.head();
-                    if head.0.saturating_sub(self.last_snapshot.0) < self.every_events {
+                    if !self.due(head) {
                         continue;
                     }
                     let mut result = self.catch_up().map(|()| self.last_snapshot);
@@ -81,8 +104,7 @@ impl Snapshotter {
                         .replica
                         .as_ref()
                         .map_or(Sequence::ZERO, Views::last_seq);
-                    let due = applied.0.saturating_sub(self.last_snapshot.0) >= self.every_events;
-                    if result.is_ok() && due {
+                    if result.is_ok() && self.due(applied) {
                         result = self.write();
                     }
                     self.remember(&result);
@@ -91,6 +113,15 @@ impl Snapshotter {
                 }
             }
         }
+    }
+
+    fn due(&self, seq: Sequence) -> bool {
+        snapshot_due(
+            self.last_snapshot,
+            seq,
+            self.every_events,
+            self.growth_percent,
+        )
     }
 
     /// After a failed periodic snapshot, the next attempt waits twice as long as the last
@@ -123,8 +154,9 @@ impl Snapshotter {
         if let Err(error) = result {
             tracing::warn!(target: "subledger::snapshot", "snapshot failed: {error}");
         }
-        if let (Err(error), Ok(mut last)) = (result, self.last_error.lock()) {
-            *last = Some(error.clone());
+        // The error stays visible until an attempt succeeds.
+        if let Ok(mut last) = self.last_error.lock() {
+            *last = result.as_ref().err().cloned();
         }
     }
 
@@ -189,6 +221,8 @@ impl Snapshotter {
                 .save(seq, &bytes)
                 .map_err(|error| error.to_string())?;
             self.last_snapshot = seq;
+            self.written.count.fetch_add(1, Ordering::Relaxed);
+            self.written.last.store(seq.0, Ordering::Relaxed);
         }
         let stored = self.store.list().map_err(|error| error.to_string())?;
         let surplus = stored.len().saturating_sub(self.keep.max(1));
@@ -196,5 +230,56 @@ impl Snapshotter {
             self.store.remove(old).map_err(|error| error.to_string())?;
         }
         Ok(seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::snapshot_due;
+    use subledger_core::Sequence;
+
+    fn due(last: u64, seq: u64, every: u64, growth_percent: u32) -> bool {
+        snapshot_due(Sequence(last), Sequence(seq), every, growth_percent)
+    }
+
+    #[test]
+    fn a_fixed_interval_without_growth() {
+        assert!(!due(0, 999, 1_000, 0));
+        assert!(due(0, 1_000, 1_000, 0));
+        assert!(!due(9_000_000, 9_000_999, 1_000, 0));
+        assert!(due(9_000_000, 9_001_000, 1_000, 0));
+    }
+
+    #[test]
+    fn the_interval_grows_with_the_last_snapshot() {
+        // Below 4M the 1M minimum rules; beyond it, 25 % of the last snapshot's position.
+        assert!(due(3_000_000, 4_000_000, 1_000_000, 25));
+        assert!(!due(8_000_000, 9_999_999, 1_000_000, 25));
+        assert!(due(8_000_000, 10_000_000, 1_000_000, 25));
+        // The positions of a 10M run: 1, 2, 3, 4, 5, 6.25, 7.8125 and 9.765625M.
+        let mut last = 0;
+        let mut taken = Vec::new();
+        for seq in (0..=10_000_000u64).step_by(1_000) {
+            if due(last, seq, 1_000_000, 25) {
+                taken.push(seq);
+                last = seq;
+            }
+        }
+        assert_eq!(
+            taken,
+            [
+                1_000_000, 2_000_000, 3_000_000, 4_000_000, 5_000_000, 6_250_000, 7_813_000,
+                9_767_000
+            ]
+        );
+    }
+
+    #[test]
+    fn never_when_periodic_snapshots_are_off_and_no_overflow_at_the_ends() {
+        assert!(!due(0, u64::MAX, 0, 25));
+        assert!(!due(u64::MAX - 1, u64::MAX, 1, 1_000));
+        assert!(due(0, u64::MAX, u64::MAX, 1_000));
+        // A head behind the last snapshot (never expected) is not due.
+        assert!(!due(10, 5, 1, 0));
     }
 }

@@ -317,6 +317,24 @@ pub(crate) fn prometheus(state: &AppState) -> String {
         "gauge",
         metrics.last_seq.0.to_string(),
     );
+    gauge(
+        "subledger_snapshots_total",
+        "Snapshots written since the ledger opened.",
+        "counter",
+        metrics.snapshots_written.to_string(),
+    );
+    gauge(
+        "subledger_last_snapshot_sequence",
+        "Sequence number of the newest snapshot (0 for none).",
+        "gauge",
+        metrics.last_snapshot.0.to_string(),
+    );
+    gauge(
+        "subledger_snapshot_failing",
+        "1 while the last background snapshot attempt failed.",
+        "gauge",
+        u8::from(metrics.snapshot_error.is_some()).to_string(),
+    );
     let mean = metrics.commands.checked_div(metrics.batches).unwrap_or(0);
     gauge(
         "subledger_commands_per_batch",

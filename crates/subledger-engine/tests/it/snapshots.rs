@@ -108,6 +108,12 @@ fn failed_background_snapshots_are_retried_after_a_growing_wait() {
     wait_for("a snapshot once the store works", &|| {
         !store.list().unwrap().is_empty()
     });
+    wait_for("the error cleared", &|| {
+        ledger.metrics().snapshot_error.is_none()
+    });
+    let metrics = ledger.metrics();
+    assert_eq!(metrics.snapshots_written, 1);
+    assert_eq!(store.list().unwrap(), [metrics.last_snapshot]);
     ledger.close().unwrap();
 }
 

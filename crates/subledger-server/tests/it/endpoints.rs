@@ -986,6 +986,17 @@ async fn healthz_and_metrics() {
         body.contains("# TYPE subledger_http_requests_total counter"),
         "{body}"
     );
+    for (name, kind) in [
+        ("subledger_snapshots_total", "counter"),
+        ("subledger_last_snapshot_sequence", "gauge"),
+        ("subledger_snapshot_failing", "gauge"),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} {kind}\n{name} ")),
+            "{body}"
+        );
+    }
+    assert!(body.contains("\nsubledger_snapshot_failing 0\n"), "{body}");
     let lines: Vec<&str> = body.lines().collect();
     // The commit histogram is cumulative and ends with +Inf = count.
     assert!(
