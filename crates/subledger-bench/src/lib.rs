@@ -95,6 +95,8 @@ pub struct BenchOptions {
     /// Engine: with `snapshot_every_events`, the interval's growth with the ledger
     /// (`Config::snapshot_growth_percent`).
     pub snapshot_growth_percent: u32,
+    /// Engine: added to the snapshot thread's nice value (`Config::snapshot_niceness`).
+    pub snapshot_niceness: u8,
     /// Engine: most commands per group commit.
     pub batch_commands_max: usize,
     /// Engine: fewest commands in a batch for the writer to hand it to the log thread
@@ -121,6 +123,7 @@ impl Default for BenchOptions {
             snapshot_replica: SnapshotReplica::Kept,
             snapshot_every_events: 0,
             snapshot_growth_percent: subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT,
+            snapshot_niceness: subledger_engine::SNAPSHOT_NICENESS_DEFAULT,
             batch_commands_max: subledger_engine::BATCH_COMMANDS_MAX_DEFAULT,
             log_handoff_commands_min: subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT,
         }
@@ -164,6 +167,10 @@ pub struct BenchReport {
     /// Background snapshots during the load: every this many events (0: none; `None` for
     /// `--http` runs).
     pub snapshot_every_events: Option<u64>,
+    /// Background snapshots written during the load, and the position of the newest one
+    /// when it ended (0: none); `None` for `--http` runs.
+    pub snapshots_during_load: Option<u64>,
+    pub last_snapshot_during_load: Option<u64>,
     pub events: u64,
     /// The data directory after the load, with one snapshot of it all.
     pub bytes_on_disk: Option<u64>,
@@ -849,6 +856,7 @@ pub fn run(
         // recovery.
         snapshot_every_events: options.snapshot_every_events,
         snapshot_growth_percent: options.snapshot_growth_percent,
+        snapshot_niceness: options.snapshot_niceness,
         snapshot_replica: options.snapshot_replica,
         ..Config::default()
     };
@@ -946,6 +954,12 @@ pub fn run(
         ),
         durable: Some(!options.in_memory),
         snapshot_every_events: Some(options.snapshot_every_events),
+        snapshots_during_load: Some(
+            after
+                .snapshots_written
+                .saturating_sub(before.snapshots_written),
+        ),
+        last_snapshot_during_load: Some(after.last_snapshot.0),
         events,
         bytes_on_disk: Some(bytes_on_disk),
         bytes_per_event: Some(per_event(bytes_on_disk)),

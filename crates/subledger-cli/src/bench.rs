@@ -82,6 +82,11 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT, conflicts_with = "http",
           value_parser = clap::value_parser!(u32).range(0..=i64::from(subledger_engine::SNAPSHOT_GROWTH_PERCENT_MAX)))]
     snapshot_growth_percent: u32,
+    /// Added to the background snapshot thread's nice value (Linux; 0: as the process): the
+    /// writer, log and views threads get the cores first when all want them.
+    #[arg(long, default_value_t = subledger_engine::SNAPSHOT_NICENESS_DEFAULT, conflicts_with = "http",
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(subledger_engine::SNAPSHOT_NICENESS_MAX)))]
+    snapshot_niceness: u8,
     /// Fewest commands in a batch for the writer to hand it to the log thread and decide the
     /// next batch while it is synced (smaller batches the writer syncs itself), as `serve
     /// --log-handoff-commands-min`.
@@ -174,6 +179,7 @@ pub fn run(args: &BenchArgs) -> Result<()> {
         snapshot_replica: args.snapshot_replica.into(),
         snapshot_every_events: args.snapshot_every_events,
         snapshot_growth_percent: args.snapshot_growth_percent,
+        snapshot_niceness: args.snapshot_niceness,
         log_handoff_commands_min: args.log_handoff_commands_min,
         ..BenchOptions::default()
     };
@@ -249,6 +255,15 @@ fn print_table(report: &BenchReport) {
         (
             "durable",
             known(report.durable.map(|durable| durable.to_string())),
+        ),
+        (
+            "snapshots during the load (newest at)",
+            known(
+                report
+                    .snapshots_during_load
+                    .zip(report.last_snapshot_during_load)
+                    .map(|(count, last)| format!("{count} ({last})")),
+            ),
         ),
         ("events", report.events.to_string()),
         (

@@ -62,6 +62,11 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = subledger_engine::SNAPSHOT_GROWTH_PERCENT_DEFAULT,
           value_parser = clap::value_parser!(u32).range(0..=i64::from(subledger_engine::SNAPSHOT_GROWTH_PERCENT_MAX)))]
     snapshot_growth_percent: u32,
+    /// Added to the background snapshot thread's nice value (Linux; 0: as the process): the
+    /// writer, log and views threads get the cores first when all want them.
+    #[arg(long, default_value_t = subledger_engine::SNAPSHOT_NICENESS_DEFAULT,
+          value_parser = clap::value_parser!(u8).range(0..=i64::from(subledger_engine::SNAPSHOT_NICENESS_MAX)))]
+    snapshot_niceness: u8,
     /// Fewest commands in a batch for the writer to hand it to the log thread, deciding the
     /// next batch while it is synced; smaller batches the writer syncs itself (with many
     /// single-command clients, handing their small batches over only added latency).
@@ -162,6 +167,7 @@ pub fn run(args: &ServeArgs) -> Result<()> {
                 snapshot_replica: args.snapshot_replica.into(),
                 snapshot_every_events: args.snapshot_every_events,
                 snapshot_growth_percent: args.snapshot_growth_percent,
+                snapshot_niceness: args.snapshot_niceness,
                 log_handoff_commands_min: args.log_handoff_commands_min,
                 ..Config::default()
             },

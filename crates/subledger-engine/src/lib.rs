@@ -81,6 +81,12 @@ pub const SNAPSHOT_GROWTH_PERCENT_DEFAULT: u32 = 25;
 /// Largest [`Config::snapshot_growth_percent`]: beyond it, recovery would replay more of the
 /// log than its snapshot saves.
 pub const SNAPSHOT_GROWTH_PERCENT_MAX: u32 = 1_000;
+/// Default for [`Config::snapshot_niceness`]: about a tenth of a core's share against the
+/// writer, log and views threads when all want the cores (CFS weights 110 against 1,024), so
+/// snapshots still progress under sustained load.
+pub const SNAPSHOT_NICENESS_DEFAULT: u8 = 10;
+/// Largest [`Config::snapshot_niceness`] (Linux's nice values end at 19).
+pub const SNAPSHOT_NICENESS_MAX: u8 = 19;
 /// Default for [`Config::snapshots_keep`].
 pub const SNAPSHOTS_KEEP_DEFAULT: usize = 3;
 /// Most live subscriptions at once.
@@ -137,6 +143,13 @@ pub struct Config {
     /// snapshots written to about `(100 + p) / p` times the newest one's size; the price is a
     /// recovery replaying up to `p` % of the log beyond its snapshot.
     pub snapshot_growth_percent: u32,
+    /// Added to the nice value of the snapshot thread and of the threads it starts (Linux; 0
+    /// leaves it as the process's; capped at [`SNAPSHOT_NICENESS_MAX`]). A background
+    /// snapshot is work that can wait: at the default, 10, the writer, log and views threads
+    /// get the cores first when all want them (tigerbeetle 10M with snapshots every 1M:
+    /// 0.59M–0.73M/s at 0, 0.74M–0.90M/s at 10; see `docs/benchmarks.md`), and snapshots are
+    /// fewer while that lasts.
+    pub snapshot_niceness: u8,
     /// Snapshots kept; older ones are removed after each new one.
     pub snapshots_keep: usize,
     /// Whether the snapshot thread keeps its copy of the views between snapshots.
@@ -157,6 +170,7 @@ impl Default for Config {
             policy: Policy::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             snapshot_growth_percent: SNAPSHOT_GROWTH_PERCENT_DEFAULT,
+            snapshot_niceness: SNAPSHOT_NICENESS_DEFAULT,
             snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
             snapshot_replica: SnapshotReplica::Kept,
             recovery_uses_snapshots: true,
@@ -445,6 +459,7 @@ impl Ledger {
             growth_percent: config
                 .snapshot_growth_percent
                 .min(SNAPSHOT_GROWTH_PERCENT_MAX),
+            niceness: config.snapshot_niceness.min(SNAPSHOT_NICENESS_MAX),
             keep: config.snapshots_keep,
             replica_kept: config.snapshot_replica == SnapshotReplica::Kept,
             replica_held: Arc::clone(&snapshot_replica_held),

@@ -35,6 +35,31 @@ pub(crate) fn snapshot_due(last: Sequence, seq: Sequence, every: u64, growth_per
     u128::from(seq.0.saturating_sub(last.0)) >= interval
 }
 
+/// Adds `niceness` to the calling thread's nice value (on Linux a thread has its own, and the
+/// threads it starts inherit it), up to the largest. Raising it needs no privilege.
+#[cfg(target_os = "linux")]
+fn lower_priority(niceness: u8) -> std::io::Result<()> {
+    use rustix::process::{getpriority_process, setpriority_process};
+    if niceness == 0 {
+        return Ok(());
+    }
+    let thread = Some(rustix::thread::gettid());
+    let current = getpriority_process(thread)?;
+    let target = current
+        .saturating_add(i32::from(niceness))
+        .min(i32::from(crate::SNAPSHOT_NICENESS_MAX));
+    if target > current {
+        setpriority_process(thread, target)?;
+    }
+    Ok(())
+}
+
+/// Elsewhere a nice value is the process's: left as it is.
+#[cfg(not(target_os = "linux"))]
+fn lower_priority(_niceness: u8) -> std::io::Result<()> {
+    Ok(())
+}
+
 /// The snapshots a ledger's snapshot thread wrote, for [`crate::Metrics`].
 #[derive(Debug, Default)]
 pub(crate) struct Written {
@@ -56,6 +81,8 @@ pub(crate) struct Snapshotter {
     pub(crate) store: Arc<dyn SnapshotStore>,
     pub(crate) every_events: u64,
     pub(crate) growth_percent: u32,
+    /// Added to this thread's nice value when it starts (see [`crate::Config::snapshot_niceness`]).
+    pub(crate) niceness: u8,
     pub(crate) keep: usize,
     /// `false` ([`crate::SnapshotReplica::Rebuilt`]): drop the replica after each snapshot.
     pub(crate) replica_kept: bool,
@@ -74,6 +101,9 @@ pub(crate) struct Snapshotter {
 
 impl Snapshotter {
     pub(crate) fn run(mut self, requests: Receiver<SnapshotRequest>) {
+        if let Err(error) = lower_priority(self.niceness) {
+            tracing::warn!(target: "subledger::snapshot", "cannot lower the snapshot thread's priority: {error}");
+        }
         loop {
             match requests.recv_timeout(Duration::from_millis(SNAPSHOT_POLL_MILLIS)) {
                 Ok(SnapshotRequest::Now(reply)) => {

@@ -300,3 +300,65 @@ fn low_balance_settings_survive_a_snapshot() {
     let reopened_again = fingerprint(reopened);
     assert_ne!(reopened_again, live);
 }
+
+/// The nice value in a `/proc/.../stat` line (field 19; the name before it may hold spaces).
+#[cfg(target_os = "linux")]
+fn nice_in(stat: &str) -> Option<i32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(16)?.parse().ok()
+}
+
+/// How many of this process's snapshot threads run at `nice`.
+#[cfg(target_os = "linux")]
+fn snapshot_threads_at(nice: i32) -> usize {
+    let tasks = std::fs::read_dir("/proc/self/task").unwrap();
+    tasks
+        .filter_map(|task| {
+            let path = task.ok()?.path();
+            let name = std::fs::read_to_string(path.join("comm")).ok()?;
+            // Thread names are cut to 15 bytes: "subledger-snapshot" reads "subledger-snaps".
+            if name.trim_end() != "subledger-snaps" {
+                return None;
+            }
+            nice_in(&std::fs::read_to_string(path.join("stat")).ok()?)
+        })
+        .filter(|found| *found == nice)
+        .count()
+}
+
+/// The snapshot thread lowers its own priority by the configured niceness (Linux), so that
+/// the writer, log and views threads get the cores first; the other threads keep theirs.
+#[cfg(target_os = "linux")]
+#[test]
+fn the_snapshot_thread_runs_at_its_configured_niceness() {
+    let base = nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap();
+    assert!(
+        base <= 12,
+        "the tests run at nice {base}: too high to tell 3 and 7 apart"
+    );
+    let open = |niceness: u8| {
+        let config = Config {
+            snapshot_niceness: niceness,
+            ..no_auto_snapshots()
+        };
+        Ledger::open(config, MemoryLog::new(), ManualClock::default()).unwrap()
+    };
+    // Distinct values, used by no other test, so that concurrent tests' threads do not count.
+    let (first, second) = (open(7), open(3));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while snapshot_threads_at(base + 7) != 1 || snapshot_threads_at(base + 3) != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no snapshot thread at nice {} and one at {}",
+            base + 7,
+            base + 3
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    // This thread, which opened them, is unchanged.
+    let now = nice_in(&std::fs::read_to_string("/proc/thread-self/stat").unwrap()).unwrap();
+    assert_eq!(now, base);
+    first.close().unwrap();
+    assert_eq!(snapshot_threads_at(base + 7), 0, "closing ends the thread");
+    second.close().unwrap();
+}
