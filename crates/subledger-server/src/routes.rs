@@ -1307,7 +1307,15 @@ async fn healthz(State(state): Shared) -> Response {
     match state.ledger.failure() {
         None => json_response(
             StatusCode::OK,
-            &json!({ "status": "ok", "last_sequence": metrics.last_seq.0, "queue_depth": metrics.queue_depth }),
+            // Whether snapshots fail, not why: the reason may name paths, and this endpoint is
+            // open (the log and `/metrics` say as much; the admin sees the log).
+            &json!({
+                "status": "ok",
+                "last_sequence": metrics.last_seq.0,
+                "queue_depth": metrics.queue_depth,
+                "last_snapshot": metrics.last_snapshot.0,
+                "snapshot_failing": metrics.snapshot_error.is_some(),
+            }),
         ),
         Some(reason) => json_response(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -960,6 +960,8 @@ async fn healthz_and_metrics() {
         "{health}"
     );
     assert_eq!(num(&health["queue_depth"]), "0");
+    assert_eq!(num(&health["last_snapshot"]), "0", "a new ledger has none");
+    assert_eq!(health["snapshot_failing"], false);
 
     server
         .get(&format!("/accounts/{}/subaccounts", primary.key), &primary)
