@@ -1,9 +1,11 @@
 //! The snapshot thread: a follower of the durable log, never of the writer. It keeps its own
 //! replica of the views (with the idempotency index), catches up by reading committed records,
-//! and every `snapshot_every_events` events (more as the ledger grows: see [`snapshot_due`]) — or
-//! on request — encodes the replica and stores it, then prunes old snapshots. The writer never waits for it; the price is one more copy of
-//! the state in memory and the CPU to apply each event once more (see ARCHITECTURE.md) — or,
-//! with `SnapshotReplica::Rebuilt`, no copy between snapshots and a recovery's CPU for each.
+//! and every `snapshot_every_events` events (more as the ledger grows: see [`snapshot_due`]) —
+//! or on request — encodes the replica and stores it, then prunes old snapshots. The writer
+//! never waits for it; the price is one more copy of the state in memory and the CPU to apply
+//! each event once more (see ARCHITECTURE.md) — or, with `SnapshotReplica::Rebuilt`, no copy
+//! between snapshots and a recovery's CPU for each. It runs at a raised nice value
+//! (`Config::snapshot_niceness`), so that the writer, log and views threads get the cores first.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
