@@ -713,6 +713,8 @@ pub fn run(
             commit_us_mean: None,
             durable: None,
             snapshot_every_events: None,
+            snapshot_growth_percent: None,
+            snapshot_niceness: None,
             snapshots_during_load: None,
             last_snapshot_during_load: None,
             events: after.events,

@@ -167,6 +167,10 @@ pub struct BenchReport {
     /// Background snapshots during the load: every this many events (0: none; `None` for
     /// `--http` runs).
     pub snapshot_every_events: Option<u64>,
+    /// With `snapshot_every_events`: the interval's growth and the snapshot thread's
+    /// niceness (`None` for `--http` runs).
+    pub snapshot_growth_percent: Option<u32>,
+    pub snapshot_niceness: Option<u8>,
     /// Background snapshots written during the load, and the position of the newest one
     /// when it ended (0: none); `None` for `--http` runs.
     pub snapshots_during_load: Option<u64>,
@@ -954,6 +958,8 @@ pub fn run(
         ),
         durable: Some(!options.in_memory),
         snapshot_every_events: Some(options.snapshot_every_events),
+        snapshot_growth_percent: Some(options.snapshot_growth_percent),
+        snapshot_niceness: Some(options.snapshot_niceness),
         snapshots_during_load: Some(
             after
                 .snapshots_written
