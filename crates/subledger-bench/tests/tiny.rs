@@ -193,5 +193,14 @@ fn a_run_with_background_snapshots_and_a_rebuilt_replica_completes() {
     let report = run(&options, &|_, _| {}).unwrap();
     assert_eq!(report.committed + report.rejected, 2_000);
     assert_eq!(report.snapshot_every_events, Some(500));
+    assert_eq!(
+        report.snapshot_niceness,
+        Some(subledger_engine::SNAPSHOT_NICENESS_DEFAULT)
+    );
     assert!(report.recovery_seconds_snapshot.unwrap() > 0.0);
+    // The ledger is new: a position only if a snapshot was written, and never past the end.
+    let written = report.snapshots_during_load.unwrap();
+    let last = report.last_snapshot_during_load.unwrap();
+    assert_eq!(written == 0, last == 0, "{written} snapshots, newest at {last}");
+    assert!(last <= report.events);
 }
