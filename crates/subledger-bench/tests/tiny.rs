@@ -201,6 +201,10 @@ fn a_run_with_background_snapshots_and_a_rebuilt_replica_completes() {
     // The ledger is new: a position only if a snapshot was written, and never past the end.
     let written = report.snapshots_during_load.unwrap();
     let last = report.last_snapshot_during_load.unwrap();
-    assert_eq!(written == 0, last == 0, "{written} snapshots, newest at {last}");
+    assert_eq!(
+        written == 0,
+        last == 0,
+        "{written} snapshots, newest at {last}"
+    );
     assert!(last <= report.events);
 }
