@@ -155,9 +155,24 @@ impl<Context> bincode::Decode<Context> for CommandIndexV7 {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        CommandIndex::decode_v7(decoder).map(CommandIndexV7)
+        CommandIndex::decode_v7(decoder, true).map(CommandIndexV7)
     }
 }
+
+/// [`CommandIndexV7`] with the records appended but not entered in the table: the caller
+/// enters them ([`CommandIndex::enter_appended`] or [`CommandIndex::split_for_entry`]) before
+/// any lookup, and a repeated id is found then.
+#[derive(Debug)]
+pub struct CommandIndexV7Unentered(pub CommandIndex);
+
+impl<Context> bincode::Decode<Context> for CommandIndexV7Unentered {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        CommandIndex::decode_v7(decoder, false).map(CommandIndexV7Unentered)
+    }
+}
+bincode::impl_borrow_decode!(CommandIndexV7Unentered);
 bincode::impl_borrow_decode!(CommandIndexV7);
 
 /// A [`CommandIndex`] to encode in the layout of snapshot format 7.
@@ -374,63 +389,39 @@ impl CommandIndex {
     /// their hash lands in (a counting sort on the bucket's top bits), so the inserts of each
     /// group hit a part of the table that fits in cache instead of missing all over it.
     pub fn enter_appended(&mut self) -> Result<(), (Sequence, CommandId)> {
+        let (_, pending) = self.split_for_entry();
+        pending.enter()
+    }
+
+    /// The records, read-only, and the entry of the appended ones in the table, apart: the two
+    /// touch disjoint parts of the index, so another thread can read every record (to rebuild
+    /// the views' money lists from them) while this one builds the table.
+    pub fn split_for_entry(&mut self) -> (Records<'_>, PendingEntry<'_>) {
         let tags = std::mem::take(&mut self.appended);
         let Self {
-            positions, records, ..
+            positions,
+            records,
+            references,
+            ..
         } = self;
-        let first = records.len().saturating_sub(tags.len());
-        positions.reserve(tags.len(), slot_hash);
-        // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
-        // the hash's low bits. Only speed depends on getting this right.
-        let buckets = (positions.capacity() / 7 * 8).max(1).next_power_of_two();
-        let bits = buckets.trailing_zeros();
-        let parts_bits = bits.min(ENTER_PARTS_BITS_MAX);
-        let part = |tag: u32| {
-            usize::try_from((spread(tag) & (buckets as u64 - 1)) >> (bits - parts_bits))
-                .unwrap_or(0)
-        };
-        let mut starts = vec![0usize; (1usize << parts_bits) + 1];
-        for &tag in &tags {
-            starts[part(tag) + 1] += 1;
-        }
-        for index in 1..starts.len() {
-            starts[index] += starts[index - 1];
-        }
-        // Stable: within a part, records stay in log order, so of two with one id the later
-        // is the one found repeated. (tag, position) slots, so that entering them reads this
-        // list in order and the records only to tell apart two equal tags. Every position
-        // fits a `u32`: `append` refused any beyond.
-        let mut order: Vec<Slot> = vec![(0, 0); tags.len()];
-        for (offset, &tag) in tags.iter().enumerate() {
-            let slot = &mut starts[part(tag)];
-            order[*slot] = (tag, u32::try_from(first + offset).unwrap_or(u32::MAX));
-            *slot += 1;
-        }
-        drop(tags);
-        let mut repeated: Option<usize> = None;
-        for (tag, position) in order {
-            let entry = positions.entry(
-                spread(tag),
-                |&(other, at)| {
-                    other == tag
-                        && record_at(records, at).map(|known| known.id)
-                            == record_at(records, position).map(|new| new.id)
-                },
-                slot_hash,
-            );
-            match entry {
-                hashbrown::hash_table::Entry::Occupied(_) => {
-                    let position = usize::try_from(position).unwrap_or(usize::MAX);
-                    repeated = Some(repeated.map_or(position, |known| known.min(position)));
-                }
-                hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert((tag, position));
-                }
-            }
-        }
-        match repeated.and_then(|position| records.get(position)) {
-            Some(record) => Err((record.seq, record.id)),
-            None => Ok(()),
+        (
+            Records {
+                records,
+                references,
+            },
+            PendingEntry {
+                positions,
+                records,
+                tags,
+            },
+        )
+    }
+
+    /// The records, read-only, in log order.
+    pub fn records(&self) -> Records<'_> {
+        Records {
+            records: &self.records,
+            references: &self.references,
         }
     }
 
@@ -610,9 +601,11 @@ impl CommandIndex {
     }
 
     /// Reads what [`CommandIndex::encode_v7`] wrote: records in strictly increasing sequence
-    /// order, each one bytes that encoding produces; a repeated id is refused.
+    /// order, each one bytes that encoding produces; with `enter`, they are entered in the
+    /// table and a repeated id is refused.
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
+        enter: bool,
     ) -> Result<CommandIndex, bincode::error::DecodeError> {
         use bincode::de::read::Reader;
         use bincode::Decode;
@@ -654,9 +647,11 @@ impl CommandIndex {
                 return Err(refused("too many commands"));
             }
         }
-        index
-            .enter_appended()
-            .map_err(|_| refused("duplicate command id"))?;
+        if enter {
+            index
+                .enter_appended()
+                .map_err(|_| refused("duplicate command id"))?;
+        }
         Ok(index)
     }
 
@@ -690,6 +685,134 @@ impl CommandIndex {
             }
         }
         Ok(index)
+    }
+}
+
+/// One record of the index, borrowed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoneyRecord<'a> {
+    pub id: CommandId,
+    pub seq: Sequence,
+    pub at: Timestamp,
+    pub kind: MoneyKind,
+    pub source: AccountId,
+    pub target: AccountId,
+    pub amount: Amount,
+    pub reference: &'a str,
+}
+
+/// An index's records, read-only, in log order ([`CommandIndex::records`],
+/// [`CommandIndex::split_for_entry`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Records<'a> {
+    records: &'a [Packed],
+    references: &'a [Box<str>],
+}
+
+impl<'a> Records<'a> {
+    pub fn len(&self) -> usize {
+        self.records.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.records.is_empty()
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = MoneyRecord<'a>> + 'a {
+        let references = self.references;
+        self.records.iter().map(move |packed| MoneyRecord {
+            id: packed.id,
+            seq: packed.seq,
+            at: packed.at,
+            kind: packed.kind,
+            source: packed.source,
+            target: packed.target,
+            amount: packed.amount,
+            reference: packed
+                .reference
+                .checked_sub(1)
+                .and_then(|index| references.get(index as usize))
+                .map_or("", |text| text),
+        })
+    }
+}
+
+/// The entry of an index's appended records in its table, split from the records
+/// ([`CommandIndex::split_for_entry`]).
+#[derive(Debug)]
+pub struct PendingEntry<'a> {
+    positions: &'a mut HashTable<Slot>,
+    records: &'a [Packed],
+    tags: Vec<u32>,
+}
+
+impl PendingEntry<'_> {
+    /// Enters the appended records in the table. `Err` gives the sequence number and id of the
+    /// first record, in log order, whose id was already there; the index is then unusable.
+    ///
+    /// The table is sized once, then the records are entered grouped by the slice of the table
+    /// their hash lands in (a counting sort on the bucket's top bits), so the inserts of each
+    /// group hit a part of the table that fits in cache instead of missing all over it.
+    pub fn enter(self) -> Result<(), (Sequence, CommandId)> {
+        let PendingEntry {
+            positions,
+            records,
+            tags,
+        } = self;
+        let first = records.len().saturating_sub(tags.len());
+        positions.reserve(tags.len(), slot_hash);
+        // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
+        // the hash's low bits. Only speed depends on getting this right.
+        let buckets = (positions.capacity() / 7 * 8).max(1).next_power_of_two();
+        let bits = buckets.trailing_zeros();
+        let parts_bits = bits.min(ENTER_PARTS_BITS_MAX);
+        let part = |tag: u32| {
+            usize::try_from((spread(tag) & (buckets as u64 - 1)) >> (bits - parts_bits))
+                .unwrap_or(0)
+        };
+        let mut starts = vec![0usize; (1usize << parts_bits) + 1];
+        for &tag in &tags {
+            starts[part(tag) + 1] += 1;
+        }
+        for index in 1..starts.len() {
+            starts[index] += starts[index - 1];
+        }
+        // Stable: within a part, records stay in log order, so of two with one id the later
+        // is the one found repeated. (tag, position) slots, so that entering them reads this
+        // list in order and the records only to tell apart two equal tags. Every position
+        // fits a `u32`: `append` refused any beyond.
+        let mut order: Vec<Slot> = vec![(0, 0); tags.len()];
+        for (offset, &tag) in tags.iter().enumerate() {
+            let slot = &mut starts[part(tag)];
+            order[*slot] = (tag, u32::try_from(first + offset).unwrap_or(u32::MAX));
+            *slot += 1;
+        }
+        drop(tags);
+        let mut repeated: Option<usize> = None;
+        for (tag, position) in order {
+            let entry = positions.entry(
+                spread(tag),
+                |&(other, at)| {
+                    other == tag
+                        && record_at(records, at).map(|known| known.id)
+                            == record_at(records, position).map(|new| new.id)
+                },
+                slot_hash,
+            );
+            match entry {
+                hashbrown::hash_table::Entry::Occupied(_) => {
+                    let position = usize::try_from(position).unwrap_or(usize::MAX);
+                    repeated = Some(repeated.map_or(position, |known| known.min(position)));
+                }
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert((tag, position));
+                }
+            }
+        }
+        match repeated.and_then(|position| records.get(position)) {
+            Some(record) => Err((record.seq, record.id)),
+            None => Ok(()),
+        }
     }
 }
 

@@ -41,7 +41,10 @@ pub use command::{
     RevokeSecret, SetCreditLine, SetLowBalanceThreshold, SetSuspended, TopUp, Transfer,
     UpdateSubaccount,
 };
-pub use commands::{CommandIndex, CommandIndexV7, CommandIndexV7Of, RECORD_RAW_BYTES};
+pub use commands::{
+    CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered, MoneyRecord, PendingEntry,
+    Records, RECORD_RAW_BYTES,
+};
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,
     REFERENCE_CHARS_MAX,

@@ -74,16 +74,19 @@
 //! One payload restores both sides: the writer's state (with the idempotency index) and the
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
-use subledger_core::{CommandIndex, CommandIndexV7, CommandIndexV7Of, Sequence, Timestamp};
+use subledger_core::{
+    CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered, Sequence, Timestamp,
+};
 use subledger_log::{ChainHash, ReadAt};
 
 use crate::piecewise::{hash_range, Digest, SectionHash, SectionReader, SECTION_BUFFER_BYTES};
 use subledger_views::{
-    LegacyViews, Views, ViewsHead, ViewsHeadV7, ViewsHistories, ViewsHistoriesV7,
+    LegacyViews, Views, ViewsHead, ViewsHeadV7, ViewsHeadV9, ViewsHeadV9Of, ViewsHistories,
+    ViewsHistoriesV7,
 };
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 8;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 9;
 /// The oldest version still read.
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
@@ -158,9 +161,15 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     let payload_start = bytes.len();
     bytes.extend_from_slice(&[0; 16]);
     let head_start = bytes.len();
-    bincode::encode_into_std_write(ViewsHeadV7(views), &mut bytes, config).map_err(encode_error)?;
+    // Format 9 stores the families' money lists as shapes only: checked here against the
+    // records they will be rebuilt from.
+    let shapes = views
+        .money_list_shapes(index.records())
+        .map_err(SnapshotError::Payload)?;
+    bincode::encode_into_std_write(ViewsHeadV9Of(views, &shapes), &mut bytes, config)
+        .map_err(encode_error)?;
     let histories_start = bytes.len();
-    bincode::encode_into_std_write(ViewsHistories::of_v7(views), &mut bytes, config)
+    bincode::encode_into_std_write(ViewsHistories::of_v9(views), &mut bytes, config)
         .map_err(encode_error)?;
     let index_start = bytes.len();
     bincode::encode_into_std_write(CommandIndexV7Of(index), &mut bytes, config)
@@ -387,32 +396,12 @@ fn decode_sections<const LIMIT: usize>(
             };
             (head, histories, index)
         });
-    if let Check::Sections {
-        prefix,
-        expected,
-        hash: kind,
-    } = check
-    {
-        let mut hashes = Vec::with_capacity(3);
-        let found = [
-            (head_hash, sections.head),
-            (histories_hash, sections.histories),
-            (index_hash, sections.index),
-        ];
-        for (hash, (offset, len)) in found {
-            let hash = match hash {
-                Some(hash) => hash,
-                // Only a panicked thread returns no hash: hash its section here, so that a
-                // damaged file is still reported as such.
-                None => hash_range(source, offset, len, SECTION_BUFFER_BYTES, kind)
-                    .map_err(|error| SnapshotError::Read(error.to_string())),
-            };
-            hashes.push(hash?);
-        }
-        if sections_checksum(prefix, &hashes).as_bytes() != &expected {
-            return Err(SnapshotError::Checksum);
-        }
-    }
+    verify_sections(
+        source,
+        sections,
+        check,
+        [head_hash, histories_hash, index_hash],
+    )?;
     if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
         return Err(error);
     }
@@ -426,6 +415,178 @@ fn decode_sections<const LIMIT: usize>(
         .attach_histories(histories?)
         .map_err(|detail| SnapshotError::Payload(detail.into()))?;
     with_index(views, index?)
+}
+
+/// Formats 6–8 ([`decode_sections`]) or 9 ([`decode_sections_v9`]).
+fn decode_sections_as<const LIMIT: usize>(
+    version: u16,
+    source: &dyn ReadAt,
+    sections: Sections,
+    check: Check<'_>,
+    seq: Sequence,
+) -> Result<Views, SnapshotError> {
+    if version >= 9 {
+        decode_sections_v9::<LIMIT>(source, sections, check, seq)
+    } else {
+        decode_sections::<LIMIT>(source, sections, check, seq)
+    }
+}
+
+/// Format 9: as [`decode_sections`], but the head holds only the shapes of the families'
+/// money lists, which are rebuilt from the index's records: as soon as the index's records
+/// are decoded, this thread rebuilds the lists while another enters the records in the
+/// index's table (the histories may still be decoding on a third).
+fn decode_sections_v9<const LIMIT: usize>(
+    source: &dyn ReadAt,
+    sections: Sections,
+    check: Check<'_>,
+    seq: Sequence,
+) -> Result<Views, SnapshotError> {
+    let Check::Sections { hash: kind, .. } = check else {
+        return Err(SnapshotError::Mismatch);
+    };
+    let hashed = Some(kind);
+    let decode_index = move || -> Decoded<CommandIndex> {
+        let (index, hash) =
+            decode_section_from::<CommandIndexV7Unentered, LIMIT>(source, sections.index, hashed);
+        (index.map(|CommandIndexV7Unentered(index)| index), hash)
+    };
+    let decode_histories = move || -> Decoded<ViewsHistories> {
+        let (decoded, hash) =
+            decode_section_from::<ViewsHistoriesV7, LIMIT>(source, sections.histories, hashed);
+        let histories = decoded.and_then(|ViewsHistoriesV7(histories)| {
+            if histories.has_payments() {
+                Err(SnapshotError::Payload(
+                    "views: payments listed beside their shapes".into(),
+                ))
+            } else if histories.in_order(seq) {
+                Ok(histories)
+            } else {
+                Err(SnapshotError::Payload(
+                    "views: an account history is out of order".into(),
+                ))
+            }
+        });
+        (histories, hash)
+    };
+    let decode_head = move || -> Decoded<ViewsHeadV9> {
+        decode_section_from::<ViewsHeadV9, LIMIT>(source, sections.head, hashed)
+    };
+    fn panicked<T>() -> Decoded<T> {
+        (
+            Err(SnapshotError::Payload("a decoding thread panicked".into())),
+            None,
+        )
+    }
+    let (head, (histories, histories_hash), (index, index_hash), rebuilt) =
+        std::thread::scope(|scope| {
+            let index = std::thread::Builder::new()
+                .name("subledger-snapshot-index".into())
+                .spawn_scoped(scope, decode_index)
+                .ok();
+            let histories = std::thread::Builder::new()
+                .name("subledger-snapshot-histories".into())
+                .spawn_scoped(scope, decode_histories)
+                .ok();
+            let (head, head_hash) = decode_head();
+            let (mut index, index_hash) = match index {
+                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
+                None => decode_index(),
+            };
+            // The lists are rebuilt beside the table's entry; a repeated id is reported as
+            // format 7 reports it.
+            let rebuilt = match (&head, &mut index) {
+                (Ok(head), Ok(index)) => {
+                    let (records, pending) = index.split_for_entry();
+                    // The rebuild on a thread of its own: should none be had, its closure is
+                    // lost with nothing in it that cannot be had again (the records are a
+                    // shared borrow), unlike the entry's, which owns the appended tags.
+                    let rebuild = move || head.views.rebuild_money_lists(&head.shapes, records);
+                    let (entered, rebuilt) = std::thread::scope(|inner| {
+                        let rebuilding = std::thread::Builder::new()
+                            .name("subledger-snapshot-lists".into())
+                            .spawn_scoped(inner, rebuild)
+                            .ok();
+                        let entered = pending.enter();
+                        let rebuilt = match rebuilding {
+                            Some(handle) => handle
+                                .join()
+                                .unwrap_or(Err("a decoding thread panicked")),
+                            None => rebuild(),
+                        };
+                        (entered, rebuilt)
+                    });
+                    let entered = entered
+                        .map_err(|_| SnapshotError::Payload("duplicate command id".into()));
+                    Some((entered, rebuilt))
+                }
+                _ => None,
+            };
+            let histories = match histories {
+                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
+                None => decode_histories(),
+            };
+            ((head, head_hash), histories, (index, index_hash), rebuilt)
+        });
+    let (head, head_hash) = head;
+    verify_sections(
+        source,
+        sections,
+        check,
+        [head_hash, histories_hash, index_hash],
+    )?;
+    if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
+        return Err(error);
+    }
+    for result in [head.as_ref().err(), histories.as_ref().err()] {
+        if let Some(error @ SnapshotError::Read(_)) = result {
+            return Err(error.clone());
+        }
+    }
+    let ViewsHeadV9 { mut views, .. } = head?;
+    let index = index?;
+    let (entered, rebuilt) = rebuilt.ok_or(SnapshotError::Mismatch)?;
+    entered?;
+    views
+        .attach_histories(histories?)
+        .map_err(|detail| SnapshotError::Payload(detail.into()))?;
+    views.attach_money_lists(rebuilt.map_err(|detail| SnapshotError::Payload(detail.into()))?);
+    with_index(views, index)
+}
+
+/// Formats 7–9: every section's hash (computed by its thread, or here for a thread that
+/// panicked), then the trailer over the prefix and the hashes; format 6 checked the whole
+/// file on the index's thread instead.
+fn verify_sections(
+    source: &dyn ReadAt,
+    sections: Sections,
+    check: Check<'_>,
+    found: [Option<Result<Digest, SnapshotError>>; 3],
+) -> Result<(), SnapshotError> {
+    let Check::Sections {
+        prefix,
+        expected,
+        hash: kind,
+    } = check
+    else {
+        return Ok(());
+    };
+    let mut hashes = Vec::with_capacity(3);
+    let ranges = [sections.head, sections.histories, sections.index];
+    for (hash, (offset, len)) in found.into_iter().zip(ranges) {
+        let hash = match hash {
+            Some(hash) => hash,
+            // Only a panicked thread returns no hash: hash its section here, so that a
+            // damaged file is still reported as such.
+            None => hash_range(source, offset, len, SECTION_BUFFER_BYTES, kind)
+                .map_err(|error| SnapshotError::Read(error.to_string())),
+        };
+        hashes.push(hash?);
+    }
+    if sections_checksum(prefix, &hashes).as_bytes() != &expected {
+        return Err(SnapshotError::Checksum);
+    }
+    Ok(())
 }
 
 /// Decodes the section `(offset, len)` of `source` as one `T`, with at most `LIMIT` bytes
@@ -608,15 +769,15 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         .position(|tier| *tier >= wanted)
     {
         Some(0) => {
-            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(source, sections, check, seq)
+            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(version, source, sections, check, seq)
         }
         Some(1) => {
-            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(source, sections, check, seq)
+            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(version, source, sections, check, seq)
         }
         Some(2) => {
-            decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(source, sections, check, seq)
+            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(version, source, sections, check, seq)
         }
-        _ => decode_sections::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(source, sections, check, seq),
+        _ => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(version, source, sections, check, seq),
     };
     checked(decoded?, seq, at, head_hash)
 }

@@ -12,6 +12,7 @@
 pub mod accounts;
 pub mod json;
 pub mod time;
+mod shapes;
 
 use bincode::{Decode, Encode};
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
+pub use shapes::{MoneyListShapes, RebuiltMoneyLists};
 use subledger_core::{
     AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
     SecretHash, SecretId, Sequence, State, Timestamp, Total,
@@ -1635,13 +1637,7 @@ impl Views {
         fixed_width: bool,
     ) -> Result<(), bincode::error::EncodeError> {
         state.encode(encoder)?;
-        (self.details.len() as u64).encode(encoder)?;
-        for (index, details) in self.details.iter().enumerate() {
-            let id = AccountId(u32::try_from(index).unwrap_or(u32::MAX));
-            self.current_name(id).encode(encoder)?;
-            details.created_at.encode(encoder)?;
-            details.secrets.as_slice().encode(encoder)?;
-        }
+        self.encode_details(encoder)?;
         (self.money.history.len() as u64).encode(encoder)?;
         for (primary, history) in &self.money.history {
             primary.encode(encoder)?;
@@ -1652,6 +1648,33 @@ impl Views {
             }
         }
         self.state.low_balances().encode(encoder)
+    }
+
+    /// The head in format 9: as format 7's, with the shapes of the money lists in place of
+    /// the transfer lists.
+    fn encode_head_v9<E: bincode::enc::Encoder>(
+        &self,
+        shapes: &MoneyListShapes,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        subledger_core::StateWithoutCommands(&self.state).encode(encoder)?;
+        self.encode_details(encoder)?;
+        shapes.encode(encoder)?;
+        self.state.low_balances().encode(encoder)
+    }
+
+    fn encode_details<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        (self.details.len() as u64).encode(encoder)?;
+        for (index, details) in self.details.iter().enumerate() {
+            let id = AccountId(u32::try_from(index).unwrap_or(u32::MAX));
+            self.current_name(id).encode(encoder)?;
+            details.created_at.encode(encoder)?;
+            details.secrets.as_slice().encode(encoder)?;
+        }
+        Ok(())
     }
 
     /// Every account's history, then the families' payments (see [`ViewsHistories`]).
@@ -1735,21 +1758,37 @@ fn consistent(state: &State, family: AccountId, list: &[TransferEntry]) -> bool 
 fn decode_version_1<Context, D: bincode::de::Decoder<Context = Context>>(
     decoder: &mut D,
 ) -> Result<Views, bincode::error::DecodeError> {
-    decode_head_parts(decoder, false)
+    decode_head_parts(decoder, ListsForm::FieldByField).map(|(views, _)| views)
 }
 
-/// The version-1 layout; with `fixed_width`, transfer lists as snapshot format 7 stores them.
+/// How a head holds the families' transfer lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ListsForm {
+    /// Formats 1–6: entry by entry, field by field.
+    FieldByField,
+    /// Formats 7 and 8: entries at a fixed width.
+    FixedWidth,
+    /// Format 9: only their shapes ([`MoneyListShapes`]), for all four lists.
+    Shapes,
+}
+
+/// The version-1 layout, with the transfer lists in `form`; the shapes for format 9.
 fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
     decoder: &mut D,
-    fixed_width: bool,
-) -> Result<Views, bincode::error::DecodeError> {
+    form: ListsForm,
+) -> Result<(Views, Option<MoneyListShapes>), bincode::error::DecodeError> {
     let invalid = |detail: &'static str| bincode::error::DecodeError::Other(detail);
     let state = State::decode(decoder)?;
     let named = Vec::<NamedDetails>::decode(decoder)?;
     if named.len() != state.account_count() {
         return Err(invalid("views: one details entry per account"));
     }
-    let families = u64::decode(decoder)?;
+    let (families, shapes) = if form == ListsForm::Shapes {
+        (0, Some(MoneyListShapes::decode(decoder)?))
+    } else {
+        (u64::decode(decoder)?, None)
+    };
+    let fixed_width = form == ListsForm::FixedWidth;
     let mut history = FxHashMap::default();
     for _ in 0..families {
         let primary = AccountId::decode(decoder)?;
@@ -1782,7 +1821,7 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
         });
         details.push(account);
     }
-    Ok(Views {
+    let views = Views {
         state,
         details,
         accounts,
@@ -1791,7 +1830,8 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
             payments: FxHashMap::default(),
         },
         complete: false,
-    })
+    };
+    Ok((views, shapes))
 }
 
 impl<Context> Decode<Context> for Views {
@@ -1859,7 +1899,7 @@ impl<Context> Decode<Context> for ViewsHeadV7<Views> {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        let mut views = decode_head_parts(decoder, true)?;
+        let (mut views, _) = decode_head_parts(decoder, ListsForm::FixedWidth)?;
         let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
         views
             .state
@@ -1869,6 +1909,45 @@ impl<Context> Decode<Context> for ViewsHeadV7<Views> {
     }
 }
 bincode::impl_borrow_decode!(ViewsHeadV7<Views>);
+
+/// The head in snapshot format 9: format 7's, with the shapes of the families' money lists
+/// (all four kinds) in place of the transfer lists; the lists are rebuilt from the idempotency
+/// index's records ([`Views::rebuild_money_lists`]). Decoded views have no money lists yet.
+#[derive(Debug)]
+pub struct ViewsHeadV9 {
+    pub views: Views,
+    pub shapes: MoneyListShapes,
+}
+
+/// [`ViewsHeadV9`] of live views and the shapes [`Views::money_list_shapes`] found, for
+/// encoding.
+#[derive(Debug, Clone, Copy)]
+pub struct ViewsHeadV9Of<'a>(pub &'a Views, pub &'a MoneyListShapes);
+
+impl Encode for ViewsHeadV9Of<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_head_v9(self.1, encoder)
+    }
+}
+
+impl<Context> Decode<Context> for ViewsHeadV9 {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let (mut views, shapes) = decode_head_parts(decoder, ListsForm::Shapes)?;
+        let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
+        views
+            .state
+            .restore_low_balances(settings)
+            .map_err(bincode::error::DecodeError::OtherString)?;
+        let shapes = shapes.unwrap_or_default();
+        Ok(ViewsHeadV9 { views, shapes })
+    }
+}
+bincode::impl_borrow_decode!(ViewsHeadV9);
 
 /// The second part of the version-3 layout: every account's history, then the families'
 /// payments. Decoded on their own, checked against the head by [`Views::attach_histories`].
@@ -1881,7 +1960,18 @@ pub struct ViewsHistories {
 impl ViewsHistories {
     /// Of `views`, for encoding in format 7's layout ([`ViewsHistoriesV7`]).
     pub fn of_v7(views: &Views) -> ViewsHistoriesV7Of<'_> {
-        ViewsHistoriesV7Of(views)
+        ViewsHistoriesV7Of(views, true)
+    }
+
+    /// Of `views`, for encoding in format 9's layout: format 7's without the payments, which
+    /// format 9 rebuilds from the index ([`ViewsHeadV9`]).
+    pub fn of_v9(views: &Views) -> ViewsHistoriesV7Of<'_> {
+        ViewsHistoriesV7Of(views, false)
+    }
+
+    /// Whether any family's payments came with the histories (none may in format 9).
+    pub fn has_payments(&self) -> bool {
+        !self.payments.is_empty()
     }
 
     /// Every account's entries in sequence order, time never going back, none after `last`.
@@ -1956,7 +2046,7 @@ bincode::impl_borrow_decode!(ViewsHistoriesV7);
 
 /// [`ViewsHistoriesV7`] of live views, for encoding.
 #[derive(Debug, Clone, Copy)]
-pub struct ViewsHistoriesV7Of<'a>(&'a Views);
+pub struct ViewsHistoriesV7Of<'a>(&'a Views, bool);
 
 impl Encode for ViewsHistoriesV7Of<'_> {
     fn encode<E: bincode::enc::Encoder>(
@@ -1973,7 +2063,11 @@ impl Encode for ViewsHistoriesV7Of<'_> {
             }
             history.names.encode(encoder)?;
         }
-        views.encode_payments(encoder, true)
+        if self.1 {
+            views.encode_payments(encoder, true)
+        } else {
+            0_u64.encode(encoder)
+        }
     }
 }
 

@@ -1,0 +1,338 @@
+//! The families' money lists as snapshot format 9 stores them: not the entries, which repeat
+//! the idempotency index's records one for one, but each family's four list lengths and, per
+//! charge, whether the primary paid it (the record keeps the charged account only). The lists
+//! are rebuilt from the records at open ([`Views::rebuild_money_lists`]): every list is in
+//! sequence order, as the records are, and a record's family is its source's primary, which
+//! never changes. See `docs/adr/0007-one-copy-of-the-transfers.md`.
+
+use bincode::{Decode, Encode};
+use subledger_core::{AccountId, MoneyKind, MoneyRecord, Records};
+
+use super::{family_of_in, History, MoneyLists, Payments, Reference, TransferEntry, Views};
+
+/// Lists per family: balance transfers, credit transfers, charges, top-ups.
+const LISTS: usize = 4;
+
+fn list_of(kind: MoneyKind) -> usize {
+    match kind {
+        MoneyKind::BalanceTransfer => 0,
+        MoneyKind::CreditTransfer => 1,
+        MoneyKind::Charge => 2,
+        MoneyKind::TopUp => 3,
+    }
+}
+
+/// One family's lists: their lengths and the charges' payers, one bit per charge in order
+/// (set: the primary paid).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct FamilyShape {
+    family: AccountId,
+    /// Which of the family's two entries exist (`HAS_TRANSFERS`, `HAS_PAYMENTS`), so that
+    /// the rebuilt maps have exactly the keys the written ones had, even for empty lists.
+    kept: u8,
+    lengths: [u64; LISTS],
+    paid_by_primary: Vec<u64>,
+}
+
+/// The shape of every family's money lists (see the module comment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MoneyListShapes {
+    families: Vec<FamilyShape>,
+}
+
+/// Money lists rebuilt from records, to attach with [`Views::attach_money_lists`].
+#[derive(Debug)]
+pub struct RebuiltMoneyLists(MoneyLists);
+
+const HAS_TRANSFERS: u8 = 1;
+const HAS_PAYMENTS: u8 = 1 << 1;
+
+fn words_for(bits: u64) -> u64 {
+    bits.div_ceil(64)
+}
+
+impl Encode for MoneyListShapes {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        (self.families.len() as u64).encode(encoder)?;
+        for shape in &self.families {
+            shape.family.encode(encoder)?;
+            shape.kept.encode(encoder)?;
+            for length in shape.lengths {
+                length.encode(encoder)?;
+            }
+            // The count is the charges' length: not written again.
+            for word in &shape.paid_by_primary {
+                word.encode(encoder)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<Context> Decode<Context> for MoneyListShapes {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let refused = bincode::error::DecodeError::Other;
+        let length = |decoder: &mut D| {
+            usize::try_from(u64::decode(decoder)?).map_err(|_| refused("views: a length beyond memory"))
+        };
+        let count = length(decoder)?;
+        decoder.claim_container_read::<FamilyShape>(count)?;
+        let mut families = Vec::with_capacity(count);
+        for _ in 0..count {
+            let family = AccountId::decode(decoder)?;
+            let kept = u8::decode(decoder)?;
+            let mut lengths = [0u64; LISTS];
+            for length in &mut lengths {
+                *length = u64::decode(decoder)?;
+            }
+            // The entries a rebuild will allocate, claimed now against the decoding limit.
+            let entries = lengths.iter().try_fold(0usize, |sum, length| {
+                usize::try_from(*length).ok().and_then(|length| sum.checked_add(length))
+            });
+            let entries = entries.ok_or(refused("views: a length beyond memory"))?;
+            decoder.claim_container_read::<TransferEntry>(entries)?;
+            let words = usize::try_from(words_for(lengths[2]))
+                .map_err(|_| refused("views: a length beyond memory"))?;
+            decoder.claim_container_read::<u64>(words)?;
+            let mut paid_by_primary = Vec::with_capacity(words);
+            for _ in 0..words {
+                paid_by_primary.push(u64::decode(decoder)?);
+            }
+            families.push(FamilyShape {
+                family,
+                kept,
+                lengths,
+                paid_by_primary,
+            });
+        }
+        Ok(MoneyListShapes { families })
+    }
+}
+bincode::impl_borrow_decode!(MoneyListShapes);
+
+/// Where each record's entry sits: by family, the next entry of each list.
+struct Cursors {
+    /// By account index: the family's place in the shapes (`u32::MAX`: none).
+    slot: Vec<u32>,
+}
+
+impl Cursors {
+    fn new(accounts: usize, families: impl Iterator<Item = AccountId>) -> Result<Cursors, String> {
+        let mut slot = vec![u32::MAX; accounts];
+        for (place, family) in families.enumerate() {
+            let place = u32::try_from(place).map_err(|_| "views: too many families")?;
+            match slot.get_mut(family.index()) {
+                Some(entry) if *entry == u32::MAX => *entry = place,
+                Some(_) => return Err("views: a family's money lists twice".into()),
+                None => return Err("views: money lists of an unknown account".into()),
+            }
+        }
+        Ok(Cursors { slot })
+    }
+
+    fn place(&self, family: AccountId) -> Option<usize> {
+        let place = *self.slot.get(family.index())?;
+        (place != u32::MAX).then_some(place as usize)
+    }
+}
+
+impl Views {
+    /// The shape of the families' money lists, checked entry by entry against `records` (the
+    /// idempotency index's, in log order): a snapshot stores only the shape and its open
+    /// rebuilds the lists from the records, so lists that the records would not rebuild
+    /// exactly must not be written.
+    pub fn money_list_shapes(&self, records: Records<'_>) -> Result<MoneyListShapes, String> {
+        let mismatch = |what: &str| format!("views: the money lists and the index differ ({what})");
+        let state = &self.state;
+        let mut families: Vec<AccountId> = self.money.history.keys().copied().collect();
+        families.extend(
+            self.money
+                .payments
+                .keys()
+                .filter(|family| !self.money.history.contains_key(family)),
+        );
+        families.sort_unstable();
+        let cursors = Cursors::new(state.account_count(), families.iter().copied())?;
+        let empty_history = History::default();
+        let empty_payments = Payments::default();
+        let lists: Vec<[&[TransferEntry]; LISTS]> = families
+            .iter()
+            .map(|family| {
+                let history = self.money.history.get(family).unwrap_or(&empty_history);
+                let payments = self.money.payments.get(family).unwrap_or(&empty_payments);
+                [
+                    &history.balance[..],
+                    &history.credit[..],
+                    &payments.charges[..],
+                    &payments.top_ups[..],
+                ]
+            })
+            .collect();
+        let mut next = vec![[0usize; LISTS]; families.len()];
+        let mut shapes: Vec<FamilyShape> = families
+            .iter()
+            .zip(&lists)
+            .map(|(family, lists)| FamilyShape {
+                family: *family,
+                kept: u8::from(self.money.history.contains_key(family)) * HAS_TRANSFERS
+                    | u8::from(self.money.payments.contains_key(family)) * HAS_PAYMENTS,
+                lengths: lists.map(|list| list.len() as u64),
+                paid_by_primary: vec![0; words_for(lists[2].len() as u64) as usize],
+            })
+            .collect();
+        for record in records.iter() {
+            let family = family_of_in(state, record.source).ok_or_else(|| mismatch("an unknown account"))?;
+            let place = cursors.place(family).ok_or_else(|| mismatch("a family without lists"))?;
+            let list = list_of(record.kind);
+            let at = next[place][list];
+            let entry = lists[place][list]
+                .get(at)
+                .ok_or_else(|| mismatch("a list shorter than its records"))?;
+            let (from, to) = (entry.from, entry.to);
+            let payer_is_primary = record.kind == MoneyKind::Charge && from != record.source;
+            let expected_from = if payer_is_primary { family } else { record.source };
+            let expected_to = match record.kind {
+                MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => record.target,
+                MoneyKind::Charge | MoneyKind::TopUp => record.source,
+            };
+            if entry.id != record.id
+                || entry.seq != record.seq
+                || entry.at != record.at
+                || entry.amount != record.amount
+                || entry.reference.as_str() != record.reference
+                || from != expected_from
+                || to != expected_to
+            {
+                return Err(mismatch("an entry"));
+            }
+            if payer_is_primary {
+                shapes[place].paid_by_primary[at / 64] |= 1 << (at % 64);
+            }
+            next[place][list] = at + 1;
+        }
+        let consumed = next
+            .iter()
+            .zip(&lists)
+            .all(|(next, lists)| (0..LISTS).all(|list| next[list] == lists[list].len()));
+        if !consumed {
+            return Err(mismatch("entries without a record"));
+        }
+        Ok(MoneyListShapes { families: shapes })
+    }
+
+    /// Rebuilds the families' money lists from `shapes` and `records` (the idempotency index's,
+    /// in log order), checking each entry as format 7's decoding checks its lists: every list
+    /// within its family, in sequence order, time never going back, nothing after the views'
+    /// last event; and the lists exactly as long as `shapes` says.
+    pub fn rebuild_money_lists(
+        &self,
+        shapes: &MoneyListShapes,
+        records: Records<'_>,
+    ) -> Result<RebuiltMoneyLists, &'static str> {
+        let state = &self.state;
+        let cursors = Cursors::new(
+            state.account_count(),
+            shapes.families.iter().map(|shape| shape.family),
+        )
+        .map_err(|_| "views: money lists of an unknown account or twice")?;
+        let mut lists: Vec<[Vec<TransferEntry>; LISTS]> = Vec::with_capacity(shapes.families.len());
+        for shape in &shapes.families {
+            if family_of_in(state, shape.family) != Some(shape.family) {
+                return Err("views: money lists of an account that is not a primary");
+            }
+            let mut four: [Vec<TransferEntry>; LISTS] = Default::default();
+            for (list, length) in four.iter_mut().zip(shape.lengths) {
+                // Claimed against the decoding limit when the shapes were decoded.
+                *list = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
+            }
+            lists.push(four);
+        }
+        let last = state.last_seq();
+        let mut previous: Option<MoneyRecord<'_>> = None;
+        for record in records.iter() {
+            if previous.is_some_and(|previous| previous.seq >= record.seq || previous.at > record.at)
+                || record.seq > last
+            {
+                return Err("views: a money list is out of order");
+            }
+            previous = Some(record);
+            let family = family_of_in(state, record.source)
+                .ok_or("views: a money command of an unknown account")?;
+            let place = cursors
+                .place(family)
+                .ok_or("views: a money command of a family without lists")?;
+            let list = list_of(record.kind);
+            let (Some(shape), Some(four)) = (shapes.families.get(place), lists.get_mut(place))
+            else {
+                return Err("views: a money command of a family without lists");
+            };
+            let at = four[list].len();
+            if at as u64 >= shape.lengths[list] {
+                return Err("views: a money list longer than its shape");
+            }
+            let (from, to) = match record.kind {
+                MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => {
+                    if family_of_in(state, record.target) != Some(family) {
+                        return Err("views: a transfer history does not fit its family");
+                    }
+                    (record.source, record.target)
+                }
+                MoneyKind::Charge => {
+                    let word = shape.paid_by_primary.get(at / 64).copied().unwrap_or(0);
+                    let payer = if word >> (at % 64) & 1 == 1 {
+                        family
+                    } else {
+                        record.source
+                    };
+                    (payer, record.source)
+                }
+                MoneyKind::TopUp => (record.source, record.source),
+            };
+            four[list].push(TransferEntry {
+                id: record.id,
+                seq: record.seq,
+                at: record.at,
+                from,
+                to,
+                amount: record.amount,
+                reference: Reference::new(record.reference),
+            });
+        }
+        let mut money = MoneyLists::default();
+        for (shape, [balance, credit, charges, top_ups]) in shapes.families.iter().zip(lists) {
+            let built = [balance.len(), credit.len(), charges.len(), top_ups.len()];
+            if built.iter().zip(shape.lengths).any(|(built, length)| *built as u64 != length) {
+                return Err("views: a money list shorter than its shape");
+            }
+            let transfers = shape.kept & HAS_TRANSFERS != 0;
+            let payments = shape.kept & HAS_PAYMENTS != 0;
+            if shape.kept & !(HAS_TRANSFERS | HAS_PAYMENTS) != 0
+                || shape.kept == 0
+                || (!transfers && built[..2].iter().any(|len| *len > 0))
+                || (!payments && built[2..].iter().any(|len| *len > 0))
+            {
+                return Err("views: a money list's shape is inconsistent");
+            }
+            if transfers {
+                money.history.insert(shape.family, History { balance, credit });
+            }
+            if payments {
+                money
+                    .payments
+                    .insert(shape.family, Payments { charges, top_ups });
+            }
+        }
+        Ok(RebuiltMoneyLists(money))
+    }
+
+    /// Replaces the families' money lists with rebuilt ones (after
+    /// [`Views::attach_histories`], which sets the payments a format-9 snapshot leaves empty).
+    pub fn attach_money_lists(&mut self, RebuiltMoneyLists(lists): RebuiltMoneyLists) {
+        self.money = lists;
+    }
+}
