@@ -509,15 +509,15 @@ fn decode_sections_v9<const LIMIT: usize>(
                             .ok();
                         let entered = pending.enter();
                         let rebuilt = match rebuilding {
-                            Some(handle) => handle
-                                .join()
-                                .unwrap_or(Err("a decoding thread panicked")),
+                            Some(handle) => {
+                                handle.join().unwrap_or(Err("a decoding thread panicked"))
+                            }
                             None => rebuild(),
                         };
                         (entered, rebuilt)
                     });
-                    let entered = entered
-                        .map_err(|_| SnapshotError::Payload("duplicate command id".into()));
+                    let entered =
+                        entered.map_err(|_| SnapshotError::Payload("duplicate command id".into()));
                     Some((entered, rebuilt))
                 }
                 _ => None,
@@ -768,16 +768,18 @@ pub fn decode_snapshot_from(source: &dyn ReadAt) -> Result<DecodedSnapshot, Snap
         .iter()
         .position(|tier| *tier >= wanted)
     {
-        Some(0) => {
-            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(version, source, sections, check, seq)
-        }
-        Some(1) => {
-            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(version, source, sections, check, seq)
-        }
-        Some(2) => {
-            decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(version, source, sections, check, seq)
-        }
-        _ => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(version, source, sections, check, seq),
+        Some(0) => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[0] }>(
+            version, source, sections, check, seq,
+        ),
+        Some(1) => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[1] }>(
+            version, source, sections, check, seq,
+        ),
+        Some(2) => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[2] }>(
+            version, source, sections, check, seq,
+        ),
+        _ => decode_sections_as::<{ SNAPSHOT_DECODE_TIERS_BYTES[3] }>(
+            version, source, sections, check, seq,
+        ),
     };
     checked(decoded?, seq, at, head_hash)
 }

@@ -11,8 +11,8 @@
 
 pub mod accounts;
 pub mod json;
-pub mod time;
 mod shapes;
+pub mod time;
 
 use bincode::{Decode, Encode};
 use std::sync::Arc;

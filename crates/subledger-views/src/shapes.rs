@@ -78,7 +78,8 @@ impl<Context> Decode<Context> for MoneyListShapes {
     ) -> Result<Self, bincode::error::DecodeError> {
         let refused = bincode::error::DecodeError::Other;
         let length = |decoder: &mut D| {
-            usize::try_from(u64::decode(decoder)?).map_err(|_| refused("views: a length beyond memory"))
+            usize::try_from(u64::decode(decoder)?)
+                .map_err(|_| refused("views: a length beyond memory"))
         };
         let count = length(decoder)?;
         decoder.claim_container_read::<FamilyShape>(count)?;
@@ -92,7 +93,9 @@ impl<Context> Decode<Context> for MoneyListShapes {
             }
             // The entries a rebuild will allocate, claimed now against the decoding limit.
             let entries = lengths.iter().try_fold(0usize, |sum, length| {
-                usize::try_from(*length).ok().and_then(|length| sum.checked_add(length))
+                usize::try_from(*length)
+                    .ok()
+                    .and_then(|length| sum.checked_add(length))
             });
             let entries = entries.ok_or(refused("views: a length beyond memory"))?;
             decoder.claim_container_read::<TransferEntry>(entries)?;
@@ -179,15 +182,18 @@ impl Views {
             .zip(&lists)
             .map(|(family, lists)| FamilyShape {
                 family: *family,
-                kept: u8::from(self.money.history.contains_key(family)) * HAS_TRANSFERS
-                    | u8::from(self.money.payments.contains_key(family)) * HAS_PAYMENTS,
+                kept: (u8::from(self.money.history.contains_key(family)) * HAS_TRANSFERS)
+                    | (u8::from(self.money.payments.contains_key(family)) * HAS_PAYMENTS),
                 lengths: lists.map(|list| list.len() as u64),
-                paid_by_primary: vec![0; words_for(lists[2].len() as u64) as usize],
+                paid_by_primary: vec![0; lists[2].len().div_ceil(64)],
             })
             .collect();
         for record in records.iter() {
-            let family = family_of_in(state, record.source).ok_or_else(|| mismatch("an unknown account"))?;
-            let place = cursors.place(family).ok_or_else(|| mismatch("a family without lists"))?;
+            let family =
+                family_of_in(state, record.source).ok_or_else(|| mismatch("an unknown account"))?;
+            let place = cursors
+                .place(family)
+                .ok_or_else(|| mismatch("a family without lists"))?;
             let list = list_of(record.kind);
             let at = next[place][list];
             let entry = lists[place][list]
@@ -195,7 +201,11 @@ impl Views {
                 .ok_or_else(|| mismatch("a list shorter than its records"))?;
             let (from, to) = (entry.from, entry.to);
             let payer_is_primary = record.kind == MoneyKind::Charge && from != record.source;
-            let expected_from = if payer_is_primary { family } else { record.source };
+            let expected_from = if payer_is_primary {
+                family
+            } else {
+                record.source
+            };
             let expected_to = match record.kind {
                 MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => record.target,
                 MoneyKind::Charge | MoneyKind::TopUp => record.source,
@@ -252,20 +262,37 @@ impl Views {
             }
             lists.push(four);
         }
+        // Each account's family's place in `shapes`, read densely (4 bytes per account,
+        // rather than each 104-byte account's primary): the records visit accounts at random.
+        let places: Vec<u32> = state
+            .accounts()
+            .map(|(id, account)| {
+                let family = account.primary.unwrap_or(id);
+                cursors
+                    .place(family)
+                    .and_then(|place| u32::try_from(place).ok())
+                    .unwrap_or(u32::MAX)
+            })
+            .collect();
+        let place_of = |id: AccountId| {
+            places
+                .get(id.index())
+                .copied()
+                .filter(|place| *place != u32::MAX)
+                .map(|place| place as usize)
+        };
         let last = state.last_seq();
         let mut previous: Option<MoneyRecord<'_>> = None;
         for record in records.iter() {
-            if previous.is_some_and(|previous| previous.seq >= record.seq || previous.at > record.at)
+            if previous
+                .is_some_and(|previous| previous.seq >= record.seq || previous.at > record.at)
                 || record.seq > last
             {
                 return Err("views: a money list is out of order");
             }
             previous = Some(record);
-            let family = family_of_in(state, record.source)
-                .ok_or("views: a money command of an unknown account")?;
-            let place = cursors
-                .place(family)
-                .ok_or("views: a money command of a family without lists")?;
+            let place = place_of(record.source)
+                .ok_or("views: a money command of an unknown account or a family without lists")?;
             let list = list_of(record.kind);
             let (Some(shape), Some(four)) = (shapes.families.get(place), lists.get_mut(place))
             else {
@@ -277,7 +304,8 @@ impl Views {
             }
             let (from, to) = match record.kind {
                 MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => {
-                    if family_of_in(state, record.target) != Some(family) {
+                    // One place per family: the same place, the same family.
+                    if place_of(record.target) != Some(place) {
                         return Err("views: a transfer history does not fit its family");
                     }
                     (record.source, record.target)
@@ -285,7 +313,7 @@ impl Views {
                 MoneyKind::Charge => {
                     let word = shape.paid_by_primary.get(at / 64).copied().unwrap_or(0);
                     let payer = if word >> (at % 64) & 1 == 1 {
-                        family
+                        shape.family
                     } else {
                         record.source
                     };
@@ -300,13 +328,22 @@ impl Views {
                 from,
                 to,
                 amount: record.amount,
-                reference: Reference::new(record.reference),
+                // Most are empty: no string to make.
+                reference: if record.reference.is_empty() {
+                    Reference::default()
+                } else {
+                    Reference::new(record.reference)
+                },
             });
         }
         let mut money = MoneyLists::default();
         for (shape, [balance, credit, charges, top_ups]) in shapes.families.iter().zip(lists) {
             let built = [balance.len(), credit.len(), charges.len(), top_ups.len()];
-            if built.iter().zip(shape.lengths).any(|(built, length)| *built as u64 != length) {
+            if built
+                .iter()
+                .zip(shape.lengths)
+                .any(|(built, length)| *built as u64 != length)
+            {
                 return Err("views: a money list shorter than its shape");
             }
             let transfers = shape.kept & HAS_TRANSFERS != 0;
@@ -319,7 +356,9 @@ impl Views {
                 return Err("views: a money list's shape is inconsistent");
             }
             if transfers {
-                money.history.insert(shape.family, History { balance, credit });
+                money
+                    .history
+                    .insert(shape.family, History { balance, credit });
             }
             if payments {
                 money

@@ -287,7 +287,10 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     // Formats 8 and 9 decode to equal views, money lists and all.
     let v8 = decode_snapshot(&std::fs::read(fixture("snapshot-v8.bin")).unwrap()).unwrap();
     let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v9.bin")).unwrap()).unwrap();
-    assert!(snapshot.views == v8.views, "format 9 decodes as format 8 does");
+    assert!(
+        snapshot.views == v8.views,
+        "format 9 decodes as format 8 does"
+    );
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
@@ -393,7 +396,7 @@ fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u
     let version = u16::from_le_bytes([snapshot[4], snapshot[5]]);
     let section_hash = |section: &[u8]| match version {
         7 => blake3::hash(section).as_bytes().to_vec(),
-        8 => xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec(),
+        8 | 9 => xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec(),
         other => panic!("not a sectioned format: {other}"),
     };
     let mut bytes = snapshot[..54].to_vec();
@@ -419,8 +422,8 @@ fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u
 }
 
 #[test]
-fn forged_or_damaged_version_7_and_8_snapshots_are_refused_not_panicked_on() {
-    for name in ["snapshot-v7.bin", "snapshot-v8.bin"] {
+fn forged_or_damaged_version_7_to_9_snapshots_are_refused_not_panicked_on() {
+    for name in ["snapshot-v7.bin", "snapshot-v8.bin", "snapshot-v9.bin"] {
         forged_or_damaged_sectioned_snapshots_are_refused(name);
     }
 }
@@ -505,8 +508,8 @@ impl subledger_log::ReadAt for FailingAt {
 /// reported as a read error (not as what the decoder made of the missing bytes), and a
 /// damaged byte, read without failure, as a checksum error.
 #[test]
-fn version_7_and_8_read_errors_and_damage_are_told_apart_when_read_piecewise() {
-    for name in ["snapshot-v7.bin", "snapshot-v8.bin"] {
+fn version_7_to_9_read_errors_and_damage_are_told_apart_when_read_piecewise() {
+    for name in ["snapshot-v7.bin", "snapshot-v8.bin", "snapshot-v9.bin"] {
         read_errors_and_damage_are_told_apart(name);
     }
 }
