@@ -380,12 +380,6 @@ fn decode_sections<const LIMIT: usize>(
                 .spawn_scoped(scope, decode_histories)
                 .ok();
             let head = decode_head();
-            fn panicked<T>() -> Decoded<T> {
-                (
-                    Err(SnapshotError::Payload("a decoding thread panicked".into())),
-                    None,
-                )
-            }
             let histories = match histories {
                 Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
                 None => decode_histories(),
@@ -402,14 +396,7 @@ fn decode_sections<const LIMIT: usize>(
         check,
         [head_hash, histories_hash, index_hash],
     )?;
-    if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
-        return Err(error);
-    }
-    for result in [head.as_ref().err(), histories.as_ref().err()] {
-        if let Some(error @ SnapshotError::Read(_)) = result {
-            return Err(error.clone());
-        }
-    }
+    outranking(&head, &histories, &index)?;
     let mut views = head?;
     views
         .attach_histories(histories?)
@@ -472,12 +459,6 @@ fn decode_sections_v9<const LIMIT: usize>(
     let decode_head = move || -> Decoded<ViewsHeadV9> {
         decode_section_from::<ViewsHeadV9, LIMIT>(source, sections.head, hashed)
     };
-    fn panicked<T>() -> Decoded<T> {
-        (
-            Err(SnapshotError::Payload("a decoding thread panicked".into())),
-            None,
-        )
-    }
     let (head, (histories, histories_hash), (index, index_hash), rebuilt) =
         std::thread::scope(|scope| {
             let index = std::thread::Builder::new()
@@ -535,14 +516,7 @@ fn decode_sections_v9<const LIMIT: usize>(
         check,
         [head_hash, histories_hash, index_hash],
     )?;
-    if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
-        return Err(error);
-    }
-    for result in [head.as_ref().err(), histories.as_ref().err()] {
-        if let Some(error @ SnapshotError::Read(_)) = result {
-            return Err(error.clone());
-        }
-    }
+    outranking(&head, &histories, &index)?;
     let ViewsHeadV9 { mut views, .. } = head?;
     let index = index?;
     let (entered, rebuilt) = rebuilt.ok_or(SnapshotError::Mismatch)?;
@@ -552,6 +526,33 @@ fn decode_sections_v9<const LIMIT: usize>(
         .map_err(|detail| SnapshotError::Payload(detail.into()))?;
     views.attach_money_lists(rebuilt.map_err(|detail| SnapshotError::Payload(detail.into()))?);
     with_index(views, index)
+}
+
+/// What a decoding thread that panicked leaves: an error, and no hash (its section is hashed
+/// again by [`verify_sections`]).
+fn panicked<T>() -> Decoded<T> {
+    (
+        Err(SnapshotError::Payload("a decoding thread panicked".into())),
+        None,
+    )
+}
+
+/// After the checksum: the index's checksum or read error, then the head's or histories' read
+/// error, outrank whatever else the decoding found (a read error outranks a decoding error).
+fn outranking<A, B, C>(
+    head: &Result<A, SnapshotError>,
+    histories: &Result<B, SnapshotError>,
+    index: &Result<C, SnapshotError>,
+) -> Result<(), SnapshotError> {
+    if let Err(error @ (SnapshotError::Checksum | SnapshotError::Read(_))) = index {
+        return Err(error.clone());
+    }
+    for result in [head.as_ref().err(), histories.as_ref().err()] {
+        if let Some(error @ SnapshotError::Read(_)) = result {
+            return Err(error.clone());
+        }
+    }
+    Ok(())
 }
 
 /// Formats 7–9: every section's hash (computed by its thread, or here for a thread that
