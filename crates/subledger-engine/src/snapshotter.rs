@@ -247,11 +247,21 @@ impl Snapshotter {
             return Err("nothing to snapshot: the log is empty".into());
         }
         if seq != self.last_snapshot {
+            let started = Instant::now();
             let bytes =
                 encode_snapshot(replica, self.head_hash).map_err(|error| error.to_string())?;
+            let encoded = started.elapsed();
             self.store
                 .save(seq, &bytes)
                 .map_err(|error| error.to_string())?;
+            // Operators size the interval and the disk by these.
+            tracing::info!(
+                target: "subledger::snapshot",
+                seq = seq.0,
+                bytes = bytes.len(),
+                "snapshot written: encoded in {encoded:?}, stored in {:?}",
+                started.elapsed().saturating_sub(encoded)
+            );
             self.last_snapshot = seq;
             self.written.count.fetch_add(1, Ordering::Relaxed);
             self.written.last.store(seq.0, Ordering::Relaxed);
