@@ -145,9 +145,10 @@ fn first_in_the_log_thread<T>(
 }
 
 /// Spawns a thread that submits `command` and waits for its answer.
-fn submitter(
-    ledger: &Arc<Ledger>,
-) -> impl FnMut(Command) -> std::thread::JoinHandle<Result<Outcome, EngineError>> + '_ {
+/// A command submitted on a thread of its own.
+type Submitted = std::thread::JoinHandle<Result<Outcome, EngineError>>;
+
+fn submitter(ledger: &Arc<Ledger>) -> impl FnMut(Command) -> Submitted + '_ {
     move |command| {
         let ledger = Arc::clone(ledger);
         std::thread::spawn(move || ledger.submit(command))
@@ -161,6 +162,18 @@ fn assert_stopped<T: std::fmt::Debug>(result: &Result<T, EngineError>) {
     );
 }
 
+/// Two charges that each spend the whole balance (10.5), submitted as
+/// [`first_in_the_log_thread`] does: the second, decided after the first, is refused.
+fn two_full_charges(ledger: &Arc<Ledger>, rig: &Rig) -> (Submitted, Submitted) {
+    first_in_the_log_thread(
+        ledger,
+        rig,
+        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
+        submitter(ledger),
+        || {},
+    )
+}
+
 fn balance(ledger: &Ledger) -> Option<Amount> {
     ledger.read(|views| views.account(&key("prim0050")).unwrap().balance)
 }
@@ -171,13 +184,7 @@ fn an_answer_decided_on_a_batch_being_synced_waits_for_that_sync() {
     let ledger = Arc::new(ledger);
     // Two charges that each spend the whole balance: the second, decided on top of the
     // first while the log thread holds its sync, is a rejection for want of funds.
-    let (first, second) = first_in_the_log_thread(
-        &ledger,
-        &rig,
-        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
-        submitter(&ledger),
-        || {},
-    );
+    let (first, second) = two_full_charges(&ledger, &rig);
     wait_until("the second charge was never decided", || {
         ledger.metrics().commands >= 5
     });
@@ -205,13 +212,7 @@ fn a_small_batch_is_synced_by_the_writer_before_the_next_is_decided() {
     let ledger = Arc::new(ledger);
     // The writer syncs the first charge itself (the gate holds that sync): the second waits
     // in the queue, undecided.
-    let (first, second) = first_in_the_log_thread(
-        &ledger,
-        &rig,
-        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
-        submitter(&ledger),
-        || {},
-    );
+    let (first, second) = two_full_charges(&ledger, &rig);
     std::thread::sleep(Duration::from_millis(50));
     let metrics = ledger.metrics();
     assert_eq!((metrics.commands, metrics.queue_depth), (4, 1));
@@ -230,13 +231,7 @@ fn a_small_batch_is_synced_by_the_writer_before_the_next_is_decided() {
 fn a_failed_sync_in_the_log_thread_answers_nothing_decided_on_top_of_it() {
     let (ledger, rig) = rig();
     let ledger = Arc::new(ledger);
-    let (first, second) = first_in_the_log_thread(
-        &ledger,
-        &rig,
-        [charge("prim0050", "10.5"), charge("prim0050", "10.5")],
-        submitter(&ledger),
-        || {},
-    );
+    let (first, second) = two_full_charges(&ledger, &rig);
     wait_until("the second charge was never decided", || {
         ledger.metrics().commands >= 5
     });
