@@ -346,15 +346,7 @@ fn decode_sections<const LIMIT: usize>(
         } else {
             decode_section_from::<ViewsHistories, LIMIT>(source, sections.histories, None)
         };
-        let histories = histories.and_then(|histories| {
-            if histories.in_order(seq) {
-                Ok(histories)
-            } else {
-                Err(SnapshotError::Payload(
-                    "views: an account history is out of order".into(),
-                ))
-            }
-        });
+        let histories = histories.and_then(|histories| in_order(histories, seq));
         (histories, hash)
     };
     let decode_head = move || -> Decoded<Views> {
@@ -446,12 +438,8 @@ fn decode_sections_v9<const LIMIT: usize>(
                 Err(SnapshotError::Payload(
                     "views: payments listed beside their shapes".into(),
                 ))
-            } else if histories.in_order(seq) {
-                Ok(histories)
             } else {
-                Err(SnapshotError::Payload(
-                    "views: an account history is out of order".into(),
-                ))
+                in_order(histories, seq)
             }
         });
         (histories, hash)
@@ -526,6 +514,17 @@ fn decode_sections_v9<const LIMIT: usize>(
         .map_err(|detail| SnapshotError::Payload(detail.into()))?;
     views.attach_money_lists(rebuilt.map_err(|detail| SnapshotError::Payload(detail.into()))?);
     with_index(views, index)
+}
+
+/// `histories`, if every account's entries are in order and none is after `seq`.
+fn in_order(histories: ViewsHistories, seq: Sequence) -> Result<ViewsHistories, SnapshotError> {
+    if histories.in_order(seq) {
+        Ok(histories)
+    } else {
+        Err(SnapshotError::Payload(
+            "views: an account history is out of order".into(),
+        ))
+    }
 }
 
 /// What a decoding thread that panicked leaves: an error, and no hash (its section is hashed
