@@ -212,10 +212,7 @@ fn decode_payload_v4<const LIMIT: usize>(
     let decode_views = move || decode_section::<Views, LIMIT>(views_bytes);
     // `Copy` closures (references only): the fallback runs the same one here.
     let (views, index) = std::thread::scope(|scope| {
-        let index = std::thread::Builder::new()
-            .name("subledger-snapshot-index".into())
-            .spawn_scoped(scope, decode_index)
-            .ok();
+        let index = started(scope, "subledger-snapshot-index", decode_index);
         let views = decode_views();
         let index = match index {
             Some(handle) => handle
@@ -363,23 +360,11 @@ fn decode_sections<const LIMIT: usize>(
     // thread that cannot be started runs the same one here.
     let ((head, head_hash), (histories, histories_hash), (index, index_hash)) =
         std::thread::scope(|scope| {
-            let index = std::thread::Builder::new()
-                .name("subledger-snapshot-index".into())
-                .spawn_scoped(scope, decode_index)
-                .ok();
-            let histories = std::thread::Builder::new()
-                .name("subledger-snapshot-histories".into())
-                .spawn_scoped(scope, decode_histories)
-                .ok();
+            let index = started(scope, "subledger-snapshot-index", decode_index);
+            let histories = started(scope, "subledger-snapshot-histories", decode_histories);
             let head = decode_head();
-            let histories = match histories {
-                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
-                None => decode_histories(),
-            };
-            let index = match index {
-                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
-                None => decode_index(),
-            };
+            let histories = joined(histories, decode_histories);
+            let index = joined(index, decode_index);
             (head, histories, index)
         });
     verify_sections(
@@ -449,19 +434,10 @@ fn decode_sections_v9<const LIMIT: usize>(
     };
     let (head, (histories, histories_hash), (index, index_hash), rebuilt) =
         std::thread::scope(|scope| {
-            let index = std::thread::Builder::new()
-                .name("subledger-snapshot-index".into())
-                .spawn_scoped(scope, decode_index)
-                .ok();
-            let histories = std::thread::Builder::new()
-                .name("subledger-snapshot-histories".into())
-                .spawn_scoped(scope, decode_histories)
-                .ok();
+            let index = started(scope, "subledger-snapshot-index", decode_index);
+            let histories = started(scope, "subledger-snapshot-histories", decode_histories);
             let (head, head_hash) = decode_head();
-            let (mut index, index_hash) = match index {
-                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
-                None => decode_index(),
-            };
+            let (mut index, index_hash) = joined(index, decode_index);
             // The lists are rebuilt beside the table's entry; a repeated id is reported as
             // format 7 reports it.
             let rebuilt = match (&head, &mut index) {
@@ -472,10 +448,7 @@ fn decode_sections_v9<const LIMIT: usize>(
                     // shared borrow), unlike the entry's, which owns the appended tags.
                     let rebuild = move || head.views.rebuild_money_lists(&head.shapes, records);
                     let (entered, rebuilt) = std::thread::scope(|inner| {
-                        let rebuilding = std::thread::Builder::new()
-                            .name("subledger-snapshot-lists".into())
-                            .spawn_scoped(inner, rebuild)
-                            .ok();
+                        let rebuilding = started(inner, "subledger-snapshot-lists", rebuild);
                         let entered = pending.enter();
                         let rebuilt = match rebuilding {
                             Some(handle) => {
@@ -491,10 +464,7 @@ fn decode_sections_v9<const LIMIT: usize>(
                 }
                 _ => None,
             };
-            let histories = match histories {
-                Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
-                None => decode_histories(),
-            };
+            let histories = joined(histories, decode_histories);
             ((head, head_hash), histories, (index, index_hash), rebuilt)
         });
     let (head, head_hash) = head;
@@ -524,6 +494,29 @@ fn in_order(histories: ViewsHistories, seq: Sequence) -> Result<ViewsHistories, 
         Err(SnapshotError::Payload(
             "views: an account history is out of order".into(),
         ))
+    }
+}
+
+/// `decode` started on a thread of its own named `name`, if one can be had.
+fn started<'scope, R: Send + 'scope>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    name: &str,
+    decode: impl FnOnce() -> R + Send + 'scope,
+) -> Option<std::thread::ScopedJoinHandle<'scope, R>> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, decode)
+        .ok()
+}
+
+/// What the thread `started` gives back, or, without a thread, `decode` run here.
+fn joined<T>(
+    thread: Option<std::thread::ScopedJoinHandle<'_, Decoded<T>>>,
+    decode: impl FnOnce() -> Decoded<T>,
+) -> Decoded<T> {
+    match thread {
+        Some(handle) => handle.join().unwrap_or_else(|_| panicked()),
+        None => decode(),
     }
 }
 
