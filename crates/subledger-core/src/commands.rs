@@ -25,6 +25,7 @@
 //!   two into a table of every command (at 3M commands, most of the replay reader's time).
 
 use std::hash::{BuildHasher, RandomState};
+use std::sync::Arc;
 
 use hashbrown::HashTable;
 
@@ -197,7 +198,7 @@ struct Packed {
     amount: Amount,
     source: AccountId,
     target: AccountId,
-    /// 0: no reference; n: `references[n - 1]`.
+    /// 0: no reference; n: the n-th non-empty reference stored (shared ones first).
     reference: u32,
     kind: MoneyKind,
 }
@@ -208,17 +209,207 @@ struct Packed {
 /// state applies them, then attaches it back.
 #[derive(Debug, Clone, Default)]
 pub struct CommandIndex {
-    /// (tag of the id, position in `records`): see the module comment.
+    /// (tag of the id, position in `store`): see the module comment.
     positions: HashTable<Slot>,
-    records: Vec<Packed>,
-    /// The non-empty references, in the order their commands were applied.
-    references: Vec<Box<str>>,
+    store: Store,
     hasher: RandomState,
-    /// Tags of the records at the end of `records` that are not in `positions` yet (bulk
+    /// Tags of the records at the end of `store` that are not in `positions` yet (bulk
     /// loading; see [`CommandIndex::enter_appended`]).
     appended: Vec<u32>,
     /// No table at all: see [`CommandIndex::keep_records_only`].
     records_only: bool,
+}
+
+/// Records frozen by [`CommandIndex::freeze`]: never changed again, held through an `Arc` by
+/// every index and views that share them.
+#[derive(Debug)]
+struct Segment {
+    /// The position of its first record.
+    first: usize,
+    /// References stored before its own: its records' reference fields count from there.
+    references_before: usize,
+    records: Vec<Packed>,
+    references: Vec<Box<str>>,
+}
+
+/// Frozen segments shared before copying them all into one ([`CommandIndex::freeze`]). An
+/// open freezes at most twice (a snapshot's records, then the replayed ones), so this is only
+/// a bound on the lookups' walk.
+const SHARED_SEGMENTS_MAX: usize = 4;
+
+/// An index's first records, frozen and shared: what an open loaded, held once in memory by
+/// the writer's index and by the views' money lists, which address them by position (see
+/// `docs/adr/0007-one-copy-of-the-transfers.md`). Cloning shares them; nothing can change
+/// them, so sharing never changes what a clone means.
+#[derive(Debug, Clone, Default)]
+pub struct SharedRecords {
+    segments: Vec<Arc<Segment>>,
+}
+
+impl SharedRecords {
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.segments
+            .last()
+            .map_or(0, |segment| segment.first + segment.records.len())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn references_len(&self) -> usize {
+        self.segments.last().map_or(0, |segment| {
+            segment.references_before + segment.references.len()
+        })
+    }
+
+    fn packed(&self, position: usize) -> Option<&Packed> {
+        let segment = self
+            .segments
+            .iter()
+            .rev()
+            .find(|segment| segment.first <= position)?;
+        segment.records.get(position - segment.first)
+    }
+
+    /// The reference with 1-based number `slot` among the shared ones.
+    fn reference(&self, slot: usize) -> Option<&str> {
+        let segment = self
+            .segments
+            .iter()
+            .rev()
+            .find(|segment| segment.references_before < slot)?;
+        segment
+            .references
+            .get(slot - 1 - segment.references_before)
+            .map(|text| &**text)
+    }
+
+    /// The record at `position` (log order: the n-th money command applied is at n - 1).
+    pub fn get(&self, position: usize) -> Option<MoneyRecord<'_>> {
+        let packed = self.packed(position)?;
+        Some(money_record(packed, self.reference_of(packed)))
+    }
+
+    fn reference_of(&self, packed: &Packed) -> &str {
+        usize::try_from(packed.reference)
+            .ok()
+            .filter(|slot| *slot > 0)
+            .and_then(|slot| self.reference(slot))
+            .unwrap_or("")
+    }
+
+    /// Whether these are the first segments of `other` (the same memory, not equal copies).
+    pub fn is_prefix_of(&self, other: &SharedRecords) -> bool {
+        self.segments.len() <= other.segments.len()
+            && self
+                .segments
+                .iter()
+                .zip(&other.segments)
+                .all(|(mine, theirs)| Arc::ptr_eq(mine, theirs))
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Packed> + '_ {
+        self.segments
+            .iter()
+            .flat_map(|segment| segment.records.iter())
+    }
+}
+
+/// An index's records: the shared ones, then those appended since (see [`SharedRecords`]).
+/// Positions and reference numbers run on across the two.
+#[derive(Debug, Clone, Default)]
+struct Store {
+    shared: SharedRecords,
+    records: Vec<Packed>,
+    /// The non-empty references after the shared ones, in the order their commands were
+    /// applied.
+    references: Vec<Box<str>>,
+}
+
+impl Store {
+    fn len(&self) -> usize {
+        self.shared.len() + self.records.len()
+    }
+
+    fn get(&self, position: u32) -> Option<&Packed> {
+        let position = usize::try_from(position).ok()?;
+        match position.checked_sub(self.shared.len()) {
+            Some(own) => self.records.get(own),
+            None => self.shared.packed(position),
+        }
+    }
+
+    fn last(&self) -> Option<&Packed> {
+        self.records
+            .last()
+            .or_else(|| self.shared.packed(self.shared.len().checked_sub(1)?))
+    }
+
+    fn references_len(&self) -> usize {
+        self.shared.references_len() + self.references.len()
+    }
+
+    fn reference_of(&self, packed: &Packed) -> &str {
+        let Some(slot) = usize::try_from(packed.reference)
+            .ok()
+            .filter(|slot| *slot > 0)
+        else {
+            return "";
+        };
+        let shared = self.shared.references_len();
+        let text = match slot.checked_sub(shared + 1) {
+            Some(own) => self.references.get(own).map(|text| &**text),
+            None => self.shared.reference(slot),
+        };
+        text.unwrap_or("")
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Packed> + '_ {
+        self.shared.iter().chain(self.records.iter())
+    }
+
+    /// Moves the records appended since the last freeze into a shared segment.
+    fn freeze(&mut self) -> SharedRecords {
+        if !self.records.is_empty() {
+            let segment = Segment {
+                first: self.shared.len(),
+                references_before: self.shared.references_len(),
+                records: std::mem::take(&mut self.records),
+                references: std::mem::take(&mut self.references),
+            };
+            self.shared.segments.push(Arc::new(segment));
+            if self.shared.segments.len() > SHARED_SEGMENTS_MAX {
+                let merged = Segment {
+                    first: 0,
+                    references_before: 0,
+                    records: self.shared.iter().copied().collect(),
+                    references: self
+                        .shared
+                        .segments
+                        .iter()
+                        .flat_map(|segment| segment.references.iter().cloned())
+                        .collect(),
+                };
+                self.shared.segments = vec![Arc::new(merged)];
+            }
+        }
+        self.shared.clone()
+    }
+}
+
+fn money_record<'a>(packed: &Packed, reference: &'a str) -> MoneyRecord<'a> {
+    MoneyRecord {
+        id: packed.id,
+        seq: packed.seq,
+        at: packed.at,
+        kind: packed.kind,
+        source: packed.source,
+        target: packed.target,
+        amount: packed.amount,
+        reference,
+    }
 }
 
 /// Bulk entry groups records into at most 2^this parts of the table, so that each part's
@@ -232,7 +423,7 @@ impl PartialEq for CommandIndex {
     }
 }
 
-/// A table slot: the id's tag and the record's position in `records`.
+/// A table slot: the id's tag and the record's position in the store.
 type Slot = (u32, u32);
 
 /// The high half of the id's keyed hash.
@@ -254,22 +445,15 @@ fn slot_hash(&(tag, _): &Slot) -> u64 {
 impl CommandIndex {
     fn find(&self, id: &CommandId) -> Option<&Packed> {
         let tag = tag_of(&self.hasher, id);
-        let records = &self.records;
+        let store = &self.store;
         let (_, position) = self.positions.find(spread(tag), |&(other, position)| {
-            other == tag && record_at(records, position).is_some_and(|record| record.id == *id)
+            other == tag && store.get(position).is_some_and(|record| record.id == *id)
         })?;
-        record_at(records, *position)
+        store.get(*position)
     }
 
     fn unpack(&self, packed: &Packed) -> (CommandId, CommandRecord) {
-        let reference = match packed.reference.checked_sub(1) {
-            Some(index) => self
-                .references
-                .get(index as usize)
-                .cloned()
-                .unwrap_or_default(),
-            None => Box::default(),
-        };
+        let reference: Box<str> = self.store.reference_of(packed).into();
         (
             packed.id,
             CommandRecord {
@@ -378,7 +562,7 @@ impl CommandIndex {
 
     /// Makes room for `additional` more appended records.
     pub fn reserve_appended(&mut self, additional: usize) {
-        self.records.reserve(additional);
+        self.store.records.reserve(additional);
         self.appended.reserve(additional);
     }
 
@@ -399,19 +583,13 @@ impl CommandIndex {
     pub fn split_for_entry(&mut self) -> (Records<'_>, PendingEntry<'_>) {
         let tags = std::mem::take(&mut self.appended);
         let Self {
-            positions,
-            records,
-            references,
-            ..
+            positions, store, ..
         } = self;
         (
-            Records {
-                records,
-                references,
-            },
+            Records { store },
             PendingEntry {
                 positions,
-                records,
+                store,
                 tags,
             },
         )
@@ -419,10 +597,14 @@ impl CommandIndex {
 
     /// The records, read-only, in log order.
     pub fn records(&self) -> Records<'_> {
-        Records {
-            records: &self.records,
-            references: &self.references,
-        }
+        Records { store: &self.store }
+    }
+
+    /// Freezes every record into shared memory and returns them, to be held by the views as
+    /// well (see [`SharedRecords`]): for an open, once its records are loaded. Records
+    /// appended later are the index's own again. The table is untouched: positions stay.
+    pub fn freeze(&mut self) -> SharedRecords {
+        self.store.freeze()
     }
 
     /// Records appended and not yet entered (an index with any is not ready for lookups).
@@ -436,7 +618,7 @@ impl CommandIndex {
         if reference.is_empty() {
             Some(0)
         } else {
-            u32::try_from(self.references.len() + 1).ok()
+            u32::try_from(self.store.references_len() + 1).ok()
         }
     }
 
@@ -475,7 +657,7 @@ impl CommandIndex {
         if self.records_only {
             // Without a table a repeated id goes unseen (see `keep_records_only`); records out
             // of log order at least are refused, as a snapshot's decoding would refuse them.
-            if self.records.last().is_some_and(|last| last.seq >= seq) {
+            if self.store.last().is_some_and(|last| last.seq >= seq) {
                 return false;
             }
             self.push_record(command, reference, seq, at);
@@ -483,13 +665,13 @@ impl CommandIndex {
         }
         let tag = tag_of(&self.hasher, &id);
         let Self {
-            positions, records, ..
+            positions, store, ..
         } = self;
         // One probe decides and inserts (the fresh id is the common case).
         let entry = positions.entry(
             spread(tag),
             |&(other, position)| {
-                other == tag && record_at(records, position).is_some_and(|record| record.id == id)
+                other == tag && store.get(position).is_some_and(|record| record.id == id)
             },
             slot_hash,
         );
@@ -511,9 +693,9 @@ impl CommandIndex {
         at: Timestamp,
     ) {
         if reference != 0 {
-            self.references.push(command.reference.into());
+            self.store.references.push(command.reference.into());
         }
-        self.records.push(Packed {
+        self.store.records.push(Packed {
             id: command.id,
             seq,
             at,
@@ -527,11 +709,11 @@ impl CommandIndex {
 
     /// Commands recorded.
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
     /// Encodes every (id, record) pair in log order, as `(CommandId, CommandRecord)` encodes:
@@ -542,7 +724,7 @@ impl CommandIndex {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         use bincode::Encode;
-        for packed in &self.records {
+        for packed in self.store.iter() {
             let fast =
                 crate::fields::encode_fast::<_, COMMAND_RECORD_ENCODED_BYTES_MAX>(encoder, |out| {
                     if packed.reference != 0 {
@@ -577,8 +759,8 @@ impl CommandIndex {
     ) -> Result<(), bincode::error::EncodeError> {
         use bincode::enc::write::Writer;
         use bincode::Encode;
-        (self.records.len() as u64).encode(encoder)?;
-        for packed in &self.records {
+        (self.len() as u64).encode(encoder)?;
+        for packed in self.store.iter() {
             let mut raw = [0u8; RECORD_RAW_BYTES + 1];
             raw[..16].copy_from_slice(&packed.id.to_bytes());
             raw[16..24].copy_from_slice(&packed.seq.0.to_le_bytes());
@@ -587,14 +769,12 @@ impl CommandIndex {
             raw[48..52].copy_from_slice(&packed.source.0.to_le_bytes());
             raw[52..56].copy_from_slice(&packed.target.0.to_le_bytes());
             raw[56] = packed.kind.index_byte();
-            match packed.reference.checked_sub(1) {
+            if packed.reference == 0 {
                 // The empty reference's length, 0, completes the record in one write.
-                None => encoder.writer().write(&raw)?,
-                Some(index) => {
-                    encoder.writer().write(&raw[..RECORD_RAW_BYTES])?;
-                    let reference = self.references.get(index as usize).map_or("", |text| text);
-                    reference.encode(encoder)?;
-                }
+                encoder.writer().write(&raw)?;
+            } else {
+                encoder.writer().write(&raw[..RECORD_RAW_BYTES])?;
+                self.store.reference_of(packed).encode(encoder)?;
             }
         }
         Ok(())
@@ -656,19 +836,19 @@ impl CommandIndex {
     }
 
     /// Records in the order they were applied.
-    pub(crate) fn iter(&self) -> impl ExactSizeIterator<Item = (CommandId, CommandRecord)> + '_ {
-        self.records.iter().map(|packed| self.unpack(packed))
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (CommandId, CommandRecord)> + '_ {
+        self.store.iter().map(|packed| self.unpack(packed))
     }
 
     /// Makes room for `additional` more commands (growing step by step rehashes the table).
     pub fn reserve(&mut self, additional: usize) {
         self.positions.reserve(additional, slot_hash);
-        self.records.reserve(additional);
+        self.store.records.reserve(additional);
     }
 
     /// The position the next record takes, if it fits a table slot.
     fn next_position(&self) -> Option<u32> {
-        u32::try_from(self.records.len()).ok()
+        u32::try_from(self.len()).ok()
     }
 
     /// Builds the index from records, putting them in sequence order; `Err` on a duplicate id.
@@ -705,35 +885,30 @@ pub struct MoneyRecord<'a> {
 /// [`CommandIndex::split_for_entry`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Records<'a> {
-    records: &'a [Packed],
-    references: &'a [Box<str>],
+    store: &'a Store,
 }
 
 impl<'a> Records<'a> {
     pub fn len(&self) -> usize {
-        self.records.len()
+        self.store.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.records.is_empty()
+        self.len() == 0
     }
 
-    pub fn iter(&self) -> impl ExactSizeIterator<Item = MoneyRecord<'a>> + 'a {
-        let references = self.references;
-        self.records.iter().map(move |packed| MoneyRecord {
-            id: packed.id,
-            seq: packed.seq,
-            at: packed.at,
-            kind: packed.kind,
-            source: packed.source,
-            target: packed.target,
-            amount: packed.amount,
-            reference: packed
-                .reference
-                .checked_sub(1)
-                .and_then(|index| references.get(index as usize))
-                .map_or("", |text| text),
-        })
+    pub fn iter(&self) -> impl Iterator<Item = MoneyRecord<'a>> + 'a {
+        let store = self.store;
+        store
+            .iter()
+            .map(move |packed| money_record(packed, store.reference_of(packed)))
+    }
+
+    /// The record at `position`.
+    pub fn get(&self, position: usize) -> Option<MoneyRecord<'a>> {
+        let store = self.store;
+        let packed = store.get(u32::try_from(position).ok()?)?;
+        Some(money_record(packed, store.reference_of(packed)))
     }
 }
 
@@ -742,7 +917,7 @@ impl<'a> Records<'a> {
 #[derive(Debug)]
 pub struct PendingEntry<'a> {
     positions: &'a mut HashTable<Slot>,
-    records: &'a [Packed],
+    store: &'a Store,
     tags: Vec<u32>,
 }
 
@@ -756,10 +931,10 @@ impl PendingEntry<'_> {
     pub fn enter(self) -> Result<(), (Sequence, CommandId)> {
         let PendingEntry {
             positions,
-            records,
+            store,
             tags,
         } = self;
-        let first = records.len().saturating_sub(tags.len());
+        let first = store.len().saturating_sub(tags.len());
         positions.reserve(tags.len(), slot_hash);
         // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
         // the hash's low bits. Only speed depends on getting this right.
@@ -794,8 +969,8 @@ impl PendingEntry<'_> {
                 spread(tag),
                 |&(other, at)| {
                     other == tag
-                        && record_at(records, at).map(|known| known.id)
-                            == record_at(records, position).map(|new| new.id)
+                        && store.get(at).map(|known| known.id)
+                            == store.get(position).map(|new| new.id)
                 },
                 slot_hash,
             );
@@ -809,15 +984,11 @@ impl PendingEntry<'_> {
                 }
             }
         }
-        match repeated.and_then(|position| records.get(position)) {
+        match repeated.and_then(|position| store.get(u32::try_from(position).ok()?)) {
             Some(record) => Err((record.seq, record.id)),
             None => Ok(()),
         }
     }
-}
-
-fn record_at(records: &[Packed], position: u32) -> Option<&Packed> {
-    records.get(usize::try_from(position).ok()?)
 }
 
 #[cfg(test)]
@@ -1000,6 +1171,90 @@ mod tests {
             assert_eq!(clean.get(&id(seq.into())), Some(record(seq, 1, reference)));
         }
         assert!(!clean.insert(id(20_999), &record(21_001, 1, "")));
+    }
+
+    /// Freezing moves the records into shared segments without changing anything an index
+    /// answers or encodes: positions, references (numbered across the segments and the
+    /// records appended after), lookups, repeats refused, the bytes of both formats. Past
+    /// `SHARED_SEGMENTS_MAX` segments they are merged into one.
+    #[test]
+    fn freezing_shares_the_records_and_changes_nothing_an_index_answers() {
+        let config = bincode::config::standard();
+        let reference = |n: u64| {
+            if n % 5 == 0 {
+                format!("r{n}")
+            } else {
+                String::new()
+            }
+        };
+        let mut plain = CommandIndex::default();
+        let mut frozen = CommandIndex::default();
+        let mut shared = SharedRecords::default();
+        for n in 1..=60u64 {
+            let record = record(n, i128::from(n), &reference(n));
+            assert!(plain.insert(id(n.into()), &record));
+            assert!(frozen.insert(id(n.into()), &record));
+            // Eight freezes: segments of 7 or so records, merged whenever there are too many.
+            if n % 7 == 0 {
+                let before = shared.clone();
+                shared = frozen.freeze();
+                assert_eq!(shared.len(), frozen.len());
+                assert!(shared.segments.len() <= SHARED_SEGMENTS_MAX);
+                assert!(before.is_prefix_of(&shared) || shared.segments.len() == 1);
+            }
+        }
+        assert!(frozen == plain);
+        assert_eq!(shared.len(), 56);
+        let records = frozen.records();
+        assert_eq!(records.len(), 60);
+        for n in 1..=60u64 {
+            let position = usize::try_from(n - 1).unwrap_or(0);
+            let expected = (id(n.into()), Sequence(n), reference(n));
+            let got = records
+                .get(position)
+                .map(|record| (record.id, record.seq, record.reference.to_owned()));
+            assert_eq!(got, Some(expected.clone()));
+            if n <= 56 {
+                let got = shared
+                    .get(position)
+                    .map(|record| (record.id, record.seq, record.reference.to_owned()));
+                assert_eq!(got, Some(expected));
+            }
+            assert_eq!(
+                frozen.get(&id(n.into())),
+                Some(record(n, i128::from(n), &reference(n)))
+            );
+        }
+        assert_eq!(shared.get(56).map(|record| record.seq), None);
+        // Repeats are refused whether the first is shared or not.
+        assert!(!frozen.insert(id(3), &record(61, 1, "")));
+        assert!(!frozen.insert(id(58), &record(61, 1, "")));
+        assert!(frozen.insert(id(61), &record(61, 1, "r61")));
+        assert!(plain.insert(id(61), &record(61, 1, "r61")));
+        for encode in [
+            |index: &CommandIndex| bincode::encode_to_vec(index, bincode::config::standard()),
+            |index: &CommandIndex| {
+                bincode::encode_to_vec(CommandIndexV7Of(index), bincode::config::standard())
+            },
+        ] {
+            assert_eq!(
+                encode(&frozen).unwrap_or_default(),
+                encode(&plain).unwrap_or_default()
+            );
+        }
+        // A clone shares the frozen records and owns the rest.
+        let clone = frozen.clone();
+        assert!(!clone.store.shared.is_empty());
+        assert!(clone.store.shared.is_prefix_of(&frozen.store.shared));
+        assert!(frozen.store.shared.is_prefix_of(&clone.store.shared));
+        assert!(clone == plain);
+        let decoded: Option<CommandIndex> = bincode::decode_from_slice(
+            &bincode::encode_to_vec(&frozen, config).unwrap_or_default(),
+            config,
+        )
+        .ok()
+        .map(|(index, _)| index);
+        assert!(decoded.is_some_and(|index| index == plain));
     }
 
     #[test]

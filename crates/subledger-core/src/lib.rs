@@ -43,7 +43,7 @@ pub use command::{
 };
 pub use commands::{
     CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered, MoneyRecord,
-    PendingEntry, Records, RECORD_RAW_BYTES,
+    PendingEntry, Records, SharedRecords, RECORD_RAW_BYTES,
 };
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,
