@@ -1181,7 +1181,7 @@ mod tests {
     fn freezing_shares_the_records_and_changes_nothing_an_index_answers() {
         let config = bincode::config::standard();
         let reference = |n: u64| {
-            if n % 5 == 0 {
+            if n.is_multiple_of(5) {
                 format!("r{n}")
             } else {
                 String::new()
