@@ -119,6 +119,11 @@ pub(crate) fn money_command(event: &Event) -> Option<MoneyCommand<'_>> {
     })
 }
 
+/// Whether `event` is a money command's (one the idempotency index records).
+pub fn is_money_event(event: &Event) -> bool {
+    money_command(event).is_some()
+}
+
 /// The fixed part of an idempotency record in snapshot format 7: the id (16 bytes), seq (u64
 /// LE), at (i64 LE), amount (i128 LE), source and target (u32 LE) and kind (one byte); the
 /// reference follows as a bincode string. Read with varints, these records were most of the
@@ -298,6 +303,12 @@ impl SharedRecords {
             .filter(|slot| *slot > 0)
             .and_then(|slot| self.reference(slot))
             .unwrap_or("")
+    }
+
+    /// Every record, in log order.
+    pub fn records(&self) -> impl Iterator<Item = MoneyRecord<'_>> + '_ {
+        self.iter()
+            .map(|packed| money_record(packed, self.reference_of(packed)))
     }
 
     /// Whether these are the first segments of `other` (the same memory, not equal copies).

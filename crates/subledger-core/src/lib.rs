@@ -42,8 +42,8 @@ pub use command::{
     UpdateSubaccount,
 };
 pub use commands::{
-    CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered, MoneyRecord,
-    PendingEntry, Records, SharedRecords, RECORD_RAW_BYTES,
+    is_money_event, CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered,
+    MoneyRecord, PendingEntry, Records, SharedRecords, RECORD_RAW_BYTES,
 };
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,

@@ -368,6 +368,10 @@ pub enum ApplyFault {
     Secrets(AccountId),
     #[error("non-positive amount")]
     NotPositive,
+    /// More money commands than a `u32` position can address (4 billion): the read views
+    /// keep each at one.
+    #[error("too many money commands to keep")]
+    Full,
 }
 
 /// The whole write-side state.
@@ -1423,6 +1427,12 @@ impl State {
             }
         }
         Ok(())
+    }
+
+    /// Freezes the idempotency index's records into shared memory and returns them
+    /// ([`CommandIndex::freeze`]); `None` without an index.
+    pub fn freeze_command_records(&mut self) -> Option<crate::SharedRecords> {
+        (!self.without_command_index).then(|| self.commands.freeze())
     }
 
     /// Puts back an index detached with [`State::detach_command_index`] and brought up to

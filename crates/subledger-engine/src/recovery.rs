@@ -157,7 +157,7 @@ pub(crate) fn recover(
     // growth (rehashing and page faults dominated the replay profile).
     let tail = usize::try_from(reader.head().0.saturating_sub(start.0)).unwrap_or(0);
     index.reserve_appended(tail);
-    let mut lists = MoneyListsBuilder::after(&views);
+    let mut lists = MoneyListsBuilder::after(&views, index.len());
     let records = reader.records_from(start.next())?;
     let threaded = std::thread::scope(|scope| -> Option<Result<(), OpenError>> {
         let (sender, receiver) = crossbeam_channel::bounded(REPLAY_QUEUE_RECORDS_MAX);
@@ -214,11 +214,13 @@ pub(crate) fn recover(
             first_error(applied, enter_index(&mut index))?;
         }
     }
-    views.append_money_lists(lists);
     recovery.events_replayed = replayed;
-    // Its records came checked with the snapshot or from the events just applied.
+    // Its records came checked with the snapshot or from the events just applied. The lists
+    // point into them: appended once the index is back (its records are then frozen and
+    // shared with the lists).
     views
         .reattach_replayed_command_index(index)
+        .and_then(|()| views.append_money_lists(lists))
         .map_err(|detail| {
             OpenError::Log(subledger_log::LogError::Corrupt {
                 seq: views.last_seq(),

@@ -442,10 +442,14 @@ fn decode_sections_v9<const LIMIT: usize>(
             // format 7 reports it.
             let rebuilt = match (&head, &mut index) {
                 (Ok(head), Ok(index)) => {
-                    let (records, pending) = index.split_for_entry();
+                    // The records are frozen first: the lists hold their positions, and the
+                    // records are shared by the index and the views, not copied (ADR 0007).
+                    let records = index.freeze();
+                    let (_, pending) = index.split_for_entry();
                     // The rebuild on a thread of its own: should none be had, its closure is
                     // lost with nothing in it that cannot be had again (the records are a
                     // shared borrow), unlike the entry's, which owns the appended tags.
+                    let records = &records;
                     let rebuild = move || head.views.rebuild_money_lists(&head.shapes, records);
                     let (entered, rebuilt) = std::thread::scope(|inner| {
                         let rebuilding = started(inner, "subledger-snapshot-lists", rebuild);

@@ -11,15 +11,16 @@
 
 pub mod accounts;
 pub mod json;
+mod money;
 mod shapes;
 pub mod time;
 
 use bincode::{Decode, Encode};
 use std::sync::Arc;
 
-use rustc_hash::FxHashMap;
-
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
+pub use money::MoneyListsBuilder;
+use money::{EntryRef, MoneyLists};
 pub use shapes::{MoneyListShapes, RebuiltMoneyLists};
 use subledger_core::{
     AccountId, Amount, ApiKey, ApplyError, Batch, CommandId, Currency, Event, Funding, Policy,
@@ -471,7 +472,7 @@ fn decode_lists_v7<D: bincode::de::Decoder>(
     Ok((decode_list_v7(decoder)?, decode_list_v7(decoder)?))
 }
 
-impl History {
+impl HistoryEntries {
     fn encode_v7<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -481,13 +482,13 @@ impl History {
 
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
-    ) -> Result<History, bincode::error::DecodeError> {
+    ) -> Result<HistoryEntries, bincode::error::DecodeError> {
         let (balance, credit) = decode_lists_v7(decoder)?;
-        Ok(History { balance, credit })
+        Ok(HistoryEntries { balance, credit })
     }
 }
 
-impl Payments {
+impl PaymentEntries {
     fn encode_v7<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -497,9 +498,9 @@ impl Payments {
 
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
-    ) -> Result<Payments, bincode::error::DecodeError> {
+    ) -> Result<PaymentEntries, bincode::error::DecodeError> {
         let (charges, top_ups) = decode_lists_v7(decoder)?;
-        Ok(Payments { charges, top_ups })
+        Ok(PaymentEntries { charges, top_ups })
     }
 }
 
@@ -562,8 +563,10 @@ impl<Context> Decode<Context> for TransferEntry {
 }
 bincode::impl_borrow_decode!(TransferEntry);
 
+/// A family's balance and credit transfers as snapshots before format 9 store them: the
+/// entries themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
-struct History {
+struct HistoryEntries {
     balance: Vec<TransferEntry>,
     credit: Vec<TransferEntry>,
 }
@@ -588,134 +591,25 @@ pub struct Views {
 }
 
 /// A family's charges (`from` = payer, `to` = the charged account) and top-ups (`from` = `to`
-/// = the primary), in sequence order.
+/// = the primary) as snapshots before format 9 store them: the entries themselves.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
-struct Payments {
+struct PaymentEntries {
     charges: Vec<TransferEntry>,
     top_ups: Vec<TransferEntry>,
 }
 
-/// Each family's money movements: transfers (balance and credit) and payments (charges and
-/// top-ups), keyed by the primary.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-struct MoneyLists {
-    history: FxHashMap<AccountId, History>,
-    payments: FxHashMap<AccountId, Payments>,
-}
-
-impl MoneyLists {
-    /// Adds the entry a money event calls for; `family` maps an account to its primary.
-    fn record(
-        &mut self,
-        seq: Sequence,
-        at: Timestamp,
-        event: &Event,
-        family: impl Fn(AccountId) -> AccountId,
-    ) {
-        let entry = |command: &CommandId,
-                     from: &AccountId,
-                     to: &AccountId,
-                     amount: &Amount,
-                     reference: &String| {
-            TransferEntry {
-                id: *command,
-                seq,
-                at,
-                from: *from,
-                to: *to,
-                amount: *amount,
-                reference: Reference::new(reference),
-            }
-        };
-        match event {
-            Event::BalanceTransferred {
-                command,
-                source,
-                target,
-                amount,
-                reference,
-            }
-            | Event::CreditTransferred {
-                command,
-                source,
-                target,
-                amount,
-                reference,
-            } => {
-                let lists = self.history.entry(family(*source)).or_default();
-                let list = match event {
-                    Event::CreditTransferred { .. } => &mut lists.credit,
-                    _ => &mut lists.balance,
-                };
-                list.push(entry(command, source, target, amount, reference));
-            }
-            Event::Charged {
-                command,
-                account,
-                payer,
-                amount,
-                reference,
-            } => self
-                .payments
-                .entry(family(*account))
-                .or_default()
-                .charges
-                .push(entry(command, payer, account, amount, reference)),
-            Event::ToppedUp {
-                command,
-                account,
-                amount,
-                reference,
-            } => self
-                .payments
-                .entry(*account)
-                .or_default()
-                .top_ups
-                .push(entry(command, account, account, amount, reference)),
-            _ => {}
-        }
-    }
-}
-
-/// Builds the families' money lists from events alone, off the thread that applies them to
-/// the views (recovery's reader: see [`Views::apply_except_money_lists`]). It follows the
-/// accounts' families from the creation events; events the views would refuse are recorded
-/// anyway, harmlessly: the replay then fails and the lists are dropped.
-#[derive(Debug)]
-pub struct MoneyListsBuilder {
-    lists: MoneyLists,
-    /// Each account's primary (its own id for a primary), by account index.
-    families: Vec<AccountId>,
-}
-
 impl MoneyListsBuilder {
-    /// A builder for the events after `views`' last.
-    pub fn after(views: &Views) -> MoneyListsBuilder {
-        MoneyListsBuilder {
-            lists: MoneyLists::default(),
-            families: views
+    /// A builder for the events after `views`' last, whose records the idempotency index will
+    /// hold from position `first` on (its length before them).
+    pub fn after(views: &Views, first: usize) -> MoneyListsBuilder {
+        MoneyListsBuilder::new(
+            views
                 .state
                 .accounts()
                 .map(|(id, account)| account.primary.unwrap_or(id))
                 .collect(),
-        }
-    }
-
-    pub fn record(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
-        match event {
-            // Only the next id (anything else fails the replay, which drops these lists).
-            Event::PrimaryOpened { account, .. } if account.index() == self.families.len() => {
-                self.families.push(*account);
-            }
-            Event::SubaccountCreated {
-                account, primary, ..
-            } if account.index() == self.families.len() => self.families.push(*primary),
-            _ => {}
-        }
-        let families = &self.families;
-        self.lists.record(seq, at, event, |id| {
-            families.get(id.index()).copied().unwrap_or(id)
-        });
+            first,
+        )
     }
 }
 
@@ -783,9 +677,8 @@ impl PartialEq for Views {
     fn eq(&self, other: &Views) -> bool {
         self.state == other.state
             && self.details == other.details
-            && self.money.history == other.money.history
             && self.accounts == other.accounts
-            && self.money.payments == other.money.payments
+            && self.money.same_entries(&other.money)
     }
 }
 
@@ -923,6 +816,12 @@ impl Views {
 
     /// Applies one committed event, or refuses it and changes nothing.
     pub fn apply(&mut self, seq: Sequence, at: Timestamp, event: &Event) -> Result<(), ApplyError> {
+        if !self.money.has_room() && subledger_core::is_money_event(event) {
+            return Err(ApplyError {
+                seq,
+                fault: subledger_core::ApplyFault::Full,
+            });
+        }
         self.apply_except_money_lists(seq, at, event)?;
         let state = &self.state;
         self.money.record(seq, at, event, |id| family_in(state, id));
@@ -1152,7 +1051,7 @@ impl Views {
     /// The money command behind an entry (from the family lists, by sequence number).
     fn command_at(&self, id: AccountId, entry: &Entry) -> Option<(Option<CommandId>, String)> {
         let family = self.family_of(id);
-        let list: &[TransferEntry] = match entry.kind() {
+        let list: &[u32] = match entry.kind() {
             EntryKind::TransferIn | EntryKind::TransferOut => {
                 &self.money.history.get(&family)?.balance
             }
@@ -1161,11 +1060,11 @@ impl Views {
             EntryKind::TopUp => &self.money.payments.get(&family)?.top_ups,
             _ => return None,
         };
-        let index = list
-            .binary_search_by_key(&entry.seq, |item| item.seq)
-            .ok()?;
-        let item = list.get(index)?;
-        Some((Some(item.id), item.reference.as_str().to_owned()))
+        let store = &self.money.store;
+        let seq_at = |position: &u32| store.get(family, *position).map(|item| item.seq);
+        let index = list.partition_point(|position| seq_at(position) < Some(entry.seq));
+        let item = store.get(family, *list.get(index)?)?;
+        (item.seq == entry.seq).then(|| (Some(item.id), item.reference.to_owned()))
     }
 
     /// A family's charges or top-ups, newest first, filtered and paged like transfers (the
@@ -1185,7 +1084,7 @@ impl Views {
                 PaymentKind::Charges => &payments.charges,
                 PaymentKind::TopUps => &payments.top_ups,
             });
-        let page = self.page(entries, query);
+        let page = self.page(family, entries, query);
         let items = page
             .items
             .iter()
@@ -1197,7 +1096,7 @@ impl Views {
                     account: self.state.account(entry.to)?.key,
                     payer: self.state.account(entry.from)?.key,
                     amount: entry.amount,
-                    reference: entry.reference.as_str().to_owned(),
+                    reference: entry.reference.to_owned(),
                     primary: self.state.account(family)?.key,
                 })
             })
@@ -1213,23 +1112,26 @@ impl Views {
     }
 
     /// Adds lists built by a [`MoneyListsBuilder`] from the events applied since it was made
-    /// (with [`Views::apply_except_money_lists`]) after the lists the views already hold.
-    pub fn append_money_lists(&mut self, built: MoneyListsBuilder) {
-        let MoneyLists { history, payments } = built.lists;
-        if self.money.history.is_empty() && self.money.payments.is_empty() {
-            self.money = MoneyLists { history, payments };
-            return;
-        }
-        for (family, tail) in history {
-            let lists = self.money.history.entry(family).or_default();
-            lists.balance.extend(tail.balance);
-            lists.credit.extend(tail.credit);
-        }
-        for (family, tail) in payments {
-            let lists = self.money.payments.entry(family).or_default();
-            lists.charges.extend(tail.charges);
-            lists.top_ups.extend(tail.top_ups);
-        }
+    /// (with [`Views::apply_except_money_lists`]) after the lists the views already hold. The
+    /// views must hold the idempotency index the builder's positions refer to, brought up to
+    /// date with the same events (snapshot form): its records are frozen and the lists point
+    /// into them, shared, rather than holding copies (see [`subledger_core::SharedRecords`]).
+    pub fn append_money_lists(&mut self, built: MoneyListsBuilder) -> Result<(), String> {
+        let shared = self
+            .state
+            .freeze_command_records()
+            .ok_or("views: money lists to append without the index they refer to")?;
+        self.money.append(built, &shared)
+    }
+
+    /// The money lists' entries held as records shared with the idempotency index (what an
+    /// open loaded), and those the views hold copies of (applied since, or decoded from a
+    /// snapshot format before 9).
+    pub fn money_entries_shared_and_copied(&self) -> (usize, usize) {
+        (
+            self.money.store.shared.len(),
+            self.money.store.entries.len(),
+        )
     }
 
     /// One account by key.
@@ -1401,11 +1303,11 @@ impl Views {
                 TransferKind::Balance => &history.balance,
                 TransferKind::Credit => &history.credit,
             });
-        let page = self.page(entries, query);
+        let page = self.page(family, entries, query);
         let items = page
             .items
             .iter()
-            .filter_map(|entry| self.transfer_snapshot(family, entry))
+            .filter_map(|entry| self.transfer_snapshot(family, *entry))
             .collect();
         Ok(Page {
             items,
@@ -1441,11 +1343,12 @@ impl Views {
 
     /// One page of a family list, newest first: `[start, end)`, before the cursor, entries
     /// touching one of the filtered accounts.
-    fn page<'a>(
+    fn page(
         &self,
-        entries: &'a [TransferEntry],
+        family: AccountId,
+        positions: &[u32],
         query: &TransferQuery,
-    ) -> Page<&'a TransferEntry> {
+    ) -> Page<EntryRef<'_>> {
         // Unknown or foreign subaccounts in the filter simply match nothing.
         let wanted: Vec<AccountId> = query
             .subaccounts
@@ -1453,24 +1356,33 @@ impl Views {
             .filter_map(|key| self.state.account_id(key))
             .collect();
         // Entries are in sequence order, and commit instants never decrease with the sequence,
-        // so both bounds and the cursor are binary searches.
-        let low = query
-            .start
-            .map_or(0, |start| entries.partition_point(|entry| entry.at < start));
-        let mut high = query.end.map_or(entries.len(), |end| {
-            entries.partition_point(|entry| entry.at < end)
+        // so both bounds and the cursor are binary searches (each probe reads one entry).
+        let store = &self.money.store;
+        let entry = |position: &u32| store.get(family, *position);
+        let low = query.start.map_or(0, |start| {
+            positions.partition_point(|position| entry(position).is_some_and(|e| e.at < start))
+        });
+        let mut high = query.end.map_or(positions.len(), |end| {
+            positions.partition_point(|position| entry(position).is_some_and(|e| e.at < end))
         });
         if let Some(before) = query.before {
-            high = high.min(entries.partition_point(|entry| entry.seq < before));
+            high = high.min(
+                positions
+                    .partition_point(|position| entry(position).is_some_and(|e| e.seq < before)),
+            );
         }
         let limit = query.limit.unwrap_or(PAGE_ITEMS_MAX).min(PAGE_ITEMS_MAX);
         // A filter names accounts: without one, everything matches; with one, only entries
         // touching a named account (none, if no named account is in this ledger).
         let filtered = !query.subaccounts.is_empty();
-        let mut matching = entries[low..high.max(low)].iter().rev().filter(|entry| {
-            !filtered || wanted.contains(&entry.from) || wanted.contains(&entry.to)
-        });
-        let items: Vec<&TransferEntry> = matching.by_ref().take(limit).collect();
+        let mut matching = positions[low..high.max(low)]
+            .iter()
+            .rev()
+            .filter_map(entry)
+            .filter(|entry| {
+                !filtered || wanted.contains(&entry.from) || wanted.contains(&entry.to)
+            });
+        let items: Vec<EntryRef<'_>> = matching.by_ref().take(limit).collect();
         let next = match (items.last(), matching.next()) {
             (Some(last), Some(_)) => Some(last.seq),
             _ => None,
@@ -1481,7 +1393,7 @@ impl Views {
     fn transfer_snapshot(
         &self,
         family: AccountId,
-        entry: &TransferEntry,
+        entry: EntryRef<'_>,
     ) -> Option<TransferSnapshot> {
         Some(TransferSnapshot {
             id: entry.id,
@@ -1490,7 +1402,7 @@ impl Views {
             from: self.state.account(entry.from)?.key,
             to: self.state.account(entry.to)?.key,
             amount: entry.amount,
-            reference: entry.reference.as_str().to_owned(),
+            reference: entry.reference.to_owned(),
             primary: self.state.account(family)?.key,
         })
     }
@@ -1524,14 +1436,18 @@ impl Views {
         families.sort_unstable_by_key(|(id, _)| **id);
         for (id, history) in families {
             hasher.update(&id.0.to_le_bytes());
-            for entry in history.balance.iter().chain(history.credit.iter()) {
+            let lists = [&history.balance, &history.credit];
+            for entry in lists
+                .into_iter()
+                .flat_map(|list| self.money.entries(*id, list))
+            {
                 hasher.update(&entry.seq.0.to_le_bytes());
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
                 hasher.update(&entry.amount.units().to_le_bytes());
-                hasher.update(&(entry.reference.as_str().len() as u64).to_le_bytes());
-                hasher.update(entry.reference.as_str().as_bytes());
+                hasher.update(&(entry.reference.len() as u64).to_le_bytes());
+                hasher.update(entry.reference.as_bytes());
             }
         }
         *hasher.finalize().as_bytes()
@@ -1565,14 +1481,18 @@ impl Views {
         families.sort_unstable_by_key(|(id, _)| **id);
         for (id, payments) in families {
             hasher.update(&id.0.to_le_bytes());
-            for entry in payments.charges.iter().chain(payments.top_ups.iter()) {
+            let lists = [&payments.charges, &payments.top_ups];
+            for entry in lists
+                .into_iter()
+                .flat_map(|list| self.money.entries(*id, list))
+            {
                 hasher.update(&entry.seq.0.to_le_bytes());
                 hasher.update(&entry.id.to_uuid().into_bytes());
                 hasher.update(&entry.from.0.to_le_bytes());
                 hasher.update(&entry.to.0.to_le_bytes());
                 hasher.update(&entry.amount.units().to_le_bytes());
-                hasher.update(&(entry.reference.as_str().len() as u64).to_le_bytes());
-                hasher.update(entry.reference.as_str().as_bytes());
+                hasher.update(&(entry.reference.len() as u64).to_le_bytes());
+                hasher.update(entry.reference.as_bytes());
             }
         }
     }
@@ -1641,6 +1561,10 @@ impl Views {
         (self.money.history.len() as u64).encode(encoder)?;
         for (primary, history) in &self.money.history {
             primary.encode(encoder)?;
+            let history = HistoryEntries {
+                balance: self.entry_list(*primary, &history.balance),
+                credit: self.entry_list(*primary, &history.credit),
+            };
             if fixed_width {
                 history.encode_v7(encoder)?;
             } else {
@@ -1661,6 +1585,15 @@ impl Views {
         self.encode_details(encoder)?;
         shapes.encode(encoder)?;
         self.state.low_balances().encode(encoder)
+    }
+
+    /// A list's entries as snapshots before format 9 store them (written by tests and tools
+    /// only: the engine writes format 9).
+    fn entry_list(&self, family: AccountId, list: &[u32]) -> Vec<TransferEntry> {
+        self.money
+            .entries(family, list)
+            .map(EntryRef::to_entry)
+            .collect()
     }
 
     fn encode_details<E: bincode::enc::Encoder>(
@@ -1694,6 +1627,10 @@ impl Views {
         (self.money.payments.len() as u64).encode(encoder)?;
         for (primary, payments) in &self.money.payments {
             primary.encode(encoder)?;
+            let payments = PaymentEntries {
+                charges: self.entry_list(*primary, &payments.charges),
+                top_ups: self.entry_list(*primary, &payments.top_ups),
+            };
             if fixed_width {
                 payments.encode_v7(encoder)?;
             } else {
@@ -1789,13 +1726,13 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
         (u64::decode(decoder)?, None)
     };
     let fixed_width = form == ListsForm::FixedWidth;
-    let mut history = FxHashMap::default();
+    let mut money = MoneyLists::default();
     for _ in 0..families {
         let primary = AccountId::decode(decoder)?;
         let entries = if fixed_width {
-            History::decode_v7(decoder)?
+            HistoryEntries::decode_v7(decoder)?
         } else {
-            History::decode(decoder)?
+            HistoryEntries::decode(decoder)?
         };
         if family_of_in(&state, primary) != Some(primary)
             || !consistent(&state, primary, &entries.balance)
@@ -1803,9 +1740,14 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
         {
             return Err(invalid("views: a transfer history does not fit its family"));
         }
-        if history.insert(primary, entries).is_some() {
+        if money.history.contains_key(&primary) {
             return Err(invalid("views: duplicate family history"));
         }
+        let HistoryEntries { balance, credit } = entries;
+        money
+            .push_entries(primary, 0, balance)
+            .and_then(|()| money.push_entries(primary, 1, credit))
+            .ok_or(invalid("views: more transfers than positions"))?;
     }
     // Formats 1 and 2 have no per-account histories: these hold the current names only (from
     // sequence number 0: such views answer no point-in-time query). A version-3 decode
@@ -1825,10 +1767,7 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
         state,
         details,
         accounts,
-        money: MoneyLists {
-            history,
-            payments: FxHashMap::default(),
-        },
+        money,
         complete: false,
     };
     Ok((views, shapes))
@@ -1954,7 +1893,7 @@ bincode::impl_borrow_decode!(ViewsHeadV9);
 #[derive(Debug)]
 pub struct ViewsHistories {
     accounts: Vec<AccountHistory>,
-    payments: Vec<(AccountId, Payments)>,
+    payments: Vec<(AccountId, PaymentEntries)>,
 }
 
 impl ViewsHistories {
@@ -1991,7 +1930,7 @@ impl<Context> Decode<Context> for ViewsHistories {
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
         let accounts = Vec::<AccountHistory>::decode(decoder)?;
-        let payments = Vec::<(AccountId, Payments)>::decode(decoder)?;
+        let payments = Vec::<(AccountId, PaymentEntries)>::decode(decoder)?;
         Ok(ViewsHistories { accounts, payments })
     }
 }
@@ -2034,10 +1973,13 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
             accounts.push(AccountHistory { entries, names });
         }
         let families = length(decoder)?;
-        decoder.claim_container_read::<(AccountId, Payments)>(families)?;
+        decoder.claim_container_read::<(AccountId, PaymentEntries)>(families)?;
         let mut payments = Vec::with_capacity(families);
         for _ in 0..families {
-            payments.push((AccountId::decode(decoder)?, Payments::decode_v7(decoder)?));
+            payments.push((
+                AccountId::decode(decoder)?,
+                PaymentEntries::decode_v7(decoder)?,
+            ));
         }
         Ok(ViewsHistoriesV7(ViewsHistories { accounts, payments }))
     }
@@ -2092,8 +2034,10 @@ impl Views {
             return Err("views: an account's name differs from its history's");
         }
         let last = self.state.last_seq();
-        let mut families = FxHashMap::default();
-        for (primary, payments) in payments {
+        let mut families = rustc_hash::FxHashSet::default();
+        let mut count = self.money.store.len();
+        for (primary, payments) in &payments {
+            let primary = *primary;
             let charges_fit = payments
                 .charges
                 .windows(2)
@@ -2107,12 +2051,25 @@ impl Views {
             {
                 return Err("views: payments do not fit their family");
             }
-            if families.insert(primary, payments).is_some() {
+            if !families.insert(primary) {
                 return Err("views: duplicate family payments");
             }
+            count += payments.charges.len() + payments.top_ups.len();
+        }
+        // Checked before anything changes: every entry below gets a position.
+        if u32::try_from(count).is_err() {
+            return Err("views: more payments than positions");
+        }
+        let mut money = std::mem::take(&mut self.money);
+        money.payments.clear();
+        for (primary, PaymentEntries { charges, top_ups }) in payments {
+            // Room was checked above.
+            let _ = money
+                .push_entries(primary, 2, charges)
+                .and_then(|()| money.push_entries(primary, 3, top_ups));
         }
         self.accounts = accounts;
-        self.money.payments = families;
+        self.money = money;
         self.complete = true;
         Ok(())
     }

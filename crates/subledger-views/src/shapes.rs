@@ -6,21 +6,13 @@
 //! never changes. See `docs/adr/0007-one-copy-of-the-transfers.md`.
 
 use bincode::{Decode, Encode};
-use subledger_core::{AccountId, MoneyKind, MoneyRecord, Records};
+use subledger_core::{AccountId, MoneyKind, MoneyRecord, Records, SharedRecords};
 
-use super::{family_of_in, History, MoneyLists, Payments, Reference, TransferEntry, Views};
+use super::money::{list_of, Bits, History, MoneyLists, MoneyStore, Payments};
+use super::{family_of_in, Views};
 
 /// Lists per family: balance transfers, credit transfers, charges, top-ups.
 const LISTS: usize = 4;
-
-fn list_of(kind: MoneyKind) -> usize {
-    match kind {
-        MoneyKind::BalanceTransfer => 0,
-        MoneyKind::CreditTransfer => 1,
-        MoneyKind::Charge => 2,
-        MoneyKind::TopUp => 3,
-    }
-}
 
 /// One family's lists: their lengths and the charges' payers, one bit per charge in order
 /// (set: the primary paid).
@@ -91,14 +83,14 @@ impl<Context> Decode<Context> for MoneyListShapes {
             for length in &mut lengths {
                 *length = u64::decode(decoder)?;
             }
-            // The entries a rebuild will allocate, claimed now against the decoding limit.
+            // The positions a rebuild will allocate, claimed now against the decoding limit.
             let entries = lengths.iter().try_fold(0usize, |sum, length| {
                 usize::try_from(*length)
                     .ok()
                     .and_then(|length| sum.checked_add(length))
             });
             let entries = entries.ok_or(refused("views: a length beyond memory"))?;
-            decoder.claim_container_read::<TransferEntry>(entries)?;
+            decoder.claim_container_read::<u32>(entries)?;
             let words = usize::try_from(words_for(lengths[2]))
                 .map_err(|_| refused("views: a length beyond memory"))?;
             decoder.claim_container_read::<u64>(words)?;
@@ -163,7 +155,8 @@ impl Views {
         let cursors = Cursors::new(state.account_count(), families.iter().copied())?;
         let empty_history = History::default();
         let empty_payments = Payments::default();
-        let lists: Vec<[&[TransferEntry]; LISTS]> = families
+        let store = &self.money.store;
+        let lists: Vec<[&[u32]; LISTS]> = families
             .iter()
             .map(|family| {
                 let history = self.money.history.get(family).unwrap_or(&empty_history);
@@ -198,6 +191,7 @@ impl Views {
             let at = next[place][list];
             let entry = lists[place][list]
                 .get(at)
+                .and_then(|position| store.get(family, *position))
                 .ok_or_else(|| mismatch("a list shorter than its records"))?;
             let (from, to) = (entry.from, entry.to);
             let payer_is_primary = record.kind == MoneyKind::Charge && from != record.source;
@@ -214,7 +208,7 @@ impl Views {
                 || entry.seq != record.seq
                 || entry.at != record.at
                 || entry.amount != record.amount
-                || entry.reference.as_str() != record.reference
+                || entry.reference != record.reference
                 || from != expected_from
                 || to != expected_to
             {
@@ -236,13 +230,14 @@ impl Views {
     }
 
     /// Rebuilds the families' money lists from `shapes` and `records` (the idempotency index's,
-    /// in log order), checking each entry as format 7's decoding checks its lists: every list
-    /// within its family, in sequence order, time never going back, nothing after the views'
-    /// last event; and the lists exactly as long as `shapes` says.
+    /// frozen, in log order), checking each entry as format 7's decoding checks its lists:
+    /// every list within its family, in sequence order, time never going back, nothing after
+    /// the views' last event; and the lists exactly as long as `shapes` says. The lists hold
+    /// the records' positions and share the records (no copy).
     pub fn rebuild_money_lists(
         &self,
         shapes: &MoneyListShapes,
-        records: Records<'_>,
+        records: &SharedRecords,
     ) -> Result<RebuiltMoneyLists, &'static str> {
         let state = &self.state;
         let cursors = Cursors::new(
@@ -250,12 +245,12 @@ impl Views {
             shapes.families.iter().map(|shape| shape.family),
         )
         .map_err(|_| "views: money lists of an unknown account or twice")?;
-        let mut lists: Vec<[Vec<TransferEntry>; LISTS]> = Vec::with_capacity(shapes.families.len());
+        let mut lists: Vec<[Vec<u32>; LISTS]> = Vec::with_capacity(shapes.families.len());
         for shape in &shapes.families {
             if family_of_in(state, shape.family) != Some(shape.family) {
                 return Err("views: money lists of an account that is not a primary");
             }
-            let mut four: [Vec<TransferEntry>; LISTS] = Default::default();
+            let mut four: [Vec<u32>; LISTS] = Default::default();
             for (list, length) in four.iter_mut().zip(shape.lengths) {
                 // Claimed against the decoding limit when the shapes were decoded.
                 *list = Vec::with_capacity(usize::try_from(length).unwrap_or(0));
@@ -283,7 +278,10 @@ impl Views {
         };
         let last = state.last_seq();
         let mut previous: Option<MoneyRecord<'_>> = None;
-        for record in records.iter() {
+        let mut primary_paid = Bits::default();
+        for (position, record) in records.records().enumerate() {
+            let position32 =
+                u32::try_from(position).map_err(|_| "views: more money commands than positions")?;
             if previous
                 .is_some_and(|previous| previous.seq >= record.seq || previous.at > record.at)
                 || record.seq > last
@@ -302,41 +300,31 @@ impl Views {
             if at as u64 >= shape.lengths[list] {
                 return Err("views: a money list longer than its shape");
             }
-            let (from, to) = match record.kind {
+            match record.kind {
                 MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => {
                     // One place per family: the same place, the same family.
                     if place_of(record.target) != Some(place) {
                         return Err("views: a transfer history does not fit its family");
                     }
-                    (record.source, record.target)
                 }
                 MoneyKind::Charge => {
                     let word = shape.paid_by_primary.get(at / 64).copied().unwrap_or(0);
-                    let payer = if word >> (at % 64) & 1 == 1 {
-                        shape.family
-                    } else {
-                        record.source
-                    };
-                    (payer, record.source)
+                    if word >> (at % 64) & 1 == 1 {
+                        primary_paid.set(position);
+                    }
                 }
-                MoneyKind::TopUp => (record.source, record.source),
-            };
-            four[list].push(TransferEntry {
-                id: record.id,
-                seq: record.seq,
-                at: record.at,
-                from,
-                to,
-                amount: record.amount,
-                // Most are empty: no string to make.
-                reference: if record.reference.is_empty() {
-                    Reference::default()
-                } else {
-                    Reference::new(record.reference)
-                },
-            });
+                MoneyKind::TopUp => {}
+            }
+            four[list].push(position32);
         }
-        let mut money = MoneyLists::default();
+        let mut money = MoneyLists {
+            store: MoneyStore {
+                shared: records.clone(),
+                primary_paid,
+                entries: Vec::new(),
+            },
+            ..MoneyLists::default()
+        };
         for (shape, [balance, credit, charges, top_ups]) in shapes.families.iter().zip(lists) {
             let built = [balance.len(), credit.len(), charges.len(), top_ups.len()];
             if built

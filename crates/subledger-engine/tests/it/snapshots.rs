@@ -70,6 +70,61 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
     assert_eq!(fingerprint(full), live);
 }
 
+/// An open shares the money records it loaded between the writer's idempotency index and the
+/// read views' lists (ADR 0007): the views copy only what is applied after it. Retries of
+/// loaded commands are still answered from the index, with their original receipt, and a
+/// ledger reopened twice, with a snapshot written from shared records in between, still
+/// equals its live self and a full replay.
+#[test]
+fn an_open_shares_the_loaded_records_between_the_index_and_the_views() {
+    let shared_and_copied =
+        |ledger: &Ledger| ledger.read(subledger_views::Views::money_entries_shared_and_copied);
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    let commands = family_commands();
+    for command in commands.clone() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    // Three money commands so far (a top-up, a transfer, a charge), all copied by the views.
+    assert_eq!(shared_and_copied(&ledger), (0, 3));
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    let tail_charge = charge("snas0001", "1.25");
+    let original = ledger.submit(tail_charge.clone()).unwrap().unwrap();
+    drop(ledger);
+
+    // The snapshot's three and the replayed charge, shared.
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(reopened.recovery().events_replayed, 1);
+    assert_eq!(shared_and_copied(&reopened), (4, 0));
+    let retry = reopened.submit(tail_charge).unwrap().unwrap();
+    assert!(retry.replayed);
+    assert_eq!((retry.first, retry.at), (original.first, original.at));
+    let first_top_up = commands[3].clone();
+    assert!(reopened.submit(first_top_up).unwrap().unwrap().replayed);
+    reopened
+        .submit(transfer_balance("snap0001", "snas0001", "snap0001", "5"))
+        .unwrap()
+        .unwrap();
+    assert_eq!(shared_and_copied(&reopened), (4, 1));
+    // Written from shared records and a copied one.
+    assert_eq!(reopened.snapshot_now().unwrap(), Sequence(8));
+    reopened.submit(top_up("snap0001", "7")).unwrap().unwrap();
+    let live = fingerprint(reopened);
+
+    let again = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(again.recovery().snapshot, Some(Sequence(8)));
+    assert_eq!(shared_and_copied(&again), (6, 0));
+    assert_eq!(fingerprint(again), live);
+    let bare = MemoryLog::new();
+    let mut writer = bare.clone();
+    for batch in log.batches() {
+        writer.append(&batch).unwrap();
+    }
+    let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+    assert_eq!(shared_and_copied(&full), (6, 0));
+    assert_eq!(fingerprint(full), live);
+}
+
 /// A store that keeps failing is not retried at every poll (100 ms): each failure doubles the
 /// wait before the next periodic attempt, from 1 s; once the store works again, the next
 /// attempt writes the snapshot.

@@ -162,6 +162,12 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
     )
 }
 
+/// The records of `views`' idempotency index, frozen (in a copy of the index: the views keep
+/// theirs as they were).
+fn frozen(views: &Views) -> subledger_core::SharedRecords {
+    views.state().command_index().unwrap().clone().freeze()
+}
+
 /// The views of `log` with the idempotency index, as a snapshot holds them.
 fn with_index(log: &[(Sequence, Timestamp, Event)]) -> Views {
     let mut views = Views::with_command_index();
@@ -183,6 +189,7 @@ proptest! {
         let (log, _) = build(&steps);
         let views = with_index(&log);
         let records = views.state().command_index().unwrap().records();
+        let shared = frozen(&views);
         let shapes = views.money_list_shapes(records).unwrap();
         let config = bincode::config::standard();
         let bytes = bincode::encode_to_vec(&shapes, config).unwrap();
@@ -190,18 +197,85 @@ proptest! {
         prop_assert_eq!(read, bytes.len());
         prop_assert_eq!(&decoded, &shapes);
         let mut rebuilt = views.clone();
-        rebuilt.attach_money_lists(views.rebuild_money_lists(&decoded, records).unwrap());
+        rebuilt.attach_money_lists(views.rebuild_money_lists(&decoded, &shared).unwrap());
         prop_assert!(rebuilt == views);
         prop_assert_eq!(rebuilt.views_hash(), views.views_hash());
+        // The rebuilt lists' shapes are the same, checked against the same records.
+        prop_assert_eq!(rebuilt.money_list_shapes(records).unwrap(), shapes.clone());
 
         // The views of a prefix of the log: fewer money commands, other shapes.
-        let prefix = with_index(&log[..log.len() * cut / 100]);
+        let split = log.len() * cut / 100;
+        let prefix = with_index(&log[..split]);
         let prefix_records = prefix.state().command_index().unwrap().records();
+        let prefix_shared = frozen(&prefix);
         if prefix_records.len() != records.len() {
             prop_assert!(views.money_list_shapes(prefix_records).is_err());
-            prop_assert!(views.rebuild_money_lists(&shapes, prefix_records).is_err());
+            prop_assert!(views.rebuild_money_lists(&shapes, &prefix_shared).is_err());
             let prefix_shapes = prefix.money_list_shapes(prefix_records).unwrap();
-            prop_assert!(views.rebuild_money_lists(&prefix_shapes, records).is_err());
+            prop_assert!(views.rebuild_money_lists(&prefix_shapes, &shared).is_err());
+        }
+        // Rebuilt on the prefix's shared records, then applied on live: the lists then point
+        // into the shared records and into the views' own entries, and read as the views that
+        // applied everything.
+        let prefix_shapes = prefix.money_list_shapes(prefix_records).unwrap();
+        let mut resumed = prefix.clone();
+        resumed.attach_money_lists(prefix.rebuild_money_lists(&prefix_shapes, &prefix_shared).unwrap());
+        for (seq, at, event) in &log[split..] {
+            resumed.apply(*seq, *at, event).unwrap();
+        }
+        prop_assert!(resumed == views);
+        prop_assert_eq!(resumed.views_hash(), views.views_hash());
+        prop_assert_eq!(resumed.money_list_shapes(records).unwrap(), shapes);
+    }
+
+    /// Recovery replays the log after a snapshot with the families' money lists built apart
+    /// (`MoneyListsBuilder`, as positions of the index's records) and appended at the end.
+    /// After a format-9 snapshot (lists rebuilt on the index's shared records) they point into
+    /// the same shared records, copying nothing; after an older format (lists decoded as
+    /// entries) the replayed entries are copied from the records. Either way the views equal
+    /// those that applied every event.
+    #[test]
+    fn lists_replayed_after_a_snapshot_equal_the_applied_ones(steps in steps(), cut in 0..100_usize) {
+        let (log, _) = build(&steps);
+        let full = with_index(&log);
+        let split = log.len() * cut / 100;
+        let prefix = with_index(&log[..split]);
+        let config = bincode::config::standard();
+
+        // Format 9: the prefix's lists rebuilt on its own index's records, frozen.
+        let mut shared_form = prefix.clone();
+        let mut index = shared_form.detach_command_index().unwrap();
+        let records = index.freeze();
+        shared_form.attach_command_index(index).unwrap();
+        let shapes = prefix
+            .money_list_shapes(prefix.state().command_index().unwrap().records())
+            .unwrap();
+        shared_form.attach_money_lists(prefix.rebuild_money_lists(&shapes, &records).unwrap());
+        prop_assert_eq!(shared_form.money_entries_shared_and_copied(), (records.len(), 0));
+
+        // Formats 3–8: the lists' entries are decoded from the snapshot.
+        let bytes = bincode::encode_to_vec(&prefix, config).unwrap();
+        let (copied_form, _): (Views, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+        prop_assert!(copied_form == prefix);
+
+        for (mut views, shared) in [(shared_form, true), (copied_form, false)] {
+            let mut index = views.detach_command_index().unwrap();
+            let mut lists = MoneyListsBuilder::after(&views, index.len());
+            for (seq, at, event) in &log[split..] {
+                index.append_event(*seq, *at, event).unwrap();
+                lists.record(*seq, *at, event);
+                views.apply_except_money_lists(*seq, *at, event).unwrap();
+            }
+            index.enter_appended().unwrap();
+            views.reattach_replayed_command_index(index).unwrap();
+            views.append_money_lists(lists).unwrap();
+            prop_assert!(views == full);
+            prop_assert_eq!(views.views_hash(), full.views_hash());
+            let commands = full.state().command_count();
+            // Decoded lists without an entry are no obstacle to sharing.
+            let copies = !shared && prefix.state().command_count() > 0;
+            let expected = if copies { (0, commands) } else { (commands, 0) };
+            prop_assert_eq!(views.money_entries_shared_and_copied(), expected);
         }
     }
 
