@@ -812,20 +812,40 @@ impl CommandIndex {
         let mut last = Sequence::ZERO;
         let mut raw = [0u8; RECORD_RAW_BYTES];
         for _ in 0..count {
-            decoder.reader().read(&mut raw)?;
+            // Most records have no reference: read in place from the reader's buffer, fixed
+            // part and empty reference at once (copying each out first was a tenth of this
+            // section's decoding).
+            let in_place = decoder
+                .reader()
+                .peek_read(RECORD_RAW_BYTES + 1)
+                .and_then(|bytes| match bytes.split_last() {
+                    Some((0, fixed)) => Some(parse_raw(fixed.try_into().ok()?)),
+                    _ => None,
+                });
+            let (parsed, reference) = match in_place {
+                Some(parsed) => {
+                    decoder.reader().consume(RECORD_RAW_BYTES + 1);
+                    (parsed, String::new())
+                }
+                None => {
+                    decoder.reader().read(&mut raw)?;
+                    let parsed = parse_raw(&raw);
+                    let empty = matches!(decoder.reader().peek_read(1), Some([0]));
+                    let reference = if empty {
+                        decoder.reader().consume(1);
+                        String::new()
+                    } else {
+                        String::decode(decoder)?
+                    };
+                    (parsed, reference)
+                }
+            };
             let (id, seq, at, amount, source, target, kind) =
-                parse_raw(&raw).ok_or(refused("bytes no idempotency record writes"))?;
+                parsed.ok_or(refused("bytes no idempotency record writes"))?;
             if seq <= last {
                 return Err(refused("idempotency records out of order"));
             }
             last = seq;
-            let empty = matches!(decoder.reader().peek_read(1), Some([0]));
-            let reference = if empty {
-                decoder.reader().consume(1);
-                String::new()
-            } else {
-                String::decode(decoder)?
-            };
             let command = MoneyCommand {
                 id,
                 kind,
