@@ -237,10 +237,11 @@ struct Segment {
     references: Vec<Box<str>>,
 }
 
-/// Frozen segments shared before copying them all into one ([`CommandIndex::freeze`]). An
-/// open freezes at most twice (a snapshot's records, then the replayed ones), so this is only
-/// a bound on the lookups' walk.
-const SHARED_SEGMENTS_MAX: usize = 4;
+/// Records a live index holds before the writer freezes them into a shared segment and hands
+/// them to the views, which then drop their own copies (see [`SharedRecords`]). Big enough
+/// that a segment's hand-over (an `Arc`, then the views dropping that many copies) is rare,
+/// small enough that the two copies of the newest records stay a few megabytes.
+pub const SHARED_SEGMENT_RECORDS_MIN: usize = 65_536;
 
 /// An index's first records, frozen and shared: what an open loaded, held once in memory by
 /// the writer's index and by the views' money lists, which address them by position (see
@@ -270,21 +271,19 @@ impl SharedRecords {
     }
 
     fn packed(&self, position: usize) -> Option<&Packed> {
-        let segment = self
+        let after = self
             .segments
-            .iter()
-            .rev()
-            .find(|segment| segment.first <= position)?;
+            .partition_point(|segment| segment.first <= position);
+        let segment = self.segments.get(after.checked_sub(1)?)?;
         segment.records.get(position - segment.first)
     }
 
     /// The reference with 1-based number `slot` among the shared ones.
     fn reference(&self, slot: usize) -> Option<&str> {
-        let segment = self
+        let after = self
             .segments
-            .iter()
-            .rev()
-            .find(|segment| segment.references_before < slot)?;
+            .partition_point(|segment| segment.references_before < slot);
+        let segment = self.segments.get(after.checked_sub(1)?)?;
         segment
             .references
             .get(slot - 1 - segment.references_before)
@@ -391,20 +390,6 @@ impl Store {
                 references: std::mem::take(&mut self.references),
             };
             self.shared.segments.push(Arc::new(segment));
-            if self.shared.segments.len() > SHARED_SEGMENTS_MAX {
-                let merged = Segment {
-                    first: 0,
-                    references_before: 0,
-                    records: self.shared.iter().copied().collect(),
-                    references: self
-                        .shared
-                        .segments
-                        .iter()
-                        .flat_map(|segment| segment.references.iter().cloned())
-                        .collect(),
-                };
-                self.shared.segments = vec![Arc::new(merged)];
-            }
         }
         self.shared.clone()
     }
@@ -616,6 +601,11 @@ impl CommandIndex {
     /// appended later are the index's own again. The table is untouched: positions stay.
     pub fn freeze(&mut self) -> SharedRecords {
         self.store.freeze()
+    }
+
+    /// Records added since the last [`CommandIndex::freeze`] (the index's own, not shared).
+    pub fn unfrozen_len(&self) -> usize {
+        self.store.records.len()
     }
 
     /// Records appended and not yet entered (an index with any is not ready for lookups).
@@ -1206,8 +1196,7 @@ mod tests {
 
     /// Freezing moves the records into shared segments without changing anything an index
     /// answers or encodes: positions, references (numbered across the segments and the
-    /// records appended after), lookups, repeats refused, the bytes of both formats. Past
-    /// `SHARED_SEGMENTS_MAX` segments they are merged into one.
+    /// records appended after), lookups, repeats refused, the bytes of both formats.
     #[test]
     fn freezing_shares_the_records_and_changes_nothing_an_index_answers() {
         let config = bincode::config::standard();
@@ -1225,13 +1214,14 @@ mod tests {
             let record = record(n, i128::from(n), &reference(n));
             assert!(plain.insert(id(n.into()), &record));
             assert!(frozen.insert(id(n.into()), &record));
-            // Eight freezes: segments of 7 or so records, merged whenever there are too many.
+            // Eight freezes: segments of 7 records, each an addition to the last ones.
             if n % 7 == 0 {
                 let before = shared.clone();
                 shared = frozen.freeze();
                 assert_eq!(shared.len(), frozen.len());
-                assert!(shared.segments.len() <= SHARED_SEGMENTS_MAX);
-                assert!(before.is_prefix_of(&shared) || shared.segments.len() == 1);
+                assert_eq!(frozen.unfrozen_len(), 0);
+                assert_eq!(shared.segments.len(), before.segments.len() + 1);
+                assert!(before.is_prefix_of(&shared) && !shared.is_prefix_of(&before));
             }
         }
         assert!(frozen == plain);

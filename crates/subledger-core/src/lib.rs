@@ -44,6 +44,7 @@ pub use command::{
 pub use commands::{
     is_money_event, CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered,
     MoneyRecord, PendingEntry, Records, SharedRecords, RECORD_RAW_BYTES,
+    SHARED_SEGMENT_RECORDS_MIN,
 };
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,

@@ -226,13 +226,16 @@ impl Snapshotter {
                 replica
                     .apply_batch(&batch)
                     .map_err(|error| error.to_string())?;
-                continue;
+            } else {
+                for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
+                    replica
+                        .apply(seq, at, event)
+                        .map_err(|error| error.to_string())?;
+                }
             }
-            for (seq, event) in batch.iter().filter(|(seq, _)| *seq > start) {
-                replica
-                    .apply(seq, at, event)
-                    .map_err(|error| error.to_string())?;
-            }
+            // The replica's lists and its index share their records, as the live views and
+            // the writer's index do.
+            replica.share_money_records(subledger_core::SHARED_SEGMENT_RECORDS_MIN);
         }
         Ok(())
     }

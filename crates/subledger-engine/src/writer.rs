@@ -54,6 +54,10 @@ struct Decided {
     /// Each request's reply and how many outcomes it takes, in order.
     replies: Vec<(usize, Reply)>,
     outcomes: Vec<Outcome>,
+    /// The writer's idempotency records, frozen once this batch was decided
+    /// ([`subledger_core::SHARED_SEGMENT_RECORDS_MIN`]): the views, once they have applied
+    /// the batch, drop their own copies of them and share these (ADR 0007).
+    records: Option<subledger_core::SharedRecords>,
 }
 
 /// The views thread: applies synced batches to the read views in log order, publishes them,
@@ -73,6 +77,7 @@ fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
             batch,
             replies,
             outcomes,
+            records,
         } = decided;
         let batch = batch.filter(|_| stopped.is_none());
         let result = match batch {
@@ -92,6 +97,11 @@ fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
                     let applied = views
                         .apply_batch(&batch)
                         .map_err(|error| format!("read views refused a committed batch: {error}"));
+                    if let (Ok(()), Some(records)) = (&applied, &records) {
+                        // Views that number their entries on their own keep them (see
+                        // `Views::adopt_money_records`): a memory matter only.
+                        views.adopt_money_records(records);
+                    }
                     drop(views);
                     applied.map(|()| crate::subscription::publish(shared, &batch))
                 }
@@ -506,10 +516,22 @@ impl Writer {
             .drain(..)
             .map(|(commands, reply)| (commands.len(), reply))
             .collect();
+        // The records of this batch and the ones before, frozen for the views to share: only
+        // with a batch to apply, since the views adopt them after applying it.
+        let due = batch.is_some()
+            && self.state.command_index().is_some_and(|index| {
+                index.unfrozen_len() >= subledger_core::SHARED_SEGMENT_RECORDS_MIN
+            });
+        let records = if due {
+            self.state.freeze_command_records()
+        } else {
+            None
+        };
         let decided = Decided {
             batch,
             replies,
             outcomes,
+            records,
         };
         // Looked at after deciding: what arrived meanwhile is what a hand-over lets the writer
         // decide while this batch is synced.

@@ -1124,6 +1124,30 @@ impl Views {
         self.money.append(built, &shared)
     }
 
+    /// Drops the money lists' own copies of the records `shared` holds (the writer's
+    /// idempotency index froze them: [`subledger_core::CommandIndex::freeze`]) and points the
+    /// lists at the shared records. `false`, and nothing changes, if the views have not
+    /// applied them all yet, or number their entries on their own (decoded from a snapshot
+    /// format before 9: they then keep their copies until the next open).
+    pub fn adopt_money_records(&mut self, shared: &subledger_core::SharedRecords) -> bool {
+        self.money.store.adopt(shared)
+    }
+
+    /// For views that hold the idempotency index themselves (the snapshot thread's replica):
+    /// once the index has `min_records` records of its own, freezes them and lets the money
+    /// lists share them ([`Views::adopt_money_records`]).
+    pub fn share_money_records(&mut self, min_records: usize) {
+        let due = self
+            .state
+            .command_index()
+            .is_some_and(|index| index.unfrozen_len() >= min_records);
+        if due {
+            if let Some(shared) = self.state.freeze_command_records() {
+                self.money.store.adopt(&shared);
+            }
+        }
+    }
+
     /// The money lists' entries held as records shared with the idempotency index (what an
     /// open loaded), and those the views hold copies of (applied since, or decoded from a
     /// snapshot format before 9).

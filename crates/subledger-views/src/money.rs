@@ -151,6 +151,54 @@ impl MoneyStore {
     }
 }
 
+impl MoneyStore {
+    /// Replaces the own entries that `shared` now holds (the writer's index froze them after
+    /// the views applied them) with the shared records: the first step of each list's life
+    /// is a copy in the views, the rest of it one record in memory. `false` (and nothing
+    /// changes) unless these entries are exactly those records, at the same positions: views
+    /// decoded from a snapshot format before 9 number their entries on their own and keep
+    /// them.
+    pub(crate) fn adopt(&mut self, shared: &SharedRecords) -> bool {
+        let old = self.shared.len();
+        let new = shared.len();
+        if new <= old || !self.shared.is_prefix_of(shared) || self.len() < new {
+            return false;
+        }
+        let adopted = new - old;
+        let mut primary_paid = Vec::new();
+        for (offset, entry) in self.entries[..adopted].iter().enumerate() {
+            let Some(record) = shared.get(old + offset) else {
+                return false;
+            };
+            // The same command, field by field (a charge's payer is not in the record).
+            let accounts = match record.kind {
+                MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => {
+                    (record.source, record.target) == (entry.from, entry.to)
+                }
+                MoneyKind::Charge => record.source == entry.to,
+                MoneyKind::TopUp => (record.source, record.source) == (entry.from, entry.to),
+            };
+            let same = record.id == entry.id
+                && record.seq == entry.seq
+                && record.at == entry.at
+                && record.amount == entry.amount
+                && record.reference == entry.reference.as_str();
+            if !accounts || !same {
+                return false;
+            }
+            if record.kind == MoneyKind::Charge && entry.from != entry.to {
+                primary_paid.push(old + offset);
+            }
+        }
+        for position in primary_paid {
+            self.primary_paid.set(position);
+        }
+        self.entries.drain(..adopted);
+        self.shared = shared.clone();
+        true
+    }
+}
+
 /// A family's balance and credit transfers, as store positions in sequence order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct History {

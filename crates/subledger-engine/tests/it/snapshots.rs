@@ -125,6 +125,70 @@ fn an_open_shares_the_loaded_records_between_the_index_and_the_views() {
     assert_eq!(fingerprint(full), live);
 }
 
+/// Live, the writer freezes its idempotency records every `SHARED_SEGMENT_RECORDS_MIN` and
+/// the read views drop their copies of them once applied, sharing the writer's; the snapshot
+/// thread's replica does the same with its own index (exercised here, its sharing checked
+/// only through the snapshot it writes). Reads, retries, snapshots and a reopen are
+/// unchanged.
+#[test]
+fn live_views_share_the_records_the_writer_froze() {
+    let shared_and_copied =
+        |ledger: &Ledger| ledger.read(subledger_views::Views::money_entries_shared_and_copied);
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    let commands = family_commands();
+    for command in commands.clone() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    // The replica is built now, so that it catches up through the charges below (freezing
+    // and sharing its own records on the way).
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    let segment = SHARED_SEGMENT_RECORDS_MIN;
+    let charges: Vec<Command> = (0..segment + 100)
+        .map(|_| charge("snas0002", "0.00000001"))
+        .collect();
+    for chunk in charges.chunks(4_096) {
+        for outcome in ledger.submit_batch(chunk.to_vec()).unwrap() {
+            outcome.unwrap();
+        }
+    }
+    let (shared, copied) = shared_and_copied(&ledger);
+    let total = 3 + segment + 100;
+    assert_eq!(shared + copied, total);
+    assert!(shared >= segment && copied < segment, "{shared} / {copied}");
+    // A shared subaccount's charge (paid by the primary) and an early command, retried.
+    let retry = ledger.submit(charges[10].clone()).unwrap().unwrap();
+    assert!(retry.replayed);
+    assert!(
+        ledger
+            .submit(commands[4].clone())
+            .unwrap()
+            .unwrap()
+            .replayed
+    );
+    let payer = ledger.read(|views| {
+        let page = views
+            .payments(
+                &"snap0001".parse().unwrap(),
+                subledger_views::PaymentKind::Charges,
+                &subledger_views::TransferQuery::default(),
+            )
+            .unwrap();
+        page.items
+            .iter()
+            .map(|item| item.payer.to_string())
+            .collect::<Vec<_>>()
+    });
+    assert!(!payer.is_empty() && payer.iter().all(|payer| payer == "snap0001"));
+    // A snapshot written from the replica (whose lists share its index's records by now),
+    // then reopened, equals the live ledger.
+    assert!(ledger.snapshot_now().is_ok());
+    let live = fingerprint(ledger);
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(shared_and_copied(&reopened), (total, 0));
+    assert_eq!(fingerprint(reopened), live);
+}
+
 /// A store that keeps failing is not retried at every poll (100 ms): each failure doubles the
 /// wait before the next periodic attempt, from 1 s; once the store works again, the next
 /// attempt writes the snapshot.

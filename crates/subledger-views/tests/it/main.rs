@@ -279,6 +279,78 @@ proptest! {
         }
     }
 
+    /// Live, the writer freezes its index's records now and then and the views adopt them,
+    /// dropping their own copies: the views then read exactly as the views that kept theirs.
+    /// Records the views have not applied yet are not adopted, and nothing changes.
+    #[test]
+    fn money_records_adopted_from_the_writers_index_read_as_the_copies(steps in steps(), cuts in proptest::collection::vec(any::<bool>(), 200)) {
+        let (log, _) = build(&steps);
+        let mut kept = Views::new();
+        let mut adopting = Views::new();
+        let mut writer = State::new(Policy::default());
+        for (index, (seq, at, event)) in log.iter().enumerate() {
+            writer.apply(*seq, *at, event).unwrap();
+            if cuts[index % cuts.len()] {
+                // Frozen one event ahead of the views: not adoptable yet (unless that event
+                // was no money command).
+                let shared = writer.freeze_command_records().unwrap();
+                let before = adopting.money_entries_shared_and_copied();
+                let adopted = adopting.adopt_money_records(&shared);
+                if adopted {
+                    prop_assert!(!is_money_event(event));
+                } else {
+                    prop_assert_eq!(adopting.money_entries_shared_and_copied(), before);
+                }
+            }
+            kept.apply(*seq, *at, event).unwrap();
+            adopting.apply(*seq, *at, event).unwrap();
+            if cuts[(index + 7) % cuts.len()] {
+                let shared = writer.freeze_command_records().unwrap();
+                let fresh = shared.len() > adopting.money_entries_shared_and_copied().0;
+                prop_assert_eq!(adopting.adopt_money_records(&shared), fresh);
+                prop_assert_eq!(adopting.money_entries_shared_and_copied(), (shared.len(), 0));
+            }
+            prop_assert!(adopting == kept);
+        }
+        prop_assert_eq!(adopting.views_hash(), kept.views_hash());
+        // Views holding the index themselves (the snapshot replica) share its records once it
+        // has enough of its own.
+        let mut replica = with_index(&log);
+        let commands = replica.state().command_count();
+        replica.share_money_records(commands + 1);
+        prop_assert_eq!(replica.money_entries_shared_and_copied(), (0, commands));
+        replica.share_money_records(commands.max(1));
+        prop_assert_eq!(replica.money_entries_shared_and_copied(), (commands, 0));
+        prop_assert!(replica == with_index(&log));
+        // Views that number their entries on their own (decoded from an older format) adopt
+        // only where their numbering happens to be the log's, entry by entry; either way they
+        // read the same.
+        let config = bincode::config::standard();
+        let legacy = with_index(&log);
+        let bytes = bincode::encode_to_vec(&legacy, config).unwrap();
+        let (mut decoded, _): (Views, usize) = bincode::decode_from_slice(&bytes, config).unwrap();
+        let shared = writer.freeze_command_records().unwrap();
+        let adopted = decoded.adopt_money_records(&shared);
+        prop_assert!(decoded == legacy);
+        let expected = if adopted { (shared.len(), 0) } else { (0, shared.len()) };
+        prop_assert_eq!(decoded.money_entries_shared_and_copied(), expected);
+        // Records of another ledger are never adopted.
+        // (Amounts the strategy never draws.)
+        let (other_log, _) = build(&[(1, 0, 0, 77, 1), (1, 1, 1, 79, 2)]);
+        let mut other = State::new(Policy::default());
+        for (seq, at, event) in &other_log {
+            other.apply(*seq, *at, event).unwrap();
+        }
+        let foreign = other.freeze_command_records().unwrap();
+        let mut fresh = Views::new();
+        for (seq, at, event) in &log {
+            fresh.apply(*seq, *at, event).unwrap();
+        }
+        if !foreign.is_empty() && fresh.money_entries_shared_and_copied().1 >= foreign.len() {
+            prop_assert!(!fresh.adopt_money_records(&foreign));
+        }
+    }
+
     /// The live path applies whole batches, reading their accounts ahead in chunks
     /// (`Views::warm`); it must build exactly the views one-by-one application does, and the
     /// read-ahead itself must change nothing.
