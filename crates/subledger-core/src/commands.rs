@@ -306,7 +306,24 @@ impl SharedRecords {
 
     /// Every record, in log order.
     pub fn records(&self) -> impl Iterator<Item = MoneyRecord<'_>> + '_ {
-        self.iter()
+        self.records_from(0)
+    }
+
+    /// The records from `position` on, in log order (a walk through memory, not a lookup per
+    /// record).
+    pub fn records_from(&self, position: usize) -> impl Iterator<Item = MoneyRecord<'_>> + '_ {
+        let after = self
+            .segments
+            .partition_point(|segment| segment.first <= position);
+        let start = after.saturating_sub(1);
+        self.segments
+            .get(start..)
+            .unwrap_or_default()
+            .iter()
+            .flat_map(move |segment| {
+                let skip = position.saturating_sub(segment.first);
+                segment.records.get(skip..).unwrap_or_default().iter()
+            })
             .map(|packed| money_record(packed, self.reference_of(packed)))
     }
 
