@@ -157,6 +157,12 @@ pub struct Config {
     /// Start recovery from the newest usable snapshot (`false`: replay the whole log, e.g. to
     /// audit it or to measure full replay).
     pub recovery_uses_snapshots: bool,
+    /// Money records the writer's idempotency index holds of its own before it freezes them
+    /// for the read views to share, which then drop their copies (the snapshot thread's
+    /// replica does the same with its own index): see
+    /// `docs/adr/0007-one-copy-of-the-transfers.md`. Each money command applied live is held
+    /// twice until then. 0: never (everything applied since the open stays copied).
+    pub shared_segment_records_min: usize,
 }
 
 impl Default for Config {
@@ -174,6 +180,7 @@ impl Default for Config {
             snapshots_keep: SNAPSHOTS_KEEP_DEFAULT,
             snapshot_replica: SnapshotReplica::Kept,
             recovery_uses_snapshots: true,
+            shared_segment_records_min: subledger_core::SHARED_SEGMENT_RECORDS_MIN,
         }
     }
 }
@@ -468,6 +475,7 @@ impl Ledger {
             retry_wait: std::time::Duration::ZERO,
             last_snapshot: recovered_snapshot,
             last_error: Arc::clone(&snapshot_error),
+            shared_segment_records_min: config.shared_segment_records_min,
         };
         let (snapshots, snapshot_requests) = crossbeam_channel::bounded(16);
         let snapshot_handle = std::thread::Builder::new()

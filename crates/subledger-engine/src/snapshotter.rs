@@ -88,6 +88,8 @@ pub(crate) struct Snapshotter {
     pub(crate) keep: usize,
     /// `false` ([`crate::SnapshotReplica::Rebuilt`]): drop the replica after each snapshot.
     pub(crate) replica_kept: bool,
+    /// See [`crate::Config::shared_segment_records_min`].
+    pub(crate) shared_segment_records_min: usize,
     /// Tells [`crate::Metrics`] whether `replica` is built.
     pub(crate) replica_held: Arc<AtomicBool>,
     /// Tells [`crate::Metrics`] how many snapshots this thread wrote, and the newest one's
@@ -235,7 +237,9 @@ impl Snapshotter {
             }
             // The replica's lists and its index share their records, as the live views and
             // the writer's index do.
-            replica.share_money_records(subledger_core::SHARED_SEGMENT_RECORDS_MIN);
+            if self.shared_segment_records_min > 0 {
+                replica.share_money_records(self.shared_segment_records_min);
+            }
         }
         Ok(())
     }

@@ -55,7 +55,7 @@ struct Decided {
     replies: Vec<(usize, Reply)>,
     outcomes: Vec<Outcome>,
     /// The writer's idempotency records, frozen once this batch was decided
-    /// ([`subledger_core::SHARED_SEGMENT_RECORDS_MIN`]): the views, once they have applied
+    /// ([`crate::Config::shared_segment_records_min`]): the views, once they have applied
     /// the batch, drop their own copies of them and share these (ADR 0007).
     records: Option<subledger_core::SharedRecords>,
 }
@@ -518,10 +518,13 @@ impl Writer {
             .collect();
         // The records of this batch and the ones before, frozen for the views to share: only
         // with a batch to apply, since the views adopt them after applying it.
-        let due = batch.is_some()
-            && self.state.command_index().is_some_and(|index| {
-                index.unfrozen_len() >= subledger_core::SHARED_SEGMENT_RECORDS_MIN
-            });
+        let segment = self.config.shared_segment_records_min;
+        let due = segment > 0
+            && batch.is_some()
+            && self
+                .state
+                .command_index()
+                .is_some_and(|index| index.unfrozen_len() >= segment);
         let records = if due {
             self.state.freeze_command_records()
         } else {

@@ -60,6 +60,8 @@ fn concurrent_submitters_check(log_handoff_commands_min: usize) {
     let config = Config {
         batch_commands_max: 64,
         log_handoff_commands_min,
+        // Tiny shared segments: the views adopt the writer's records every few batches.
+        shared_segment_records_min: 16,
         ..Config::default()
     };
     let ledger = Arc::new(Ledger::open(config, log.clone(), SystemClock).unwrap());

@@ -46,6 +46,8 @@ fn crash_child() {
         snapshot_every_events: 300,
         snapshots_keep: 2,
         batch_commands_max: 64,
+        // Records shared by the writer, the views and the snapshot replica every few batches.
+        shared_segment_records_min: 50,
         ..Config::default()
     };
     let ledger = Arc::new(Ledger::open(config, log, SystemClock).unwrap());
