@@ -1415,14 +1415,16 @@ impl State {
     /// Every record of `index` names known accounts and a point no later than the last event.
     fn check_command_records(&self, index: &CommandIndex) -> Result<(), String> {
         let known = |account: AccountId| account.index() < self.accounts.len();
-        for (id, record) in index.iter() {
-            if !known(record.content.source)
-                || !known(record.content.target)
+        // Borrowed records: no reference is copied to be looked at.
+        for record in index.records().iter() {
+            if !known(record.source)
+                || !known(record.target)
                 || record.seq > self.last_seq
                 || record.at > self.last_at
             {
                 return Err(format!(
-                    "command {id} refers to unknown accounts or the future"
+                    "command {} refers to unknown accounts or the future",
+                    record.id
                 ));
             }
         }
@@ -1446,6 +1448,15 @@ impl State {
         self.commands = index;
         self.without_command_index = false;
         Ok(())
+    }
+
+    /// Puts in an index (this state's own detached one, or a decoded one) whose records the
+    /// caller has checked as [`State::attach_command_index`] would: every record's accounts
+    /// known, none after this state's last event. A format-9 snapshot's open checks them while
+    /// it rebuilds the money lists from them, on another thread, so that this pass is not one
+    /// more step after the index's table is built.
+    pub fn attach_checked_command_index(&mut self, index: CommandIndex) -> Result<(), String> {
+        self.reattach_replayed_command_index(index)
     }
 
     /// Puts back an index detached with [`State::detach_command_index`] whose records were

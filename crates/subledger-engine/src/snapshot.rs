@@ -249,15 +249,22 @@ fn length_at(bytes: &[u8], index: usize) -> Result<usize, SnapshotError> {
         .map_err(|_| SnapshotError::Mismatch)
 }
 
-/// Puts the decoded `index` into `views` (decoded with an empty one).
-fn with_index(mut views: Views, index: CommandIndex) -> Result<Views, SnapshotError> {
+/// Puts the decoded `index` into `views` (decoded with an empty one), checking its records.
+fn with_index(views: Views, index: CommandIndex) -> Result<Views, SnapshotError> {
+    with_index_as(views, index, Views::attach_command_index)
+}
+
+/// [`with_index`], attaching with `attach`.
+fn with_index_as(
+    mut views: Views,
+    index: CommandIndex,
+    attach: fn(&mut Views, CommandIndex) -> Result<(), String>,
+) -> Result<Views, SnapshotError> {
     match views.detach_command_index() {
         Some(empty) if empty.is_empty() => {}
         _ => return Err(SnapshotError::Mismatch),
     }
-    views
-        .attach_command_index(index)
-        .map_err(SnapshotError::Payload)?;
+    attach(&mut views, index).map_err(SnapshotError::Payload)?;
     Ok(views)
 }
 
@@ -487,7 +494,8 @@ fn decode_sections_v9<const LIMIT: usize>(
         .attach_histories(histories?)
         .map_err(|detail| SnapshotError::Payload(detail.into()))?;
     views.attach_money_lists(rebuilt.map_err(|detail| SnapshotError::Payload(detail.into()))?);
-    with_index(views, index)
+    // The rebuild checked every record against the state, beside the table's entry.
+    with_index_as(views, index, Views::attach_checked_command_index)
 }
 
 /// `histories`, if every account's entries are in order and none is after `seq`.

@@ -758,6 +758,14 @@ impl Views {
         self.state.attach_command_index(index)
     }
 
+    /// See [`State::attach_checked_command_index`].
+    pub fn attach_checked_command_index(
+        &mut self,
+        index: subledger_core::CommandIndex,
+    ) -> Result<(), String> {
+        self.state.attach_checked_command_index(index)
+    }
+
     /// Drops the idempotency index (the live read views never need it).
     pub fn forget_command_index(&mut self) {
         self.state.forget_command_index();

@@ -233,7 +233,10 @@ impl Views {
     /// frozen, in log order), checking each entry as format 7's decoding checks its lists:
     /// every list within its family, in sequence order, time never going back, nothing after
     /// the views' last event; and the lists exactly as long as `shapes` says. The lists hold
-    /// the records' positions and share the records (no copy).
+    /// the records' positions and share the records (no copy). Success also means every
+    /// record passes `State::attach_command_index`'s check against these views' state (known
+    /// accounts, nothing after the last event), so the index can be attached with
+    /// `State::attach_checked_command_index`.
     pub fn rebuild_money_lists(
         &self,
         shapes: &MoneyListShapes,
@@ -276,7 +279,7 @@ impl Views {
                 .filter(|place| *place != u32::MAX)
                 .map(|place| place as usize)
         };
-        let last = state.last_seq();
+        let (last, last_at) = (state.last_seq(), state.last_at());
         let mut previous: Option<MoneyRecord<'_>> = None;
         let mut primary_paid = Bits::default();
         for (position, record) in records.records().enumerate() {
@@ -285,6 +288,7 @@ impl Views {
             if previous
                 .is_some_and(|previous| previous.seq >= record.seq || previous.at > record.at)
                 || record.seq > last
+                || record.at > last_at
             {
                 return Err("views: a money list is out of order");
             }
@@ -306,6 +310,9 @@ impl Views {
                     if place_of(record.target) != Some(place) {
                         return Err("views: a transfer history does not fit its family");
                     }
+                }
+                MoneyKind::Charge | MoneyKind::TopUp if record.target != record.source => {
+                    return Err("views: a payment names two accounts");
                 }
                 MoneyKind::Charge => {
                     let word = shape.paid_by_primary.get(at / 64).copied().unwrap_or(0);

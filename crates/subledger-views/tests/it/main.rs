@@ -202,6 +202,17 @@ proptest! {
         prop_assert_eq!(rebuilt.views_hash(), views.views_hash());
         // The rebuilt lists' shapes are the same, checked against the same records.
         prop_assert_eq!(rebuilt.money_list_shapes(records).unwrap(), shapes.clone());
+        // Records dated after the views' last event are refused: the rebuild stands for the
+        // index's own check when it is attached (`State::attach_checked_command_index`).
+        let mut later = CommandIndex::default();
+        for (seq, at, event) in &log {
+            later.append_event(*seq, Timestamp(at.0 + 1_000_000), event).unwrap();
+        }
+        later.enter_appended().unwrap();
+        let later = later.freeze();
+        if !later.is_empty() {
+            prop_assert!(views.rebuild_money_lists(&shapes, &later).is_err());
+        }
 
         // The views of a prefix of the log: fewer money commands, other shapes.
         let split = log.len() * cut / 100;
