@@ -45,7 +45,7 @@ fn read_record(
             if let Err(fault) = index.append_event(seq, record.at, event) {
                 return Some(ApplyError { seq, fault });
             }
-            lists.record(seq, record.at, event);
+            lists.record(event);
         }
         seq = seq.next();
     }

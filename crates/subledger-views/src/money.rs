@@ -433,7 +433,7 @@ impl MoneyListsBuilder {
         }
     }
 
-    pub fn record(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
+    pub fn record(&mut self, event: &Event) {
         match event {
             // Only the next id (anything else fails the replay, which drops these lists).
             Event::PrimaryOpened { account, .. } if account.index() == self.families.len() => {
@@ -444,17 +444,25 @@ impl MoneyListsBuilder {
             } if account.index() == self.families.len() => self.families.push(*primary),
             _ => {}
         }
-        let families = &self.families;
-        let family = |id: AccountId| families.get(id.index()).copied().unwrap_or(id);
-        let Some((family, list, entry)) = money_entry(seq, at, event, family) else {
-            return;
+        // Only where the entry goes: the entry itself is the record the index appends.
+        let (account, list, primary_paid) = match event {
+            Event::BalanceTransferred { source, .. } => (*source, 0, false),
+            Event::CreditTransferred { source, .. } => (*source, 1, false),
+            Event::Charged { account, payer, .. } => (*account, 2, payer != account),
+            Event::ToppedUp { account, .. } => (*account, 3, false),
+            _ => return,
         };
+        let family = self
+            .families
+            .get(account.index())
+            .copied()
+            .unwrap_or(account);
         // Positions past `u32::MAX` cannot be: the index refuses such records, which fails
         // the replay.
         let Ok(position) = u32::try_from(self.next) else {
             return;
         };
-        if list == 2 && entry.from != entry.to {
+        if primary_paid {
             self.primary_paid.set(self.next - self.first);
         }
         self.next += 1;

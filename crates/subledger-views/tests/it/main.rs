@@ -274,7 +274,7 @@ proptest! {
             let mut lists = MoneyListsBuilder::after(&views, index.len());
             for (seq, at, event) in &log[split..] {
                 index.append_event(*seq, *at, event).unwrap();
-                lists.record(*seq, *at, event);
+                lists.record(event);
                 views.apply_except_money_lists(*seq, *at, event).unwrap();
             }
             index.enter_appended().unwrap();
