@@ -239,11 +239,38 @@ fn money_entry(
     event: &Event,
     family: impl Fn(AccountId) -> AccountId,
 ) -> Option<(AccountId, usize, TransferEntry)> {
-    let entry = |command: &CommandId,
-                 from: &AccountId,
-                 to: &AccountId,
-                 amount: &Amount,
-                 reference: &String| TransferEntry {
+    // (command, from, to, amount, reference, list, the account whose family lists it)
+    let (command, from, to, amount, reference, list, owner) = match event {
+        Event::BalanceTransferred {
+            command,
+            source,
+            target,
+            amount,
+            reference,
+        } => (command, source, target, amount, reference, 0, source),
+        Event::CreditTransferred {
+            command,
+            source,
+            target,
+            amount,
+            reference,
+        } => (command, source, target, amount, reference, 1, source),
+        Event::Charged {
+            command,
+            account,
+            payer,
+            amount,
+            reference,
+        } => (command, payer, account, amount, reference, 2, account),
+        Event::ToppedUp {
+            command,
+            account,
+            amount,
+            reference,
+        } => (command, account, account, amount, reference, 3, account),
+        _ => return None,
+    };
+    let entry = TransferEntry {
         id: *command,
         seq,
         at,
@@ -252,52 +279,7 @@ fn money_entry(
         amount: *amount,
         reference: Reference::new(reference),
     };
-    Some(match event {
-        Event::BalanceTransferred {
-            command,
-            source,
-            target,
-            amount,
-            reference,
-        } => (
-            family(*source),
-            0,
-            entry(command, source, target, amount, reference),
-        ),
-        Event::CreditTransferred {
-            command,
-            source,
-            target,
-            amount,
-            reference,
-        } => (
-            family(*source),
-            1,
-            entry(command, source, target, amount, reference),
-        ),
-        Event::Charged {
-            command,
-            account,
-            payer,
-            amount,
-            reference,
-        } => (
-            family(*account),
-            2,
-            entry(command, payer, account, amount, reference),
-        ),
-        Event::ToppedUp {
-            command,
-            account,
-            amount,
-            reference,
-        } => (
-            *account,
-            3,
-            entry(command, account, account, amount, reference),
-        ),
-        _ => return None,
-    })
+    Some((family(*owner), list, entry))
 }
 
 /// Each family's money movements: transfers (balance and credit) and payments (charges and

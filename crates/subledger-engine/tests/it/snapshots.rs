@@ -26,6 +26,21 @@ fn family_commands() -> Vec<Command> {
     ]
 }
 
+/// The money entries `ledger`'s views share with its index, and those they hold copies of.
+fn shared_and_copied(ledger: &Ledger) -> (usize, usize) {
+    ledger.read(subledger_views::Views::money_entries_shared_and_copied)
+}
+
+/// A ledger opened on a copy of `log` without its snapshots: a full replay.
+fn fully_replayed(log: &MemoryLog) -> Ledger {
+    let bare = MemoryLog::new();
+    let mut writer = bare.clone();
+    for batch in log.batches() {
+        writer.append(&batch).unwrap();
+    }
+    Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap()
+}
+
 /// Hash of the views and of the writer state after closing.
 fn fingerprint(ledger: Ledger) -> ([u8; 32], [u8; 32]) {
     let views = ledger.read(|views| views.views_hash());
@@ -59,12 +74,7 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
     assert_eq!(fingerprint(reopened), live);
 
     // Without snapshots, a full replay gives the same.
-    let bare = MemoryLog::new();
-    let mut writer = bare.clone();
-    for batch in log.batches() {
-        writer.append(&batch).unwrap();
-    }
-    let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+    let full = fully_replayed(&log);
     assert_eq!(full.recovery().snapshot, None);
     assert_eq!(full.recovery().events_replayed, 9);
     assert_eq!(fingerprint(full), live);
@@ -77,8 +87,6 @@ fn a_snapshot_plus_the_tail_equals_a_full_replay() {
 /// equals its live self and a full replay.
 #[test]
 fn an_open_shares_the_loaded_records_between_the_index_and_the_views() {
-    let shared_and_copied =
-        |ledger: &Ledger| ledger.read(subledger_views::Views::money_entries_shared_and_copied);
     let log = MemoryLog::new();
     let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
     let commands = family_commands();
@@ -115,12 +123,7 @@ fn an_open_shares_the_loaded_records_between_the_index_and_the_views() {
     assert_eq!(again.recovery().snapshot, Some(Sequence(8)));
     assert_eq!(shared_and_copied(&again), (6, 0));
     assert_eq!(fingerprint(again), live);
-    let bare = MemoryLog::new();
-    let mut writer = bare.clone();
-    for batch in log.batches() {
-        writer.append(&batch).unwrap();
-    }
-    let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+    let full = fully_replayed(&log);
     assert_eq!(shared_and_copied(&full), (6, 0));
     assert_eq!(fingerprint(full), live);
 }
@@ -132,8 +135,6 @@ fn an_open_shares_the_loaded_records_between_the_index_and_the_views() {
 /// unchanged.
 #[test]
 fn live_views_share_the_records_the_writer_froze() {
-    let shared_and_copied =
-        |ledger: &Ledger| ledger.read(subledger_views::Views::money_entries_shared_and_copied);
     let log = MemoryLog::new();
     let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
     let commands = family_commands();
@@ -393,12 +394,7 @@ proptest! {
         let live = fingerprint(ledger);
         let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
         prop_assert_eq!(fingerprint(reopened), live);
-        let bare = MemoryLog::new();
-        let mut writer = bare.clone();
-        for batch in log.batches() {
-            writer.append(&batch).unwrap();
-        }
-        let full = Ledger::open(no_auto_snapshots(), bare, ManualClock::default()).unwrap();
+        let full = fully_replayed(&log);
         prop_assert_eq!(fingerprint(full), live);
     }
 }
