@@ -15,16 +15,18 @@
 //!   lost a quarter of its throughput to that). The table hashes the tag spread over 64 bits
 //!   ([`spread`]); two ids with one tag are told apart by the records, as equal hashes were.
 //!   Positions in a `u32` cap the index at 4 billion commands (refused beyond, not wrapped).
-//! - the hash is keyed (std's SipHash with a per-process random key): command ids come from
-//!   clients, and with an unkeyed hash (FxHash) one could craft ids that all collide and turn
-//!   every insert into a scan of them. The key only decides where a position sits in the
-//!   table, never an answer, so the state machine stays deterministic.
+//! - the hash is keyed (SipHash-1-3 with a random 128-bit key, [`TagKey`]): command ids come
+//!   from clients, and with an unkeyed hash (FxHash) one could craft ids that all collide and
+//!   turn every insert into a scan of them. The key only decides where a position sits in the
+//!   table, never an answer, so the state machine stays deterministic. Snapshot format 10
+//!   stores the key and every record's tag, so that an open enters the table without hashing
+//!   ten million ids again (16 % of the thread that decodes them).
 //! - bulk loading (recovery, snapshots) appends records without entering them, then enters
 //!   them all at once grouped by the part of the table they land in
 //!   ([`CommandIndex::enter_appended`]): entered one by one, each insert was a cache miss or
 //!   two into a table of every command (at 3M commands, most of the replay reader's time).
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
 use hashbrown::HashTable;
@@ -153,6 +155,22 @@ fn parse_raw(
     Some((id, seq, at, amount, source, target, kind))
 }
 
+/// A record's fixed part in format 7's layout ([`RECORD_RAW_BYTES`]) at the start of `raw`.
+fn fill_raw(raw: &mut [u8], packed: &Packed) {
+    raw[..16].copy_from_slice(&packed.id.to_bytes());
+    raw[16..24].copy_from_slice(&packed.seq.0.to_le_bytes());
+    raw[24..32].copy_from_slice(&packed.at.0.to_le_bytes());
+    raw[32..48].copy_from_slice(&packed.amount.units().to_le_bytes());
+    raw[48..52].copy_from_slice(&packed.source.0.to_le_bytes());
+    raw[52..56].copy_from_slice(&packed.target.0.to_le_bytes());
+    raw[56] = packed.kind.index_byte();
+}
+
+/// A tag stored after a record's fixed part (format 10), `None` where none is (format 7).
+fn stored_tag(bytes: &[u8]) -> Option<u32> {
+    Some(u32::from_le_bytes(bytes.try_into().ok()?))
+}
+
 /// [`CommandIndex`] in the layout of snapshot format 7 ([`RECORD_RAW_BYTES`]), for decoding.
 #[derive(Debug)]
 pub struct CommandIndexV7(pub CommandIndex);
@@ -161,7 +179,7 @@ impl<Context> bincode::Decode<Context> for CommandIndexV7 {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        CommandIndex::decode_v7(decoder, true).map(CommandIndexV7)
+        CommandIndex::decode_v7(decoder, true, false).map(CommandIndexV7)
     }
 }
 
@@ -175,11 +193,41 @@ impl<Context> bincode::Decode<Context> for CommandIndexV7Unentered {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        CommandIndex::decode_v7(decoder, false).map(CommandIndexV7Unentered)
+        CommandIndex::decode_v7(decoder, false, false).map(CommandIndexV7Unentered)
     }
 }
 bincode::impl_borrow_decode!(CommandIndexV7Unentered);
 bincode::impl_borrow_decode!(CommandIndexV7);
+
+/// [`CommandIndexV7Unentered`] in the layout of snapshot format 10: the hash key
+/// ([`TagKey`]: two little-endian u64), then format 7's records, each with its tag (u32
+/// little-endian) between its fixed part and its reference. The decoded index keeps the key,
+/// and its table is entered with the stored tags: no id is hashed at open.
+#[derive(Debug)]
+pub struct CommandIndexV10Unentered(pub CommandIndex);
+
+impl<Context> bincode::Decode<Context> for CommandIndexV10Unentered {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        CommandIndex::decode_v7(decoder, false, true).map(CommandIndexV10Unentered)
+    }
+}
+bincode::impl_borrow_decode!(CommandIndexV10Unentered);
+
+/// A [`CommandIndex`] to encode in the layout of snapshot format 10
+/// ([`CommandIndexV10Unentered`]).
+#[derive(Debug, Clone, Copy)]
+pub struct CommandIndexV10Of<'a>(pub &'a CommandIndex);
+
+impl bincode::Encode for CommandIndexV10Of<'_> {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.0.encode_tagged(encoder, true)
+    }
+}
 
 /// A [`CommandIndex`] to encode in the layout of snapshot format 7.
 #[derive(Debug, Clone, Copy)]
@@ -190,7 +238,7 @@ impl bincode::Encode for CommandIndexV7Of<'_> {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        self.0.encode_v7(encoder)
+        self.0.encode_tagged(encoder, false)
     }
 }
 
@@ -217,7 +265,7 @@ pub struct CommandIndex {
     /// (tag of the id, position in `store`): see the module comment.
     positions: HashTable<Slot>,
     store: Store,
-    hasher: RandomState,
+    hasher: TagKey,
     /// Tags of the records at the end of `store` that are not in `positions` yet (bulk
     /// loading; see [`CommandIndex::enter_appended`]).
     appended: Vec<u32>,
@@ -440,9 +488,45 @@ impl PartialEq for CommandIndex {
 type Slot = (u32, u32);
 
 /// The high half of the id's keyed hash.
-fn tag_of(hasher: &RandomState, id: &CommandId) -> u32 {
-    let [.., a, b, c, d] = hasher.hash_one(id).to_le_bytes();
-    u32::from_le_bytes([a, b, c, d])
+fn tag_of(hasher: &TagKey, id: &CommandId) -> u32 {
+    hasher.tag(id)
+}
+
+/// The key of an index's id hash: SipHash-1-3's two words. Random for a new index (drawn
+/// from std's per-process random state, the source its `RandomState` uses); taken from the
+/// snapshot for a decoded one, whose stored tags were made with it. With the key, the ids in a
+/// snapshot's table could be made to collide by whoever reads the file; whoever can read it
+/// can read the whole ledger.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TagKey {
+    k0: u64,
+    k1: u64,
+}
+
+impl Default for TagKey {
+    fn default() -> TagKey {
+        let random = RandomState::new();
+        TagKey {
+            k0: random.hash_one(0_u64),
+            k1: random.hash_one(1_u64),
+        }
+    }
+}
+
+impl TagKey {
+    /// A key of two given words, for tests and fixtures that need the same bytes on every run
+    /// (a snapshot stores its index's key).
+    pub fn from_words(k0: u64, k1: u64) -> TagKey {
+        TagKey { k0, k1 }
+    }
+
+    /// The high half of the id's keyed hash: its tag in the table.
+    fn tag(&self, id: &CommandId) -> u32 {
+        let mut hasher = siphasher::sip::SipHasher13::new_with_keys(self.k0, self.k1);
+        hasher.write(&id.to_bytes());
+        let [.., a, b, c, d] = hasher.finish().to_le_bytes();
+        u32::from_le_bytes([a, b, c, d])
+    }
 }
 
 /// The table's hash of a tag: multiplied by an odd constant (2⁶⁴/φ), so that hashbrown's
@@ -620,6 +704,14 @@ impl CommandIndex {
         self.store.freeze()
     }
 
+    /// An empty index whose ids are hashed with `key` (see [`TagKey::from_words`]).
+    pub fn with_tag_key(key: TagKey) -> CommandIndex {
+        CommandIndex {
+            hasher: key,
+            ..CommandIndex::default()
+        }
+    }
+
     /// Records added since the last [`CommandIndex::freeze`] (the index's own, not shared).
     pub fn unfrozen_len(&self) -> usize {
         self.store.records.len()
@@ -771,22 +863,39 @@ impl CommandIndex {
 
     /// The index in snapshot format 7 ([`CommandIndexV7`]): the count, then each record's
     /// fixed part ([`RECORD_RAW_BYTES`]) and its reference as a string.
-    fn encode_v7<E: bincode::enc::Encoder>(
+    /// With `tags`, in format 10's layout instead ([`CommandIndexV10Unentered`]): each
+    /// record's tag is hashed again here (a records-only index keeps none), in the snapshot
+    /// thread rather than at every open.
+    fn encode_tagged<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
+        tags: bool,
     ) -> Result<(), bincode::error::EncodeError> {
         use bincode::enc::write::Writer;
         use bincode::Encode;
+        if tags {
+            let key = self.hasher;
+            encoder.writer().write(&key.k0.to_le_bytes())?;
+            encoder.writer().write(&key.k1.to_le_bytes())?;
+        }
         (self.len() as u64).encode(encoder)?;
         for packed in self.store.iter() {
+            if tags {
+                // The fixed part, the tag and (usually) the empty reference in one write.
+                let mut raw = [0u8; RECORD_RAW_BYTES + 5];
+                fill_raw(&mut raw, packed);
+                raw[RECORD_RAW_BYTES..RECORD_RAW_BYTES + 4]
+                    .copy_from_slice(&self.hasher.tag(&packed.id).to_le_bytes());
+                if packed.reference == 0 {
+                    encoder.writer().write(&raw)?;
+                } else {
+                    encoder.writer().write(&raw[..RECORD_RAW_BYTES + 4])?;
+                    self.store.reference_of(packed).encode(encoder)?;
+                }
+                continue;
+            }
             let mut raw = [0u8; RECORD_RAW_BYTES + 1];
-            raw[..16].copy_from_slice(&packed.id.to_bytes());
-            raw[16..24].copy_from_slice(&packed.seq.0.to_le_bytes());
-            raw[24..32].copy_from_slice(&packed.at.0.to_le_bytes());
-            raw[32..48].copy_from_slice(&packed.amount.units().to_le_bytes());
-            raw[48..52].copy_from_slice(&packed.source.0.to_le_bytes());
-            raw[52..56].copy_from_slice(&packed.target.0.to_le_bytes());
-            raw[56] = packed.kind.index_byte();
+            fill_raw(&mut raw, packed);
             if packed.reference == 0 {
                 // The empty reference's length, 0, completes the record in one write.
                 encoder.writer().write(&raw)?;
@@ -798,16 +907,30 @@ impl CommandIndex {
         Ok(())
     }
 
-    /// Reads what [`CommandIndex::encode_v7`] wrote: records in strictly increasing sequence
-    /// order, each one bytes that encoding produces; with `enter`, they are entered in the
-    /// table and a repeated id is refused.
+    /// Reads what [`CommandIndex::encode_tagged`] wrote (`tagged`: format 10's layout):
+    /// records in strictly increasing sequence order, each one bytes that encoding produces;
+    /// with `enter`, they are entered in the table and a repeated id is refused. Stored tags
+    /// are taken as they are: a wrong one would only hide its record from lookups, and the
+    /// section's hash guards them against damage as it guards every balance in the file.
     fn decode_v7<D: bincode::de::Decoder>(
         decoder: &mut D,
         enter: bool,
+        tagged: bool,
     ) -> Result<CommandIndex, bincode::error::DecodeError> {
         use bincode::de::read::Reader;
         use bincode::Decode;
         let refused = bincode::error::DecodeError::Other;
+        let key = if tagged {
+            let mut words = [0u8; 16];
+            decoder.reader().read(&mut words)?;
+            let (k0, k1) = words.split_at(8);
+            Some(TagKey {
+                k0: u64::from_le_bytes(k0.try_into().unwrap_or_default()),
+                k1: u64::from_le_bytes(k1.try_into().unwrap_or_default()),
+            })
+        } else {
+            None
+        };
         let count =
             usize::try_from(u64::decode(decoder)?).map_err(|_| refused("a count beyond memory"))?;
         // Claimed against the decoding limit (a multiple of the file's size) before anything
@@ -820,6 +943,9 @@ impl CommandIndex {
             return Err(refused("too many commands"));
         }
         let mut index = CommandIndex::default();
+        if let Some(key) = key {
+            index.hasher = key;
+        }
         index.reserve_appended(count);
         let CommandIndex {
             store,
@@ -827,6 +953,8 @@ impl CommandIndex {
             appended,
             ..
         } = &mut index;
+        // The tag's bytes between a record's fixed part and its reference (format 10).
+        let tag_bytes = if tagged { 4 } else { 0 };
         let mut last = Sequence::ZERO;
         let mut raw = [0u8; RECORD_RAW_BYTES];
         for _ in 0..count {
@@ -835,19 +963,25 @@ impl CommandIndex {
             // section's decoding).
             let in_place = decoder
                 .reader()
-                .peek_read(RECORD_RAW_BYTES + 1)
+                .peek_read(RECORD_RAW_BYTES + tag_bytes + 1)
                 .and_then(|bytes| match bytes.split_last() {
-                    Some((0, fixed)) => Some(parse_raw(fixed.try_into().ok()?)),
+                    Some((0, fixed)) => {
+                        let (fixed, tag) = fixed.split_at(RECORD_RAW_BYTES);
+                        Some((parse_raw(fixed.try_into().ok()?), stored_tag(tag)))
+                    }
                     _ => None,
                 });
-            let (parsed, reference) = match in_place {
+            let ((parsed, stored), reference) = match in_place {
                 Some(parsed) => {
-                    decoder.reader().consume(RECORD_RAW_BYTES + 1);
+                    decoder.reader().consume(RECORD_RAW_BYTES + tag_bytes + 1);
                     (parsed, String::new())
                 }
                 None => {
                     decoder.reader().read(&mut raw)?;
                     let parsed = parse_raw(&raw);
+                    let mut tag = [0u8; 4];
+                    decoder.reader().read(&mut tag[..tag_bytes])?;
+                    let stored = stored_tag(&tag[..tag_bytes]);
                     let empty = matches!(decoder.reader().peek_read(1), Some([0]));
                     let reference = if empty {
                         decoder.reader().consume(1);
@@ -855,7 +989,7 @@ impl CommandIndex {
                     } else {
                         String::decode(decoder)?
                     };
-                    (parsed, reference)
+                    ((parsed, stored), reference)
                 }
             };
             let (id, seq, at, amount, source, target, kind) =
@@ -871,7 +1005,7 @@ impl CommandIndex {
                 store.references.push(reference.into_boxed_str());
                 u32::try_from(store.references.len()).unwrap_or(u32::MAX)
             };
-            appended.push(tag_of(hasher, &id));
+            appended.push(stored.unwrap_or_else(|| tag_of(hasher, &id)));
             store.records.push(Packed {
                 id,
                 seq,
@@ -1189,6 +1323,70 @@ mod tests {
         let mut repeated = encoded.clone();
         repeated.copy_within(1..17, 1 + record_len);
         assert!(decode(&repeated).is_err());
+    }
+
+    /// Format 10 stores the index's hash key and each record's tag: the decoded index has the
+    /// key, finds every record with the stored tags, goes on taking new ones, refuses repeats,
+    /// and encodes to the same bytes. A damaged byte outside the key, the ids and the tags is
+    /// refused or reads as what it encodes; those are guarded by the section's hash only.
+    #[test]
+    fn format_10_keeps_the_hash_key_and_the_tags() {
+        let config = bincode::config::standard();
+        let mut index = CommandIndex::with_tag_key(TagKey::from_words(7, 9));
+        for n in 1..=30u64 {
+            let reference = if n % 4 == 0 { "ref ✓" } else { "" };
+            assert!(index.insert(id(n.into()), &record(n * 3, i128::from(n), reference)));
+        }
+        let encoded = bincode::encode_to_vec(CommandIndexV10Of(&index), config).unwrap_or_default();
+        let decode = |bytes: &[u8]| {
+            bincode::decode_from_slice::<CommandIndexV10Unentered, _>(bytes, config)
+                .map(|(CommandIndexV10Unentered(index), _)| index)
+        };
+        let mut decoded = decode(&encoded).unwrap_or_default();
+        assert_eq!(decoded.hasher, TagKey::from_words(7, 9));
+        assert_eq!(decoded.enter_appended(), Ok(()));
+        assert!(decoded == index);
+        for n in 1..=30u64 {
+            let reference = if n % 4 == 0 { "ref ✓" } else { "" };
+            assert_eq!(
+                decoded.get(&id(n.into())),
+                Some(record(n * 3, i128::from(n), reference))
+            );
+        }
+        assert!(!decoded.insert(id(5), &record(200, 1, "")));
+        assert!(decoded.insert(id(31), &record(200, 1, "")));
+        assert_eq!(decoded.get(&id(31)), Some(record(200, 1, "")));
+        assert!(index.insert(id(31), &record(200, 1, "")));
+        assert_eq!(
+            bincode::encode_to_vec(CommandIndexV10Of(&decoded), config).unwrap_or_default(),
+            bincode::encode_to_vec(CommandIndexV10Of(&index), config).unwrap_or_default()
+        );
+        // Single-byte damage: refused or exactly what it encodes, but for the key (bytes
+        // 0..16), the ids and the tags, whose agreement is not checked: the tags are hashed
+        // from the ids with the key when written, and read as they are (a wrong tag would hide
+        // its record from lookups; the section's hash is what detects such damage).
+        let mut unchecked: Vec<usize> = (0..16).collect();
+        let mut at = 17;
+        for n in 1..=30u64 {
+            unchecked.extend(at..at + 16);
+            unchecked.extend(at + RECORD_RAW_BYTES..at + RECORD_RAW_BYTES + 4);
+            at += RECORD_RAW_BYTES + 4 + if n % 4 == 0 { 1 + "ref ✓".len() } else { 1 };
+        }
+        assert_eq!(at, encoded.len());
+        for at in 0..encoded.len() {
+            if unchecked.contains(&at) {
+                continue;
+            }
+            let mut damaged = encoded.clone();
+            damaged[at] ^= 0x41;
+            if let Ok(read) = decode(&damaged) {
+                assert_eq!(
+                    bincode::encode_to_vec(CommandIndexV10Of(&read), config).unwrap_or_default(),
+                    damaged,
+                    "damage at {at}"
+                );
+            }
+        }
     }
 
     /// Bulk entry reports the first repeat in log order, whether the earlier copy was entered

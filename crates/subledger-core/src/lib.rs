@@ -42,9 +42,9 @@ pub use command::{
     UpdateSubaccount,
 };
 pub use commands::{
-    is_money_event, CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered,
-    MoneyRecord, PendingEntry, Records, SharedRecords, RECORD_RAW_BYTES,
-    SHARED_SEGMENT_RECORDS_MIN,
+    is_money_event, CommandIndex, CommandIndexV10Of, CommandIndexV10Unentered, CommandIndexV7,
+    CommandIndexV7Of, CommandIndexV7Unentered, MoneyRecord, PendingEntry, Records, SharedRecords,
+    TagKey, RECORD_RAW_BYTES, SHARED_SEGMENT_RECORDS_MIN,
 };
 pub use decide::{
     decide, execute, validate_name, validate_reference, Decision, Executed, NAME_CHARS_MAX,

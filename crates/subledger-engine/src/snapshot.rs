@@ -61,11 +61,19 @@
 //!   hashes its section as it reads it; format 6's checksum over the whole body needed one
 //!   more pass over the file before the index could be decoded.
 //!
-//! 8 (written now) = format 7 with each section's hash an XXH3-128 (16 bytes, little-endian)
+//! 8 = format 7 with each section's hash an XXH3-128 (16 bytes, little-endian)
 //! instead of a BLAKE3: the trailer is the BLAKE3 of bytes 0 .. 78 followed by the three
 //! XXH3-128 digests. Hashing 2 GB of sections at 10M transfers took ~0.4 s of CPU with BLAKE3
 //! in every snapshot written and opened, ~0.1 s with XXH3; the section hashes detect damage,
 //! and trust comes from the log's hash chain (see `piecewise::SectionHash`).
+//!
+//! 9 = format 8 with the families' money lists stored as their shapes only, rebuilt from the
+//! index's records at open (`docs/adr/0007-one-copy-of-the-transfers.md`).
+//!
+//! 10 (written now) = format 9 with the index's table tags stored: the index section starts
+//! with the tags' hash key and each record carries its tag, so that an open enters the table
+//! without hashing every command id again (`subledger_core::CommandIndexV10Unentered`).
+//! `docs/event-format.md` has the byte layouts.
 //!
 //! Versions 1 and 2 still decode (the golden fixture proves it) into views marked incomplete,
 //! which recovery does not start from: it replays instead. The checksum is checked on the
@@ -75,7 +83,8 @@
 //! read views (without it). `head_hash` ties the snapshot to the exact log it was taken from.
 
 use subledger_core::{
-    CommandIndex, CommandIndexV7, CommandIndexV7Of, CommandIndexV7Unentered, Sequence, Timestamp,
+    CommandIndex, CommandIndexV10Of, CommandIndexV10Unentered, CommandIndexV7,
+    CommandIndexV7Unentered, Sequence, Timestamp,
 };
 use subledger_log::{ChainHash, ReadAt};
 
@@ -86,7 +95,7 @@ use subledger_views::{
 };
 
 pub const SNAPSHOT_MAGIC: [u8; 4] = *b"SLSN";
-pub const SNAPSHOT_FORMAT_VERSION: u16 = 9;
+pub const SNAPSHOT_FORMAT_VERSION: u16 = 10;
 /// The oldest version still read.
 const SNAPSHOT_FORMAT_VERSION_MIN: u16 = 1;
 const HEADER_BYTES: usize = 62;
@@ -172,7 +181,7 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     bincode::encode_into_std_write(ViewsHistories::of_v9(views), &mut bytes, config)
         .map_err(encode_error)?;
     let index_start = bytes.len();
-    bincode::encode_into_std_write(CommandIndexV7Of(index), &mut bytes, config)
+    bincode::encode_into_std_write(CommandIndexV10Of(index), &mut bytes, config)
         .map_err(encode_error)?;
     let payload_len = (bytes.len() - payload_start) as u64;
     bytes[payload_start - 8..payload_start].copy_from_slice(&payload_len.to_le_bytes());
@@ -397,17 +406,18 @@ fn decode_sections_as<const LIMIT: usize>(
     seq: Sequence,
 ) -> Result<Views, SnapshotError> {
     if version >= 9 {
-        decode_sections_v9::<LIMIT>(source, sections, check, seq)
+        decode_sections_v9::<LIMIT>(version, source, sections, check, seq)
     } else {
         decode_sections::<LIMIT>(source, sections, check, seq)
     }
 }
 
-/// Format 9: as [`decode_sections`], but the head holds only the shapes of the families'
+/// Formats 9 and 10: as [`decode_sections`], but the head holds only the shapes of the families'
 /// money lists, which are rebuilt from the index's records: as soon as the index's records
 /// are decoded, this thread rebuilds the lists while another enters the records in the
 /// index's table (the histories may still be decoding on a third).
 fn decode_sections_v9<const LIMIT: usize>(
+    version: u16,
     source: &dyn ReadAt,
     sections: Sections,
     check: Check<'_>,
@@ -417,7 +427,16 @@ fn decode_sections_v9<const LIMIT: usize>(
         return Err(SnapshotError::Mismatch);
     };
     let hashed = Some(kind);
+    // Format 10 adds the table's tags (and their key) to the index's records.
     let decode_index = move || -> Decoded<CommandIndex> {
+        if version >= 10 {
+            let (index, hash) = decode_section_from::<CommandIndexV10Unentered, LIMIT>(
+                source,
+                sections.index,
+                hashed,
+            );
+            return (index.map(|CommandIndexV10Unentered(index)| index), hash);
+        }
         let (index, hash) =
             decode_section_from::<CommandIndexV7Unentered, LIMIT>(source, sections.index, hashed);
         (index.map(|CommandIndexV7Unentered(index)| index), hash)

@@ -81,8 +81,8 @@ fn with_valid_checksum(data: &[u8]) -> Vec<u8> {
         bytes.resize(HEADER_BYTES, 0);
     }
     let version = u16::from_le_bytes([bytes[4], bytes[5]]);
-    // Formats 7 to 9 seal the sections' hashes: BLAKE3 in 7, XXH3-128 in 8 and 9.
-    let format_7 = (7..=9).contains(&version);
+    // Formats 7 to 10 seal the sections' hashes: BLAKE3 in 7, XXH3-128 from 8.
+    let format_7 = (7..=10).contains(&version);
     let section_hash = |section: &[u8]| {
         if version >= 8 {
             xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec()
@@ -479,7 +479,7 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
 
-    /// The harness seals a snapshot exactly as the encoder does (formats 6 to 9), so the
+    /// The harness seals a snapshot exactly as the encoder does (formats 6 to 10), so the
     /// fuzzer's repaired inputs reach the decoders behind the checksum.
     #[test]
     fn the_harness_seals_snapshots_as_the_encoder_does() {
@@ -490,6 +490,7 @@ mod tests {
             "snapshot-v7.bin",
             "snapshot-v8.bin",
             "snapshot-v9.bin",
+            "snapshot-v10.bin",
         ] {
             let good = std::fs::read(fixtures.join(name)).unwrap();
             let resealed = with_valid_checksum(&good[..good.len() - 32]);

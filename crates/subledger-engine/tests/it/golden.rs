@@ -172,6 +172,14 @@ fn decode_log(file: &[u8]) -> Vec<subledger_log::Record> {
 
 fn replay(records: &[subledger_log::Record]) -> Views {
     let mut views = Views::with_command_index();
+    // A fixed hash key: a format-10 snapshot stores its index's key, drawn at random otherwise.
+    views.detach_command_index().unwrap();
+    views
+        .attach_command_index(CommandIndex::with_tag_key(TagKey::from_words(
+            0x5eed_0001,
+            0x5eed_0002,
+        )))
+        .unwrap();
     for record in records {
         for (seq, event) in record.clone().into_batch().iter() {
             views.apply(seq, record.at, event).unwrap();
@@ -189,17 +197,17 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     if std::env::var_os("SUBLEDGER_BLESS").is_some() {
         std::fs::write(fixture("log-v1.bin"), &log_bytes).unwrap();
         std::fs::write(
-            fixture("snapshot-v9.bin"),
+            fixture("snapshot-v10.bin"),
             encode_snapshot(&today, head_hash).unwrap(),
         )
         .unwrap();
     }
-    // Today's snapshot encoding has not drifted either. (Formats 7 to 9 store history entries
+    // Today's snapshot encoding has not drifted either. (Formats 7 to 10 store history entries
     // as their packed in-memory words: changing that packing changes these bytes, and needs a
     // new format version.)
     let today_bytes = encode_snapshot(&today, head_hash).unwrap();
     assert_eq!(
-        std::fs::read(fixture("snapshot-v9.bin")).unwrap(),
+        std::fs::read(fixture("snapshot-v10.bin")).unwrap(),
         today_bytes,
         "snapshot encoding changed: bump the snapshot format version"
     );
@@ -213,8 +221,11 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         (v7[4..6].to_vec(), v8[4..6].to_vec()),
         (7u16.to_le_bytes().to_vec(), 8u16.to_le_bytes().to_vec())
     );
-    // Format 9 leaves out the money lists' entries (rebuilt from the index's records).
-    assert!(today_bytes.len() < v8.len(), "{} bytes", today_bytes.len());
+    // Format 9 leaves out the money lists' entries (rebuilt from the index's records); format
+    // 10 adds the index's hash key (16 bytes) and a 4-byte tag per record (five here).
+    let v9 = std::fs::read(fixture("snapshot-v9.bin")).unwrap();
+    assert!(v9.len() < v8.len(), "{} bytes", v9.len());
+    assert_eq!(today_bytes.len(), v9.len() + 16 + 5 * 4);
     let stored_log = std::fs::read(fixture("log-v1.bin")).unwrap();
     // The encoding has not drifted: today's code writes the very same bytes.
     assert_eq!(
@@ -265,6 +276,7 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
         "snapshot-v7.bin",
         "snapshot-v8.bin",
         "snapshot-v9.bin",
+        "snapshot-v10.bin",
     ] {
         let snapshot = decode_snapshot(&std::fs::read(fixture(version)).unwrap()).unwrap();
         assert!(snapshot.views.is_complete(), "{version}");
@@ -284,16 +296,27 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}: top-up, three transfers and a charge"
         );
     }
-    // Formats 8 and 9 decode to equal views, money lists and all.
+    // Formats 8, 9 and 10 decode to equal views, money lists and all.
     let v8 = decode_snapshot(&std::fs::read(fixture("snapshot-v8.bin")).unwrap()).unwrap();
-    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v9.bin")).unwrap()).unwrap();
+    let v9 = decode_snapshot(&std::fs::read(fixture("snapshot-v9.bin")).unwrap()).unwrap();
+    let snapshot = decode_snapshot(&std::fs::read(fixture("snapshot-v10.bin")).unwrap()).unwrap();
+    assert!(v9.views == v8.views, "format 9 decodes as format 8 does");
     assert!(
         snapshot.views == v8.views,
-        "format 9 decodes as format 8 does"
+        "format 10 decodes as format 8 does"
     );
     let family = snapshot.views.family(&"gold0001".parse().unwrap()).unwrap();
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
+    // Format 10's stored tags find every command, as tags hashed at open do.
+    let (state, _) = snapshot.views.into_writer_and_views();
+    let (state9, _) = v9.views.into_writer_and_views();
+    let records = state9.command_index().unwrap().records();
+    assert_eq!(records.len(), 5);
+    for record in records.iter() {
+        assert!(state.command(&record.id).is_some(), "{}", record.id);
+        assert_eq!(state.command(&record.id), state9.command(&record.id));
+    }
 }
 
 /// Rewrites a snapshot's payload and seals it again (a forger can compute the checksum).
@@ -389,14 +412,14 @@ fn forged_version_6_section_lengths_are_refused_not_panicked_on() {
     ));
 }
 
-/// Rewrites a format-7 or 8 snapshot's payload (two section lengths, then the sections) and
+/// Rewrites a format-7 to 10 snapshot's payload (two section lengths, then the sections) and
 /// seals it again with its format's checksum over the sections' hashes (BLAKE3 in format 7,
-/// XXH3-128 in format 8).
+/// XXH3-128 from format 8).
 fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u8]) -> Vec<u8> {
     let version = u16::from_le_bytes([snapshot[4], snapshot[5]]);
     let section_hash = |section: &[u8]| match version {
         7 => blake3::hash(section).as_bytes().to_vec(),
-        8 | 9 => xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec(),
+        8..=10 => xxhash_rust::xxh3::xxh3_128(section).to_le_bytes().to_vec(),
         other => panic!("not a sectioned format: {other}"),
     };
     let mut bytes = snapshot[..54].to_vec();
@@ -422,8 +445,13 @@ fn resealed_v7(snapshot: &[u8], head_len: u64, histories_len: u64, sections: &[u
 }
 
 #[test]
-fn forged_or_damaged_version_7_to_9_snapshots_are_refused_not_panicked_on() {
-    for name in ["snapshot-v7.bin", "snapshot-v8.bin", "snapshot-v9.bin"] {
+fn forged_or_damaged_version_7_to_10_snapshots_are_refused_not_panicked_on() {
+    for name in [
+        "snapshot-v7.bin",
+        "snapshot-v8.bin",
+        "snapshot-v9.bin",
+        "snapshot-v10.bin",
+    ] {
         forged_or_damaged_sectioned_snapshots_are_refused(name);
     }
 }
@@ -508,8 +536,13 @@ impl subledger_log::ReadAt for FailingAt {
 /// reported as a read error (not as what the decoder made of the missing bytes), and a
 /// damaged byte, read without failure, as a checksum error.
 #[test]
-fn version_7_to_9_read_errors_and_damage_are_told_apart_when_read_piecewise() {
-    for name in ["snapshot-v7.bin", "snapshot-v8.bin", "snapshot-v9.bin"] {
+fn version_7_to_10_read_errors_and_damage_are_told_apart_when_read_piecewise() {
+    for name in [
+        "snapshot-v7.bin",
+        "snapshot-v8.bin",
+        "snapshot-v9.bin",
+        "snapshot-v10.bin",
+    ] {
         read_errors_and_damage_are_told_apart(name);
     }
 }
