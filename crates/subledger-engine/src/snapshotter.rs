@@ -111,7 +111,9 @@ impl Snapshotter {
         loop {
             match requests.recv_timeout(Duration::from_millis(SNAPSHOT_POLL_MILLIS)) {
                 Ok(SnapshotRequest::Now(reply)) => {
-                    let result = self.catch_up().and_then(|()| self.write());
+                    // Asked for: written even at the last snapshot's position, so that
+                    // `subledger snapshot` rewrites one of an older format in today's.
+                    let result = self.catch_up().and_then(|()| self.write(true));
                     self.remember(&result);
                     // Answer first: freeing a replica of gigabytes takes a while.
                     let _ = reply.send(result);
@@ -139,7 +141,7 @@ impl Snapshotter {
                         .as_ref()
                         .map_or(Sequence::ZERO, Views::last_seq);
                     if result.is_ok() && self.due(applied) {
-                        result = self.write();
+                        result = self.write(false);
                     }
                     self.remember(&result);
                     self.back_off(result.is_err());
@@ -244,8 +246,9 @@ impl Snapshotter {
         Ok(())
     }
 
-    /// Encodes and stores the replica, then keeps only the newest `keep` snapshots.
-    fn write(&mut self) -> Result<Sequence, String> {
+    /// Encodes and stores the replica (unless a snapshot at its position was written or loaded
+    /// already and `again` is not set), then keeps only the newest `keep` snapshots.
+    fn write(&mut self, again: bool) -> Result<Sequence, String> {
         let Some(replica) = &self.replica else {
             return Err("the snapshot replica is not built".into());
         };
@@ -253,7 +256,7 @@ impl Snapshotter {
         if seq == Sequence::ZERO {
             return Err("nothing to snapshot: the log is empty".into());
         }
-        if seq != self.last_snapshot {
+        if seq != self.last_snapshot || again {
             let started = Instant::now();
             let bytes =
                 encode_snapshot(replica, self.head_hash).map_err(|error| error.to_string())?;

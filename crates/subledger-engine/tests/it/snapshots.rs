@@ -190,6 +190,28 @@ fn live_views_share_the_records_the_writer_froze() {
     assert_eq!(fingerprint(reopened), live);
 }
 
+/// Asked for, a snapshot is written even where one already is (an older format's, loaded at
+/// open, is rewritten in today's: `subledger snapshot` upgrades a ledger's newest snapshot);
+/// periodic snapshots never rewrite one.
+#[test]
+fn a_requested_snapshot_is_written_again_at_the_same_position() {
+    let log = MemoryLog::new();
+    let saves = log.fault_switch();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    for command in family_commands() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    assert_eq!(ledger.metrics().snapshots_written, 2);
+    assert_eq!(saves.snapshot_save_attempts(), 2);
+    drop(ledger);
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(6)));
+    assert_eq!(reopened.snapshot_now().unwrap(), Sequence(6));
+    assert_eq!(saves.snapshot_save_attempts(), 3);
+}
+
 /// A store that keeps failing is not retried at every poll (100 ms): each failure doubles the
 /// wait before the next periodic attempt, from 1 s; once the store works again, the next
 /// attempt writes the snapshot.
