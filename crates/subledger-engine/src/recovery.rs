@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use subledger_core::{ApplyError, CommandIndex, Sequence};
+use subledger_core::{AccountId, Amount, ApplyError, CommandId, CommandIndex, Event, Sequence};
 use subledger_log::{ChainHash, LogReader, Record, SnapshotStore};
 use subledger_views::{MoneyListsBuilder, Views};
 
@@ -52,6 +52,119 @@ fn read_record(
     None
 }
 
+/// A record's events as the replay's applier needs them. The reader has appended each money
+/// command to the index and routed it to its list: the applier applies the money events'
+/// accounts and amounts to the rest of the views, for which their command id and reference
+/// change nothing (the index is detached meanwhile). Handing over 32-byte [`LeanEvent`]s
+/// instead of the 80-byte events the log decodes cut what crosses between the two cores: in
+/// a profile, storing each parsed event (into memory the other core last held) was most of
+/// the reader's parsing time.
+struct LeanRecord {
+    first: Sequence,
+    at: subledger_core::Timestamp,
+    hash: ChainHash,
+    events: Vec<LeanEvent>,
+    /// The events that are not money events, whole, in order ([`LeanEvent::Other`]).
+    others: Vec<Event>,
+}
+
+/// A money event without its command id and reference, or the place of another event.
+#[derive(Debug, Clone, Copy)]
+enum LeanEvent {
+    BalanceTransferred(AccountId, AccountId, Amount),
+    CreditTransferred(AccountId, AccountId, Amount),
+    /// The charged account, the payer.
+    Charged(AccountId, AccountId, Amount),
+    ToppedUp(AccountId, Amount),
+    Other,
+}
+
+impl LeanRecord {
+    fn of(record: Record) -> LeanRecord {
+        let mut events = Vec::with_capacity(record.events.len());
+        let mut others = Vec::new();
+        for event in record.events {
+            events.push(match event {
+                Event::BalanceTransferred {
+                    source,
+                    target,
+                    amount,
+                    ..
+                } => LeanEvent::BalanceTransferred(source, target, amount),
+                Event::CreditTransferred {
+                    source,
+                    target,
+                    amount,
+                    ..
+                } => LeanEvent::CreditTransferred(source, target, amount),
+                Event::Charged {
+                    account,
+                    payer,
+                    amount,
+                    ..
+                } => LeanEvent::Charged(account, payer, amount),
+                Event::ToppedUp {
+                    account, amount, ..
+                } => LeanEvent::ToppedUp(account, amount),
+                other => {
+                    others.push(other);
+                    LeanEvent::Other
+                }
+            });
+        }
+        LeanRecord {
+            first: record.first,
+            at: record.at,
+            hash: record.hash,
+            events,
+            others,
+        }
+    }
+}
+
+/// The events of `lean`, whole again for the views' apply: a money event with a nil command
+/// id and an empty reference (see [`LeanRecord`]), into `out` (cleared first).
+fn whole_events(lean: &[LeanEvent], others: &mut std::vec::IntoIter<Event>, out: &mut Vec<Event>) {
+    let command = CommandId::from_bytes([0; 16]);
+    out.clear();
+    for event in lean {
+        out.push(match *event {
+            LeanEvent::BalanceTransferred(source, target, amount) => Event::BalanceTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference: String::new(),
+            },
+            LeanEvent::CreditTransferred(source, target, amount) => Event::CreditTransferred {
+                command,
+                source,
+                target,
+                amount,
+                reference: String::new(),
+            },
+            LeanEvent::Charged(account, payer, amount) => Event::Charged {
+                command,
+                account,
+                payer,
+                amount,
+                reference: String::new(),
+            },
+            LeanEvent::ToppedUp(account, amount) => Event::ToppedUp {
+                command,
+                account,
+                amount,
+                reference: String::new(),
+            },
+            // One per `Other`, in order: always there.
+            LeanEvent::Other => match others.next() {
+                Some(event) => event,
+                None => continue,
+            },
+        });
+    }
+}
+
 /// Enters the appended commands in the index's table: the first command (in log order) whose
 /// id was already applied, as the error `State::apply` would have given.
 fn enter_index(index: &mut CommandIndex) -> Option<ApplyError> {
@@ -92,31 +205,38 @@ fn error_seq(error: &OpenError) -> Option<Sequence> {
 /// Applies `record`'s events after `start` to the views (all but the money lists, which the
 /// reader builds), counting them in `replayed`; returns the record's hash. `fault` is the
 /// reader's refusal to append an event's command (the index is full): it is reported once
-/// that event has passed its other checks, as `State::apply` would order them.
+/// that event has passed its other checks, as `State::apply` would order them. `chunk` is a
+/// buffer of [`subledger_views::WARM_EVENTS_MAX`] whole events, reused.
 fn apply_record(
     views: &mut Views,
-    record: Record,
+    record: LeanRecord,
     fault: Option<ApplyError>,
     start: Sequence,
     replayed: &mut u64,
+    chunk: &mut Vec<Event>,
 ) -> Result<ChainHash, OpenError> {
-    let hash = record.hash;
-    let at = record.at;
-    let batch = record.into_batch();
-    let warm = subledger_views::WARM_EVENTS_MAX;
-    for (index, (seq, event)) in batch.iter().enumerate() {
-        if index % warm == 0 {
-            let end = batch.events.len().min(index.saturating_add(warm));
-            views.warm(batch.events.get(index..end).unwrap_or_default());
+    let LeanRecord {
+        first,
+        at,
+        hash,
+        events,
+        others,
+    } = record;
+    let mut others = others.into_iter();
+    let mut seq = first;
+    for lean in events.chunks(subledger_views::WARM_EVENTS_MAX) {
+        whole_events(lean, &mut others, chunk);
+        views.warm(chunk);
+        for event in chunk.iter() {
+            if seq > start {
+                views.apply_except_money_lists(seq, at, event)?;
+                if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
+                    return Err(fault.clone().into());
+                }
+                *replayed += 1;
+            }
+            seq = seq.next();
         }
-        if seq <= start {
-            continue;
-        }
-        views.apply_except_money_lists(seq, at, event)?;
-        if let Some(fault) = fault.as_ref().filter(|fault| fault.seq == seq) {
-            return Err(fault.clone().into());
-        }
-        *replayed += 1;
     }
     Ok(hash)
 }
@@ -169,7 +289,7 @@ pub(crate) fn recover(
                 for record in records {
                     let item = record.map(|record| {
                         let fault = read_record(index, lists, &record, start);
-                        (record, fault)
+                        (LeanRecord::of(record), fault)
                     });
                     let stop = !matches!(item, Ok((_, None)));
                     // The applier stopped (it failed): nothing more to do.
@@ -184,9 +304,11 @@ pub(crate) fn recover(
             // No thread to be had: the caller does the same work on this one.
             .ok()?;
         let applied = (|| -> Result<(), OpenError> {
+            let mut chunk = Vec::with_capacity(subledger_views::WARM_EVENTS_MAX);
             for item in receiver.iter() {
                 let (record, fault) = item?;
-                head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
+                head_hash =
+                    apply_record(&mut views, record, fault, start, &mut replayed, &mut chunk)?;
             }
             Ok(())
         })();
@@ -204,10 +326,13 @@ pub(crate) fn recover(
         Some(result) => result?,
         None => {
             let applied = (|| -> Result<(), OpenError> {
+                let mut chunk = Vec::with_capacity(subledger_views::WARM_EVENTS_MAX);
                 for record in reader.records_from(start.next())? {
                     let record = record?;
                     let fault = read_record(&mut index, &mut lists, &record, start);
-                    head_hash = apply_record(&mut views, record, fault, start, &mut replayed)?;
+                    let lean = LeanRecord::of(record);
+                    head_hash =
+                        apply_record(&mut views, lean, fault, start, &mut replayed, &mut chunk)?;
                 }
                 Ok(())
             })();
