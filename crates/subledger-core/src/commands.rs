@@ -873,8 +873,15 @@ impl CommandIndex {
     ) -> Result<(), bincode::error::EncodeError> {
         use bincode::enc::write::Writer;
         use bincode::Encode;
+        // A records-only index (the snapshot thread's replica) has no table to keep its key
+        // for: each snapshot it writes gets a fresh one, so that a key learned from one
+        // snapshot file is of no use against the ledger once a later snapshot has been opened.
+        let key = if self.records_only {
+            TagKey::default()
+        } else {
+            self.hasher
+        };
         if tags {
-            let key = self.hasher;
             encoder.writer().write(&key.k0.to_le_bytes())?;
             encoder.writer().write(&key.k1.to_le_bytes())?;
         }
@@ -885,7 +892,7 @@ impl CommandIndex {
                 let mut raw = [0u8; RECORD_RAW_BYTES + 5];
                 fill_raw(&mut raw, packed);
                 raw[RECORD_RAW_BYTES..RECORD_RAW_BYTES + 4]
-                    .copy_from_slice(&self.hasher.tag(&packed.id).to_le_bytes());
+                    .copy_from_slice(&key.tag(&packed.id).to_le_bytes());
                 if packed.reference == 0 {
                     encoder.writer().write(&raw)?;
                 } else {
@@ -1385,6 +1392,36 @@ mod tests {
                     damaged,
                     "damage at {at}"
                 );
+            }
+        }
+    }
+
+    /// A records-only index (the snapshot replica's) writes a fresh hash key in each format-10
+    /// encoding; the tags follow it, so what decodes finds every record either way.
+    #[test]
+    fn a_records_only_index_writes_a_fresh_hash_key_each_time() {
+        let config = bincode::config::standard();
+        let mut index = CommandIndex::with_tag_key(TagKey::from_words(7, 9));
+        for n in 1..=20u64 {
+            assert!(index.insert(id(n.into()), &record(n, 1, "")));
+        }
+        index.keep_records_only();
+        let encode = |index: &CommandIndex| {
+            bincode::encode_to_vec(CommandIndexV10Of(index), config).unwrap_or_default()
+        };
+        let (first, second) = (encode(&index), encode(&index));
+        assert_ne!(first[..16], second[..16]);
+        assert_ne!(
+            first[..16],
+            [7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]
+        );
+        for bytes in [first, second] {
+            let (CommandIndexV10Unentered(mut decoded), _) =
+                bincode::decode_from_slice::<CommandIndexV10Unentered, _>(&bytes, config)
+                    .unwrap_or_else(|_| (CommandIndexV10Unentered(CommandIndex::default()), 0));
+            assert_eq!(decoded.enter_appended(), Ok(()));
+            for n in 1..=20u64 {
+                assert_eq!(decoded.get(&id(n.into())), Some(record(n, 1, "")));
             }
         }
     }

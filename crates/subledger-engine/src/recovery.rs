@@ -123,8 +123,13 @@ impl LeanRecord {
 }
 
 /// The events of `lean`, whole again for the views' apply: a money event with a nil command
-/// id and an empty reference (see [`LeanRecord`]), into `out` (cleared first).
-fn whole_events(lean: &[LeanEvent], others: &mut std::vec::IntoIter<Event>, out: &mut Vec<Event>) {
+/// id and an empty reference (see [`LeanRecord`]), into `out` (cleared first). `false` if an
+/// `Other` has no whole event left (never, for a [`LeanRecord::of`]).
+fn whole_events(
+    lean: &[LeanEvent],
+    others: &mut std::vec::IntoIter<Event>,
+    out: &mut Vec<Event>,
+) -> bool {
     let command = CommandId::from_bytes([0; 16]);
     out.clear();
     for event in lean {
@@ -156,13 +161,14 @@ fn whole_events(lean: &[LeanEvent], others: &mut std::vec::IntoIter<Event>, out:
                 amount,
                 reference: String::new(),
             },
-            // One per `Other`, in order: always there.
+            // One per `Other`, in order.
             LeanEvent::Other => match others.next() {
                 Some(event) => event,
-                None => continue,
+                None => return false,
             },
         });
     }
+    true
 }
 
 /// Enters the appended commands in the index's table: the first command (in log order) whose
@@ -225,7 +231,11 @@ fn apply_record(
     let mut others = others.into_iter();
     let mut seq = first;
     for lean in events.chunks(subledger_views::WARM_EVENTS_MAX) {
-        whole_events(lean, &mut others, chunk);
+        if !whole_events(lean, &mut others, chunk) {
+            return Err(OpenError::Thread(
+                "the replay's events were handed over out of step".into(),
+            ));
+        }
         views.warm(chunk);
         for event in chunk.iter() {
             if seq > start {

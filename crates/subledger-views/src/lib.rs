@@ -1138,7 +1138,8 @@ impl Views {
     /// applied them all yet, or number their entries on their own (decoded from a snapshot
     /// format before 9: they then keep their copies until the next open).
     pub fn adopt_money_records(&mut self, shared: &subledger_core::SharedRecords) -> bool {
-        self.money.store.adopt(shared)
+        let state = &self.state;
+        self.money.store.adopt(shared, |id| family_in(state, id))
     }
 
     /// For views that hold the idempotency index themselves (the snapshot thread's replica):
@@ -1151,7 +1152,7 @@ impl Views {
             .is_some_and(|index| index.unfrozen_len() >= min_records);
         if due {
             if let Some(shared) = self.state.freeze_command_records() {
-                self.money.store.adopt(&shared);
+                self.adopt_money_records(&shared);
             }
         }
     }

@@ -158,7 +158,13 @@ impl MoneyStore {
     /// changes) unless these entries are exactly those records, at the same positions: views
     /// decoded from a snapshot format before 9 number their entries on their own and keep
     /// them.
-    pub(crate) fn adopt(&mut self, shared: &SharedRecords) -> bool {
+    /// `family` maps an account to its primary: a charge's payer must be the charged account
+    /// or that primary, the only payers a shared record can stand for.
+    pub(crate) fn adopt(
+        &mut self,
+        shared: &SharedRecords,
+        family: impl Fn(AccountId) -> AccountId,
+    ) -> bool {
         let old = self.shared.len();
         let new = shared.len();
         if new <= old || !self.shared.is_prefix_of(shared) || self.len() < new {
@@ -176,7 +182,10 @@ impl MoneyStore {
                 MoneyKind::BalanceTransfer | MoneyKind::CreditTransfer => {
                     (record.source, record.target) == (entry.from, entry.to)
                 }
-                MoneyKind::Charge => record.source == entry.to,
+                MoneyKind::Charge => {
+                    record.source == entry.to
+                        && (entry.from == entry.to || entry.from == family(entry.to))
+                }
                 MoneyKind::TopUp => (record.source, record.source) == (entry.from, entry.to),
             };
             let same = record.seq == entry.seq
