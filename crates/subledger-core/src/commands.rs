@@ -487,11 +487,6 @@ impl PartialEq for CommandIndex {
 /// A table slot: the id's tag and the record's position in the store.
 type Slot = (u32, u32);
 
-/// The high half of the id's keyed hash.
-fn tag_of(hasher: &TagKey, id: &CommandId) -> u32 {
-    hasher.tag(id)
-}
-
 /// The key of an index's id hash: SipHash-1-3's two words. Random for a new index (drawn
 /// from std's per-process random state, the source its `RandomState` uses); taken from the
 /// snapshot for a decoded one, whose stored tags were made with it. With the key, the ids in a
@@ -541,7 +536,7 @@ fn slot_hash(&(tag, _): &Slot) -> u64 {
 
 impl CommandIndex {
     fn find(&self, id: &CommandId) -> Option<&Packed> {
-        let tag = tag_of(&self.hasher, id);
+        let tag = self.hasher.tag(id);
         let store = &self.store;
         let (_, position) = self.positions.find(spread(tag), |&(other, position)| {
             other == tag && store.get(position).is_some_and(|record| record.id == *id)
@@ -652,7 +647,7 @@ impl CommandIndex {
         if self.next_position().is_none() {
             return false;
         }
-        self.appended.push(tag_of(&self.hasher, &command.id));
+        self.appended.push(self.hasher.tag(&command.id));
         self.push_record(command, reference, seq, at);
         true
     }
@@ -773,7 +768,7 @@ impl CommandIndex {
             self.push_record(command, reference, seq, at);
             return true;
         }
-        let tag = tag_of(&self.hasher, &id);
+        let tag = self.hasher.tag(&id);
         let Self {
             positions, store, ..
         } = self;
@@ -1012,7 +1007,7 @@ impl CommandIndex {
                 store.references.push(reference.into_boxed_str());
                 u32::try_from(store.references.len()).unwrap_or(u32::MAX)
             };
-            appended.push(stored.unwrap_or_else(|| tag_of(hasher, &id)));
+            appended.push(stored.unwrap_or_else(|| hasher.tag(&id)));
             store.records.push(Packed {
                 id,
                 seq,
