@@ -31,6 +31,7 @@ pub mod digest;
 pub mod event;
 pub mod fields;
 pub mod ids;
+mod keys;
 pub mod money;
 pub mod rejection;
 pub mod secret;

@@ -11,6 +11,7 @@ use crate::command::Command;
 use crate::commands::CommandIndex;
 use crate::event::{Batch, Event, SecretRecord};
 use crate::ids::{AccountId, ApiKey, CommandId, Currency, SecretId, Sequence, Timestamp};
+use crate::keys::KeyIndex;
 use crate::money::Amount;
 
 /// Most active secrets an account may have.
@@ -379,7 +380,7 @@ pub enum ApplyFault {
 pub struct State {
     policy: Policy,
     accounts: Vec<Account>,
-    by_key: FxHashMap<ApiKey, AccountId>,
+    by_key: KeyIndex,
     commands: CommandIndex,
     /// Read-side copies skip the idempotency index: only the writer decides, so only it needs
     /// to recognise retries, and the index is the largest part of the state.
@@ -480,7 +481,7 @@ impl State {
     }
 
     pub fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
-        self.by_key.get(key).copied()
+        self.by_key.get(key, &self.accounts)
     }
 
     pub fn account_by_key(&self, key: &ApiKey) -> Option<(AccountId, &Account)> {
@@ -869,10 +870,9 @@ impl State {
         if Some(id) != self.next_account_id() {
             return Err(ApplyFault::UnexpectedAccountId(id));
         }
-        if self.by_key.contains_key(&key) {
+        if self.by_key.get(&key, &self.accounts).is_some() {
             return Err(ApplyFault::DuplicateKey(key));
         }
-        self.by_key.insert(key, id);
         self.accounts.push(Account {
             key,
             primary,
@@ -883,6 +883,10 @@ impl State {
             secrets: SecretIds::one(secret.id),
             subaccounts: AccountIds::default(),
         });
+        // The key index reads keys from the accounts, hence after the push; the key was
+        // checked free above, so the id enters.
+        let entered = self.by_key.insert(id, &self.accounts);
+        debug_assert!(entered, "a key checked free was taken");
         Ok(())
     }
 
@@ -1308,7 +1312,7 @@ impl<Context> Decode<Context> for State {
         let mut state = State {
             policy: Policy::default(),
             accounts,
-            by_key: FxHashMap::default(),
+            by_key: KeyIndex::default(),
             commands,
             without_command_index: bool::decode(decoder)?,
             low_balance: FxHashMap::default(),
@@ -1327,10 +1331,10 @@ impl State {
     /// Rebuilds the key index and checks every structural rule `apply` would have enforced.
     fn rebuild_and_validate(&mut self) -> Result<(), String> {
         let count = self.accounts.len();
-        let mut by_key = FxHashMap::with_capacity_and_hasher(count, rustc_hash::FxBuildHasher);
+        let mut by_key = KeyIndex::with_capacity(count);
         let mut expected_subaccounts: Vec<Vec<AccountId>> = vec![Vec::new(); count];
         for (id, account) in self.accounts() {
-            if by_key.insert(account.key, id).is_some() {
+            if !by_key.insert(id, &self.accounts) {
                 return Err(format!("duplicate api key {}", account.key));
             }
             match account.primary {
