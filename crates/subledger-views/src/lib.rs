@@ -18,6 +18,8 @@ pub mod time;
 use bincode::{Decode, Encode};
 use std::sync::Arc;
 
+use smol_str::SmolStr;
+
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
 pub use money::MoneyListsBuilder;
 use money::{EntryRef, MoneyLists};
@@ -898,7 +900,7 @@ impl Views {
         };
         if let Some((id, name)) = named {
             if let Some(history) = self.accounts.get_mut(id.index()) {
-                history.names.push((seq, Arc::from(name.as_str())));
+                history.names.push((seq, SmolStr::new(name)));
             }
         }
     }
@@ -1789,7 +1791,7 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
     let mut accounts = Vec::with_capacity(named.len());
     for NamedDetails(name, account) in named {
         let mut names = Names::default();
-        names.push((Sequence::ZERO, name));
+        names.push((Sequence::ZERO, SmolStr::from(&*name)));
         accounts.push(AccountHistory {
             entries: Vec::new(),
             names,
@@ -2199,8 +2201,8 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<Details>(), 48);
         assert_eq!(std::mem::size_of::<TransferEntry>(), 64);
-        assert_eq!(std::mem::size_of::<Names>(), 32);
-        assert_eq!(std::mem::size_of::<AccountHistory>(), 56);
+        assert_eq!(std::mem::size_of::<Names>(), 40, "the first name inline");
+        assert_eq!(std::mem::size_of::<AccountHistory>(), 64);
     }
 
     /// A list of transfer entries in snapshot format 7's layout.
@@ -2311,24 +2313,32 @@ mod tests {
     fn names_answer_the_name_in_force_and_encode_as_a_list() {
         let mut names = Names::default();
         assert_eq!(names.at(Sequence(5)), None);
-        for (seq, name) in [(3, "a"), (7, "b"), (9, "c")] {
-            names.push((Sequence(seq), Arc::from(name)));
+        // Short names are held inline, longer ones (past 23 bytes) on the heap: both read back.
+        let long = "a name of more than twenty-three bytes, é included";
+        let edge = "exactly twenty-three by";
+        for (seq, name) in [(3, "a"), (7, long), (9, edge), (11, "c")] {
+            names.push((Sequence(seq), SmolStr::new(name)));
         }
         let expected = [
             (2, None),
             (3, Some("a")),
             (6, Some("a")),
-            (7, Some("b")),
-            (8, Some("b")),
-            (9, Some("c")),
+            (7, Some(long)),
+            (8, Some(long)),
+            (9, Some(edge)),
+            (10, Some(edge)),
+            (11, Some("c")),
             (100, Some("c")),
         ];
         for (seq, name) in expected {
             assert_eq!(names.at(Sequence(seq)), name, "at {seq}");
         }
-        assert_eq!(names.len(), 3);
+        assert_eq!(names.len(), 4);
         assert_eq!(names.last().map(|(_, name)| &**name), Some("c"));
-        let list: Vec<Named> = names.iter().cloned().collect();
+        let list: Vec<(Sequence, String)> = names
+            .iter()
+            .map(|(from, name)| (*from, name.to_string()))
+            .collect();
         let config = bincode::config::standard();
         let as_list = bincode::encode_to_vec(&list, config).unwrap_or_default();
         assert_eq!(
