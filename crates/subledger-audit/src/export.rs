@@ -208,7 +208,7 @@ impl<'a> RowWriter<'a> {
 }
 
 fn funding(views: &Views, id: AccountId) -> (Amount, Amount) {
-    match views.state().account(id).map(|account| account.funding) {
+    match views.state().account(id).map(|account| account.funding()) {
         Some(Funding::Own {
             balance,
             credit_limit,

@@ -60,7 +60,7 @@ fn own(views: &Views, id: AccountId) -> (AccountId, i128, i128) {
     match views.state().account(id) {
         Some(account) => {
             let family = account.primary.unwrap_or(id);
-            match account.funding {
+            match account.funding() {
                 Funding::Own {
                     balance,
                     credit_limit,

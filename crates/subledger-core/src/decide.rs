@@ -245,7 +245,7 @@ fn update_subaccount(state: &State, update: &UpdateSubaccount) -> Result<Vec<Eve
             key: update.subaccount,
         });
     }
-    let shared = subaccount.funding == Funding::Shared;
+    let shared = subaccount.funding() == Funding::Shared;
     let mut events = Vec::new();
     match update.use_primary_account_balance {
         Some(true) if !shared => {
@@ -284,7 +284,7 @@ fn close_subaccount(state: &State, close: &CloseSubaccount) -> Result<Event, Rej
     if let Funding::Own {
         balance,
         credit_limit,
-    } = subaccount.funding
+    } = subaccount.funding()
     {
         if !balance.is_zero() || !credit_limit.is_zero() {
             return Err(Rejection::NotSettled {
@@ -387,13 +387,13 @@ fn transfer_money(
     if primary.suspended {
         return reject(TransferRule::PrimarySuspended);
     }
-    if from.funding == Funding::Shared || to.funding == Funding::Shared {
+    if from.funding() == Funding::Shared || to.funding() == Funding::Shared {
         return reject(TransferRule::SharedBalance);
     }
     let Funding::Own {
         balance: target_balance,
         credit_limit: target_limit,
-    } = to.funding
+    } = to.funding()
     else {
         return reject(TransferRule::SharedBalance);
     };
@@ -441,7 +441,7 @@ fn transfer_money(
 
 fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
     let found = state.account_by_key(&charge.account);
-    let payer_of = |(id, account): (AccountId, &Account)| match account.funding {
+    let payer_of = |(id, account): (AccountId, &Account)| match account.funding() {
         Funding::Shared => account.primary.unwrap_or(id),
         Funding::Own { .. } => id,
     };
@@ -517,7 +517,7 @@ fn top_up_primary(state: &State, top_up: &TopUp) -> Result<Decision, Rejection> 
     validate_amount(top_up.amount)?;
     validate_reference(&top_up.reference)?;
     let (id, primary) = acting_primary(state, &top_up.primary)?;
-    let Funding::Own { balance, .. } = primary.funding else {
+    let Funding::Own { balance, .. } = primary.funding() else {
         return Err(Rejection::WrongAccountKind {
             key: top_up.primary,
         });
@@ -538,7 +538,7 @@ fn set_credit_line(state: &State, set: &SetCreditLine) -> Result<Event, Rejectio
         return Err(invalid(Field::CreditLimit, Invalid::Positive));
     }
     let (id, primary) = acting_primary(state, &set.primary)?;
-    let Funding::Own { balance, .. } = primary.funding else {
+    let Funding::Own { balance, .. } = primary.funding() else {
         return Err(Rejection::WrongAccountKind { key: set.primary });
     };
     let lent = state.lent_credit(id);
@@ -601,7 +601,7 @@ fn set_low_balance_threshold(
         return Err(invalid(Field::Threshold, Invalid::NotPositive));
     }
     let (id, account) = secret_holder(state, &set.account)?;
-    if account.funding == Funding::Shared {
+    if account.funding() == Funding::Shared {
         return Err(Rejection::WrongAccountKind { key: set.account });
     }
     let current = state.low_balance(id).map(|setting| setting.threshold);

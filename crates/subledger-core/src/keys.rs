@@ -86,14 +86,14 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::*;
     use crate::ids::SecretId;
-    use crate::state::{AccountIds, Funding, SecretIds};
+    use crate::state::{AccountIds, Funding, PackedFunding, SecretIds};
 
     fn account(key: ApiKey) -> Account {
         Account {
             key,
             primary: None,
             currency: crate::ids::Currency::EUR,
-            funding: Funding::Shared,
+            funding: PackedFunding::new(Funding::Shared),
             suspended: false,
             closed: false,
             secrets: SecretIds::one(SecretId::from_bytes([1; 16])),

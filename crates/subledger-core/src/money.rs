@@ -19,6 +19,8 @@ const UNITS_PER_WHOLE: i128 = 100_000_000;
 pub const AMOUNT_WHOLE_MAX: i128 = 1_000_000_000_000;
 /// The largest magnitude in minor units (10²⁰).
 const UNITS_MAX: i128 = AMOUNT_WHOLE_MAX * UNITS_PER_WHOLE;
+/// [`Amount::BITS`] ones.
+const BITS_MASK: u128 = (1 << Amount::BITS) - 1;
 /// Longest decimal text accepted for an amount, in bytes (sign, digits, point, exponent).
 pub const AMOUNT_TEXT_BYTES_MAX: usize = 64;
 
@@ -89,6 +91,29 @@ impl Amount {
             return Err(AmountError::OutOfRange);
         }
         Ok(Amount::raw(units))
+    }
+
+    /// Bits that hold any amount in two's complement: the bound, 10²⁰ minor units, is under
+    /// 2⁶⁷. Packed structures (accounts' funding, history entries) keep amounts at this width.
+    pub const BITS: u32 = 68;
+
+    /// The amount as [`Amount::BITS`]-bit two's complement, in the low bits (the rest zero).
+    #[inline]
+    #[allow(clippy::cast_sign_loss)] // the two's complement bits are the point
+    pub const fn to_bits(self) -> u128 {
+        // The low 68 bits of an `i128` within the bound are its two's complement.
+        self.units() as u128 & BITS_MASK
+    }
+
+    /// The amount whose [`Amount::to_bits`] are the low [`Amount::BITS`] bits of `bits` (the
+    /// rest are ignored), if within the bound: 68 bits also hold magnitudes up to 2⁶⁷, which
+    /// are not amounts.
+    #[inline]
+    #[allow(clippy::cast_possible_wrap)] // the two's complement bits are the point
+    pub fn from_bits(bits: u128) -> Result<Amount, AmountError> {
+        const SHIFT: u32 = 128 - Amount::BITS;
+        // Sign-extends the 68 bits.
+        Amount::from_units((((bits & BITS_MASK) << SHIFT) as i128) >> SHIFT)
     }
 
     /// A whole number of currency units, if within the bound.
@@ -432,5 +457,31 @@ mod tests {
             let amount = Amount::raw(units);
             proptest::prop_assert_eq!(parse(&amount.to_string()), Ok(amount));
         }
+
+        /// Every amount reads back from its 68 bits, whatever is above them; any 68 bits read
+        /// as an amount whose bits they are, or are refused.
+        #[test]
+        fn bits_round_trip(units in -UNITS_MAX..=UNITS_MAX, above in proptest::prelude::any::<u64>(), bits in proptest::prelude::any::<u128>()) {
+            let amount = Amount::raw(units);
+            proptest::prop_assert_eq!(amount.to_bits() >> Amount::BITS, 0);
+            let dirty = amount.to_bits() | (u128::from(above) << 64 << Amount::BITS.saturating_sub(64));
+            proptest::prop_assert_eq!(Amount::from_bits(dirty), Ok(amount));
+            if let Ok(read) = Amount::from_bits(bits) {
+                proptest::prop_assert_eq!(read.to_bits(), bits & BITS_MASK);
+            }
+        }
+    }
+
+    #[test]
+    fn the_bounds_fit_the_bits_and_one_more_does_not() {
+        for amount in [Amount::MAX, Amount::MIN, Amount::ZERO, Amount::raw(-1)] {
+            assert_eq!(Amount::from_bits(amount.to_bits()), Ok(amount));
+        }
+        let past = (UNITS_MAX + 1).cast_unsigned() & BITS_MASK;
+        assert_eq!(Amount::from_bits(past), Err(AmountError::OutOfRange));
+        assert_eq!(
+            Amount::from_bits((-UNITS_MAX - 1).cast_unsigned() & BITS_MASK),
+            Err(AmountError::OutOfRange)
+        );
     }
 }

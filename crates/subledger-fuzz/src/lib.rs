@@ -301,7 +301,7 @@ pub fn commands(data: &[u8]) {
         );
         let balances: i128 = state
             .accounts()
-            .map(|(_, account)| match account.funding {
+            .map(|(_, account)| match account.funding() {
                 Funding::Own { balance, .. } => balance.units(),
                 Funding::Shared => 0,
             })

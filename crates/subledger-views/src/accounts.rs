@@ -92,7 +92,7 @@ struct Packed {
     high: u64,
 }
 
-const AMOUNT_BITS: u32 = 68;
+const AMOUNT_BITS: u32 = Amount::BITS;
 const AMOUNT_MASK: u128 = (1 << AMOUNT_BITS) - 1;
 /// Bits of the credit limit in `low`; the rest are the bottom of `high`.
 const CREDIT_LOW_BITS: u32 = 128 - AMOUNT_BITS;
@@ -111,29 +111,14 @@ const HAS_COUNTERPARTY: u64 = 1 << 4;
 const FLAGS_COUNT: u32 = 5;
 
 /// An amount's units as 68-bit two's complement (0 for none).
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // bit packing: every cast keeps exactly the bits meant
 fn amount_bits(amount: Option<Amount>) -> u128 {
-    // Wrapping on purpose: the low 68 bits of an `i128` in range are its two's complement.
-    amount.map_or(0, Amount::units) as u128 & AMOUNT_MASK
+    amount.map_or(0, Amount::to_bits)
 }
 
-#[allow(
-    clippy::cast_possible_truncation,
-    clippy::cast_sign_loss,
-    clippy::cast_possible_wrap
-)] // bit packing: every cast keeps exactly the bits meant
 fn amount_from_bits(bits: u128, present: bool) -> Option<Amount> {
-    if !present {
-        return None;
-    }
-    // Sign-extend the 68 bits.
-    let units = (((bits & AMOUNT_MASK) << (128 - AMOUNT_BITS)) as i128) >> (128 - AMOUNT_BITS);
-    // Only ever packed from a valid `Amount`, so this never falls back.
-    Amount::from_units(units).ok()
+    // Only ever packed from a valid `Amount`, so a present one is always read back; a decoded
+    // one out of range is refused by `Entry::from_raw`.
+    present.then(|| Amount::from_bits(bits).ok()).flatten()
 }
 
 impl Packed {
@@ -611,7 +596,7 @@ pub(crate) fn entry_after(
     counterparty: Option<AccountId>,
 ) -> Option<Entry> {
     let account = state.account(id)?;
-    let (balance, credit_limit) = match account.funding {
+    let (balance, credit_limit) = match account.funding() {
         Funding::Own {
             balance,
             credit_limit,

@@ -1182,7 +1182,7 @@ impl Views {
     fn snapshot(&self, id: AccountId) -> Option<AccountSnapshot> {
         let account = self.state.account(id)?;
         let details = self.details.get(id.index())?;
-        let (balance, credit_limit) = match account.funding {
+        let (balance, credit_limit) = match account.funding() {
             Funding::Own {
                 balance,
                 credit_limit,
@@ -1289,7 +1289,7 @@ impl Views {
             if let Funding::Own {
                 balance,
                 credit_limit,
-            } = account.funding
+            } = account.funding()
             {
                 summary.total_balance = summary.total_balance.plus(balance);
                 summary.total_credit_limit = summary.total_credit_limit.plus(credit_limit);

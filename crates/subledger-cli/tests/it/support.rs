@@ -171,7 +171,7 @@ pub fn brute_force_balances(dir: &Path, upto: Sequence) -> BTreeMap<String, Opti
     state
         .accounts()
         .map(|(_, account)| {
-            let balance = match account.funding {
+            let balance = match account.funding() {
                 Funding::Own { balance, .. } => Some(balance.to_string()),
                 Funding::Shared => None,
             };

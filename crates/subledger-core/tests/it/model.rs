@@ -1139,7 +1139,7 @@ fn check_step(
             if let Funding::Own {
                 balance,
                 credit_limit,
-            } = account.funding
+            } = account.funding()
             {
                 balances += balance.units();
                 limits += credit_limit.units();
@@ -1162,7 +1162,7 @@ fn check_step(
         };
         let actual = ModelAccount {
             primary: account.primary.map(key_of_id),
-            own: match account.funding {
+            own: match account.funding() {
                 Funding::Own {
                     balance,
                     credit_limit,

@@ -352,7 +352,7 @@ impl Given {
     /// Asserts an own-balance account's balance and credit limit.
     pub fn has_own(self, account: &str, balance: &str, credit_limit: &str) -> Given {
         assert_eq!(
-            self.account(account).funding,
+            self.account(account).funding(),
             Funding::Own {
                 balance: amt(balance),
                 credit_limit: amt(credit_limit),
@@ -364,7 +364,11 @@ impl Given {
 
     /// Asserts a subaccount spends its primary's balance.
     pub fn has_shared(self, account: &str) -> Given {
-        assert_eq!(self.account(account).funding, Funding::Shared, "{account}");
+        assert_eq!(
+            self.account(account).funding(),
+            Funding::Shared,
+            "{account}"
+        );
         self
     }
 

@@ -225,7 +225,7 @@ fn concurrent_submitters_check(log_handoff_commands_min: usize) {
         let members = std::iter::once(primary).chain(SUBACCOUNTS[family].iter());
         let total: i128 = members
             .map(
-                |member| match live.account_by_key(&key(member)).unwrap().1.funding {
+                |member| match live.account_by_key(&key(member)).unwrap().1.funding() {
                     Funding::Own { balance, .. } => balance.units(),
                     Funding::Shared => 0,
                 },

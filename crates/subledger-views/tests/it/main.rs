@@ -145,7 +145,7 @@ fn state_until(
 fn funding(state: &State, key: &ApiKey) -> (Option<Amount>, Option<Amount>) {
     match state
         .account_by_key(key)
-        .map(|(_, account)| account.funding)
+        .map(|(_, account)| account.funding())
     {
         Some(Funding::Own {
             balance,
