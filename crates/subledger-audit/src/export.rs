@@ -208,7 +208,7 @@ impl<'a> RowWriter<'a> {
 }
 
 fn funding(views: &Views, id: AccountId) -> (Amount, Amount) {
-    match views.state().account(id).map(|account| account.funding()) {
+    match views.funding_of(id) {
         Some(Funding::Own {
             balance,
             credit_limit,
@@ -219,9 +219,8 @@ fn funding(views: &Views, id: AccountId) -> (Amount, Amount) {
 
 fn key(views: &Views, id: AccountId) -> String {
     views
-        .state()
-        .account(id)
-        .map_or_else(|| format!("#{}", id.0), |account| account.key.to_string())
+        .key_of(id)
+        .map_or_else(|| format!("#{}", id.0), |key| key.to_string())
 }
 
 fn event_row(views: &Views, seq: Sequence, at: Timestamp, event: &Event) -> EventRow {
@@ -251,13 +250,7 @@ fn transfer_row(views: &Views, seq: Sequence, at: Timestamp, event: &Event) -> O
         } => ("credit", command, source, target, amount, reference),
         _ => return None,
     };
-    let family = |id: AccountId| {
-        views
-            .state()
-            .account(id)
-            .and_then(|account| account.primary)
-            .unwrap_or(id)
-    };
+    let family = |id: AccountId| views.family_of(id);
     Some(TransferRow {
         seq: seq.0,
         at: format_rfc3339_millis(at),

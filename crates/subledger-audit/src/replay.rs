@@ -155,7 +155,6 @@ pub fn rows(
     primary: Option<&ApiKey>,
     from_snapshot: Option<Sequence>,
 ) -> Result<Replayed, AuditError> {
-    let state = views.state();
     let mut accounts = Vec::new();
     let mut families = Vec::new();
     let primaries: Vec<ApiKey> = match primary {
@@ -168,10 +167,9 @@ pub fn rows(
             }
             vec![*key]
         }
-        None => state
-            .accounts()
-            .filter(|(_, account)| account.is_primary())
-            .map(|(_, account)| account.key)
+        None => account_ids(views)
+            .filter(|id| views.family_of(*id) == *id)
+            .filter_map(|id| views.key_of(id))
             .collect(),
     };
     let text = |amount: Option<subledger_core::Amount>| amount.map(|amount| amount.to_string());
@@ -202,9 +200,15 @@ pub fn rows(
     let seq = views.last_seq();
     Ok(Replayed {
         seq: seq.0,
-        at: (seq > Sequence::ZERO).then(|| format_rfc3339_millis(state.last_at())),
+        at: (seq > Sequence::ZERO).then(|| format_rfc3339_millis(views.last_at())),
         from_snapshot: from_snapshot.map(|seq| seq.0),
         accounts,
         families,
     })
+}
+
+/// Every account id of `views`, in id order.
+pub(crate) fn account_ids(views: &Views) -> impl Iterator<Item = subledger_core::AccountId> + '_ {
+    (0..views.account_count())
+        .filter_map(|index| u32::try_from(index).ok().map(subledger_core::AccountId))
 }

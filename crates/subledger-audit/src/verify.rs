@@ -57,18 +57,13 @@ struct Totals {
 }
 
 fn own(views: &Views, id: AccountId) -> (AccountId, i128, i128) {
-    match views.state().account(id) {
-        Some(account) => {
-            let family = account.primary.unwrap_or(id);
-            match account.funding() {
-                Funding::Own {
-                    balance,
-                    credit_limit,
-                } => (family, balance.units(), credit_limit.units()),
-                Funding::Shared => (family, 0, 0),
-            }
-        }
-        None => (id, 0, 0),
+    let family = views.family_of(id);
+    match views.funding_of(id) {
+        Some(Funding::Own {
+            balance,
+            credit_limit,
+        }) => (family, balance.units(), credit_limit.units()),
+        _ => (family, 0, 0),
     }
 }
 
@@ -144,7 +139,7 @@ impl Checker {
     /// Recomputes every family total from scratch and compares with the running ones.
     fn final_check(&self) -> Result<(), String> {
         let mut recomputed = vec![(0_i128, 0_i128); self.totals.len()];
-        for (id, _) in self.views.state().accounts() {
+        for id in crate::replay::account_ids(&self.views) {
             let (family, balance, credit) = own(&self.views, id);
             if let Some(slot) = recomputed.get_mut(family.index()) {
                 slot.0 += balance;
@@ -161,6 +156,7 @@ impl Checker {
         }
         self.views
             .state()
+            .ok_or("the replayed views keep no state to check")?
             .check_invariants()
             .map_err(|id| format!("invariant 1 broken for account {id:?}"))
     }
@@ -262,11 +258,10 @@ pub fn verify(opened: &Opened, progress: &dyn Progress) -> Result<VerifyReport, 
     if let Err(what) = checker.final_check() {
         report.problem = problem(None, what);
     }
-    let state = checker.views.state();
-    report.accounts = state.account_count();
-    report.families = state
-        .accounts()
-        .filter(|(_, account)| account.is_primary())
+    let views = &checker.views;
+    report.accounts = views.account_count();
+    report.families = crate::replay::account_ids(views)
+        .filter(|id| views.family_of(*id) == *id)
         .count();
     Ok(report)
 }

@@ -58,6 +58,21 @@ pub enum Funding {
     Shared,
 }
 
+impl Funding {
+    /// `balance - credit_limit`: the most the account can spend; `None` when shared.
+    pub fn available(self) -> Option<Amount> {
+        match self {
+            // Both are bounded by 10²⁰ minor units, so the difference fits; the fallback is
+            // unreachable but keeps this panic-free.
+            Funding::Own {
+                balance,
+                credit_limit,
+            } => Some(balance.checked_sub(credit_limit).unwrap_or(Amount::MAX)),
+            Funding::Shared => None,
+        }
+    }
+}
+
 /// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`], kept inline: as a
 /// `Vec` they cost a heap block per account in the writer's copy and again in the views'.
 /// Reads as a slice; encodes exactly as a `Vec<SecretId>` did.
@@ -333,15 +348,7 @@ impl Account {
 
     /// `balance - credit_limit`: the most the account can spend; `None` when shared.
     pub fn available(&self) -> Option<Amount> {
-        match self.funding() {
-            // Both are bounded by 10²⁰ minor units, so the difference fits; the fallback is
-            // unreachable but keeps this panic-free.
-            Funding::Own {
-                balance,
-                credit_limit,
-            } => Some(balance.checked_sub(credit_limit).unwrap_or(Amount::MAX)),
-            Funding::Shared => None,
-        }
+        self.funding().available()
     }
 
     /// `|credit_limit| - max(0, -balance)`: credit granted but not drawn; `None` when shared.
@@ -457,6 +464,9 @@ pub enum ApplyFault {
     Secrets(AccountId),
     #[error("non-positive amount")]
     NotPositive,
+    /// An event of a kind the applier does not know (a newer build's log).
+    #[error("an event of an unknown kind")]
+    UnknownEvent,
     /// More money commands than a `u32` position can address (4 billion): the read views
     /// keep each at one.
     #[error("too many money commands to keep")]
@@ -569,7 +579,7 @@ impl State {
     }
 
     pub fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
-        self.by_key.get(key, &self.accounts)
+        self.by_key.get(key, key_in(&self.accounts))
     }
 
     pub fn account_by_key(&self, key: &ApiKey) -> Option<(AccountId, &Account)> {
@@ -958,7 +968,7 @@ impl State {
         if Some(id) != self.next_account_id() {
             return Err(ApplyFault::UnexpectedAccountId(id));
         }
-        if self.by_key.get(&key, &self.accounts).is_some() {
+        if self.by_key.get(&key, key_in(&self.accounts)).is_some() {
             return Err(ApplyFault::DuplicateKey(key));
         }
         self.accounts.push(Account {
@@ -973,7 +983,7 @@ impl State {
         });
         // The key index reads keys from the accounts, hence after the push; the key was
         // checked free above, so the id enters.
-        let entered = self.by_key.insert(id, &self.accounts);
+        let entered = self.by_key.insert(id, key_in(&self.accounts));
         debug_assert!(entered, "a key checked free was taken");
         Ok(())
     }
@@ -1144,18 +1154,12 @@ impl State {
     /// commands in id order, position in the log). Equal states have equal hashes, so replay
     /// equality can be checked by comparing 32 bytes.
     pub fn state_hash(&self) -> [u8; 32] {
-        let mut hasher = crate::digest::StreamHasher::new();
-        hasher.update(&self.last_seq.0.to_le_bytes());
-        hasher.update(&self.last_at.0.to_le_bytes());
-        hasher.update(&(self.accounts.len() as u64).to_le_bytes());
-        for account in &self.accounts {
-            hash_account(&mut hasher, account);
-        }
-        for (id, setting) in self.low_balances() {
-            hasher.update(&id.0.to_le_bytes());
-            hasher.update(&setting.threshold.units().to_le_bytes());
-            hasher.update(&[u8::from(setting.armed)]);
-        }
+        let mut hasher = hash_head(
+            self.last_seq,
+            self.last_at,
+            self.accounts.iter().map(Account::facts),
+            &self.low_balances(),
+        );
         // In log order: the index keeps records in the order they were applied.
         for (id, record) in self.commands.iter() {
             hasher.update(&id.to_uuid().into_bytes());
@@ -1173,7 +1177,77 @@ impl State {
     }
 }
 
-fn hash_account(hasher: &mut crate::digest::StreamHasher, account: &Account) {
+/// The key of the account an id names in `accounts`.
+fn key_in(accounts: &[Account]) -> impl Fn(AccountId) -> Option<ApiKey> + '_ {
+    |id| accounts.get(id.index()).map(|account| account.key)
+}
+
+/// An account's facts as [`State::state_hash`] covers them, borrowed: for a read side that
+/// keeps them apart from a [`State`] and must hash alike ([`state_hash_without_commands`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AccountFacts<'a> {
+    pub key: ApiKey,
+    pub primary: Option<AccountId>,
+    pub currency: Currency,
+    pub funding: Funding,
+    pub suspended: bool,
+    pub closed: bool,
+    pub secrets: SecretIds,
+    pub subaccounts: &'a [AccountId],
+}
+
+impl Account {
+    /// The facts the state hash covers.
+    pub fn facts(&self) -> AccountFacts<'_> {
+        AccountFacts {
+            key: self.key,
+            primary: self.primary,
+            currency: self.currency,
+            funding: self.funding(),
+            suspended: self.suspended,
+            closed: self.closed,
+            secrets: self.secrets,
+            subaccounts: &self.subaccounts,
+        }
+    }
+}
+
+/// [`State::state_hash`] of a state without an idempotency index (a read side's), from its
+/// parts: the last event, every account in id order and the low-balance settings in id order.
+pub fn state_hash_without_commands<'a>(
+    last_seq: Sequence,
+    last_at: Timestamp,
+    accounts: impl ExactSizeIterator<Item = AccountFacts<'a>>,
+    low_balances: &[(AccountId, LowBalance)],
+) -> [u8; 32] {
+    *hash_head(last_seq, last_at, accounts, low_balances)
+        .finalize()
+        .as_bytes()
+}
+
+/// The hasher after everything but the idempotency records.
+fn hash_head<'a>(
+    last_seq: Sequence,
+    last_at: Timestamp,
+    accounts: impl ExactSizeIterator<Item = AccountFacts<'a>>,
+    low_balances: &[(AccountId, LowBalance)],
+) -> crate::digest::StreamHasher {
+    let mut hasher = crate::digest::StreamHasher::new();
+    hasher.update(&last_seq.0.to_le_bytes());
+    hasher.update(&last_at.0.to_le_bytes());
+    hasher.update(&(accounts.len() as u64).to_le_bytes());
+    for account in accounts {
+        hash_account(&mut hasher, &account);
+    }
+    for (id, setting) in low_balances {
+        hasher.update(&id.0.to_le_bytes());
+        hasher.update(&setting.threshold.units().to_le_bytes());
+        hasher.update(&[u8::from(setting.armed)]);
+    }
+    hasher
+}
+
+fn hash_account(hasher: &mut crate::digest::StreamHasher, account: &AccountFacts<'_>) {
     hasher.update(&account.key.as_bytes());
     hasher.update(
         &account
@@ -1182,7 +1256,7 @@ fn hash_account(hasher: &mut crate::digest::StreamHasher, account: &Account) {
             .to_le_bytes(),
     );
     hasher.update(account.currency.as_str().as_bytes());
-    match account.funding() {
+    match account.funding {
         Funding::Own {
             balance,
             credit_limit,
@@ -1201,7 +1275,7 @@ fn hash_account(hasher: &mut crate::digest::StreamHasher, account: &Account) {
         hasher.update(&secret.to_uuid().into_bytes());
     }
     hasher.update(&(account.subaccounts.len() as u64).to_le_bytes());
-    for id in account.subaccounts.iter() {
+    for id in account.subaccounts {
         hasher.update(&id.0.to_le_bytes());
     }
 }
@@ -1422,7 +1496,7 @@ impl State {
         let mut by_key = KeyIndex::with_capacity(count);
         let mut expected_subaccounts: Vec<Vec<AccountId>> = vec![Vec::new(); count];
         for (id, account) in self.accounts() {
-            if !by_key.insert(id, &self.accounts) {
+            if !by_key.insert(id, key_in(&self.accounts)) {
                 return Err(format!("duplicate api key {}", account.key));
             }
             match account.primary {

@@ -405,7 +405,12 @@ fn newest_usable_snapshot(
                 ));
                 continue;
             }
-            Ok(decoded) if !decoded.views.state().keeps_command_index() => {
+            Ok(decoded)
+                if !decoded
+                    .views
+                    .state()
+                    .is_some_and(subledger_core::State::keeps_command_index) =>
+            {
                 warnings.push(skip(
                     "it lacks the idempotency index the writer needs; replaying instead".into(),
                 ));

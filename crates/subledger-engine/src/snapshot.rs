@@ -157,13 +157,13 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
         |error: bincode::error::EncodeError| SnapshotError::Payload(error.to_string());
     let index = views
         .state()
-        .command_index()
+        .and_then(subledger_core::State::command_index)
         .ok_or_else(|| SnapshotError::Payload("the views keep no idempotency index".into()))?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES);
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);
     bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
     bytes.extend_from_slice(&views.last_seq().0.to_le_bytes());
-    bytes.extend_from_slice(&views.state().last_at().0.to_le_bytes());
+    bytes.extend_from_slice(&views.last_at().0.to_le_bytes());
     bytes.extend_from_slice(&head_hash.0);
     // Lengths are patched in once known (the sections are encoded in place, not copied).
     bytes.extend_from_slice(&0_u64.to_le_bytes());
@@ -865,7 +865,7 @@ fn checked(
     at: Timestamp,
     head_hash: ChainHash,
 ) -> Result<DecodedSnapshot, SnapshotError> {
-    if views.last_seq() != seq || views.state().last_at() != at {
+    if views.last_seq() != seq || views.last_at() != at {
         return Err(SnapshotError::Mismatch);
     }
     Ok(DecodedSnapshot {

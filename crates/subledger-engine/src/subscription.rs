@@ -84,9 +84,8 @@ pub(crate) fn subscribe(
         last_seq: Sequence::ZERO,
     })?;
     let start = views.last_seq();
-    let state = views.state();
     let resolve = |key: ApiKey| {
-        state
+        views
             .account_id(&key)
             .ok_or(SubscriptionError::UnknownAccount(key))
     };
@@ -94,16 +93,10 @@ pub(crate) fn subscribe(
         Filter::All => Scope::All,
         Filter::Account(key) => Scope::Accounts(std::iter::once(resolve(key)?).collect()),
         Filter::Family(key) => {
-            let id = resolve(key)?;
-            let primary = state
-                .account(id)
-                .and_then(|account| account.primary)
-                .unwrap_or(id);
+            let primary = views.family_of(resolve(key)?);
             let mut members: FxHashSet<AccountId> = FxHashSet::default();
             members.insert(primary);
-            if let Some(owner) = state.account(primary) {
-                members.extend(owner.subaccounts.iter().copied());
-            }
+            members.extend(views.subaccounts(primary).iter().copied());
             Scope::Family { primary, members }
         }
     };

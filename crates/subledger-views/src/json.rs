@@ -8,9 +8,8 @@ use crate::Views;
 
 fn key(views: &Views, id: AccountId) -> String {
     views
-        .state()
-        .account(id)
-        .map_or_else(|| format!("#{}", id.0), |account| account.key.to_string())
+        .key_of(id)
+        .map_or_else(|| format!("#{}", id.0), |key| key.to_string())
 }
 
 /// The fields of an event, with account ids resolved through `views`.

@@ -10,6 +10,7 @@
 //! is committed and guards the views; servers turn the snapshots into JSON.
 
 pub mod accounts;
+mod directory;
 pub mod json;
 mod money;
 mod shapes;
@@ -19,6 +20,8 @@ use bincode::{Decode, Encode};
 use std::sync::Arc;
 
 use smol_str::SmolStr;
+
+use crate::directory::Directory;
 
 pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
 pub use money::MoneyListsBuilder;
@@ -578,10 +581,59 @@ struct HistoryEntries {
 /// the lines are still cached when the events are applied.
 pub const WARM_EVENTS_MAX: usize = 32;
 
+/// What the views keep of the accounts.
+#[derive(Debug, Clone)]
+enum Form {
+    Full(State),
+    Lean(Directory),
+}
+
+impl Form {
+    /// The family of an account: its primary's id (a primary's is its own; an unknown id's
+    /// is itself). The fixed facts only.
+    fn family(&self, id: AccountId) -> AccountId {
+        match self {
+            Form::Full(state) => family_in(state, id),
+            Form::Lean(directory) => directory
+                .fixed(id)
+                .and_then(|fixed| fixed.primary)
+                .unwrap_or(id),
+        }
+    }
+}
+
+/// An account as queries read it, from either form.
+#[derive(Debug, Clone, Copy)]
+struct Facts {
+    key: ApiKey,
+    primary: Option<AccountId>,
+    currency: Currency,
+    funding: Funding,
+    suspended: bool,
+    closed: bool,
+}
+
+impl Facts {
+    fn is_primary(&self) -> bool {
+        self.primary.is_none()
+    }
+
+    fn funding(&self) -> Funding {
+        self.funding
+    }
+
+    fn available(&self) -> Option<Amount> {
+        self.funding.available()
+    }
+}
+
 /// The read-side projections. Apply committed batches in order; query at will.
 #[derive(Debug, Clone)]
 pub struct Views {
-    state: State,
+    /// A whole state (snapshot form, recovery, the snapshot thread's replica) or, for live
+    /// read views, a directory of the accounts whose values are their histories' last entries
+    /// (`directory`, ADR 0008).
+    form: Form,
     details: Vec<Details>,
     /// Per account: every change with the values after it (statements, point in time).
     accounts: Vec<AccountHistory>,
@@ -605,10 +657,9 @@ impl MoneyListsBuilder {
     /// hold from position `first` on (its length before them).
     pub fn after(views: &Views, first: usize) -> MoneyListsBuilder {
         MoneyListsBuilder::new(
-            views
-                .state
-                .accounts()
-                .map(|(id, account)| account.primary.unwrap_or(id))
+            (0..views.account_count())
+                .filter_map(|index| u32::try_from(index).ok().map(AccountId))
+                .map(|id| views.family_of(id))
                 .collect(),
             first,
         )
@@ -676,8 +727,17 @@ impl Default for Views {
 }
 
 impl PartialEq for Views {
+    /// Equal when they answer alike: a lean form equals a full one whose accounts it directs
+    /// (the values are in the histories, compared next).
     fn eq(&self, other: &Views) -> bool {
-        self.state == other.state
+        let same_accounts = match (&self.form, &other.form) {
+            (Form::Full(mine), Form::Full(theirs)) => mine == theirs,
+            (Form::Lean(mine), Form::Lean(theirs)) => mine == theirs,
+            (Form::Full(full), Form::Lean(lean)) | (Form::Lean(lean), Form::Full(full)) => {
+                Directory::of(full) == *lean
+            }
+        };
+        same_accounts
             && self.details == other.details
             && self.accounts == other.accounts
             && self.money.same_entries(&other.money)
@@ -686,20 +746,18 @@ impl PartialEq for Views {
 
 impl Views {
     pub fn new() -> Views {
-        Views {
-            state: State::without_command_index(Policy::default()),
-            details: Vec::new(),
-            accounts: Vec::new(),
-            money: MoneyLists::default(),
-            complete: true,
-        }
+        Views::with_form(Form::Full(State::without_command_index(Policy::default())))
     }
 
     /// Views whose state also keeps the idempotency index: the form snapshots are taken in,
     /// so that one snapshot restores both the writer's state and the read views.
     pub fn with_command_index() -> Views {
+        Views::with_form(Form::Full(State::new(Policy::default())))
+    }
+
+    fn with_form(form: Form) -> Views {
         Views {
-            state: State::new(Policy::default()),
+            form,
             details: Vec::new(),
             accounts: Vec::new(),
             money: MoneyLists::default(),
@@ -708,16 +766,74 @@ impl Views {
     }
 
     /// Splits snapshot-form views into the writer's state (keeping the idempotency index, moved
-    /// not copied) and read views without the index.
+    /// not copied) and live read views, which keep a directory of the accounts rather than a
+    /// copy of that state (see [`Views::into_lean`]).
     pub fn into_writer_and_views(self) -> (State, Views) {
-        let views = Views {
-            state: self.state.clone_without_command_index(),
-            details: self.details,
-            accounts: self.accounts,
-            money: self.money,
-            complete: self.complete,
-        };
-        (self.state, views)
+        let Views {
+            form,
+            details,
+            accounts,
+            money,
+            complete,
+        } = self;
+        match form {
+            Form::Full(state) => {
+                let read = if complete {
+                    Form::Lean(Directory::of(&state))
+                } else {
+                    Form::Full(state.clone_without_command_index())
+                };
+                let views = Views {
+                    form: read,
+                    details,
+                    accounts,
+                    money,
+                    complete,
+                };
+                (state, views)
+            }
+            Form::Lean(directory) => {
+                // No state to hand over: lean views come from this function only, and the
+                // writer is given the full state they were split from.
+                let views = Views {
+                    form: Form::Lean(directory),
+                    details,
+                    accounts,
+                    money,
+                    complete,
+                };
+                (State::without_command_index(Policy::default()), views)
+            }
+        }
+    }
+
+    /// The same views without a copy of the accounts' state: a directory of the accounts
+    /// (key, primary, currency, subaccounts, low-balance settings), their values read from
+    /// their histories' last entries (ADR 0008). What the live read views keep: the writer
+    /// holds the state. Views without histories (decoded from snapshot formats 1 and 2) stay
+    /// as they are, and so does the idempotency index's absence: lean views keep none.
+    pub fn into_lean(self) -> Views {
+        match self.form {
+            Form::Full(state) if self.complete => Views {
+                form: Form::Lean(Directory::of(&state)),
+                ..self
+            },
+            form => Views { form, ..self },
+        }
+    }
+
+    /// `true` for live read views that keep no copy of the accounts' state.
+    pub fn is_lean(&self) -> bool {
+        matches!(self.form, Form::Lean(_))
+    }
+
+    fn full_mut(&mut self, what: &str) -> Result<&mut State, String> {
+        match &mut self.form {
+            Form::Full(state) => Ok(state),
+            Form::Lean(_) => Err(format!(
+                "views: {what} needs the full state, which live read views do not keep"
+            )),
+        }
     }
 
     /// Restores low-balance settings decoded from a snapshot extension.
@@ -725,23 +841,32 @@ impl Views {
         &mut self,
         settings: Vec<(AccountId, subledger_core::LowBalance)>,
     ) -> Result<(), String> {
-        self.state.restore_low_balances(settings)
+        self.full_mut("restoring low-balance settings")?
+            .restore_low_balances(settings)
     }
 
     /// Keeps the idempotency index's records but not its lookup table: for a replica that is
-    /// only ever written out as snapshots (see `State::keep_command_records_only`).
+    /// only ever written out as snapshots (see `State::keep_command_records_only`). Lean views
+    /// keep no index: nothing to do.
     pub fn keep_command_records_only(&mut self) {
-        self.state.keep_command_records_only();
+        if let Form::Full(state) = &mut self.form {
+            state.keep_command_records_only();
+        }
     }
 
     /// Makes room for `additional` more money commands in the idempotency index (if kept).
     pub fn reserve_commands(&mut self, additional: usize) {
-        self.state.reserve_commands(additional);
+        if let Form::Full(state) = &mut self.form {
+            state.reserve_commands(additional);
+        }
     }
 
-    /// See [`State::detach_command_index`].
+    /// See [`State::detach_command_index`]. `None` for lean views, which keep no index.
     pub fn detach_command_index(&mut self) -> Option<subledger_core::CommandIndex> {
-        self.state.detach_command_index()
+        match &mut self.form {
+            Form::Full(state) => state.detach_command_index(),
+            Form::Lean(_) => None,
+        }
     }
 
     /// See [`State::reattach_replayed_command_index`].
@@ -749,7 +874,8 @@ impl Views {
         &mut self,
         index: subledger_core::CommandIndex,
     ) -> Result<(), String> {
-        self.state.reattach_replayed_command_index(index)
+        self.full_mut("an idempotency index")?
+            .reattach_replayed_command_index(index)
     }
 
     /// See [`State::attach_command_index`].
@@ -757,7 +883,8 @@ impl Views {
         &mut self,
         index: subledger_core::CommandIndex,
     ) -> Result<(), String> {
-        self.state.attach_command_index(index)
+        self.full_mut("an idempotency index")?
+            .attach_command_index(index)
     }
 
     /// See [`State::attach_checked_command_index`].
@@ -765,22 +892,178 @@ impl Views {
         &mut self,
         index: subledger_core::CommandIndex,
     ) -> Result<(), String> {
-        self.state.attach_checked_command_index(index)
+        self.full_mut("an idempotency index")?
+            .attach_checked_command_index(index)
     }
 
     /// Drops the idempotency index (the live read views never need it).
     pub fn forget_command_index(&mut self) {
-        self.state.forget_command_index();
+        if let Form::Full(state) = &mut self.form {
+            state.forget_command_index();
+        }
     }
 
     /// The sequence number of the last applied event.
     pub fn last_seq(&self) -> Sequence {
-        self.state.last_seq()
+        match &self.form {
+            Form::Full(state) => state.last_seq(),
+            Form::Lean(directory) => directory.last_seq(),
+        }
     }
 
-    /// The balances and structure as the read side sees them.
-    pub fn state(&self) -> &State {
-        &self.state
+    /// The commit instant of the last applied event.
+    pub fn last_at(&self) -> Timestamp {
+        match &self.form {
+            Form::Full(state) => state.last_at(),
+            Form::Lean(directory) => directory.last_at(),
+        }
+    }
+
+    /// The whole state, for views that keep one: snapshot form, recovery, audits and the
+    /// snapshot thread's replica. `None` for live read views ([`Views::into_lean`]); their
+    /// accounts are read with [`Views::account`], [`Views::account_id`] and [`Views::key_of`].
+    pub fn state(&self) -> Option<&State> {
+        match &self.form {
+            Form::Full(state) => Some(state),
+            Form::Lean(_) => None,
+        }
+    }
+
+    /// The id of the account with this key.
+    pub fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
+        match &self.form {
+            Form::Full(state) => state.account_id(key),
+            Form::Lean(directory) => directory.account_id(key),
+        }
+    }
+
+    /// The key of the account with this id.
+    pub fn key_of(&self, id: AccountId) -> Option<ApiKey> {
+        match &self.form {
+            Form::Full(state) => state.account(id).map(|account| account.key),
+            Form::Lean(directory) => directory.fixed(id).map(|fixed| fixed.key),
+        }
+    }
+
+    /// [`State::state_hash`] of the accounts' state; for lean views, of the state their
+    /// directory and histories describe (equal to that of the full views they were made from,
+    /// brought up to date with the same events).
+    fn state_hash(&self) -> [u8; 32] {
+        let directory = match &self.form {
+            Form::Full(state) => return state.state_hash(),
+            Form::Lean(directory) => directory,
+        };
+        // Every account of complete views has its fixed facts, an entry and a secret; were one
+        // missing, the hash is one no state has, so any comparison fails.
+        let facts: Option<Vec<subledger_core::AccountFacts<'_>>> = (0..directory.account_count())
+            .filter_map(|index| u32::try_from(index).ok().map(AccountId))
+            .map(|id| {
+                let fixed = directory.fixed(id)?;
+                let values = directory::current(&self.accounts, id)?;
+                let mut secrets = self
+                    .details
+                    .get(id.index())?
+                    .secrets
+                    .as_slice()
+                    .iter()
+                    .map(|secret| secret.id);
+                let mut ids = subledger_core::SecretIds::one(secrets.next()?);
+                for secret in secrets {
+                    if !ids.push(secret) {
+                        return None;
+                    }
+                }
+                Some(subledger_core::AccountFacts {
+                    key: fixed.key,
+                    primary: fixed.primary,
+                    currency: fixed.currency,
+                    funding: values.funding,
+                    suspended: values.suspended,
+                    closed: values.closed,
+                    secrets: ids,
+                    subaccounts: directory.subaccounts(id),
+                })
+            })
+            .collect();
+        let Some(facts) = facts else {
+            return [0xFF; 32];
+        };
+        subledger_core::state_hash_without_commands(
+            directory.last_seq(),
+            directory.last_at(),
+            facts.into_iter(),
+            &directory.low_balances(),
+        )
+    }
+
+    /// Where an account's money lives now.
+    pub fn funding_of(&self, id: AccountId) -> Option<Funding> {
+        self.facts(id).map(|facts| facts.funding)
+    }
+
+    /// Accounts, the next id.
+    pub fn account_count(&self) -> usize {
+        match &self.form {
+            Form::Full(state) => state.account_count(),
+            Form::Lean(directory) => directory.account_count(),
+        }
+    }
+
+    /// An account as queries read it.
+    fn facts(&self, id: AccountId) -> Option<Facts> {
+        match &self.form {
+            Form::Full(state) => state.account(id).map(|account| Facts {
+                key: account.key,
+                primary: account.primary,
+                currency: account.currency,
+                funding: account.funding(),
+                suspended: account.suspended,
+                closed: account.closed,
+            }),
+            Form::Lean(directory) => {
+                let fixed = directory.fixed(id)?;
+                let values = directory::current(&self.accounts, id)?;
+                Some(Facts {
+                    key: fixed.key,
+                    primary: fixed.primary,
+                    currency: fixed.currency,
+                    funding: values.funding,
+                    suspended: values.suspended,
+                    closed: values.closed,
+                })
+            }
+        }
+    }
+
+    /// A primary's subaccounts, oldest first (none for a subaccount).
+    pub fn subaccounts(&self, id: AccountId) -> &[AccountId] {
+        match &self.form {
+            Form::Full(state) => state
+                .account(id)
+                .map_or(&[][..], |account| &account.subaccounts),
+            Form::Lean(directory) => directory.subaccounts(id),
+        }
+    }
+
+    fn low_balance_of(&self, id: AccountId) -> Option<subledger_core::LowBalance> {
+        match &self.form {
+            Form::Full(state) => state.low_balance(id),
+            Form::Lean(directory) => directory.low_balance(id),
+        }
+    }
+
+    /// Every low-balance setting, by account id.
+    fn low_balances(&self) -> Vec<(AccountId, subledger_core::LowBalance)> {
+        match &self.form {
+            Form::Full(state) => state.low_balances(),
+            Form::Lean(directory) => directory.low_balances(),
+        }
+    }
+
+    /// The family of an account: its primary's id (a primary's is its own; an unknown id's is
+    /// itself).
+    pub fn family_of(&self, id: AccountId) -> AccountId {
+        self.form.family(id)
     }
 
     /// Applies a committed batch. An error means the batch contradicts the views (a corrupt
@@ -808,7 +1091,8 @@ impl Views {
         let mut touched = 0_u64;
         for event in events {
             for (id, _, _) in accounts::touched(event).into_iter().flatten() {
-                if let Some(account) = self.state.account(id) {
+                // Lean views' values are in the history's last entry, read next.
+                if let Some(account) = self.state().and_then(|state| state.account(id)) {
                     touched = touched.wrapping_add(u64::from(account.suspended));
                 }
                 if let Some(last) = self
@@ -833,8 +1117,8 @@ impl Views {
             });
         }
         self.apply_except_money_lists(seq, at, event)?;
-        let state = &self.state;
-        self.money.record(seq, at, event, |id| family_in(state, id));
+        let form = &self.form;
+        self.money.record(seq, at, event, |id| form.family(id));
         Ok(())
     }
 
@@ -847,9 +1131,17 @@ impl Views {
         at: Timestamp,
         event: &Event,
     ) -> Result<(), ApplyError> {
-        self.state.apply(seq, at, event)?;
-        // From here the event is known to be consistent with the state: ids exist.
-        self.record_account_history(seq, at, event);
+        match &mut self.form {
+            Form::Full(state) => {
+                state.apply(seq, at, event)?;
+                // From here the event is known to be consistent with the state: ids exist.
+                self.record_account_history(seq, at, event);
+            }
+            Form::Lean(directory) => {
+                directory::apply(directory, &mut self.accounts, seq, at, event)?;
+            }
+        }
+        self.record_names(seq, event);
         match event {
             Event::PrimaryOpened { secret, .. } | Event::SubaccountCreated { secret, .. } => {
                 self.details.push(Details {
@@ -880,18 +1172,26 @@ impl Views {
         Ok(())
     }
 
-    /// Appends the per-account entries (and names) an applied event calls for.
+    /// Appends the per-account entries an event applied to the full state calls for (lean
+    /// views append theirs as they apply it: [`directory::apply`]).
     fn record_account_history(&mut self, seq: Sequence, at: Timestamp, event: &Event) {
-        let count = self.state.account_count();
+        let Form::Full(state) = &self.form else {
+            return;
+        };
+        let count = state.account_count();
         if self.accounts.len() < count {
             self.accounts.resize_with(count, AccountHistory::default);
         }
         for (id, kind, counterparty) in accounts::touched(event).into_iter().flatten() {
-            let entry = accounts::entry_after(&self.state, seq, at, id, kind, counterparty);
+            let entry = accounts::entry_after(state, seq, at, id, kind, counterparty);
             if let (Some(entry), Some(history)) = (entry, self.accounts.get_mut(id.index())) {
                 push_compact(&mut history.entries, entry);
             }
         }
+    }
+
+    /// Appends the name an applied event gives an account.
+    fn record_names(&mut self, seq: Sequence, event: &Event) {
         let named = match event {
             Event::PrimaryOpened { account, name, .. }
             | Event::SubaccountCreated { account, name, .. }
@@ -921,16 +1221,16 @@ impl Views {
     /// An account's state as of a past point (from its history: a binary search), or `None`
     /// if it did not exist yet.
     pub fn account_at(&self, key: &ApiKey, point: AsOf) -> Option<AccountSnapshot> {
-        let id = self.state.account_id(key)?;
+        let id = self.account_id(key)?;
         self.snapshot_at(id, point)
     }
 
     fn snapshot_at(&self, id: AccountId, point: AsOf) -> Option<AccountSnapshot> {
         let history = self.accounts.get(id.index())?;
         let entry = history.last_at_or_before(point)?;
-        let account = self.state.account(id)?;
+        let account = self.facts(id)?;
         let primary = match account.primary {
-            Some(owner) => Some(self.state.account(owner)?.key),
+            Some(owner) => Some(self.key_of(owner)?),
             None => None,
         };
         Some(AccountSnapshot {
@@ -948,14 +1248,14 @@ impl Views {
 
     /// A family as of a past point, with its totals then; `None` if the primary did not exist.
     pub fn family_at(&self, primary: &ApiKey, point: AsOf) -> Option<FamilySnapshot> {
-        let id = self.state.account_id(primary)?;
-        let owner = self.state.account(id)?;
+        let id = self.account_id(primary)?;
+        let owner = self.facts(id)?;
         if !owner.is_primary() {
             return None;
         }
         let primary = self.snapshot_at(id, point)?;
-        let subaccounts: Vec<AccountSnapshot> = owner
-            .subaccounts
+        let subaccounts: Vec<AccountSnapshot> = self
+            .subaccounts(id)
             .iter()
             .filter_map(|sub| self.snapshot_at(*sub, point))
             .collect();
@@ -970,7 +1270,6 @@ impl Views {
         query: &StatementQuery,
     ) -> Result<Page<StatementLine>, QueryError> {
         let id = self
-            .state
             .account_id(key)
             .ok_or(QueryError::UnknownAccount(*key))?;
         if let (Some(start), Some(end)) = (query.start, query.end) {
@@ -1051,7 +1350,7 @@ impl Views {
             credit_limit_after: value(entry.credit_limit()),
             counterparty: entry
                 .counterparty()
-                .and_then(|other| self.state.account(other))
+                .and_then(|other| self.facts(other))
                 .map(|other| other.key),
             command,
             reference,
@@ -1103,11 +1402,11 @@ impl Views {
                     id: entry.id,
                     seq: entry.seq,
                     at: entry.at,
-                    account: self.state.account(entry.to)?.key,
-                    payer: self.state.account(entry.from)?.key,
+                    account: self.key_of(entry.to)?,
+                    payer: self.key_of(entry.from)?,
                     amount: entry.amount,
                     reference: entry.reference.to_owned(),
-                    primary: self.state.account(family)?.key,
+                    primary: self.key_of(family)?,
                 })
             })
             .collect();
@@ -1117,10 +1416,6 @@ impl Views {
         })
     }
 
-    fn family_of(&self, id: AccountId) -> AccountId {
-        family_in(&self.state, id)
-    }
-
     /// Adds lists built by a [`MoneyListsBuilder`] from the events applied since it was made
     /// (with [`Views::apply_except_money_lists`]) after the lists the views already hold. The
     /// views must hold the idempotency index the builder's positions refer to, brought up to
@@ -1128,7 +1423,7 @@ impl Views {
     /// into them, shared, rather than holding copies (see [`subledger_core::SharedRecords`]).
     pub fn append_money_lists(&mut self, built: MoneyListsBuilder) -> Result<(), String> {
         let shared = self
-            .state
+            .full_mut("appending money lists")?
             .freeze_command_records()
             .ok_or("views: money lists to append without the index they refer to")?;
         self.money.append(built, &shared)
@@ -1140,20 +1435,22 @@ impl Views {
     /// applied them all yet, or number their entries on their own (decoded from a snapshot
     /// format before 9: they then keep their copies until the next open).
     pub fn adopt_money_records(&mut self, shared: &subledger_core::SharedRecords) -> bool {
-        let state = &self.state;
-        self.money.store.adopt(shared, |id| family_in(state, id))
+        let form = &self.form;
+        self.money.store.adopt(shared, |id| form.family(id))
     }
 
     /// For views that hold the idempotency index themselves (the snapshot thread's replica):
     /// once the index has `min_records` records of its own, freezes them and lets the money
     /// lists share them ([`Views::adopt_money_records`]).
     pub fn share_money_records(&mut self, min_records: usize) {
-        let due = self
-            .state
+        let Form::Full(state) = &mut self.form else {
+            return;
+        };
+        let due = state
             .command_index()
             .is_some_and(|index| index.unfrozen_len() >= min_records);
         if due {
-            if let Some(shared) = self.state.freeze_command_records() {
+            if let Some(shared) = state.freeze_command_records() {
                 self.adopt_money_records(&shared);
             }
         }
@@ -1171,16 +1468,16 @@ impl Views {
 
     /// One account by key.
     pub fn account(&self, key: &ApiKey) -> Option<AccountSnapshot> {
-        self.snapshot(self.state.account_id(key)?)
+        self.snapshot(self.account_id(key)?)
     }
 
     /// Which family an account belongs to: its primary's id (a primary's is its own).
     pub fn family_id(&self, key: &ApiKey) -> Option<AccountId> {
-        Some(self.family_of(self.state.account_id(key)?))
+        Some(self.family_of(self.account_id(key)?))
     }
 
     fn snapshot(&self, id: AccountId) -> Option<AccountSnapshot> {
-        let account = self.state.account(id)?;
+        let account = self.facts(id)?;
         let details = self.details.get(id.index())?;
         let (balance, credit_limit) = match account.funding() {
             Funding::Own {
@@ -1190,7 +1487,7 @@ impl Views {
             Funding::Shared => (None, None),
         };
         let primary = match account.primary {
-            Some(owner) => Some(self.state.account(owner)?.key),
+            Some(owner) => Some(self.key_of(owner)?),
             None => None,
         };
         Some(AccountSnapshot {
@@ -1209,14 +1506,14 @@ impl Views {
     /// A primary with its subaccounts (oldest first) and the family totals, counting the
     /// primary and every subaccount with its own balance.
     pub fn family(&self, primary: &ApiKey) -> Option<FamilySnapshot> {
-        let id = self.state.account_id(primary)?;
-        let owner = self.state.account(id)?;
+        let id = self.account_id(primary)?;
+        let owner = self.facts(id)?;
         if !owner.is_primary() {
             return None;
         }
         let primary = self.snapshot(id)?;
-        let subaccounts: Vec<AccountSnapshot> = owner
-            .subaccounts
+        let subaccounts: Vec<AccountSnapshot> = self
+            .subaccounts(id)
             .iter()
             .filter_map(|sub| self.snapshot(*sub))
             .collect();
@@ -1237,7 +1534,6 @@ impl Views {
         let start = match after {
             Some(key) => {
                 let id = self
-                    .state
                     .account_id(key)
                     .ok_or(QueryError::UnknownAccount(*key))?;
                 id.index().saturating_add(1)
@@ -1247,9 +1543,9 @@ impl Views {
         let limit = limit.clamp(1, PAGE_ITEMS_MAX);
         let mut families = Vec::new();
         let mut next = None;
-        let ids = (start..self.state.account_count())
+        let ids = (start..self.account_count())
             .filter_map(|index| u32::try_from(index).ok().map(AccountId));
-        for account in ids.filter_map(|id| self.state.account(id)) {
+        for account in ids.filter_map(|id| self.facts(id)) {
             if !account.is_primary() {
                 continue;
             }
@@ -1270,20 +1566,20 @@ impl Views {
     /// of reading the subaccounts' balances only — this runs under the views' read lock, which
     /// the views thread waits for before acknowledging anything.
     pub fn family_summary(&self, primary: &ApiKey) -> Option<FamilySummary> {
-        let id = self.state.account_id(primary)?;
-        let owner = self.state.account(id)?;
+        let id = self.account_id(primary)?;
+        let owner = self.facts(id)?;
         if !owner.is_primary() {
             return None;
         }
         let mut summary = FamilySummary {
             primary: self.snapshot(id)?,
-            subaccounts: owner.subaccounts.len(),
+            subaccounts: self.subaccounts(id).len(),
             total_balance: Total::ZERO,
             total_credit_limit: Total::ZERO,
             low_balance_alerts: 0,
         };
-        for member in std::iter::once(&id).chain(&owner.subaccounts) {
-            let Some(account) = self.state.account(*member) else {
+        for member in std::iter::once(&id).chain(self.subaccounts(id)) {
+            let Some(account) = self.facts(*member) else {
                 continue;
             };
             if let Funding::Own {
@@ -1294,7 +1590,7 @@ impl Views {
                 summary.total_balance = summary.total_balance.plus(balance);
                 summary.total_credit_limit = summary.total_credit_limit.plus(credit_limit);
             }
-            let below = self.state.low_balance(*member).is_some_and(|setting| {
+            let below = self.low_balance_of(*member).is_some_and(|setting| {
                 account
                     .available()
                     .is_some_and(|available| available < setting.threshold)
@@ -1306,19 +1602,18 @@ impl Views {
 
     /// An account's low-balance threshold and whether its available funds are below it now.
     pub fn low_balance(&self, key: &ApiKey) -> Option<(Amount, bool)> {
-        let id = self.state.account_id(key)?;
-        let setting = self.state.low_balance(id)?;
+        let id = self.account_id(key)?;
+        let setting = self.low_balance_of(id)?;
         let below = self
-            .state
-            .account(id)
-            .and_then(subledger_core::Account::available)
+            .facts(id)
+            .and_then(|account| account.available())
             .is_some_and(|available| available < setting.threshold);
         Some((setting.threshold, below))
     }
 
     /// The active secrets of an account (oldest first), with their hashes for verification.
     pub fn secrets(&self, key: &ApiKey) -> Option<&[SecretView]> {
-        let id = self.state.account_id(key)?;
+        let id = self.account_id(key)?;
         Some(self.details.get(id.index())?.secrets.as_slice())
     }
 
@@ -1357,10 +1652,9 @@ impl Views {
         query: &TransferQuery,
     ) -> Result<AccountId, QueryError> {
         let unknown = || QueryError::UnknownAccount(*primary);
-        let family = self.state.account_id(primary).ok_or_else(unknown)?;
+        let family = self.account_id(primary).ok_or_else(unknown)?;
         if !self
-            .state
-            .account(family)
+            .facts(family)
             .is_some_and(|account| account.is_primary())
         {
             return Err(unknown());
@@ -1388,7 +1682,7 @@ impl Views {
         let wanted: Vec<AccountId> = query
             .subaccounts
             .iter()
-            .filter_map(|key| self.state.account_id(key))
+            .filter_map(|key| self.account_id(key))
             .collect();
         // Entries are in sequence order, and commit instants never decrease with the sequence,
         // so both bounds and the cursor are binary searches (each probe reads one entry).
@@ -1434,11 +1728,11 @@ impl Views {
             id: entry.id,
             seq: entry.seq,
             at: entry.at,
-            from: self.state.account(entry.from)?.key,
-            to: self.state.account(entry.to)?.key,
+            from: self.key_of(entry.from)?,
+            to: self.key_of(entry.to)?,
             amount: entry.amount,
             reference: entry.reference.to_owned(),
-            primary: self.state.account(family)?.key,
+            primary: self.key_of(family)?,
         })
     }
 
@@ -1454,7 +1748,7 @@ impl Views {
     /// what a legacy snapshot can be compared on.
     pub fn core_hash(&self) -> [u8; 32] {
         let mut hasher = subledger_core::digest::StreamHasher::new();
-        hasher.update(&self.state.state_hash());
+        hasher.update(&self.state_hash());
         for (index, details) in self.details.iter().enumerate() {
             let name = self.current_name(AccountId(u32::try_from(index).unwrap_or(u32::MAX)));
             hasher.update(&(name.len() as u64).to_le_bytes());
@@ -1561,11 +1855,19 @@ impl Encode for Views {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        self.encode_with(&self.state, encoder)
+        self.encode_with(self.encodable_state()?, encoder)
     }
 }
 
 impl Views {
+    /// The state snapshots hold: only views that keep it are encoded (the snapshot thread's
+    /// replica, tools), never the live read views.
+    fn encodable_state(&self) -> Result<&State, bincode::error::EncodeError> {
+        self.state().ok_or(bincode::error::EncodeError::Other(
+            "live read views keep no state to encode",
+        ))
+    }
+
     fn encode_with<E: bincode::enc::Encoder>(
         &self,
         state: &impl Encode,
@@ -1606,7 +1908,7 @@ impl Views {
                 history.encode(encoder)?;
             }
         }
-        self.state.low_balances().encode(encoder)
+        self.low_balances().encode(encoder)
     }
 
     /// The head in format 9: as format 7's, with the shapes of the money lists in place of
@@ -1616,10 +1918,10 @@ impl Views {
         shapes: &MoneyListShapes,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        subledger_core::StateWithoutCommands(&self.state).encode(encoder)?;
+        subledger_core::StateWithoutCommands(self.encodable_state()?).encode(encoder)?;
         self.encode_details(encoder)?;
         shapes.encode(encoder)?;
-        self.state.low_balances().encode(encoder)
+        self.low_balances().encode(encoder)
     }
 
     /// A list's entries as snapshots before format 9 store them (written by tests and tools
@@ -1694,7 +1996,7 @@ bincode::impl_borrow_decode!(LegacyViews);
 /// Pushes without the usual jump from no room to room for four: most accounts keep one name
 /// and many only a few entries, and with a million accounts those empty slots were a fifth of
 /// the read side's memory. Past four items the `Vec` grows by doubling as usual.
-fn push_compact<T>(list: &mut Vec<T>, item: T) {
+pub(crate) fn push_compact<T>(list: &mut Vec<T>, item: T) {
     if list.len() == list.capacity() && list.capacity() < 4 {
         list.reserve_exact(1);
     }
@@ -1799,7 +2101,7 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
         details.push(account);
     }
     let views = Views {
-        state,
+        form: Form::Full(state),
         details,
         accounts,
         money,
@@ -1843,7 +2145,6 @@ impl<Context> Decode<Context> for ViewsHead<Views> {
         let mut views = decode_version_1(decoder)?;
         let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
         views
-            .state
             .restore_low_balances(settings)
             .map_err(bincode::error::DecodeError::OtherString)?;
         Ok(ViewsHead(views))
@@ -1862,7 +2163,7 @@ impl Encode for ViewsHeadV7<&Views> {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         self.0.encode_head_as(
-            &subledger_core::StateWithoutCommands(&self.0.state),
+            &subledger_core::StateWithoutCommands(self.0.encodable_state()?),
             encoder,
             true,
         )
@@ -1876,7 +2177,6 @@ impl<Context> Decode<Context> for ViewsHeadV7<Views> {
         let (mut views, _) = decode_head_parts(decoder, ListsForm::FixedWidth)?;
         let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
         views
-            .state
             .restore_low_balances(settings)
             .map_err(bincode::error::DecodeError::OtherString)?;
         Ok(ViewsHeadV7(views))
@@ -1914,7 +2214,6 @@ impl<Context> Decode<Context> for ViewsHeadV9 {
         let (mut views, shapes) = decode_head_parts(decoder, ListsForm::Shapes)?;
         let settings = Vec::<(AccountId, subledger_core::LowBalance)>::decode(decoder)?;
         views
-            .state
             .restore_low_balances(settings)
             .map_err(bincode::error::DecodeError::OtherString)?;
         let shapes = shapes.unwrap_or_default();
@@ -2097,7 +2396,7 @@ impl Views {
         let ViewsHistories {
             accounts, payments, ..
         } = histories;
-        if accounts.len() != self.state.account_count() {
+        if accounts.len() != self.account_count() {
             return Err("views: one history per account");
         }
         let named_alike = accounts
@@ -2110,7 +2409,10 @@ impl Views {
         if !named_alike {
             return Err("views: an account's name differs from its history's");
         }
-        let last = self.state.last_seq();
+        let state = self
+            .state()
+            .ok_or("views: histories attach to decoded views, which keep their state")?;
+        let last = state.last_seq();
         let mut families = rustc_hash::FxHashSet::default();
         let mut count = self.money.store.len();
         for (primary, payments) in &payments {
@@ -2120,11 +2422,11 @@ impl Views {
                 .windows(2)
                 .all(|pair| pair[0].seq < pair[1].seq)
                 && payments.charges.iter().all(|entry| {
-                    family_of_in(&self.state, entry.to) == Some(primary) && entry.seq <= last
+                    family_of_in(state, entry.to) == Some(primary) && entry.seq <= last
                 });
-            if family_of_in(&self.state, primary) != Some(primary)
+            if family_of_in(state, primary) != Some(primary)
                 || !charges_fit
-                || !consistent(&self.state, primary, &payments.top_ups)
+                || !consistent(state, primary, &payments.top_ups)
             {
                 return Err("views: payments do not fit their family");
             }

@@ -143,7 +143,9 @@ impl Views {
     /// exactly must not be written.
     pub fn money_list_shapes(&self, records: Records<'_>) -> Result<MoneyListShapes, String> {
         let mismatch = |what: &str| format!("views: the money lists and the index differ ({what})");
-        let state = &self.state;
+        let state = self
+            .state()
+            .ok_or("views: live read views keep no state to take a snapshot of")?;
         let mut families: Vec<AccountId> = self.money.history.keys().copied().collect();
         families.extend(
             self.money
@@ -242,7 +244,9 @@ impl Views {
         shapes: &MoneyListShapes,
         records: &SharedRecords,
     ) -> Result<RebuiltMoneyLists, &'static str> {
-        let state = &self.state;
+        let state = self
+            .state()
+            .ok_or("views: live read views keep no state to rebuild money lists on")?;
         let cursors = Cursors::new(
             state.account_count(),
             shapes.families.iter().map(|shape| shape.family),

@@ -261,8 +261,8 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     );
     assert_eq!(snapshot.views.core_hash(), replayed.core_hash());
     assert_eq!(
-        snapshot.views.state().state_hash(),
-        replayed.state().state_hash()
+        snapshot.views.state().unwrap().state_hash(),
+        replayed.state().unwrap().state_hash()
     );
     // Versions 3 (one payload), 4 (views and idempotency index in two sections), 5 (secrets'
     // hashes left in the log), 6 (the views in two sections), 7 (fixed-width history
@@ -286,12 +286,12 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
             "{version}"
         );
         assert_eq!(
-            snapshot.views.state().state_hash(),
-            replayed.state().state_hash(),
+            snapshot.views.state().unwrap().state_hash(),
+            replayed.state().unwrap().state_hash(),
             "{version}"
         );
         assert_eq!(
-            snapshot.views.state().command_count(),
+            snapshot.views.state().unwrap().command_count(),
             3 + 1 + 1,
             "{version}: top-up, three transfers and a charge"
         );

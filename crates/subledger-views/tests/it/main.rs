@@ -82,6 +82,50 @@ fn command(step: Step, id: u128) -> Command {
 
 /// The whole history: (seq, at, event), and the views built from it.
 fn build(steps: &[Step]) -> (Vec<(Sequence, Timestamp, Event)>, Views) {
+    build_with(steps, command)
+}
+
+/// [`command`]'s steps and every other kind of command: thresholds (and so alerts and their
+/// re-arming), closing, secrets, suspending primaries.
+fn every_command(step: Step, id: u128) -> Command {
+    let (kind, family, sub, value, _) = step;
+    let primary = key(PRIMARIES[family]);
+    let subaccount = key(SUBACCOUNTS[family][sub]);
+    let one_of = |pick: bool| if pick { primary } else { subaccount };
+    match kind % 15 {
+        9 | 10 => Command::SetLowBalanceThreshold(SetLowBalanceThreshold {
+            account: one_of(value % 2 == 0),
+            threshold: (value % 5 != 0).then(|| units(value)),
+        }),
+        11 => Command::CloseSubaccount(CloseSubaccount {
+            primary,
+            subaccount,
+        }),
+        12 => Command::CreateSecret(CreateSecret {
+            account: one_of(value % 2 == 0),
+            secret: secret(u32::try_from(id).unwrap()),
+        }),
+        13 => Command::RevokeSecret(RevokeSecret {
+            account: subaccount,
+            // The subaccount's first secret, or one a step created (if it was this one's).
+            secret: if value % 2 == 0 {
+                secret(200 + u32::try_from(family * 10 + sub).unwrap()).id
+            } else {
+                secret(u32::try_from(id).unwrap().saturating_sub(value)).id
+            },
+        }),
+        14 => Command::SetSuspended(SetSuspended {
+            account: one_of(value % 3 == 0),
+            suspended: value % 2 == 0,
+        }),
+        _ => command(step, id),
+    }
+}
+
+fn build_with(
+    steps: &[Step],
+    to_command: impl Fn(Step, u128) -> Command,
+) -> (Vec<(Sequence, Timestamp, Event)>, Views) {
     let mut state = State::new(Policy::default());
     let mut log = Vec::new();
     let mut clock = 1_000_i64;
@@ -108,7 +152,7 @@ fn build(steps: &[Step]) -> (Vec<(Sequence, Timestamp, Event)>, Views) {
         steps
             .iter()
             .enumerate()
-            .map(|(index, step)| (command(*step, 1_000 + index as u128), step.4)),
+            .map(|(index, step)| (to_command(*step, 1_000 + index as u128), step.4)),
     );
     for (command, advance) in commands {
         clock += advance;
@@ -165,7 +209,13 @@ fn steps() -> impl Strategy<Value = Vec<Step>> {
 /// The records of `views`' idempotency index, frozen (in a copy of the index: the views keep
 /// theirs as they were).
 fn frozen(views: &Views) -> subledger_core::SharedRecords {
-    views.state().command_index().unwrap().clone().freeze()
+    views
+        .state()
+        .unwrap()
+        .command_index()
+        .unwrap()
+        .clone()
+        .freeze()
 }
 
 /// The views of `log` with the idempotency index, as a snapshot holds them.
@@ -180,6 +230,73 @@ fn with_index(log: &[(Sequence, Timestamp, Event)]) -> Views {
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
+    /// Live read views keep a directory of the accounts instead of a copy of the writer's
+    /// state, and apply events without it (ADR 0008). Made lean at any point of any command
+    /// stream — every kind of command, thresholds, alerts, closing and secrets included — and
+    /// brought up to date, they equal the full views (the same hash, the same data) and answer
+    /// every account and family query alike.
+    #[test]
+    fn lean_views_answer_as_full_views_do(
+        steps in proptest::collection::vec((0..15_u8, 0..2_usize, 0..3_usize, 1..40_u32, 0..3_i64), 1..80),
+        cut in 0..120_usize,
+    ) {
+        let (log, full) = build_with(&steps, every_command);
+        let cut = cut.min(log.len());
+        let mut prefix = Views::new();
+        for (seq, at, event) in &log[..cut] {
+            prefix.apply(*seq, *at, event).unwrap();
+        }
+        let mut lean = prefix.into_lean();
+        prop_assert!(lean.is_lean());
+        for (seq, at, event) in &log[cut..] {
+            lean.apply(*seq, *at, event).unwrap();
+        }
+        prop_assert!(lean.is_lean() && lean.state().is_none());
+        prop_assert_eq!(lean.views_hash(), full.views_hash());
+        prop_assert!(lean == full);
+        prop_assert_eq!((lean.last_seq(), lean.last_at()), (full.last_seq(), full.last_at()));
+        let middle = log.get(log.len() / 2).map_or(Sequence::ZERO, |(seq, _, _)| *seq);
+        for key in PRIMARIES.iter().chain(SUBACCOUNTS.iter().flatten()).map(|text| key(text)) {
+            prop_assert_eq!(lean.account(&key), full.account(&key));
+            prop_assert_eq!(lean.account_id(&key), full.account_id(&key));
+            prop_assert_eq!(lean.family(&key), full.family(&key));
+            prop_assert_eq!(lean.family_summary(&key), full.family_summary(&key));
+            prop_assert_eq!(lean.low_balance(&key), full.low_balance(&key));
+            prop_assert_eq!(lean.secrets(&key), full.secrets(&key));
+            prop_assert_eq!(lean.account_at(&key, AsOf::Seq(middle)), full.account_at(&key, AsOf::Seq(middle)));
+            let query = StatementQuery::default();
+            prop_assert_eq!(lean.statement(&key, &query), full.statement(&key, &query));
+            let id = full.account_id(&key).unwrap();
+            prop_assert_eq!(lean.funding_of(id), full.funding_of(id));
+            prop_assert_eq!(lean.family_of(id), full.family_of(id));
+            prop_assert_eq!(lean.subaccounts(id), full.subaccounts(id));
+            prop_assert_eq!(lean.key_of(id), Some(key));
+        }
+        prop_assert_eq!(lean.primaries(None, 10), full.primaries(None, 10));
+    }
+
+    /// Lean views refuse what does not follow — an event out of order, in the past, or on an
+    /// account they do not know — and change nothing.
+    #[test]
+    fn lean_views_refuse_what_does_not_follow_and_change_nothing(steps in steps()) {
+        let (log, full) = build(&steps);
+        let mut lean = full.into_lean();
+        let before = lean.views_hash();
+        let (last_seq, last_at) = (lean.last_seq(), lean.last_at());
+        let unknown = AccountId(1_000);
+        let refused = [
+            (last_seq, last_at, Event::AccountSuspended { account: AccountId(0) }),
+            (last_seq.next(), Timestamp(last_at.0 - 1), Event::AccountSuspended { account: AccountId(0) }),
+            (last_seq.next(), last_at, Event::AccountSuspended { account: unknown }),
+            (last_seq.next(), last_at, Event::ToppedUp { account: unknown, amount: units(1), command: CommandId::from_bytes([7; 16]), reference: String::new() }),
+        ];
+        for (seq, at, event) in refused {
+            prop_assert!(lean.apply(seq, at, &event).is_err());
+            prop_assert_eq!(lean.views_hash(), before);
+        }
+        prop_assert!(!log.is_empty());
+    }
+
     /// Snapshot format 9 stores only the shapes of the families' money lists and rebuilds the
     /// lists from the idempotency index's records: the rebuilt lists are the applied ones,
     /// the shapes survive encoding, and shapes that do not fit the records are refused, when
@@ -188,7 +305,7 @@ proptest! {
     fn money_lists_rebuilt_from_the_index_are_the_applied_ones(steps in steps(), cut in 0..100_usize) {
         let (log, _) = build(&steps);
         let views = with_index(&log);
-        let records = views.state().command_index().unwrap().records();
+        let records = views.state().unwrap().command_index().unwrap().records();
         let shared = frozen(&views);
         let shapes = views.money_list_shapes(records).unwrap();
         let config = bincode::config::standard();
@@ -217,7 +334,7 @@ proptest! {
         // The views of a prefix of the log: fewer money commands, other shapes.
         let split = log.len() * cut / 100;
         let prefix = with_index(&log[..split]);
-        let prefix_records = prefix.state().command_index().unwrap().records();
+        let prefix_records = prefix.state().unwrap().command_index().unwrap().records();
         let prefix_shared = frozen(&prefix);
         if prefix_records.len() != records.len() {
             prop_assert!(views.money_list_shapes(prefix_records).is_err());
@@ -259,7 +376,7 @@ proptest! {
         let records = index.freeze();
         shared_form.attach_command_index(index).unwrap();
         let shapes = prefix
-            .money_list_shapes(prefix.state().command_index().unwrap().records())
+            .money_list_shapes(prefix.state().unwrap().command_index().unwrap().records())
             .unwrap();
         shared_form.attach_money_lists(prefix.rebuild_money_lists(&shapes, &records).unwrap());
         prop_assert_eq!(shared_form.money_entries_shared_and_copied(), (records.len(), 0));
@@ -282,9 +399,9 @@ proptest! {
             views.append_money_lists(lists).unwrap();
             prop_assert!(views == full);
             prop_assert_eq!(views.views_hash(), full.views_hash());
-            let commands = full.state().command_count();
+            let commands = full.state().unwrap().command_count();
             // Decoded lists without an entry are no obstacle to sharing.
-            let copies = !shared && prefix.state().command_count() > 0;
+            let copies = !shared && prefix.state().unwrap().command_count() > 0;
             let expected = if copies { (0, commands) } else { (commands, 0) };
             prop_assert_eq!(views.money_entries_shared_and_copied(), expected);
         }
@@ -327,7 +444,7 @@ proptest! {
         // Views holding the index themselves (the snapshot replica) share its records once it
         // has enough of its own.
         let mut replica = with_index(&log);
-        let commands = replica.state().command_count();
+        let commands = replica.state().unwrap().command_count();
         replica.share_money_records(commands + 1);
         prop_assert_eq!(replica.money_entries_shared_and_copied(), (0, commands));
         replica.share_money_records(commands.max(1));

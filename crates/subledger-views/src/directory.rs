@@ -1,0 +1,537 @@
+//! Live read views without a copy of the writer's state (ADR 0008, step 1).
+//!
+//! The read views used to keep a whole [`State`] (88 bytes an account, a key index, the
+//! primaries' subaccount lists) beside the writer's, applying every event to it a second time.
+//! Live views keep a [`Directory`] instead: per account what never changes after it is opened
+//! (key, primary, currency), the key index, the primaries' subaccount lists and the low-balance
+//! settings. An account's balance, credit limit and flags are those of its last history entry,
+//! which every event that changes them appends.
+//!
+//! [`apply`] folds a committed event into the directory and the histories, computing each new
+//! entry from the previous one exactly as [`State::apply`] changes an account. The events come
+//! from the writer, which has applied them to its own state and so checked every rule: what
+//! this checks is only what it needs to stay consistent (order, time, accounts that exist, a
+//! key not taken), and it never disagrees with [`State::apply`] on what an event does — a
+//! property test applies random command streams to both forms and compares every answer.
+
+use rustc_hash::FxHashMap;
+use subledger_core::{
+    AccountId, Amount, ApiKey, ApplyError, ApplyFault, Currency, Event, Funding, KeyIndex,
+    LowBalance, Sequence, State, Timestamp,
+};
+
+use crate::accounts::{self, AccountHistory, Entry};
+
+/// What never changes about an account after it is opened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fixed {
+    pub(crate) key: ApiKey,
+    pub(crate) primary: Option<AccountId>,
+    pub(crate) currency: Currency,
+}
+
+/// An account's values after its last event: those of its last history entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Values {
+    pub(crate) funding: Funding,
+    pub(crate) suspended: bool,
+    pub(crate) closed: bool,
+}
+
+impl Values {
+    pub(crate) fn of(entry: &Entry) -> Values {
+        Values {
+            funding: match (entry.balance(), entry.credit_limit()) {
+                (Some(balance), Some(credit_limit)) => Funding::Own {
+                    balance,
+                    credit_limit,
+                },
+                _ => Funding::Shared,
+            },
+            suspended: entry.suspended(),
+            closed: entry.closed(),
+        }
+    }
+
+    fn opened(funding: Funding) -> Values {
+        Values {
+            funding,
+            suspended: false,
+            closed: false,
+        }
+    }
+}
+
+/// The live read views' accounts, without their values (see the module documentation).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Directory {
+    fixed: Vec<Fixed>,
+    by_key: KeyIndex,
+    /// Only primaries with subaccounts (about 1 % of accounts) have an entry.
+    subaccounts: FxHashMap<AccountId, Vec<AccountId>>,
+    low_balance: FxHashMap<AccountId, LowBalance>,
+    last_seq: Sequence,
+    last_at: Timestamp,
+}
+
+impl PartialEq for Directory {
+    /// The key index follows from the accounts.
+    fn eq(&self, other: &Directory) -> bool {
+        self.fixed == other.fixed
+            && self.subaccounts == other.subaccounts
+            && self.low_balance == other.low_balance
+            && self.last_seq == other.last_seq
+            && self.last_at == other.last_at
+    }
+}
+
+/// The key of the account an id names in `fixed`.
+fn key_in(fixed: &[Fixed]) -> impl Fn(AccountId) -> Option<ApiKey> + '_ {
+    |id| fixed.get(id.index()).map(|fixed| fixed.key)
+}
+
+impl Directory {
+    /// The directory of `state`'s accounts.
+    pub(crate) fn of(state: &State) -> Directory {
+        let mut directory = Directory {
+            fixed: Vec::with_capacity(state.account_count()),
+            by_key: KeyIndex::with_capacity(state.account_count()),
+            subaccounts: FxHashMap::default(),
+            low_balance: state.low_balances().into_iter().collect(),
+            last_seq: state.last_seq(),
+            last_at: state.last_at(),
+        };
+        for (id, account) in state.accounts() {
+            directory.fixed.push(Fixed {
+                key: account.key,
+                primary: account.primary,
+                currency: account.currency,
+            });
+            // A state's keys are distinct (its decoding and `apply` check it).
+            let entered = directory.by_key.insert(id, key_in(&directory.fixed));
+            debug_assert!(entered, "a state holds each key once");
+            if !account.subaccounts.is_empty() {
+                directory
+                    .subaccounts
+                    .insert(id, account.subaccounts.to_vec());
+            }
+        }
+        directory
+    }
+
+    pub(crate) fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
+        self.by_key.get(key, key_in(&self.fixed))
+    }
+
+    pub(crate) fn fixed(&self, id: AccountId) -> Option<&Fixed> {
+        self.fixed.get(id.index())
+    }
+
+    pub(crate) fn account_count(&self) -> usize {
+        self.fixed.len()
+    }
+
+    pub(crate) fn subaccounts(&self, id: AccountId) -> &[AccountId] {
+        self.subaccounts.get(&id).map_or(&[], Vec::as_slice)
+    }
+
+    pub(crate) fn low_balance(&self, id: AccountId) -> Option<LowBalance> {
+        self.low_balance.get(&id).copied()
+    }
+
+    /// Every low-balance setting, by account id.
+    pub(crate) fn low_balances(&self) -> Vec<(AccountId, LowBalance)> {
+        let mut settings: Vec<_> = self
+            .low_balance
+            .iter()
+            .map(|(id, setting)| (*id, *setting))
+            .collect();
+        settings.sort_unstable_by_key(|(id, _)| *id);
+        settings
+    }
+
+    pub(crate) fn last_seq(&self) -> Sequence {
+        self.last_seq
+    }
+
+    pub(crate) fn last_at(&self) -> Timestamp {
+        self.last_at
+    }
+}
+
+/// The values of account `id` after its last entry.
+pub(crate) fn current(histories: &[AccountHistory], id: AccountId) -> Option<Values> {
+    histories
+        .get(id.index())
+        .and_then(|history| history.entries.last())
+        .map(Values::of)
+}
+
+/// `value` moved by `delta`, or the fault an impossible sum is (the writer never commits one).
+fn plus(value: Amount, delta: Amount, id: AccountId) -> Result<Amount, ApplyFault> {
+    value.checked_add(delta).ok_or(ApplyFault::Invariant(id))
+}
+
+/// An own-balance account's funding with the balance and the credit limit moved by the deltas.
+fn shifted(
+    values: Values,
+    id: AccountId,
+    balance_delta: Amount,
+    credit_delta: Amount,
+) -> Result<Values, ApplyFault> {
+    let Funding::Own {
+        balance,
+        credit_limit,
+    } = values.funding
+    else {
+        return Err(ApplyFault::Shared(id));
+    };
+    Ok(Values {
+        funding: Funding::Own {
+            balance: plus(balance, balance_delta, id)?,
+            credit_limit: plus(credit_limit, credit_delta, id)?,
+        },
+        ..values
+    })
+}
+
+/// An account opened by an event: its id, fixed facts and first values.
+type Opened = (AccountId, Fixed, Values);
+
+/// What one event changes, worked out before anything is changed.
+struct Change {
+    opened: Option<Opened>,
+    /// New values of at most two accounts.
+    values: [Option<(AccountId, Values)>; 2],
+    /// A low-balance setting set (`Some`) or removed (`None`).
+    setting: Option<(AccountId, Option<LowBalance>)>,
+}
+
+/// Folds one committed event into `directory` and `histories` (the per-account entries and
+/// names), or refuses it and changes nothing.
+pub(crate) fn apply(
+    directory: &mut Directory,
+    histories: &mut Vec<AccountHistory>,
+    seq: Sequence,
+    at: Timestamp,
+    event: &Event,
+) -> Result<(), ApplyError> {
+    let fail = |fault| ApplyError { seq, fault };
+    let expected = directory.last_seq.next();
+    if seq != expected {
+        return Err(fail(ApplyFault::OutOfOrder { expected }));
+    }
+    if at < directory.last_at {
+        return Err(fail(ApplyFault::TimeGoesBackwards));
+    }
+    let change = change(directory, histories, event).map_err(fail)?;
+    // The entries, computed before anything changes: an account's values are the change's or
+    // its last entry's.
+    let opened = change.opened;
+    let values_of = |id: AccountId| {
+        change
+            .values
+            .iter()
+            .flatten()
+            .find(|(changed, _)| *changed == id)
+            .map(|(_, values)| *values)
+            .or_else(|| opened.filter(|(new, _, _)| *new == id).map(|(_, _, v)| v))
+            .or_else(|| current(histories, id))
+            .ok_or(ApplyFault::UnknownAccount(id))
+    };
+    let mut entries: [Option<(AccountId, Entry)>; 2] = [None, None];
+    for (slot, (id, kind, counterparty)) in entries
+        .iter_mut()
+        .zip(accounts::touched(event).into_iter().flatten())
+    {
+        let values = values_of(id).map_err(fail)?;
+        let (balance, credit_limit) = match values.funding {
+            Funding::Own {
+                balance,
+                credit_limit,
+            } => (Some(balance), Some(credit_limit)),
+            Funding::Shared => (None, None),
+        };
+        *slot = Some((
+            id,
+            Entry::new(
+                seq,
+                at,
+                kind,
+                balance,
+                credit_limit,
+                values.suspended,
+                values.closed,
+                counterparty,
+            ),
+        ));
+    }
+    // Re-arming (as `State::apply` does after every event but the two about thresholds): the
+    // settings whose account's available funds are back at or above the threshold.
+    let mut rearmed: [Option<AccountId>; 2] = [None, None];
+    if !matches!(
+        event,
+        Event::LowBalanceAlert { .. } | Event::LowBalanceThresholdSet { .. }
+    ) && !directory.low_balance.is_empty()
+    {
+        for (slot, id) in rearmed
+            .iter_mut()
+            .zip(event.accounts().into_iter().flatten())
+        {
+            let available = values_of(id)
+                .ok()
+                .and_then(|values| values.funding.available());
+            if let (Some(setting), Some(available)) = (directory.low_balance.get(&id), available) {
+                if !setting.armed && available >= setting.threshold {
+                    *slot = Some(id);
+                }
+            }
+        }
+    }
+
+    // From here nothing fails.
+    if let Some((id, fixed, _)) = opened {
+        directory.fixed.push(fixed);
+        let entered = directory.by_key.insert(id, key_in(&directory.fixed));
+        debug_assert!(entered, "a key checked free was taken");
+        if let Some(primary) = fixed.primary {
+            directory.subaccounts.entry(primary).or_default().push(id);
+        }
+        if histories.len() < directory.fixed.len() {
+            histories.resize_with(directory.fixed.len(), AccountHistory::default);
+        }
+    }
+    match change.setting {
+        Some((id, Some(setting))) => {
+            directory.low_balance.insert(id, setting);
+        }
+        Some((id, None)) => {
+            directory.low_balance.remove(&id);
+        }
+        None => {}
+    }
+    for id in rearmed.into_iter().flatten() {
+        if let Some(setting) = directory.low_balance.get_mut(&id) {
+            setting.armed = true;
+        }
+    }
+    for (id, entry) in entries.into_iter().flatten() {
+        if let Some(history) = histories.get_mut(id.index()) {
+            crate::push_compact(&mut history.entries, entry);
+        }
+    }
+    directory.last_seq = seq;
+    directory.last_at = at;
+    Ok(())
+}
+
+/// What `event` changes, or why it cannot apply.
+fn change(
+    directory: &Directory,
+    histories: &[AccountHistory],
+    event: &Event,
+) -> Result<Change, ApplyFault> {
+    let mut change = Change {
+        opened: None,
+        values: [None, None],
+        setting: None,
+    };
+    let known = |id: AccountId| current(histories, id).ok_or(ApplyFault::UnknownAccount(id));
+    let open = |id: AccountId| {
+        let values = known(id)?;
+        if values.closed {
+            return Err(ApplyFault::Closed(id));
+        }
+        Ok(values)
+    };
+    let new_account = |id: AccountId, key: ApiKey| {
+        if id.index() != directory.fixed.len() {
+            return Err(ApplyFault::UnexpectedAccountId(id));
+        }
+        if directory.account_id(&key).is_some() {
+            return Err(ApplyFault::DuplicateKey(key));
+        }
+        Ok(())
+    };
+    match event {
+        Event::PrimaryOpened {
+            account,
+            key,
+            currency,
+            credit_limit,
+            ..
+        } => {
+            new_account(*account, *key)?;
+            let funding = Funding::Own {
+                balance: Amount::ZERO,
+                credit_limit: *credit_limit,
+            };
+            change.opened = Some((
+                *account,
+                Fixed {
+                    key: *key,
+                    primary: None,
+                    currency: *currency,
+                },
+                Values::opened(funding),
+            ));
+        }
+        Event::SubaccountCreated {
+            account,
+            primary,
+            key,
+            use_primary_account_balance,
+            ..
+        } => {
+            new_account(*account, *key)?;
+            open(*primary)?;
+            let owner = directory
+                .fixed(*primary)
+                .filter(|owner| owner.primary.is_none())
+                .ok_or(ApplyFault::WrongAccountKind(*primary))?;
+            let funding = if *use_primary_account_balance {
+                Funding::Shared
+            } else {
+                Funding::Own {
+                    balance: Amount::ZERO,
+                    credit_limit: Amount::ZERO,
+                }
+            };
+            change.opened = Some((
+                *account,
+                Fixed {
+                    key: *key,
+                    primary: Some(*primary),
+                    currency: owner.currency,
+                },
+                Values::opened(funding),
+            ));
+        }
+        Event::SubaccountRenamed { account, .. }
+        | Event::SecretCreated { account, .. }
+        | Event::SecretRevoked { account, .. } => {
+            open(*account)?;
+        }
+        Event::AccountSuspended { account } | Event::AccountReactivated { account } => {
+            let values = open(*account)?;
+            let suspended = matches!(event, Event::AccountSuspended { .. });
+            change.values[0] = Some((
+                *account,
+                Values {
+                    suspended,
+                    ..values
+                },
+            ));
+        }
+        Event::SubaccountSwitchedToOwnBalance { account } => {
+            let values = open(*account)?;
+            let funding = Funding::Own {
+                balance: Amount::ZERO,
+                credit_limit: Amount::ZERO,
+            };
+            change.values[0] = Some((*account, Values { funding, ..values }));
+        }
+        Event::SubaccountClosed { account } => {
+            let values = open(*account)?;
+            change.values[0] = Some((
+                *account,
+                Values {
+                    closed: true,
+                    ..values
+                },
+            ));
+        }
+        Event::BalanceTransferred {
+            source,
+            target,
+            amount,
+            ..
+        } => {
+            change.values = [
+                Some((
+                    *source,
+                    shifted(open(*source)?, *source, amount.negate(), Amount::ZERO)?,
+                )),
+                Some((
+                    *target,
+                    shifted(open(*target)?, *target, *amount, Amount::ZERO)?,
+                )),
+            ];
+        }
+        Event::CreditTransferred {
+            source,
+            target,
+            amount,
+            ..
+        } => {
+            // Lending credit makes the lender's limit less negative and the borrower's more.
+            change.values = [
+                Some((
+                    *source,
+                    shifted(open(*source)?, *source, Amount::ZERO, *amount)?,
+                )),
+                Some((
+                    *target,
+                    shifted(open(*target)?, *target, Amount::ZERO, amount.negate())?,
+                )),
+            ];
+        }
+        Event::Charged {
+            account,
+            payer,
+            amount,
+            ..
+        } => {
+            open(*account)?;
+            change.values[0] = Some((
+                *payer,
+                shifted(open(*payer)?, *payer, amount.negate(), Amount::ZERO)?,
+            ));
+        }
+        Event::ToppedUp {
+            account, amount, ..
+        } => {
+            change.values[0] = Some((
+                *account,
+                shifted(open(*account)?, *account, *amount, Amount::ZERO)?,
+            ));
+        }
+        Event::CreditLineSet {
+            account,
+            credit_limit,
+            ..
+        } => {
+            let values = open(*account)?;
+            let Funding::Own { balance, .. } = values.funding else {
+                return Err(ApplyFault::Shared(*account));
+            };
+            let funding = Funding::Own {
+                balance,
+                credit_limit: *credit_limit,
+            };
+            change.values[0] = Some((*account, Values { funding, ..values }));
+        }
+        Event::LowBalanceThresholdSet { account, threshold } => {
+            open(*account)?;
+            let setting = threshold.map(|threshold| LowBalance {
+                threshold,
+                armed: true,
+            });
+            change.setting = Some((*account, setting));
+        }
+        Event::LowBalanceAlert { account, .. } => {
+            let setting = directory
+                .low_balance(*account)
+                .ok_or(ApplyFault::Invariant(*account))?;
+            change.setting = Some((
+                *account,
+                Some(LowBalance {
+                    armed: false,
+                    ..setting
+                }),
+            ));
+        }
+        _ => return Err(ApplyFault::UnknownEvent),
+    }
+    Ok(change)
+}
