@@ -261,6 +261,10 @@ pub enum OpenError {
     Replay(#[from] ApplyError),
     #[error("cannot start a thread: {0}")]
     Thread(String),
+    /// Recovery gave read views without the state the writer needs (a bug, never the log's
+    /// doing).
+    #[error("recovery produced no state for the writer")]
+    NoState,
 }
 
 /// Why an on-demand snapshot failed.
@@ -437,9 +441,11 @@ impl Ledger {
             store.as_ref(),
             config.recovery_uses_snapshots,
         )?;
-        // The writer takes the recovered state as is; the views get a copy without the
-        // idempotency index; the snapshot thread builds its own replica in the background.
-        let (mut state, views) = recovered.into_writer_and_views();
+        // The writer takes the recovered state as is; the read views keep a directory of its
+        // accounts (ADR 0008); the snapshot thread builds its own replica in the background.
+        let (mut state, views) = recovered
+            .into_writer_and_views()
+            .map_err(|_| OpenError::NoState)?;
         state.set_policy(config.policy);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
         let shared = Arc::new(Shared {

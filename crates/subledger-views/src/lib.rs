@@ -767,8 +767,9 @@ impl Views {
 
     /// Splits snapshot-form views into the writer's state (keeping the idempotency index, moved
     /// not copied) and live read views, which keep a directory of the accounts rather than a
-    /// copy of that state (see [`Views::into_lean`]).
-    pub fn into_writer_and_views(self) -> (State, Views) {
+    /// copy of that state (see [`Views::into_lean`]). Lean views have no state to hand over:
+    /// they are given back as the error.
+    pub fn into_writer_and_views(self) -> Result<(State, Views), Box<Views>> {
         let Views {
             form,
             details,
@@ -776,35 +777,31 @@ impl Views {
             money,
             complete,
         } = self;
-        match form {
-            Form::Full(state) => {
-                let read = if complete {
-                    Form::Lean(Directory::of(&state))
-                } else {
-                    Form::Full(state.clone_without_command_index())
-                };
-                let views = Views {
-                    form: read,
-                    details,
-                    accounts,
-                    money,
-                    complete,
-                };
-                (state, views)
-            }
+        let state = match form {
+            Form::Full(state) => state,
             Form::Lean(directory) => {
-                // No state to hand over: lean views come from this function only, and the
-                // writer is given the full state they were split from.
-                let views = Views {
+                return Err(Box::new(Views {
                     form: Form::Lean(directory),
                     details,
                     accounts,
                     money,
                     complete,
-                };
-                (State::without_command_index(Policy::default()), views)
+                }))
             }
-        }
+        };
+        let read = if complete {
+            Form::Lean(Directory::of(&state))
+        } else {
+            Form::Full(state.clone_without_command_index())
+        };
+        let views = Views {
+            form: read,
+            details,
+            accounts,
+            money,
+            complete,
+        };
+        Ok((state, views))
     }
 
     /// The same views without a copy of the accounts' state: a directory of the accounts

@@ -309,8 +309,8 @@ fn the_version_1_log_and_snapshot_decode_to_the_same_state_forever() {
     assert_eq!(family.total_credit_limit.to_string(), "-80");
     assert_eq!(family.total_balance.to_string(), "996.82345678");
     // Format 10's stored tags find every command, as tags hashed at open do.
-    let (state, _) = snapshot.views.into_writer_and_views();
-    let (state9, _) = v9.views.into_writer_and_views();
+    let (state, _) = snapshot.views.into_writer_and_views().unwrap();
+    let (state9, _) = v9.views.into_writer_and_views().unwrap();
     let records = state9.command_index().unwrap().records();
     assert_eq!(records.len(), 5);
     for record in records.iter() {
