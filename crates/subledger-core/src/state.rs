@@ -271,6 +271,7 @@ const CREDIT_LOW_BITS: u32 = 128 - Amount::BITS;
 const SHARED_SHIFT: u32 = Amount::BITS - CREDIT_LOW_BITS;
 
 impl PackedFunding {
+    #[inline]
     #[allow(clippy::cast_possible_truncation)] // bit packing: each cast keeps the bits meant
     pub(crate) fn new(funding: Funding) -> PackedFunding {
         match funding {
@@ -292,6 +293,7 @@ impl PackedFunding {
         }
     }
 
+    #[inline]
     fn get(self) -> Funding {
         if self.high >> SHARED_SHIFT != 0 {
             return Funding::Shared;
@@ -342,6 +344,7 @@ impl Account {
         self.funding.get()
     }
 
+    #[inline]
     pub fn set_funding(&mut self, funding: Funding) {
         self.funding = PackedFunding::new(funding);
     }
