@@ -257,8 +257,38 @@ fn command(bytes: [u8; 6]) -> Option<Command> {
 
 /// Command sequences, with "crash and reopen" steps (the state is rebuilt from the recorded
 /// events): executing never panics, invariant 1 holds after every step, the family totals equal
-/// top-ups minus charges, and a rebuilt state equals the live one.
+/// top-ups minus charges, and a rebuilt state equals the live one. At the end the recorded
+/// events build read views both ways — with a full state and lean (a directory of the
+/// accounts, their values from the histories, as live read views keep them) — and the two
+/// must be equal, down to the state hash.
 pub fn commands(data: &[u8]) {
+    let log = commands_log(data);
+    let mut full = subledger_views::Views::new();
+    // Made lean after the first half, so that both a directory taken from a state and one
+    // built event by event are exercised.
+    let half = log.len() / 2;
+    for (seq, at, event) in &log[..half] {
+        full.apply(*seq, *at, event)
+            .unwrap_or_else(|error| panic!("full views refused a recorded event: {error}"));
+    }
+    let mut lean = full.clone().into_lean();
+    for (seq, at, event) in &log[half..] {
+        full.apply(*seq, *at, event)
+            .unwrap_or_else(|error| panic!("full views refused a recorded event: {error}"));
+        lean.apply(*seq, *at, event)
+            .unwrap_or_else(|error| panic!("lean views refused a recorded event: {error}"));
+    }
+    assert!(lean.is_lean() || !full.is_complete());
+    assert_eq!(
+        lean.views_hash(),
+        full.views_hash(),
+        "lean views differ from full ones"
+    );
+    assert!(lean == full, "lean views differ from full ones");
+}
+
+/// The body of [`commands`]: the events it recorded.
+fn commands_log(data: &[u8]) -> Vec<(Sequence, Timestamp, Event)> {
     let mut state = State::new(Policy {
         subaccounts_per_primary_max: 2,
     });
@@ -314,6 +344,7 @@ pub fn commands(data: &[u8]) {
             "balances no longer add up to top-ups minus charges"
         );
     }
+    log
 }
 
 /// A server on an in-memory ledger with one funded primary, shared by every HTTP input.
