@@ -74,7 +74,7 @@ impl Funding {
 }
 
 /// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`], kept inline: as a
-/// `Vec` they cost a heap block per account in the writer's copy and again in the views'.
+/// `Vec` they cost a heap block per account in every copy of the state.
 /// Reads as a slice; encodes exactly as a `Vec<SecretId>` did.
 #[derive(Clone, Copy)]
 pub struct SecretIds {
@@ -171,7 +171,7 @@ bincode::impl_borrow_decode!(SecretIds);
 
 /// A primary's subaccount ids, oldest first: one pointer in the account, empty (and without an
 /// allocation) for the ~99 % of accounts that are subaccounts. A `Vec` here took 24 bytes in
-/// every account, in the writer's copy and again in the views'. Reads as a slice; encodes
+/// every account, in every copy of the state. Reads as a slice; encodes
 /// exactly as a `Vec<AccountId>` did.
 #[derive(Clone, Default, PartialEq, Eq)]
 // The box is the point: one thin pointer instead of a 24-byte `Vec` in every account.
@@ -257,8 +257,9 @@ pub struct Account {
 /// [`Funding`] in 24 bytes instead of 40 (two 16-byte amounts and the variant's tag, padded):
 /// both amounts at [`Amount::BITS`] bits in `low` and the bottom of `high`, then a flag for
 /// [`Funding::Shared`] (whose bits are otherwise zero, so equal funding packs equally). Every
-/// account holds one, in the writer's state and again in the views' copy: at a million accounts
-/// 32 MB less. Encodes as the [`Funding`] it packs.
+/// account holds one, in the writer's state (and in views that keep a whole state: the snapshot
+/// thread's replica): 16 MB less per copy at a million accounts. Encodes as the [`Funding`] it
+/// packs.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub(crate) struct PackedFunding {
     low: [u64; 2],
@@ -579,6 +580,12 @@ impl State {
         }
         // Keeps the loads: their values are otherwise unused.
         std::hint::black_box(touched);
+    }
+
+    /// The key index (account ids by key, the keys read from the accounts): a holder of the
+    /// same accounts' keys in the same order can use a copy of it.
+    pub fn key_index(&self) -> &KeyIndex {
+        &self.by_key
     }
 
     pub fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
@@ -971,9 +978,6 @@ impl State {
         if Some(id) != self.next_account_id() {
             return Err(ApplyFault::UnexpectedAccountId(id));
         }
-        if self.by_key.get(&key, key_in(&self.accounts)).is_some() {
-            return Err(ApplyFault::DuplicateKey(key));
-        }
         self.accounts.push(Account {
             key,
             primary,
@@ -984,10 +988,12 @@ impl State {
             secrets: SecretIds::one(secret.id),
             subaccounts: AccountIds::default(),
         });
-        // The key index reads keys from the accounts, hence after the push; the key was
-        // checked free above, so the id enters.
-        let entered = self.by_key.insert(id, key_in(&self.accounts));
-        debug_assert!(entered, "a key checked free was taken");
+        // The key index reads keys from the accounts, hence after the push; a key already
+        // taken leaves the index as it was, and the account goes again.
+        if !self.by_key.insert(id, key_in(&self.accounts)) {
+            self.accounts.pop();
+            return Err(ApplyFault::DuplicateKey(key));
+        }
         Ok(())
     }
 
@@ -1763,8 +1769,8 @@ mod layout_tests {
         }
     }
 
-    /// Two copies of every account are held (the writer's and the views'): a field that
-    /// brings back 16-byte alignment or a 24-byte list should be a conscious choice.
+    /// An account per account in the writer's state and in the snapshot replica's: a field
+    /// that brings back 16-byte alignment or a 24-byte list should be a conscious choice.
     #[test]
     fn an_account_stays_small() {
         assert_eq!(std::mem::size_of::<Funding>(), 40, "hence held packed");

@@ -11,8 +11,10 @@
 //! entry from the previous one exactly as [`State::apply`] changes an account. The events come
 //! from the writer, which has applied them to its own state and so checked every rule: what
 //! this checks is only what it needs to stay consistent (order, time, accounts that exist, a
-//! key not taken), and it never disagrees with [`State::apply`] on what an event does — a
-//! property test applies random command streams to both forms and compares every answer.
+//! key not taken), and for events a [`State`] accepted it never disagrees with
+//! [`State::apply`] on what an event does — a property test applies random command streams to
+//! both forms and compares every answer. Events a `State` would refuse for breaking a rule may
+//! be applied here all the same: only the writer's events reach these views.
 
 use rustc_hash::FxHashMap;
 use subledger_core::{
@@ -95,7 +97,8 @@ impl Directory {
     pub(crate) fn of(state: &State) -> Directory {
         let mut directory = Directory {
             fixed: Vec::with_capacity(state.account_count()),
-            by_key: KeyIndex::with_capacity(state.account_count()),
+            // The same ids under the same keys: the state's index serves as it is.
+            by_key: state.key_index().clone(),
             subaccounts: FxHashMap::default(),
             low_balance: state.low_balances().into_iter().collect(),
             last_seq: state.last_seq(),
@@ -107,9 +110,6 @@ impl Directory {
                 primary: account.primary,
                 currency: account.currency,
             });
-            // A state's keys are distinct (its decoding and `apply` check it).
-            let entered = directory.by_key.insert(id, key_in(&directory.fixed));
-            debug_assert!(entered, "a state holds each key once");
             if !account.subaccounts.is_empty() {
                 directory
                     .subaccounts

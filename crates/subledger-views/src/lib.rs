@@ -2,9 +2,11 @@
 //!
 //! [`Views`] folds committed [`Batch`]es into what queries need: every account with its name,
 //! creation time and secrets (hashes, for authentication), each primary family with its totals,
-//! and the balance- and credit-transfer history of each family. Balances come from a
-//! [`State`] applied with the same `apply` as the writer's (one implementation of the rules),
-//! kept without the idempotency index the read side never needs.
+//! and the balance- and credit-transfer history of each family. Views in snapshot form (recovery,
+//! the snapshot thread's replica, audits) keep a [`State`] applied with the same `apply` as the
+//! writer's. Live read views keep a directory of the accounts instead and read their values from
+//! their histories (`directory`, ADR 0008): their apply computes each new value from the
+//! previous one for events a `State` accepted, and a property test holds it to `State::apply`.
 //!
 //! This crate knows nothing of threads, locks, storage or HTTP: the engine decides when a batch
 //! is committed and guards the views; servers turn the snapshots into JSON.
@@ -789,7 +791,9 @@ impl Views {
                 }))
             }
         };
-        let read = if complete {
+        // Views whose histories do not carry the state (decoded from formats 1 and 2, or not
+        // agreeing with it) keep a copy of it instead.
+        let read = if complete && histories_agree(&state, &accounts, &details) {
             Form::Lean(Directory::of(&state))
         } else {
             Form::Full(state.clone_without_command_index())
@@ -807,14 +811,20 @@ impl Views {
     /// The same views without a copy of the accounts' state: a directory of the accounts
     /// (key, primary, currency, subaccounts, low-balance settings), their values read from
     /// their histories' last entries (ADR 0008). What the live read views keep: the writer
-    /// holds the state. Views without histories (decoded from snapshot formats 1 and 2) stay
-    /// as they are, and so does the idempotency index's absence: lean views keep none.
+    /// holds the state. Views whose histories do not carry the state (decoded from snapshot
+    /// formats 1 and 2, or not agreeing with it) stay as they are. Lean views keep no
+    /// idempotency index, and apply only events a `State` has accepted: they do not check the
+    /// rules again (the writer did), only what keeps them consistent.
     pub fn into_lean(self) -> Views {
         match self.form {
-            Form::Full(state) if self.complete => Views {
-                form: Form::Lean(Directory::of(&state)),
-                ..self
-            },
+            Form::Full(state)
+                if self.complete && histories_agree(&state, &self.accounts, &self.details) =>
+            {
+                Views {
+                    form: Form::Lean(Directory::of(&state)),
+                    ..self
+                }
+            }
             form => Views { form, ..self },
         }
     }
@@ -943,8 +953,9 @@ impl Views {
     }
 
     /// [`State::state_hash`] of the accounts' state; for lean views, of the state their
-    /// directory and histories describe (equal to that of the full views they were made from,
-    /// brought up to date with the same events).
+    /// directory and histories describe, without an idempotency index (equal to the hash of
+    /// full views without one brought up to date with the same events; views with an index
+    /// hash its records too, which lean views do not keep).
     fn state_hash(&self) -> [u8; 32] {
         let directory = match &self.form {
             Form::Full(state) => return state.state_hash(),
@@ -1088,9 +1099,19 @@ impl Views {
         let mut touched = 0_u64;
         for event in events {
             for (id, _, _) in accounts::touched(event).into_iter().flatten() {
-                // Lean views' values are in the history's last entry, read next.
-                if let Some(account) = self.state().and_then(|state| state.account(id)) {
-                    touched = touched.wrapping_add(u64::from(account.suspended));
+                // Lean views' values are in the history's last entry, read next; their
+                // directory gives the family the money lists file a transfer under.
+                match &self.form {
+                    Form::Full(state) => {
+                        if let Some(account) = state.account(id) {
+                            touched = touched.wrapping_add(u64::from(account.suspended));
+                        }
+                    }
+                    Form::Lean(directory) => {
+                        if let Some(primary) = directory.fixed(id).and_then(|fixed| fixed.primary) {
+                            touched = touched.wrapping_add(u64::from(primary.0));
+                        }
+                    }
                 }
                 if let Some(last) = self
                     .accounts
@@ -2001,6 +2022,30 @@ pub(crate) fn push_compact<T>(list: &mut Vec<T>, item: T) {
 }
 
 /// An account's family (its primary; a primary's is its own id).
+/// Whether every account of `state` has a history whose last entry holds its current values
+/// (funding, suspended, closed) and details listing its secrets: what lean views read in place
+/// of the state.
+fn histories_agree(state: &State, histories: &[AccountHistory], details: &[Details]) -> bool {
+    histories.len() == state.account_count()
+        && details.len() == state.account_count()
+        && state.accounts().all(|(id, account)| {
+            let values = directory::Values {
+                funding: account.funding(),
+                suspended: account.suspended,
+                closed: account.closed,
+            };
+            directory::current(histories, id) == Some(values)
+                && details.get(id.index()).is_some_and(|details| {
+                    details
+                        .secrets
+                        .as_slice()
+                        .iter()
+                        .map(|secret| secret.id)
+                        .eq(account.secrets.iter().copied())
+                })
+        })
+}
+
 fn family_in(state: &State, id: AccountId) -> AccountId {
     state
         .account(id)
@@ -2436,6 +2481,11 @@ impl Views {
         if u32::try_from(count).is_err() {
             return Err("views: more payments than positions");
         }
+        // Live read views take accounts' values from the last entries and the secrets from the
+        // details (ADR 0008), so these must be the state's, not only well formed.
+        if !histories_agree(state, &accounts, &self.details) {
+            return Err("views: an account's last history entry or secrets differ from its state");
+        }
         let mut money = std::mem::take(&mut self.money);
         money.payments.clear();
         for (primary, PaymentEntries { charges, top_ups }) in payments {
@@ -2488,6 +2538,90 @@ mod tests {
         let many = Secrets::from_vec(vec![view(1), view(2), view(3)]);
         assert_eq!(many.clone().into_vec(), vec![view(1), view(2), view(3)]);
         assert_eq!(many.as_slice().len(), 3);
+    }
+
+    /// Lean views read values from the last history entries and secrets from the details, so
+    /// decoded histories must agree with the state on both: a last entry with another balance
+    /// or flag, a missing entry, or details naming another secret are caught.
+    #[test]
+    fn histories_that_do_not_carry_the_state_are_caught() {
+        let mut views = Views::new();
+        let secret = subledger_core::SecretRecord {
+            id: SecretId::from_bytes([3; 16]),
+            hash: SecretHash::new("$argon2id$v=19$m=8,t=1,p=1$c2FsdA$aGFzaA".into()).unwrap(),
+        };
+        let events = [
+            Event::PrimaryOpened {
+                account: AccountId(0),
+                key: "agree001".parse().unwrap(),
+                name: "p".into(),
+                currency: Currency::EUR,
+                credit_limit: Amount::ZERO,
+                secret,
+            },
+            Event::ToppedUp {
+                command: CommandId::from_bytes([1; 16]),
+                account: AccountId(0),
+                amount: Amount::from_units(500).unwrap(),
+                reference: String::new(),
+            },
+        ];
+        for (seq, event) in (1..).zip(&events) {
+            views.apply(Sequence(seq), Timestamp(9), event).unwrap();
+        }
+        let state = views.state().unwrap();
+        assert!(histories_agree(state, &views.accounts, &views.details));
+        let tampered = |change: &dyn Fn(&mut Vec<AccountHistory>, &mut Vec<Details>)| {
+            let (mut histories, mut details) = (views.accounts.clone(), views.details.clone());
+            change(&mut histories, &mut details);
+            histories_agree(state, &histories, &details)
+        };
+        assert!(!tampered(&|histories, _| {
+            histories[0].entries.pop();
+        }));
+        assert!(!tampered(&|histories, _| histories[0].entries.clear()));
+        assert!(!tampered(&|histories, _| {
+            let last = histories[0].entries[1];
+            histories[0].entries[1] = Entry::new(
+                last.seq,
+                last.at,
+                last.kind(),
+                Some(Amount::from_units(501).unwrap()),
+                last.credit_limit(),
+                false,
+                false,
+                None,
+            );
+        }));
+        assert!(!tampered(&|histories, _| {
+            let last = histories[0].entries[1];
+            histories[0].entries[1] = Entry::new(
+                last.seq,
+                last.at,
+                last.kind(),
+                last.balance(),
+                last.credit_limit(),
+                true,
+                false,
+                None,
+            );
+        }));
+        assert!(!tampered(&|_, details| {
+            details[0].secrets = Secrets::One(SecretView {
+                id: SecretId::from_bytes([4; 16]),
+                created_at: Timestamp(9),
+                hash: StoredHash::InLog(Sequence(1)),
+            });
+        }));
+        assert!(!tampered(&|histories, details| {
+            histories.push(AccountHistory::default());
+            details.push(details[0].clone());
+        }));
+        // Views that agree go lean; views that do not keep their state.
+        assert!(views.clone().into_lean().is_lean());
+        let mut disagreeing = views.clone();
+        disagreeing.accounts[0].entries.pop();
+        assert!(!disagreeing.into_lean().is_lean());
     }
 
     #[test]
