@@ -446,35 +446,25 @@ fn change(
             target,
             amount,
             ..
-        } => {
-            change.values = [
-                Some((
-                    *source,
-                    shifted(open(*source)?, *source, amount.negate(), Amount::ZERO)?,
-                )),
-                Some((
-                    *target,
-                    shifted(open(*target)?, *target, *amount, Amount::ZERO)?,
-                )),
-            ];
         }
-        Event::CreditTransferred {
+        | Event::CreditTransferred {
             source,
             target,
             amount,
             ..
         } => {
-            // Lending credit makes the lender's limit less negative and the borrower's more.
-            change.values = [
-                Some((
-                    *source,
-                    shifted(open(*source)?, *source, Amount::ZERO, *amount)?,
-                )),
-                Some((
-                    *target,
-                    shifted(open(*target)?, *target, Amount::ZERO, amount.negate())?,
-                )),
-            ];
+            // A balance transfer moves the balance; lending credit makes the lender's limit
+            // less negative and the borrower's more.
+            let (source_delta, target_delta) = if matches!(event, Event::BalanceTransferred { .. })
+            {
+                ((amount.negate(), Amount::ZERO), (*amount, Amount::ZERO))
+            } else {
+                ((Amount::ZERO, *amount), (Amount::ZERO, amount.negate()))
+            };
+            let moved = |id: AccountId, (balance, credit): (Amount, Amount)| {
+                shifted(open(id)?, id, balance, credit).map(|values| Some((id, values)))
+            };
+            change.values = [moved(*source, source_delta)?, moved(*target, target_delta)?];
         }
         Event::Charged {
             account,

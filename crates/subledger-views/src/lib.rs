@@ -966,8 +966,7 @@ impl Views {
         let facts: Option<Vec<subledger_core::AccountFacts<'_>>> = (0..directory.account_count())
             .filter_map(|index| u32::try_from(index).ok().map(AccountId))
             .map(|id| {
-                let fixed = directory.fixed(id)?;
-                let values = directory::current(&self.accounts, id)?;
+                let facts = self.facts(id)?;
                 let mut secrets = self
                     .details
                     .get(id.index())?
@@ -982,12 +981,12 @@ impl Views {
                     }
                 }
                 Some(subledger_core::AccountFacts {
-                    key: fixed.key,
-                    primary: fixed.primary,
-                    currency: fixed.currency,
-                    funding: values.funding,
-                    suspended: values.suspended,
-                    closed: values.closed,
+                    key: facts.key,
+                    primary: facts.primary,
+                    currency: facts.currency,
+                    funding: facts.funding,
+                    suspended: facts.suspended,
+                    closed: facts.closed,
                     secrets: ids,
                     subaccounts: directory.subaccounts(id),
                 })
