@@ -156,8 +156,7 @@ pub fn encode_snapshot(views: &Views, head_hash: ChainHash) -> Result<Vec<u8>, S
     let encode_error =
         |error: bincode::error::EncodeError| SnapshotError::Payload(error.to_string());
     let index = views
-        .state()
-        .and_then(subledger_core::State::command_index)
+        .command_index()
         .ok_or_else(|| SnapshotError::Payload("the views keep no idempotency index".into()))?;
     let mut bytes = Vec::with_capacity(HEADER_BYTES);
     bytes.extend_from_slice(&SNAPSHOT_MAGIC);

@@ -207,6 +207,9 @@ impl Snapshotter {
                         .map_err(|error| error.to_string())?;
                 // The replica never decides: its index need not find commands, only list them.
                 views.keep_command_records_only();
+                // Nor does it need a state: a directory of the accounts, their histories and
+                // the index are what a snapshot is written from (ADR 0008).
+                let views = views.into_lean_keeping_index();
                 self.head_hash = hash;
                 self.replica_held.store(true, Ordering::Relaxed);
                 self.replica.insert(views)

@@ -18,8 +18,8 @@
 
 use rustc_hash::FxHashMap;
 use subledger_core::{
-    AccountId, Amount, ApiKey, ApplyError, ApplyFault, Currency, Event, Funding, KeyIndex,
-    LowBalance, Sequence, State, Timestamp,
+    AccountId, Amount, ApiKey, ApplyError, ApplyFault, CommandIndex, Currency, Event, Funding,
+    KeyIndex, LowBalance, Sequence, State, Timestamp,
 };
 
 use crate::accounts::{self, AccountHistory, Entry};
@@ -74,10 +74,14 @@ pub(crate) struct Directory {
     low_balance: FxHashMap<AccountId, LowBalance>,
     last_seq: Sequence,
     last_at: Timestamp,
+    /// The idempotency index's records, for the snapshot thread's replica (which writes them
+    /// into snapshots); the live read views keep none.
+    commands: Option<CommandIndex>,
 }
 
 impl PartialEq for Directory {
-    /// The key index follows from the accounts.
+    /// The accounts alike (the key index follows from them); the idempotency index is compared
+    /// by the views, which may compare it with a state's.
     fn eq(&self, other: &Directory) -> bool {
         self.fixed == other.fixed
             && self.subaccounts == other.subaccounts
@@ -103,6 +107,7 @@ impl Directory {
             low_balance: state.low_balances().into_iter().collect(),
             last_seq: state.last_seq(),
             last_at: state.last_at(),
+            commands: None,
         };
         for (id, account) in state.accounts() {
             directory.fixed.push(Fixed {
@@ -117,6 +122,23 @@ impl Directory {
             }
         }
         directory
+    }
+
+    /// The directory of `state`'s accounts, keeping `commands`, the state's idempotency index
+    /// (taken out of it).
+    pub(crate) fn of_with_index(state: &State, commands: CommandIndex) -> Directory {
+        Directory {
+            commands: Some(commands),
+            ..Directory::of(state)
+        }
+    }
+
+    pub(crate) fn commands(&self) -> Option<&CommandIndex> {
+        self.commands.as_ref()
+    }
+
+    pub(crate) fn commands_mut(&mut self) -> Option<&mut CommandIndex> {
+        self.commands.as_mut()
     }
 
     pub(crate) fn account_id(&self, key: &ApiKey) -> Option<AccountId> {
@@ -287,6 +309,12 @@ pub(crate) fn apply(
                 }
             }
         }
+    }
+
+    // The last step that can fail, and one that changes nothing when it does: recording a
+    // money command in the index, if these views keep one (a retried id is refused).
+    if let Some(index) = directory.commands.as_mut() {
+        index.record_event(seq, at, event).map_err(fail)?;
     }
 
     // From here nothing fails.

@@ -591,6 +591,14 @@ enum Form {
 }
 
 impl Form {
+    /// The family of a known account: its primary's id (a primary's is its own).
+    fn family_of_known(&self, id: AccountId) -> Option<AccountId> {
+        match self {
+            Form::Full(state) => family_of_in(state, id),
+            Form::Lean(directory) => directory.fixed(id).map(|fixed| fixed.primary.unwrap_or(id)),
+        }
+    }
+
     /// The family of an account: its primary's id (a primary's is its own; an unknown id's
     /// is itself). The fixed facts only.
     fn family(&self, id: AccountId) -> AccountId {
@@ -734,9 +742,11 @@ impl PartialEq for Views {
     fn eq(&self, other: &Views) -> bool {
         let same_accounts = match (&self.form, &other.form) {
             (Form::Full(mine), Form::Full(theirs)) => mine == theirs,
-            (Form::Lean(mine), Form::Lean(theirs)) => mine == theirs,
+            (Form::Lean(mine), Form::Lean(theirs)) => {
+                mine == theirs && mine.commands() == theirs.commands()
+            }
             (Form::Full(full), Form::Lean(lean)) | (Form::Lean(lean), Form::Full(full)) => {
-                Directory::of(full) == *lean
+                Directory::of(full) == *lean && full.command_index() == lean.commands()
             }
         };
         same_accounts
@@ -829,6 +839,35 @@ impl Views {
         }
     }
 
+    /// [`Views::into_lean`] for views that keep the idempotency index (snapshot form), keeping
+    /// it: the snapshot thread's replica, which writes snapshots from a directory of the
+    /// accounts, its histories and the index ([`Views::command_index`]). Views that cannot go
+    /// lean, or keep no index, stay as they are.
+    pub fn into_lean_keeping_index(self) -> Views {
+        match self.form {
+            Form::Full(mut state)
+                if self.complete
+                    && state.keeps_command_index()
+                    && histories_agree(&state, &self.accounts, &self.details) =>
+            {
+                let index = state.detach_command_index().unwrap_or_default();
+                Views {
+                    form: Form::Lean(Directory::of_with_index(&state, index)),
+                    ..self
+                }
+            }
+            form => Views { form, ..self },
+        }
+    }
+
+    /// The idempotency index, for views that keep one (snapshot form, the replica).
+    pub fn command_index(&self) -> Option<&subledger_core::CommandIndex> {
+        match &self.form {
+            Form::Full(state) => state.command_index(),
+            Form::Lean(directory) => directory.commands(),
+        }
+    }
+
     /// `true` for live read views that keep no copy of the accounts' state.
     pub fn is_lean(&self) -> bool {
         matches!(self.form, Form::Lean(_))
@@ -856,8 +895,13 @@ impl Views {
     /// only ever written out as snapshots (see `State::keep_command_records_only`). Lean views
     /// keep no index: nothing to do.
     pub fn keep_command_records_only(&mut self) {
-        if let Form::Full(state) = &mut self.form {
-            state.keep_command_records_only();
+        match &mut self.form {
+            Form::Full(state) => state.keep_command_records_only(),
+            Form::Lean(directory) => {
+                if let Some(index) = directory.commands_mut() {
+                    index.keep_records_only();
+                }
+            }
         }
     }
 
@@ -953,9 +997,8 @@ impl Views {
     }
 
     /// [`State::state_hash`] of the accounts' state; for lean views, of the state their
-    /// directory and histories describe, without an idempotency index (equal to the hash of
-    /// full views without one brought up to date with the same events; views with an index
-    /// hash its records too, which lean views do not keep).
+    /// directory, histories and index (if they keep one) describe: equal to the hash of full
+    /// views brought up to date with the same events, with an index or without alike.
     fn state_hash(&self) -> [u8; 32] {
         let directory = match &self.form {
             Form::Full(state) => return state.state_hash(),
@@ -963,43 +1006,17 @@ impl Views {
         };
         // Every account of complete views has its fixed facts, an entry and a secret; were one
         // missing, the hash is one no state has, so any comparison fails.
-        let facts: Option<Vec<subledger_core::AccountFacts<'_>>> = (0..directory.account_count())
-            .filter_map(|index| u32::try_from(index).ok().map(AccountId))
-            .map(|id| {
-                let facts = self.facts(id)?;
-                let mut secrets = self
-                    .details
-                    .get(id.index())?
-                    .secrets
-                    .as_slice()
-                    .iter()
-                    .map(|secret| secret.id);
-                let mut ids = subledger_core::SecretIds::one(secrets.next()?);
-                for secret in secrets {
-                    if !ids.push(secret) {
-                        return None;
-                    }
-                }
-                Some(subledger_core::AccountFacts {
-                    key: facts.key,
-                    primary: facts.primary,
-                    currency: facts.currency,
-                    funding: facts.funding,
-                    suspended: facts.suspended,
-                    closed: facts.closed,
-                    secrets: ids,
-                    subaccounts: directory.subaccounts(id),
-                })
-            })
-            .collect();
+        let facts = self.lean_account_facts(directory);
         let Some(facts) = facts else {
             return [0xFF; 32];
         };
-        subledger_core::state_hash_without_commands(
+        let none = subledger_core::CommandIndex::default();
+        subledger_core::state_hash_of(
             directory.last_seq(),
             directory.last_at(),
             facts.into_iter(),
             &directory.low_balances(),
+            directory.commands().unwrap_or(&none),
         )
     }
 
@@ -1038,6 +1055,70 @@ impl Views {
                     suspended: values.suspended,
                     closed: values.closed,
                 })
+            }
+        }
+    }
+
+    /// Every account's facts as a [`State`] holds them, in id order, from a lean form's parts:
+    /// the directory, the histories' last entries and the details' secret ids. `None` if one
+    /// is missing (never, for views made lean: [`histories_agree`] held then, and the lean
+    /// apply keeps it).
+    fn lean_account_facts<'a>(
+        &'a self,
+        directory: &'a Directory,
+    ) -> Option<Vec<subledger_core::AccountFacts<'a>>> {
+        (0..directory.account_count())
+            .filter_map(|index| u32::try_from(index).ok().map(AccountId))
+            .map(|id| {
+                let facts = self.facts(id)?;
+                let mut secrets = self
+                    .details
+                    .get(id.index())?
+                    .secrets
+                    .as_slice()
+                    .iter()
+                    .map(|secret| secret.id);
+                let mut ids = subledger_core::SecretIds::one(secrets.next()?);
+                for secret in secrets {
+                    if !ids.push(secret) {
+                        return None;
+                    }
+                }
+                Some(subledger_core::AccountFacts {
+                    key: facts.key,
+                    primary: facts.primary,
+                    currency: facts.currency,
+                    funding: facts.funding,
+                    suspended: facts.suspended,
+                    closed: facts.closed,
+                    secrets: ids,
+                    subaccounts: directory.subaccounts(id),
+                })
+            })
+            .collect()
+    }
+
+    /// The state as snapshots from format 4 on store it (its index apart): a full form's
+    /// state, or the state a lean form's parts describe, the same bytes.
+    fn encode_state_without_commands<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        match &self.form {
+            Form::Full(state) => subledger_core::StateWithoutCommands(state).encode(encoder),
+            Form::Lean(directory) => {
+                let facts = self.lean_account_facts(directory).ok_or(
+                    bincode::error::EncodeError::Other(
+                        "views: an account lacks its entry or secret",
+                    ),
+                )?;
+                subledger_core::encode_state_without_commands(
+                    encoder,
+                    facts.into_iter(),
+                    directory.commands().is_none(),
+                    directory.last_seq(),
+                    directory.last_at(),
+                )
             }
         }
     }
@@ -1460,16 +1541,18 @@ impl Views {
     /// once the index has `min_records` records of its own, freezes them and lets the money
     /// lists share them ([`Views::adopt_money_records`]).
     pub fn share_money_records(&mut self, min_records: usize) {
-        let Form::Full(state) = &mut self.form else {
-            return;
-        };
-        let due = state
+        let due = self
             .command_index()
             .is_some_and(|index| index.unfrozen_len() >= min_records);
-        if due {
-            if let Some(shared) = state.freeze_command_records() {
-                self.adopt_money_records(&shared);
-            }
+        if !due {
+            return;
+        }
+        let shared = match &mut self.form {
+            Form::Full(state) => state.freeze_command_records(),
+            Form::Lean(directory) => directory.commands_mut().map(|index| index.freeze()),
+        };
+        if let Some(shared) = shared {
+            self.adopt_money_records(&shared);
         }
     }
 
@@ -1935,7 +2018,7 @@ impl Views {
         shapes: &MoneyListShapes,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        subledger_core::StateWithoutCommands(self.encodable_state()?).encode(encoder)?;
+        self.encode_state_without_commands(encoder)?;
         self.encode_details(encoder)?;
         shapes.encode(encoder)?;
         self.low_balances().encode(encoder)

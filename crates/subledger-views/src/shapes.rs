@@ -143,9 +143,6 @@ impl Views {
     /// exactly must not be written.
     pub fn money_list_shapes(&self, records: Records<'_>) -> Result<MoneyListShapes, String> {
         let mismatch = |what: &str| format!("views: the money lists and the index differ ({what})");
-        let state = self
-            .state()
-            .ok_or("views: live read views keep no state to take a snapshot of")?;
         let mut families: Vec<AccountId> = self.money.history.keys().copied().collect();
         families.extend(
             self.money
@@ -154,7 +151,7 @@ impl Views {
                 .filter(|family| !self.money.history.contains_key(family)),
         );
         families.sort_unstable();
-        let cursors = Cursors::new(state.account_count(), families.iter().copied())?;
+        let cursors = Cursors::new(self.account_count(), families.iter().copied())?;
         let empty_history = History::default();
         let empty_payments = Payments::default();
         let store = &self.money.store;
@@ -184,8 +181,10 @@ impl Views {
             })
             .collect();
         for record in records.iter() {
-            let family =
-                family_of_in(state, record.source).ok_or_else(|| mismatch("an unknown account"))?;
+            let family = self
+                .form
+                .family_of_known(record.source)
+                .ok_or_else(|| mismatch("an unknown account"))?;
             let place = cursors
                 .place(family)
                 .ok_or_else(|| mismatch("a family without lists"))?;
