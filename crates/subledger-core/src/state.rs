@@ -1207,7 +1207,7 @@ fn key_in(accounts: &[Account]) -> impl Fn(AccountId) -> Option<ApiKey> + '_ {
 }
 
 /// An account's facts as [`State::state_hash`] covers them, borrowed: for a read side that
-/// keeps them apart from a [`State`] and must hash alike ([`state_hash_without_commands`]).
+/// keeps them apart from a [`State`] and must hash alike ([`state_hash_of`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AccountFacts<'a> {
     pub key: ApiKey,
