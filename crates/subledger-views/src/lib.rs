@@ -3,9 +3,9 @@
 //! [`Views`] folds committed [`Batch`]es into what queries need: every account with its name,
 //! creation time and secrets (hashes, for authentication), each primary family with its totals,
 //! and the balance- and credit-transfer history of each family. Views in snapshot form (recovery,
-//! the snapshot thread's replica, audits) keep a [`State`] applied with the same `apply` as the
-//! writer's. Live read views keep a directory of the accounts instead and read their values from
-//! their histories (`directory`, ADR 0008): their apply computes each new value from the
+//! audits) keep a [`State`] applied with the same `apply` as the writer's. Live read views and
+//! the snapshot thread's replica keep a directory of the accounts instead and read their values
+//! from their histories (`directory`, ADR 0008): their apply computes each new value from the
 //! previous one for events a `State` accepted, and a property test holds it to `State::apply`.
 //!
 //! This crate knows nothing of threads, locks, storage or HTTP: the engine decides when a batch
@@ -640,9 +640,9 @@ impl Facts {
 /// The read-side projections. Apply committed batches in order; query at will.
 #[derive(Debug, Clone)]
 pub struct Views {
-    /// A whole state (snapshot form, recovery, the snapshot thread's replica) or, for live
-    /// read views, a directory of the accounts whose values are their histories' last entries
-    /// (`directory`, ADR 0008).
+    /// A whole state (snapshot form, recovery, audits) or, for live read views and the
+    /// snapshot thread's replica, a directory of the accounts whose values are their
+    /// histories' last entries (`directory`, ADR 0008).
     form: Form,
     details: Vec<Details>,
     /// Per account: every change with the values after it (statements, point in time).
