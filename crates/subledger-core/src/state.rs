@@ -46,6 +46,19 @@ pub struct LowBalance {
     pub armed: bool,
 }
 
+impl LowBalance {
+    /// Settings held by account, in account id order (how snapshots store them and state
+    /// hashes cover them).
+    pub fn by_account(settings: &FxHashMap<AccountId, LowBalance>) -> Vec<(AccountId, LowBalance)> {
+        let mut sorted: Vec<_> = settings
+            .iter()
+            .map(|(id, setting)| (*id, *setting))
+            .collect();
+        sorted.sort_unstable_by_key(|(id, _)| *id);
+        sorted
+    }
+}
+
 /// Where an account's money lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Encode, Decode)]
 pub enum Funding {
@@ -940,13 +953,7 @@ impl State {
 
     /// Every low-balance setting, by account id.
     pub fn low_balances(&self) -> Vec<(AccountId, LowBalance)> {
-        let mut settings: Vec<_> = self
-            .low_balance
-            .iter()
-            .map(|(id, setting)| (*id, *setting))
-            .collect();
-        settings.sort_unstable_by_key(|(id, _)| *id);
-        settings
+        LowBalance::by_account(&self.low_balance)
     }
 
     /// Restores low-balance settings (from a snapshot extension), checking that each belongs

@@ -163,13 +163,7 @@ impl Directory {
 
     /// Every low-balance setting, by account id.
     pub(crate) fn low_balances(&self) -> Vec<(AccountId, LowBalance)> {
-        let mut settings: Vec<_> = self
-            .low_balance
-            .iter()
-            .map(|(id, setting)| (*id, *setting))
-            .collect();
-        settings.sort_unstable_by_key(|(id, _)| *id);
-        settings
+        LowBalance::by_account(&self.low_balance)
     }
 
     pub(crate) fn last_seq(&self) -> Sequence {
