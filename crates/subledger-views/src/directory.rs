@@ -179,8 +179,8 @@ impl Directory {
 pub(crate) fn current(histories: &[AccountHistory], id: AccountId) -> Option<Values> {
     histories
         .get(id.index())
-        .and_then(|history| history.entries.last())
-        .map(Values::of)
+        .and_then(AccountHistory::last)
+        .map(|entry| Values::of(&entry))
 }
 
 /// `value` moved by `delta`, or the fault an impossible sum is (the writer never commits one).
@@ -339,7 +339,7 @@ pub(crate) fn apply(
     }
     for (id, entry) in entries.into_iter().flatten() {
         if let Some(history) = histories.get_mut(id.index()) {
-            crate::push_compact(&mut history.entries, entry);
+            history.push(entry);
         }
     }
     directory.last_seq = seq;

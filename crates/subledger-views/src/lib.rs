@@ -1196,7 +1196,7 @@ impl Views {
                 if let Some(last) = self
                     .accounts
                     .get(id.index())
-                    .and_then(|history| history.entries.last())
+                    .and_then(AccountHistory::stored_last)
                 {
                     touched = touched.wrapping_add(last.seq.0);
                 }
@@ -1283,7 +1283,7 @@ impl Views {
         for (id, kind, counterparty) in accounts::touched(event).into_iter().flatten() {
             let entry = accounts::entry_after(state, seq, at, id, kind, counterparty);
             if let (Some(entry), Some(history)) = (entry, self.accounts.get_mut(id.index())) {
-                push_compact(&mut history.entries, entry);
+                history.push(entry);
             }
         }
     }
@@ -1375,10 +1375,12 @@ impl Views {
                 return Err(QueryError::EmptyRange);
             }
         }
-        let entries = self
-            .accounts
-            .get(id.index())
-            .map_or(&[][..], |history| &history.entries);
+        let Some(entries) = self.accounts.get(id.index()).map(AccountHistory::entries) else {
+            return Ok(Page {
+                items: Vec::new(),
+                next: None,
+            });
+        };
         let low = query
             .start
             .map_or(0, |start| entries.partition_point(|entry| entry.at < start));
@@ -1417,7 +1419,7 @@ impl Views {
                 break;
             }
             let previous = index.checked_sub(1).and_then(|before| entries.get(before));
-            lines.push(self.statement_line(id, entry, previous));
+            lines.push(self.statement_line(id, &entry, previous.as_ref()));
         }
         Ok(Page { items: lines, next })
     }
@@ -1885,7 +1887,7 @@ impl Views {
     fn hash_histories(&self, hasher: &mut subledger_core::digest::StreamHasher) {
         for (id, history) in self.accounts.iter().enumerate() {
             hasher.update(&(id as u64).to_le_bytes());
-            for entry in &history.entries {
+            for entry in history.entries().iter() {
                 hasher.update(&entry.seq.0.to_le_bytes());
                 hasher.update(&entry.at.0.to_le_bytes());
                 hasher.update(entry.kind().as_str().as_bytes());
@@ -2218,10 +2220,7 @@ fn decode_head_parts<Context, D: bincode::de::Decoder<Context = Context>>(
     for NamedDetails(name, account) in named {
         let mut names = Names::default();
         names.push((Sequence::ZERO, SmolStr::from(&*name)));
-        accounts.push(AccountHistory {
-            entries: Vec::new(),
-            names,
-        });
+        accounts.push(AccountHistory::named(names));
         details.push(account);
     }
     let views = Views {
@@ -2380,11 +2379,8 @@ impl ViewsHistories {
             return ordered && latest <= last;
         }
         self.accounts.iter().all(|history| {
-            history
-                .entries
-                .windows(2)
-                .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at)
-                && history.entries.last().is_none_or(|entry| entry.seq <= last)
+            let entries = history.entries();
+            entries.in_order() && entries.last().is_none_or(|entry| entry.seq <= last)
         })
     }
 }
@@ -2435,15 +2431,29 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
             let len = length(decoder)?;
             // Claimed against the decoding limit before anything is allocated for them.
             decoder.claim_container_read::<Entry>(len)?;
-            let mut entries = Vec::with_capacity(len);
             let mut raw = [0u8; accounts::ENTRY_RAW_BYTES];
             let refused =
                 || bincode::error::DecodeError::Other("views: bytes no history entry writes");
-            while entries.len() < len {
+            // An opening entry that may be implied is held aside (see `AccountHistory`), so
+            // that the others need not move when it is: most accounts have one or two.
+            let mut opening = None;
+            if len > 0 {
+                decoder.reader().read(&mut raw)?;
+                let first = Entry::from_raw(&raw).ok_or_else(refused)?;
+                if AccountHistory::may_imply(&first) {
+                    opening = Some(first);
+                }
+            }
+            let mut entries = Vec::with_capacity(len - usize::from(opening.is_some()));
+            if len > 0 && opening.is_none() {
+                entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
+            }
+            while entries.len() + usize::from(opening.is_some()) < len {
                 // Read in place from the reader's buffer, a run of entries at a time (copying
                 // each out first was a tenth of this section's decoding); one by one where the
                 // buffer cannot hold a run.
-                let run = (len - entries.len()).min(HISTORY_RUN_ENTRIES_MAX);
+                let run = (len - entries.len() - usize::from(opening.is_some()))
+                    .min(HISTORY_RUN_ENTRIES_MAX);
                 let bytes = run * accounts::ENTRY_RAW_BYTES;
                 if let Some(slice) = decoder.reader().peek_read(bytes) {
                     for chunk in slice.chunks_exact(accounts::ENTRY_RAW_BYTES) {
@@ -2457,14 +2467,14 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
                     entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
                 }
             }
-            ordered &= entries
-                .windows(2)
-                .all(|pair| pair[0].seq < pair[1].seq && pair[0].at <= pair[1].at);
+            let names = Names::decode(decoder)?;
+            let history = AccountHistory::from_decoded(opening, entries, names);
+            let entries = history.entries();
+            ordered &= entries.in_order();
             if let Some(last) = entries.last() {
                 latest = latest.max(last.seq);
             }
-            let names = Names::decode(decoder)?;
-            accounts.push(AccountHistory { entries, names });
+            accounts.push(history);
         }
         let families = length(decoder)?;
         decoder.claim_container_read::<(AccountId, PaymentEntries)>(families)?;
@@ -2497,8 +2507,9 @@ impl Encode for ViewsHistoriesV7Of<'_> {
         let views = self.0;
         (views.accounts.len() as u64).encode(encoder)?;
         for history in &views.accounts {
-            (history.entries.len() as u64).encode(encoder)?;
-            for entry in &history.entries {
+            let entries = history.entries();
+            (entries.len() as u64).encode(encoder)?;
+            for entry in entries.iter() {
                 encoder.writer().write(&entry.to_raw())?;
             }
             history.names.encode(encoder)?;
@@ -2659,12 +2670,12 @@ mod tests {
             histories_agree(state, &histories, &details)
         };
         assert!(!tampered(&|histories, _| {
-            histories[0].entries.pop();
+            histories[0].stored_mut().pop();
         }));
-        assert!(!tampered(&|histories, _| histories[0].entries.clear()));
+        assert!(!tampered(&|histories, _| histories[0].stored_mut().clear()));
         assert!(!tampered(&|histories, _| {
-            let last = histories[0].entries[1];
-            histories[0].entries[1] = Entry::new(
+            let last = histories[0].stored_mut()[0];
+            histories[0].stored_mut()[0] = Entry::new(
                 last.seq,
                 last.at,
                 last.kind(),
@@ -2676,8 +2687,8 @@ mod tests {
             );
         }));
         assert!(!tampered(&|histories, _| {
-            let last = histories[0].entries[1];
-            histories[0].entries[1] = Entry::new(
+            let last = histories[0].stored_mut()[0];
+            histories[0].stored_mut()[0] = Entry::new(
                 last.seq,
                 last.at,
                 last.kind(),
@@ -2702,7 +2713,7 @@ mod tests {
         // Views that agree go lean; views that do not keep their state.
         assert!(views.clone().into_lean().is_lean());
         let mut disagreeing = views.clone();
-        disagreeing.accounts[0].entries.pop();
+        disagreeing.accounts[0].stored_mut().pop();
         assert!(!disagreeing.into_lean().is_lean());
     }
 
@@ -2717,7 +2728,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<Details>(), 48);
         assert_eq!(std::mem::size_of::<TransferEntry>(), 64);
         assert_eq!(std::mem::size_of::<Names>(), 40, "the first name inline");
-        assert_eq!(std::mem::size_of::<AccountHistory>(), 64);
+        assert_eq!(
+            std::mem::size_of::<AccountHistory>(),
+            80,
+            "16 bytes for an implied opening entry, which saves a 40-byte entry and often an allocation"
+        );
     }
 
     /// A list of transfer entries in snapshot format 7's layout.
