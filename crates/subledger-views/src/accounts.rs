@@ -619,9 +619,13 @@ impl AccountHistory {
         }
     }
 
-    /// The last entry (the account's current values).
+    /// The last entry (the account's current values). Read for every event lean views apply:
+    /// the opening is made only when no entry is stored.
     pub fn last(&self) -> Option<Entry> {
-        self.entries().last()
+        match self.stored.last() {
+            Some(last) => Some(*last),
+            None => self.entries().first(),
+        }
     }
 
     /// Appends an entry. An account's opening entry is implied where it can be: its first
