@@ -6,7 +6,9 @@
 
 use bincode::{Decode, Encode};
 use smol_str::SmolStr;
-use subledger_core::{AccountId, Amount, Event, Funding, Sequence, State, Timestamp};
+use subledger_core::{AccountId, Amount, Event, Funding, SecretId, Sequence, State, Timestamp};
+
+use crate::{SecretView, StoredHash};
 
 /// What happened to an account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Encode, Decode)]
@@ -423,70 +425,92 @@ impl<Context> Decode<Context> for Entry {
 
 bincode::impl_borrow_decode!(Entry);
 
-/// One account's history: its entries, oldest first, and its names.
+/// One account's history and what else the read side keeps per account: its entries, oldest
+/// first, its names, its creation instant and its active secrets.
 ///
 /// An account's first entry is its opening, and for nearly every account it says only "opened,
 /// nothing moved yet": balance and credit limit 0 (or the primary's balance used), neither
-/// suspended nor closed, at the sequence number of the account's first name. Such an opening
-/// is not stored but implied (`opening`): a million accounts' opening entries took ~77 MB with
-/// their allocations, most accounts having one or two entries (ADR 0008). Reads go through
-/// [`AccountHistory::entries`], which yields it first as if it were stored; encoding writes it
-/// as before, so snapshots are unchanged.
+/// suspended nor closed, at the account's creation instant and the sequence number of its
+/// first name. Such an opening is not stored but implied (`opening`): a million accounts'
+/// opening entries took ~77 MB with their allocations, most accounts having one or two entries
+/// (ADR 0008). Reads go through [`AccountHistory::entries`], which yields it first as if it
+/// were stored; encoding writes it as before, so snapshots are unchanged. The secret an account
+/// was created with is kept the same way while it is its only one (see [`Secrets`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountHistory {
     /// Every entry but an implied opening one.
     stored: Vec<Entry>,
     /// Names and the sequence number from which each applies (the first at creation).
     pub names: Names,
-    /// The opening entry, when implied rather than stored.
-    opening: Option<Opening>,
+    /// When the account was created (its opening entry's instant).
+    created_at: Timestamp,
+    secrets: Secrets,
+    opening: Implied,
 }
 
-/// What an implied opening entry does not share with every other: its instant and whether the
-/// account opened on its primary's balance. Its sequence number is the first name's, given by
-/// the same event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Opening {
-    at: Timestamp,
-    shared: bool,
+/// Whether an account's opening entry is implied, and with which funding.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+enum Implied {
+    /// Stored, or not known (views decoded from snapshot formats 1 and 2).
+    #[default]
+    No,
+    /// Own balance and credit limit 0.
+    Own,
+    /// The primary's balance.
+    Shared,
 }
 
-impl Opening {
-    /// The opening `entry` implies, if it can be implied: one that opened an account with
-    /// nothing moved (balance and credit limit 0, or the primary's balance), neither suspended
-    /// nor closed.
-    fn of(entry: &Entry) -> Option<Opening> {
+impl Implied {
+    /// How `entry`, an account's first, can be implied: if it opened the account with nothing
+    /// moved (balance and credit limit 0, or the primary's balance), neither suspended nor
+    /// closed.
+    fn of(entry: &Entry) -> Implied {
         if entry.kind() != EntryKind::Opened
             || entry.suspended()
             || entry.closed()
             || entry.counterparty().is_some()
         {
-            return None;
+            return Implied::No;
         }
-        let shared = match (entry.balance(), entry.credit_limit()) {
-            (None, None) => true,
-            (Some(Amount::ZERO), Some(Amount::ZERO)) => false,
-            _ => return None,
-        };
-        Some(Opening {
-            at: entry.at,
-            shared,
-        })
+        match (entry.balance(), entry.credit_limit()) {
+            (None, None) => Implied::Shared,
+            (Some(Amount::ZERO), Some(Amount::ZERO)) => Implied::Own,
+            _ => Implied::No,
+        }
     }
 
-    fn entry(self, seq: Sequence) -> Entry {
-        let zero = (!self.shared).then_some(Amount::ZERO);
-        Entry::new(
+    fn entry(self, seq: Sequence, at: Timestamp) -> Option<Entry> {
+        let zero = match self {
+            Implied::No => return None,
+            Implied::Own => Some(Amount::ZERO),
+            Implied::Shared => None,
+        };
+        Some(Entry::new(
             seq,
-            self.at,
+            at,
             EntryKind::Opened,
             zero,
             zero,
             false,
             false,
             None,
-        )
+        ))
     }
+}
+
+/// An account's active secrets, oldest first. Almost every account has one, the one it was
+/// created with, and it is kept as its id only: its instant is the account's creation instant
+/// and its hash is in the creating event, at the first name's sequence number. Any other set
+/// (after a rotation) is listed in full behind one pointer. As a `Vec` the secrets cost each
+/// account a 24-byte header and a 40-byte allocation; as one `SecretView` inline, 40 bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+enum Secrets {
+    #[default]
+    None,
+    Initial(SecretId),
+    // The box is the point: one thin pointer, for the few accounts that rotated a secret.
+    #[allow(clippy::box_collection)]
+    Listed(Box<Vec<SecretView>>),
 }
 
 /// An account's entries as stored and implied, read like a slice of entries (by value).
@@ -548,20 +572,26 @@ impl<'a> Entries<'a> {
 }
 
 impl AccountHistory {
-    /// A history from its entries and names as stored in a snapshot: the opening entry is
-    /// implied where it can be (see [`AccountHistory`]), so that decoded histories are held as
-    /// applied ones are.
+    /// A history from its entries and names as stored in a snapshot's histories: the opening
+    /// entry is implied where it can be (see [`AccountHistory`]), so that decoded histories are
+    /// held as applied ones are. The creation instant and the secrets come from the head
+    /// ([`AccountHistory::adopt_head`]).
     pub fn from_parts(mut entries: Vec<Entry>, names: Names) -> AccountHistory {
-        let opening = entries
+        let first = entries
             .first()
-            .filter(|first| names.first_seq() == Some(first.seq))
-            .and_then(Opening::of);
-        if opening.is_some() {
+            .copied()
+            .filter(|first| names.first_seq() == Some(first.seq));
+        let opening = first.map_or(Implied::No, |first| Implied::of(&first));
+        if opening != Implied::No {
             entries.remove(0);
         }
         AccountHistory {
             stored: entries,
             names,
+            created_at: first
+                .filter(|_| opening != Implied::No)
+                .map_or(Timestamp::default(), |first| first.at),
+            secrets: Secrets::None,
             opening,
         }
     }
@@ -573,50 +603,100 @@ impl AccountHistory {
         mut rest: Vec<Entry>,
         names: Names,
     ) -> AccountHistory {
-        match opening {
-            Some(first) if names.first_seq() == Some(first.seq) => AccountHistory {
-                stored: rest,
-                names,
-                opening: Opening::of(&first),
-            },
-            Some(first) => {
+        let mut history = AccountHistory {
+            stored: Vec::new(),
+            names,
+            created_at: Timestamp::default(),
+            secrets: Secrets::None,
+            opening: Implied::No,
+        };
+        if let Some(first) = opening {
+            if history.names.first_seq() == Some(first.seq) {
+                history.opening = Implied::of(&first);
+                history.created_at = first.at;
+            } else {
                 rest.insert(0, first);
-                AccountHistory {
-                    stored: rest,
-                    names,
-                    opening: None,
-                }
             }
-            None => AccountHistory {
-                stored: rest,
-                names,
-                opening: None,
-            },
         }
+        history.stored = rest;
+        history
     }
 
     /// Whether `entry`, first in a history being decoded, may be implied (if the names agree).
     pub(crate) fn may_imply(entry: &Entry) -> bool {
-        Opening::of(entry).is_some()
+        Implied::of(entry) != Implied::No
     }
 
-    /// A history with names only, no entries (views decoded from formats 1 and 2).
-    pub(crate) fn named(names: Names) -> AccountHistory {
-        AccountHistory {
+    /// A history as a snapshot's head gives it: the current name, the creation instant and
+    /// the secrets, no entries (all that views decoded from formats 1 and 2 have). The name
+    /// applies from sequence number 0 — or, where the only secret is the one the account was
+    /// created with, from the creating event's, which that secret's hash location gives: a
+    /// history attached later must agree ([`AccountHistory::adopt_head`]).
+    pub(crate) fn from_head(
+        name: SmolStr,
+        created_at: Timestamp,
+        secrets: Vec<SecretView>,
+    ) -> AccountHistory {
+        let initial = match secrets.as_slice() {
+            [only] if only.created_at == created_at => match only.hash {
+                StoredHash::InLog(seq) => Some((only.id, seq)),
+                StoredHash::Here(_) => None,
+            },
+            _ => None,
+        };
+        let mut names = Names::default();
+        names.push((initial.map_or(Sequence::ZERO, |(_, seq)| seq), name));
+        let mut history = AccountHistory {
             stored: Vec::new(),
             names,
-            opening: None,
+            created_at,
+            secrets: Secrets::None,
+            opening: Implied::No,
+        };
+        match initial {
+            Some((id, _)) => history.secrets = Secrets::Initial(id),
+            None => history.set_secrets(secrets),
+        }
+        history
+    }
+
+    /// Takes the creation instant and the secrets of `head` (the same account as a snapshot's
+    /// head gives it, [`AccountHistory::from_head`]). Where they disagree with this history's
+    /// opening — never in a snapshot the engine wrote — what is kept is exactly what the two
+    /// say: the opening entry stored as the histories give it, the secrets as the head does.
+    pub(crate) fn adopt_head(&mut self, head: AccountHistory) {
+        if self.opening != Implied::No && self.created_at != head.created_at {
+            let opening = self.entries().first();
+            if let Some(opening) = opening {
+                self.stored.insert(0, opening);
+            }
+            self.opening = Implied::No;
+        }
+        self.created_at = head.created_at;
+        match head.secrets {
+            // The common case, without a list made and dropped per account.
+            Secrets::Initial(id) if self.names.first_seq() == head.names.first_seq() => {
+                self.secrets = Secrets::Initial(id);
+            }
+            Secrets::None => self.secrets = Secrets::None,
+            _ => {
+                let secrets = head.secrets();
+                self.set_secrets(secrets);
+            }
         }
     }
 
     /// The entries, an implied opening one first.
     pub fn entries(&self) -> Entries<'_> {
         Entries {
-            opening: self
-                .opening
-                .map(|opening| opening.entry(self.names.first_seq().unwrap_or(Sequence::ZERO))),
+            opening: self.opening.entry(self.creation_seq(), self.created_at),
             stored: &self.stored,
         }
+    }
+
+    /// The sequence number of the creating event (the first name's).
+    fn creation_seq(&self) -> Sequence {
+        self.names.first_seq().unwrap_or(Sequence::ZERO)
     }
 
     /// The last entry (the account's current values). Read for every event lean views apply:
@@ -631,9 +711,11 @@ impl AccountHistory {
     /// Appends an entry. An account's opening entry is implied where it can be: its first
     /// name, given by the same event, is pushed next (and carries its sequence number).
     pub(crate) fn push(&mut self, entry: Entry) {
-        if self.opening.is_none() && self.stored.is_empty() {
-            if let Some(opening) = Opening::of(&entry) {
-                self.opening = Some(opening);
+        if self.opening == Implied::No && self.stored.is_empty() {
+            let implied = Implied::of(&entry);
+            if implied != Implied::No {
+                self.opening = implied;
+                self.created_at = entry.at;
                 return;
             }
         }
@@ -648,6 +730,98 @@ impl AccountHistory {
     #[cfg(test)]
     pub(crate) fn stored_mut(&mut self) -> &mut Vec<Entry> {
         &mut self.stored
+    }
+
+    /// When the account was created.
+    pub fn created_at(&self) -> Timestamp {
+        self.created_at
+    }
+
+    /// Records the account's creation: its instant and the secret it was created with, whose
+    /// hash is in the creating event at `seq` (pushed with the account's first name).
+    pub(crate) fn created(&mut self, seq: Sequence, at: Timestamp, secret: SecretId) {
+        self.created_at = at;
+        self.set_secrets(vec![SecretView {
+            id: secret,
+            created_at: at,
+            hash: StoredHash::InLog(seq),
+        }]);
+    }
+
+    /// The active secrets, oldest first.
+    pub fn secrets(&self) -> Vec<SecretView> {
+        match &self.secrets {
+            Secrets::None => Vec::new(),
+            Secrets::Initial(id) => vec![SecretView {
+                id: *id,
+                created_at: self.created_at,
+                hash: StoredHash::InLog(self.creation_seq()),
+            }],
+            Secrets::Listed(listed) => listed.to_vec(),
+        }
+    }
+
+    /// The active secrets' ids, oldest first.
+    pub fn secret_ids(&self) -> impl Iterator<Item = SecretId> + '_ {
+        let (initial, listed) = match &self.secrets {
+            Secrets::None => (None, &[][..]),
+            Secrets::Initial(id) => (Some(*id), &[][..]),
+            Secrets::Listed(listed) => (None, listed.as_slice()),
+        };
+        initial
+            .into_iter()
+            .chain(listed.iter().map(|secret| secret.id))
+    }
+
+    /// Sets the active secrets, kept by id only when they are the one the account was created
+    /// with (see [`Secrets`]).
+    pub(crate) fn set_secrets(&mut self, mut secrets: Vec<SecretView>) {
+        let created_with = |secret: &SecretView| {
+            self.names.first_seq().is_some()
+                && secret.created_at == self.created_at
+                && secret.hash == StoredHash::InLog(self.creation_seq())
+        };
+        self.secrets = match secrets.as_slice() {
+            [] => Secrets::None,
+            [only] if created_with(only) => Secrets::Initial(only.id),
+            _ => {
+                secrets.shrink_to_fit();
+                Secrets::Listed(Box::new(secrets))
+            }
+        };
+    }
+
+    /// The active secrets as a `Vec<SecretView>` encodes, without making one (every account's,
+    /// in every snapshot).
+    pub(crate) fn encode_secrets<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        match &self.secrets {
+            Secrets::None => 0_u64.encode(encoder),
+            Secrets::Initial(id) => {
+                1_u64.encode(encoder)?;
+                SecretView {
+                    id: *id,
+                    created_at: self.created_at,
+                    hash: StoredHash::InLog(self.creation_seq()),
+                }
+                .encode(encoder)
+            }
+            Secrets::Listed(listed) => listed.as_slice().encode(encoder),
+        }
+    }
+
+    pub(crate) fn add_secret(&mut self, secret: SecretView) {
+        let mut secrets = self.secrets();
+        secrets.push(secret);
+        self.set_secrets(secrets);
+    }
+
+    pub(crate) fn remove_secret(&mut self, id: SecretId) {
+        let mut secrets = self.secrets();
+        secrets.retain(|secret| secret.id != id);
+        self.set_secrets(secrets);
     }
 }
 
@@ -1062,14 +1236,14 @@ mod tests {
             let decoded = AccountHistory::from_parts(entries.clone(), names.clone());
             let config = bincode::config::standard();
             let plain = bincode::encode_to_vec((&entries, &names), config).unwrap_or_default();
-            let impliable = Opening::of(&first).is_some();
+            let impliable = Implied::of(&first) != Implied::No;
             let expected_impliable = match form {
                 0 => plain_opening,
                 1 => credit == Some(Amount::ZERO),
                 _ => true,
             };
             prop_assert_eq!(impliable, expected_impliable);
-            prop_assert_eq!(decoded.opening.is_some(), impliable && named_at_opening);
+            prop_assert_eq!(decoded.opening != Implied::No, impliable && named_at_opening);
             if named_at_opening {
                 // Pushed and decoded alike, and the applied form is the decoded one.
                 prop_assert_eq!(&pushed, &decoded);
@@ -1106,6 +1280,147 @@ mod tests {
             let (fast, ordinary) = both_ways(&bytes);
             prop_assert_eq!(fast, ordinary);
         }
+    }
+
+    fn secret(n: u8, at: i64, seq: u64) -> SecretView {
+        SecretView {
+            id: SecretId::from_bytes([n; 16]),
+            created_at: Timestamp(at),
+            hash: StoredHash::InLog(Sequence(seq)),
+        }
+    }
+
+    fn encoded_secrets(history: &AccountHistory) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut encoder = bincode::enc::EncoderImpl::new(
+            bincode::enc::write::SizeWriter::default(),
+            bincode::config::standard(),
+        );
+        history.encode_secrets(&mut encoder).unwrap();
+        let mut writer =
+            bincode::enc::EncoderImpl::new(VecWriter(&mut bytes), bincode::config::standard());
+        history.encode_secrets(&mut writer).unwrap();
+        assert_eq!(encoder.into_writer().bytes_written, bytes.len());
+        bytes
+    }
+
+    struct VecWriter<'a>(&'a mut Vec<u8>);
+
+    impl bincode::enc::write::Writer for VecWriter<'_> {
+        fn write(&mut self, bytes: &[u8]) -> Result<(), bincode::error::EncodeError> {
+            self.0.extend_from_slice(bytes);
+            Ok(())
+        }
+    }
+
+    /// An account created at sequence number 3, at instant 30, with secret 1.
+    fn created_history() -> AccountHistory {
+        let mut history = AccountHistory::default();
+        history.push(Entry::new(
+            Sequence(3),
+            Timestamp(30),
+            EntryKind::Opened,
+            None,
+            None,
+            false,
+            false,
+            None,
+        ));
+        history.names.push((Sequence(3), SmolStr::new("sub")));
+        history.created(Sequence(3), Timestamp(30), SecretId::from_bytes([1; 16]));
+        history
+    }
+
+    /// Secrets keep their order through rotations, encode as the list they are, and the one an
+    /// account was created with is kept by id only whenever it is the only one.
+    #[test]
+    fn secrets_keep_their_order_through_rotations_and_encode_as_a_list() {
+        let as_list = |secrets: Vec<SecretView>| {
+            bincode::encode_to_vec(secrets, bincode::config::standard()).unwrap()
+        };
+        let mut history = created_history();
+        let initial = secret(1, 30, 3);
+        assert_eq!(history.secrets, Secrets::Initial(initial.id));
+        assert_eq!(history.secrets(), std::slice::from_ref(&initial));
+        assert_eq!(encoded_secrets(&history), as_list(vec![initial.clone()]));
+        history.add_secret(secret(2, 40, 4));
+        assert_eq!(history.secrets(), [initial.clone(), secret(2, 40, 4)]);
+        assert_eq!(
+            history.secret_ids().collect::<Vec<_>>(),
+            [initial.id, secret(2, 40, 4).id]
+        );
+        assert_eq!(encoded_secrets(&history), as_list(history.secrets()));
+        // Revoking the older of two leaves the newer, listed; an unknown id changes nothing.
+        history.remove_secret(initial.id);
+        assert_eq!(
+            history.secrets,
+            Secrets::Listed(Box::new(vec![secret(2, 40, 4)]))
+        );
+        history.remove_secret(SecretId::from_bytes([9; 16]));
+        assert_eq!(history.secrets(), [secret(2, 40, 4)]);
+        history.remove_secret(secret(2, 40, 4).id);
+        assert_eq!(history.secrets, Secrets::None);
+        assert_eq!(encoded_secrets(&history), as_list(Vec::new()));
+        // Back to the creation secret alone (as a rotation's revoking the newer one leaves it).
+        history.set_secrets(vec![initial.clone()]);
+        assert_eq!(history.secrets, Secrets::Initial(initial.id));
+        assert_eq!(
+            std::mem::size_of::<Secrets>(),
+            24,
+            "the creation secret's id inline, any other list behind a pointer"
+        );
+        // A lone secret that is not the creation one stays listed.
+        for other in [secret(1, 31, 3), secret(1, 30, 4)] {
+            history.set_secrets(vec![other.clone()]);
+            assert_eq!(history.secrets(), [other]);
+            assert!(matches!(history.secrets, Secrets::Listed(_)));
+        }
+    }
+
+    /// A snapshot's head and histories, decoded apart, make the history that applying the
+    /// events makes; where they disagree, what each says is kept.
+    #[test]
+    fn a_history_attached_to_its_head_is_the_applied_one() {
+        let applied = created_history();
+        let entries: Vec<Entry> = applied.entries().iter().collect();
+        let head = || {
+            AccountHistory::from_head(SmolStr::new("sub"), Timestamp(30), vec![secret(1, 30, 3)])
+        };
+        let mut attached = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        attached.adopt_head(head());
+        assert_eq!(attached, applied);
+        // A head whose creation instant is not the opening entry's: the entry is stored as the
+        // histories give it, the instant is the head's.
+        let mut other_instant = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        other_instant.adopt_head(AccountHistory::from_head(
+            SmolStr::new("sub"),
+            Timestamp(29),
+            vec![secret(1, 29, 3)],
+        ));
+        assert_eq!(other_instant.entries().iter().collect::<Vec<_>>(), entries);
+        assert_eq!(other_instant.created_at(), Timestamp(29));
+        assert_eq!(other_instant.secrets(), [secret(1, 29, 3)]);
+        // A head whose secret was recorded at another sequence number than the first name's.
+        let mut other_seq = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        other_seq.adopt_head(AccountHistory::from_head(
+            SmolStr::new("sub"),
+            Timestamp(30),
+            vec![secret(1, 30, 2)],
+        ));
+        assert_eq!(other_seq.secrets(), [secret(1, 30, 2)]);
+        assert_eq!(other_seq.entries().iter().collect::<Vec<_>>(), entries);
+        // Secrets held in the snapshot itself (formats 1-4) are listed as they are.
+        let held = SecretView {
+            hash: StoredHash::Here(Box::new(subledger_core::SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".to_string()).unwrap())),
+            ..secret(1, 30, 3)
+        };
+        let mut formats_1_to_4 = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        formats_1_to_4.adopt_head(AccountHistory::from_head(
+            SmolStr::new("sub"),
+            Timestamp(30),
+            vec![held.clone()],
+        ));
+        assert_eq!(formats_1_to_4.secrets(), [held]);
     }
 
     #[test]
