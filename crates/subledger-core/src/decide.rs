@@ -214,8 +214,8 @@ fn create_subaccount(state: &State, create: &CreateSubaccount) -> Result<Event, 
             key: create.primary,
         });
     }
-    let open_subaccounts = primary
-        .subaccounts
+    let open_subaccounts = state
+        .subaccounts(primary_id)
         .iter()
         .filter(|id| state.account(**id).is_some_and(|sub| !sub.closed))
         .count();

@@ -60,7 +60,7 @@ pub use money::{Amount, AmountError, Total, AMOUNT_FRACTION_DIGITS_MAX, AMOUNT_W
 pub use rejection::{Field, Invalid, Rejection, TransferRule};
 pub use secret::{validate_secret, SecretError, SecretHash};
 pub use state::{
-    encode_state_without_commands, state_hash_of, Account, AccountFacts, AccountIds, ApplyError,
-    ApplyFault, CommandContent, CommandRecord, Funding, LowBalance, MoneyKind, Policy, SecretIds,
-    State, StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
+    encode_state_without_commands, state_hash_of, Account, AccountFacts, ApplyError, ApplyFault,
+    CommandContent, CommandRecord, Funding, LowBalance, MoneyKind, Policy, SecretIds, State,
+    StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
 };

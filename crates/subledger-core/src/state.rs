@@ -86,50 +86,51 @@ impl Funding {
     }
 }
 
-/// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`], kept inline: as a
-/// `Vec` they cost a heap block per account in every copy of the state.
+/// An account's active secret ids, at most [`SECRETS_PER_ACCOUNT_MAX`]. Almost every account
+/// has one, kept inline; the second of a rotation, and the first with it, sit behind one
+/// pointer until one of the two is revoked. 24 bytes in every account of the writer's state:
+/// as a `Vec` the ids cost a heap block per account, and two inline slots 33 bytes.
 /// Reads as a slice; encodes exactly as a `Vec<SecretId>` did.
-#[derive(Clone, Copy)]
-pub struct SecretIds {
-    ids: [SecretId; SECRETS_PER_ACCOUNT_MAX],
-    len: u8,
+#[derive(Clone)]
+pub struct SecretIds(SecretIdsRepr);
+
+#[derive(Clone)]
+enum SecretIdsRepr {
+    /// Only after every id was revoked (the rules never leave an account without one).
+    None,
+    One(SecretId),
+    Two(Box<[SecretId; SECRETS_PER_ACCOUNT_MAX]>),
 }
 
 impl SecretIds {
     pub fn one(id: SecretId) -> SecretIds {
-        SecretIds {
-            ids: [id; SECRETS_PER_ACCOUNT_MAX],
-            len: 1,
-        }
+        SecretIds(SecretIdsRepr::One(id))
     }
 
     /// Adds `id`; `false` (and nothing changes) when full.
     pub fn push(&mut self, id: SecretId) -> bool {
-        match self.ids.get_mut(usize::from(self.len)) {
-            Some(slot) => {
-                *slot = id;
-                self.len += 1;
-                true
+        self.0 = match std::mem::replace(&mut self.0, SecretIdsRepr::None) {
+            SecretIdsRepr::None => SecretIdsRepr::One(id),
+            SecretIdsRepr::One(first) => SecretIdsRepr::Two(Box::new([first, id])),
+            full @ SecretIdsRepr::Two(_) => {
+                self.0 = full;
+                return false;
             }
-            None => false,
-        }
+        };
+        true
     }
 
     /// Keeps the ids for which `keep` holds, in order.
     pub fn retain(&mut self, mut keep: impl FnMut(&SecretId) -> bool) {
-        let mut kept = 0;
-        for index in 0..usize::from(self.len) {
-            if keep(&self.ids[index]) {
-                self.ids[kept] = self.ids[index];
-                kept += 1;
-            }
+        let kept: Vec<SecretId> = self.iter().copied().filter(|id| keep(id)).collect();
+        self.0 = SecretIdsRepr::None;
+        for id in kept {
+            self.push(id);
         }
-        // At most SECRETS_PER_ACCOUNT_MAX (2), so the narrowing cannot lose anything.
-        self.len = u8::try_from(kept).unwrap_or(u8::MAX);
     }
 }
 
-/// Equal when the active ids are (slots past `len` are leftovers of a revocation).
+/// Equal when the active ids are.
 impl PartialEq for SecretIds {
     fn eq(&self, other: &SecretIds) -> bool {
         self[..] == other[..]
@@ -142,7 +143,11 @@ impl std::ops::Deref for SecretIds {
     type Target = [SecretId];
 
     fn deref(&self) -> &[SecretId] {
-        self.ids.get(..usize::from(self.len)).unwrap_or_default()
+        match &self.0 {
+            SecretIdsRepr::None => &[],
+            SecretIdsRepr::One(id) => std::slice::from_ref(id),
+            SecretIdsRepr::Two(ids) => &ids[..],
+        }
     }
 }
 
@@ -182,74 +187,6 @@ impl<Context> Decode<Context> for SecretIds {
 }
 bincode::impl_borrow_decode!(SecretIds);
 
-/// A primary's subaccount ids, oldest first: one pointer in the account, empty (and without an
-/// allocation) for the ~99 % of accounts that are subaccounts. A `Vec` here took 24 bytes in
-/// every account, in every copy of the state. Reads as a slice; encodes
-/// exactly as a `Vec<AccountId>` did.
-#[derive(Clone, Default, PartialEq, Eq)]
-// The box is the point: one thin pointer instead of a 24-byte `Vec` in every account.
-#[allow(clippy::box_collection)]
-pub struct AccountIds(Option<Box<Vec<AccountId>>>);
-
-impl AccountIds {
-    pub fn push(&mut self, id: AccountId) {
-        self.0.get_or_insert_with(Box::default).push(id);
-    }
-}
-
-impl std::ops::Deref for AccountIds {
-    type Target = [AccountId];
-
-    fn deref(&self) -> &[AccountId] {
-        self.0.as_deref().map_or(&[], Vec::as_slice)
-    }
-}
-
-impl<'a> IntoIterator for &'a AccountIds {
-    type Item = &'a AccountId;
-    type IntoIter = std::slice::Iter<'a, AccountId>;
-
-    fn into_iter(self) -> Self::IntoIter {
-        self.iter()
-    }
-}
-
-impl std::fmt::Debug for AccountIds {
-    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        formatter.debug_list().entries(self.iter()).finish()
-    }
-}
-
-impl PartialEq<Vec<AccountId>> for AccountIds {
-    fn eq(&self, other: &Vec<AccountId>) -> bool {
-        self[..] == other[..]
-    }
-}
-
-impl Encode for AccountIds {
-    /// As the slice it reads as, which is how a `Vec` encodes.
-    fn encode<E: bincode::enc::Encoder>(
-        &self,
-        encoder: &mut E,
-    ) -> Result<(), bincode::error::EncodeError> {
-        self[..].encode(encoder)
-    }
-}
-
-impl<Context> Decode<Context> for AccountIds {
-    fn decode<D: bincode::de::Decoder<Context = Context>>(
-        decoder: &mut D,
-    ) -> Result<Self, bincode::error::DecodeError> {
-        let ids = Vec::<AccountId>::decode(decoder)?;
-        Ok(AccountIds(if ids.is_empty() {
-            None
-        } else {
-            Some(Box::new(ids))
-        }))
-    }
-}
-bincode::impl_borrow_decode!(AccountIds);
-
 /// One account as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
 pub struct Account {
@@ -263,8 +200,8 @@ pub struct Account {
     pub closed: bool,
     /// Ids of the active secrets (1 or 2).
     pub secrets: SecretIds,
-    /// A primary's subaccounts, oldest first (empty for subaccounts).
-    pub subaccounts: AccountIds,
+    // A primary's subaccounts are kept beside the accounts ([`State::subaccounts`]): about 1 %
+    // of accounts are primaries, and a pointer in each account was 8 bytes in every one.
 }
 
 /// [`Funding`] in 24 bytes instead of 40 (two 16-byte amounts and the variant's tag, padded):
@@ -503,6 +440,8 @@ pub struct State {
     /// Low-balance thresholds (few accounts have one). Kept outside `Account` so the version-1
     /// snapshot layout of accounts stays as it was; snapshots carry it in an extension.
     low_balance: FxHashMap<AccountId, LowBalance>,
+    /// Each primary's subaccounts, oldest first; only primaries with subaccounts have an entry.
+    subaccounts: FxHashMap<AccountId, Vec<AccountId>>,
     last_seq: Sequence,
     last_at: Timestamp,
 }
@@ -511,6 +450,7 @@ impl PartialEq for State {
     /// Equal when the recorded facts are equal; the policy is configuration, not state.
     fn eq(&self, other: &State) -> bool {
         self.accounts == other.accounts
+            && self.subaccounts == other.subaccounts
             && self.commands == other.commands
             && self.low_balance == other.low_balance
             && self.last_seq == other.last_seq
@@ -716,7 +656,7 @@ impl State {
                     }
                 };
                 self.insert_account(*account, *key, Some(*primary), currency, funding, secret)?;
-                self.account_mut(*primary)?.subaccounts.push(*account);
+                self.subaccounts.entry(*primary).or_default().push(*account);
                 Ok(())
             }
             Event::SubaccountRenamed { account, .. } => {
@@ -993,7 +933,6 @@ impl State {
             suspended: false,
             closed: false,
             secrets: SecretIds::one(secret.id),
-            subaccounts: AccountIds::default(),
         });
         // The key index reads keys from the accounts, hence after the push; a key already
         // taken leaves the index as it was, and the account goes again.
@@ -1026,13 +965,22 @@ impl State {
         Ok(account)
     }
 
+    /// A primary's subaccounts, oldest first (none for a subaccount or an unknown id).
+    pub fn subaccounts(&self, primary: AccountId) -> &[AccountId] {
+        self.subaccounts.get(&primary).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every account's facts, in id order (what the state hash and the snapshot form cover).
+    pub fn account_facts(&self) -> impl ExactSizeIterator<Item = AccountFacts<'_>> {
+        self.accounts.iter().enumerate().map(|(index, account)| {
+            let id = AccountId(u32::try_from(index).unwrap_or(u32::MAX));
+            account.facts(self.subaccounts(id))
+        })
+    }
+
     /// Credit a primary has lent to its own-balance subaccounts: Σ |credit_limit|.
     pub fn lent_credit(&self, primary: AccountId) -> Amount {
-        let Some(owner) = self.account(primary) else {
-            return Amount::ZERO;
-        };
-        owner
-            .subaccounts
+        self.subaccounts(primary)
             .iter()
             .filter_map(|id| match self.account(*id)?.funding() {
                 Funding::Own { credit_limit, .. } => Some(credit_limit.magnitude()),
@@ -1173,7 +1121,7 @@ impl State {
         state_hash_of(
             self.last_seq,
             self.last_at,
-            self.accounts.iter().map(Account::facts),
+            self.account_facts(),
             &self.low_balances(),
             &self.commands,
         )
@@ -1215,7 +1163,7 @@ fn key_in(accounts: &[Account]) -> impl Fn(AccountId) -> Option<ApiKey> + '_ {
 
 /// An account's facts as [`State::state_hash`] covers them, borrowed: for a read side that
 /// keeps them apart from a [`State`] and must hash alike ([`state_hash_of`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccountFacts<'a> {
     pub key: ApiKey,
     pub primary: Option<AccountId>,
@@ -1228,8 +1176,9 @@ pub struct AccountFacts<'a> {
 }
 
 impl Account {
-    /// The facts the state hash covers.
-    pub fn facts(&self) -> AccountFacts<'_> {
+    /// The facts the state hash covers, with the account's subaccounts (a primary's:
+    /// [`State::subaccounts`]).
+    pub fn facts<'a>(&'a self, subaccounts: &'a [AccountId]) -> AccountFacts<'a> {
         AccountFacts {
             key: self.key,
             primary: self.primary,
@@ -1237,8 +1186,8 @@ impl Account {
             funding: self.funding(),
             suspended: self.suspended,
             closed: self.closed,
-            secrets: self.secrets,
-            subaccounts: &self.subaccounts,
+            secrets: self.secrets.clone(),
+            subaccounts,
         }
     }
 }
@@ -1330,8 +1279,10 @@ impl Encode for State {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         (self.accounts.len() as u64).encode(encoder)?;
-        for account in &self.accounts {
+        for (id, account) in self.accounts() {
+            // The subaccounts follow each account's fields, as when they were its last one.
             account.encode(encoder)?;
+            self.subaccounts(id).encode(encoder)?;
         }
         self.commands.encode(encoder)?;
         self.without_command_index.encode(encoder)?;
@@ -1355,7 +1306,7 @@ impl Encode for StateWithoutCommands<'_> {
         let state = self.0;
         encode_state_without_commands(
             encoder,
-            state.accounts.iter().map(Account::facts),
+            state.account_facts(),
             state.without_command_index,
             state.last_seq,
             state.last_at,
@@ -1513,13 +1464,21 @@ impl<Context> Decode<Context> for State {
                 .unwrap_or(usize::MAX)
                 .min(DECODE_ACCOUNTS_PREALLOCATED_MAX),
         );
-        for _ in 0..account_count {
+        let mut subaccounts: FxHashMap<AccountId, Vec<AccountId>> = FxHashMap::default();
+        for index in 0..account_count {
             accounts.push(Account::decode(decoder)?);
+            let listed = Vec::<AccountId>::decode(decoder)?;
+            if !listed.is_empty() {
+                let id = u32::try_from(index)
+                    .map_err(|_| bincode::error::DecodeError::Other("too many accounts"))?;
+                subaccounts.insert(AccountId(id), listed);
+            }
         }
         let commands = CommandIndex::decode(decoder)?;
         let mut state = State {
             policy: Policy::default(),
             accounts,
+            subaccounts,
             by_key: KeyIndex::default(),
             commands,
             without_command_index: bool::decode(decoder)?,
@@ -1575,10 +1534,17 @@ impl State {
                 return Err(format!("account {id:?} breaks the secret rules"));
             }
         }
-        for ((id, account), expected) in self.accounts().zip(&expected_subaccounts) {
-            if account.subaccounts != *expected {
+        for ((id, _), expected) in self.accounts().zip(&expected_subaccounts) {
+            if self.subaccounts(id) != expected.as_slice() {
                 return Err(format!("primary {id:?} lists the wrong subaccounts"));
             }
+        }
+        let listing = expected_subaccounts
+            .iter()
+            .filter(|list| !list.is_empty())
+            .count();
+        if self.subaccounts.len() != listing {
+            return Err("an account that is no primary lists subaccounts".into());
         }
         if self.without_command_index && !self.commands.is_empty() {
             return Err("a state without a command index holds commands".into());
@@ -1598,6 +1564,7 @@ impl State {
             commands: CommandIndex::default(),
             without_command_index: true,
             low_balance: self.low_balance.clone(),
+            subaccounts: self.subaccounts.clone(),
             last_seq: self.last_seq,
             last_at: self.last_at,
         }
@@ -1885,14 +1852,18 @@ mod layout_tests {
         }
     }
 
-    /// An account per account in the writer's state and in the snapshot replica's: a field
-    /// that brings back 16-byte alignment or a 24-byte list should be a conscious choice.
+    /// An account per account in the writer's state: a field that brings back 16-byte
+    /// alignment or a 24-byte list should be a conscious choice.
     #[test]
     fn an_account_stays_small() {
         assert_eq!(std::mem::size_of::<Funding>(), 40, "hence held packed");
         assert_eq!(std::mem::size_of::<PackedFunding>(), 24);
-        assert_eq!(std::mem::size_of::<AccountIds>(), 8);
-        assert_eq!(std::mem::size_of::<Account>(), 88);
+        assert_eq!(
+            std::mem::size_of::<SecretIds>(),
+            24,
+            "one id inline, two behind a pointer"
+        );
+        assert_eq!(std::mem::size_of::<Account>(), 72);
     }
 
     fn id(n: u8) -> SecretId {
@@ -1908,15 +1879,19 @@ mod layout_tests {
         let config = bincode::config::standard();
         let as_vec = bincode::encode_to_vec(vec![id(1), id(2)], config).unwrap_or_default();
         assert_eq!(
-            bincode::encode_to_vec(ids, config).unwrap_or_default(),
+            bincode::encode_to_vec(&ids, config).unwrap_or_default(),
             as_vec
         );
         let decoded: Result<(SecretIds, usize), _> = bincode::decode_from_slice(&as_vec, config);
-        assert_eq!(decoded.ok(), Some((ids, as_vec.len())));
+        assert_eq!(decoded.ok(), Some((ids.clone(), as_vec.len())));
         ids.retain(|kept| *kept != id(1));
         assert_eq!(&ids[..], &[id(2)]);
-        // Equal to the same single id however it got there (the revoked slot is a leftover).
+        // Equal to the same single id however it got there, and inline again.
         assert_eq!(ids, SecretIds::one(id(2)));
+        assert!(matches!(ids.0, SecretIdsRepr::One(_)));
+        ids.retain(|_| false);
+        assert!(ids.is_empty());
+        assert!(ids.push(id(2)));
         assert!(ids.push(id(4)));
         assert_eq!(&ids[..], &[id(2), id(4)]);
         for count in [0_usize, 3] {

@@ -115,10 +115,9 @@ impl Directory {
                 primary: account.primary,
                 currency: account.currency,
             });
-            if !account.subaccounts.is_empty() {
-                directory
-                    .subaccounts
-                    .insert(id, account.subaccounts.to_vec());
+            let subaccounts = state.subaccounts(id);
+            if !subaccounts.is_empty() {
+                directory.subaccounts.insert(id, subaccounts.to_vec());
             }
         }
         directory

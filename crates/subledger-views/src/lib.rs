@@ -1048,9 +1048,7 @@ impl Views {
     /// A primary's subaccounts, oldest first (none for a subaccount).
     pub fn subaccounts(&self, id: AccountId) -> &[AccountId] {
         match &self.form {
-            Form::Full(state) => state
-                .account(id)
-                .map_or(&[][..], |account| &account.subaccounts),
+            Form::Full(state) => state.subaccounts(id),
             Form::Lean(directory) => directory.subaccounts(id),
         }
     }

@@ -1151,7 +1151,7 @@ fn check_step(
     prop_assert_eq!(state.account_count(), model.accounts.len(), "account count");
     for (key, expected) in &model.accounts {
         let api_key: ApiKey = key.parse().expect("valid key");
-        let Some((_, account)) = state.account_by_key(&api_key) else {
+        let Some((id, account)) = state.account_by_key(&api_key) else {
             return Err(TestCaseError::fail(format!("the core lacks account {key}")));
         };
         let key_of_id = |id: AccountId| {
@@ -1172,7 +1172,7 @@ fn check_step(
             suspended: account.suspended,
             closed: account.closed,
             secrets: account.secrets.to_vec(),
-            subaccounts: account.subaccounts.iter().copied().map(key_of_id).collect(),
+            subaccounts: state.subaccounts(id).iter().copied().map(key_of_id).collect(),
         };
         prop_assert_eq!(&actual, expected, "account {}", key);
     }
