@@ -24,12 +24,39 @@ use subledger_core::{
 
 use crate::accounts::{self, AccountHistory, Entry};
 
-/// What never changes about an account after it is opened.
+/// What never changes about an account after it is opened: its key, and its primary — or, for
+/// a primary, its currency (a subaccount's is its primary's). 16 bytes per account; with both
+/// a primary and a currency, 20.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Fixed {
     pub(crate) key: ApiKey,
-    pub(crate) primary: Option<AccountId>,
-    pub(crate) currency: Currency,
+    family: Family,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Family {
+    Primary(Currency),
+    Subaccount(AccountId),
+}
+
+impl Fixed {
+    pub(crate) fn new(key: ApiKey, primary: Option<AccountId>, currency: Currency) -> Fixed {
+        Fixed {
+            key,
+            family: match primary {
+                Some(primary) => Family::Subaccount(primary),
+                None => Family::Primary(currency),
+            },
+        }
+    }
+
+    /// The owning primary; `None` for a primary.
+    pub(crate) fn primary(&self) -> Option<AccountId> {
+        match self.family {
+            Family::Primary(_) => None,
+            Family::Subaccount(primary) => Some(primary),
+        }
+    }
 }
 
 /// An account's values after its last event: those of its last history entry.
@@ -110,11 +137,9 @@ impl Directory {
             commands: None,
         };
         for (id, account) in state.accounts() {
-            directory.fixed.push(Fixed {
-                key: account.key,
-                primary: account.primary,
-                currency: account.currency,
-            });
+            directory
+                .fixed
+                .push(Fixed::new(account.key, account.primary, account.currency));
             let subaccounts = state.subaccounts(id);
             if !subaccounts.is_empty() {
                 directory.subaccounts.insert(id, subaccounts.to_vec());
@@ -146,6 +171,18 @@ impl Directory {
 
     pub(crate) fn fixed(&self, id: AccountId) -> Option<&Fixed> {
         self.fixed.get(id.index())
+    }
+
+    /// An account's currency: a primary's own, a subaccount's primary's.
+    pub(crate) fn currency(&self, id: AccountId) -> Option<Currency> {
+        let primary = match self.fixed(id)?.family {
+            Family::Primary(currency) => return Some(currency),
+            Family::Subaccount(primary) => primary,
+        };
+        match self.fixed(primary)?.family {
+            Family::Primary(currency) => Some(currency),
+            Family::Subaccount(_) => None,
+        }
     }
 
     pub(crate) fn account_count(&self) -> usize {
@@ -315,7 +352,7 @@ pub(crate) fn apply(
         directory.fixed.push(fixed);
         let entered = directory.by_key.insert(id, key_in(&directory.fixed));
         debug_assert!(entered, "a key checked free was taken");
-        if let Some(primary) = fixed.primary {
+        if let Some(primary) = fixed.primary() {
             directory.subaccounts.entry(primary).or_default().push(id);
         }
         if histories.len() < directory.fixed.len() {
@@ -389,11 +426,7 @@ fn change(
             };
             change.opened = Some((
                 *account,
-                Fixed {
-                    key: *key,
-                    primary: None,
-                    currency: *currency,
-                },
+                Fixed::new(*key, None, *currency),
                 Values::opened(funding),
             ));
         }
@@ -408,8 +441,12 @@ fn change(
             open(*primary)?;
             let owner = directory
                 .fixed(*primary)
-                .filter(|owner| owner.primary.is_none())
+                .filter(|owner| owner.primary().is_none())
                 .ok_or(ApplyFault::WrongAccountKind(*primary))?;
+            let currency = match owner.family {
+                Family::Primary(currency) => currency,
+                Family::Subaccount(_) => return Err(ApplyFault::WrongAccountKind(*primary)),
+            };
             let funding = if *use_primary_account_balance {
                 Funding::Shared
             } else {
@@ -420,11 +457,7 @@ fn change(
             };
             change.opened = Some((
                 *account,
-                Fixed {
-                    key: *key,
-                    primary: Some(*primary),
-                    currency: owner.currency,
-                },
+                Fixed::new(*key, Some(*primary), currency),
                 Values::opened(funding),
             ));
         }

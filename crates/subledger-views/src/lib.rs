@@ -532,7 +532,9 @@ impl Form {
     fn family_of_known(&self, id: AccountId) -> Option<AccountId> {
         match self {
             Form::Full(state) => family_of_in(state, id),
-            Form::Lean(directory) => directory.fixed(id).map(|fixed| fixed.primary.unwrap_or(id)),
+            Form::Lean(directory) => directory
+                .fixed(id)
+                .map(|fixed| fixed.primary().unwrap_or(id)),
         }
     }
 
@@ -543,7 +545,7 @@ impl Form {
             Form::Full(state) => family_in(state, id),
             Form::Lean(directory) => directory
                 .fixed(id)
-                .and_then(|fixed| fixed.primary)
+                .and_then(directory::Fixed::primary)
                 .unwrap_or(id),
         }
     }
@@ -977,8 +979,8 @@ impl Views {
                 let values = directory::current(&self.accounts, id)?;
                 Some(Facts {
                     key: fixed.key,
-                    primary: fixed.primary,
-                    currency: fixed.currency,
+                    primary: fixed.primary(),
+                    currency: directory.currency(id)?,
                     funding: values.funding,
                     suspended: values.suspended,
                     closed: values.closed,
@@ -1108,7 +1110,9 @@ impl Views {
                         }
                     }
                     Form::Lean(directory) => {
-                        if let Some(primary) = directory.fixed(id).and_then(|fixed| fixed.primary) {
+                        if let Some(primary) =
+                            directory.fixed(id).and_then(directory::Fixed::primary)
+                        {
                             touched = touched.wrapping_add(u64::from(primary.0));
                         }
                     }
@@ -2611,6 +2615,11 @@ mod tests {
         assert_eq!(std::mem::size_of::<SecretView>(), 40);
         assert_eq!(std::mem::size_of::<TransferEntry>(), 64);
         assert_eq!(std::mem::size_of::<Names>(), 40, "the first name inline");
+        assert_eq!(
+            std::mem::size_of::<directory::Fixed>(),
+            16,
+            "a key, and a primary or a currency"
+        );
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
             104,

@@ -1172,7 +1172,12 @@ fn check_step(
             suspended: account.suspended,
             closed: account.closed,
             secrets: account.secrets.to_vec(),
-            subaccounts: state.subaccounts(id).iter().copied().map(key_of_id).collect(),
+            subaccounts: state
+                .subaccounts(id)
+                .iter()
+                .copied()
+                .map(key_of_id)
+                .collect(),
         };
         prop_assert_eq!(&actual, expected, "account {}", key);
     }
