@@ -435,7 +435,8 @@ bincode::impl_borrow_decode!(Entry);
 /// opening entries took ~77 MB with their allocations, most accounts having one or two entries
 /// (ADR 0008). Reads go through [`AccountHistory::entries`], which yields it first as if it
 /// were stored; encoding writes it as before, so snapshots are unchanged. The secret an account
-/// was created with is kept the same way while it is its only one (see [`Secrets`]).
+/// was created with is kept the same way while it is its only one (by id: see
+/// [`AccountHistory::secrets`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountHistory {
     /// Every entry but an implied opening one.
@@ -574,8 +575,8 @@ impl<'a> Entries<'a> {
 impl AccountHistory {
     /// A history from its entries and names as stored in a snapshot's histories: the opening
     /// entry is implied where it can be (see [`AccountHistory`]), so that decoded histories are
-    /// held as applied ones are. The creation instant and the secrets come from the head
-    /// ([`AccountHistory::adopt_head`]).
+    /// held as applied ones are. The creation instant and the secrets come from the snapshot's
+    /// head, when the views attach these histories.
     pub fn from_parts(mut entries: Vec<Entry>, names: Names) -> AccountHistory {
         let first = entries
             .first()
