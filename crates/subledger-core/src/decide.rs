@@ -201,7 +201,7 @@ fn own_subaccount<'a>(
     key: &ApiKey,
 ) -> Result<(AccountId, &'a Account), Rejection> {
     match state.account_by_key(key) {
-        Some((id, account)) if account.primary == Some(primary) => Ok((id, account)),
+        Some((id, account)) if account.primary() == Some(primary) => Ok((id, account)),
         _ => Err(Rejection::UnknownAccount { key: *key }),
     }
 }
@@ -209,7 +209,7 @@ fn own_subaccount<'a>(
 fn create_subaccount(state: &State, create: &CreateSubaccount) -> Result<Event, Rejection> {
     validate_name(&create.name, true)?;
     let (primary_id, primary) = acting_primary(state, &create.primary)?;
-    if primary.suspended {
+    if primary.suspended() {
         return Err(Rejection::Suspended {
             key: create.primary,
         });
@@ -217,7 +217,7 @@ fn create_subaccount(state: &State, create: &CreateSubaccount) -> Result<Event, 
     let open_subaccounts = state
         .subaccounts(primary_id)
         .iter()
-        .filter(|id| state.account(**id).is_some_and(|sub| !sub.closed))
+        .filter(|id| state.account(**id).is_some_and(|sub| !sub.closed()))
         .count();
     let limit = state.policy().subaccounts_per_primary_max;
     if open_subaccounts >= usize::try_from(limit).unwrap_or(usize::MAX) {
@@ -240,7 +240,7 @@ fn update_subaccount(state: &State, update: &UpdateSubaccount) -> Result<Vec<Eve
     }
     let (primary_id, _) = acting_primary(state, &update.primary)?;
     let (id, subaccount) = own_subaccount(state, primary_id, &update.subaccount)?;
-    if subaccount.closed {
+    if subaccount.closed() {
         return Err(Rejection::Closed {
             key: update.subaccount,
         });
@@ -264,8 +264,10 @@ fn update_subaccount(state: &State, update: &UpdateSubaccount) -> Result<Vec<Eve
         });
     }
     match update.suspended {
-        Some(true) if !subaccount.suspended => events.push(Event::AccountSuspended { account: id }),
-        Some(false) if subaccount.suspended => {
+        Some(true) if !subaccount.suspended() => {
+            events.push(Event::AccountSuspended { account: id })
+        }
+        Some(false) if subaccount.suspended() => {
             events.push(Event::AccountReactivated { account: id })
         }
         _ => {}
@@ -276,7 +278,7 @@ fn update_subaccount(state: &State, update: &UpdateSubaccount) -> Result<Vec<Eve
 fn close_subaccount(state: &State, close: &CloseSubaccount) -> Result<Event, Rejection> {
     let (primary_id, _) = acting_primary(state, &close.primary)?;
     let (id, subaccount) = own_subaccount(state, primary_id, &close.subaccount)?;
-    if subaccount.closed {
+    if subaccount.closed() {
         return Err(Rejection::Closed {
             key: close.subaccount,
         });
@@ -300,10 +302,10 @@ fn set_suspended(state: &State, set: &SetSuspended) -> Result<Vec<Event>, Reject
     let (id, account) = state
         .account_by_key(&set.account)
         .ok_or(Rejection::UnknownAccount { key: set.account })?;
-    if account.closed {
+    if account.closed() {
         return Err(Rejection::Closed { key: set.account });
     }
-    Ok(match (set.suspended, account.suspended) {
+    Ok(match (set.suspended, account.suspended()) {
         (true, false) => vec![Event::AccountSuspended { account: id }],
         (false, true) => vec![Event::AccountReactivated { account: id }],
         _ => Vec::new(),
@@ -372,7 +374,7 @@ fn transfer_money(
     let in_family = |id: Option<AccountId>| {
         let id = id?;
         let account = state.account(id)?;
-        (id == primary_id || account.primary == Some(primary_id)).then_some((id, account))
+        (id == primary_id || account.primary() == Some(primary_id)).then_some((id, account))
     };
     let (Some((source_id, from)), Some((target_id, to))) = (in_family(source), in_family(target))
     else {
@@ -381,10 +383,10 @@ fn transfer_money(
     if !from.is_primary() && !to.is_primary() {
         return reject(TransferRule::SubaccountToSubaccount);
     }
-    if from.closed || to.closed {
+    if from.closed() || to.closed() {
         return reject(TransferRule::Closed);
     }
-    if primary.suspended {
+    if primary.suspended() {
         return reject(TransferRule::PrimarySuspended);
     }
     if from.funding() == Funding::Shared || to.funding() == Funding::Shared {
@@ -442,7 +444,7 @@ fn transfer_money(
 fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
     let found = state.account_by_key(&charge.account);
     let payer_of = |(id, account): (AccountId, &Account)| match account.funding() {
-        Funding::Shared => account.primary.unwrap_or(id),
+        Funding::Shared => account.primary().unwrap_or(id),
         Funding::Own { .. } => id,
     };
     // What the caller sent, not who pays: the payer can change (a shared subaccount switching
@@ -464,19 +466,19 @@ fn charge_usage(state: &State, charge: &Charge) -> Result<Decision, Rejection> {
     let (id, account) = found.ok_or(Rejection::UnknownAccount {
         key: charge.account,
     })?;
-    if account.closed {
+    if account.closed() {
         return Err(Rejection::Closed {
             key: charge.account,
         });
     }
-    if account.suspended {
+    if account.suspended() {
         return Err(Rejection::Suspended {
             key: charge.account,
         });
     }
     // A suspended primary suspends spending in its whole family, whoever pays.
-    if let Some(owner) = account.primary.and_then(|owner| state.account(owner)) {
-        if owner.suspended {
+    if let Some(owner) = account.primary().and_then(|owner| state.account(owner)) {
+        if owner.suspended() {
             return Err(Rejection::Suspended { key: owner.key });
         }
     }
@@ -571,7 +573,7 @@ fn secret_holder<'a>(
     let (id, account) = state
         .account_by_key(key)
         .ok_or(Rejection::UnknownAccount { key: *key })?;
-    if account.closed {
+    if account.closed() {
         return Err(Rejection::Closed { key: *key });
     }
     Ok((id, account))

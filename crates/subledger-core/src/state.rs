@@ -187,17 +187,19 @@ impl<Context> Decode<Context> for SecretIds {
 }
 bincode::impl_borrow_decode!(SecretIds);
 
-/// One account as the rules need it.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// One account as the rules need it: 64 bytes, one per account in the writer's state.
+/// Encodes as its fields did when they were plain (key, primary, currency, funding, suspended,
+/// closed, secrets).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Account {
     pub key: ApiKey,
-    /// The owning primary; `None` for a primary.
-    pub primary: Option<AccountId>,
+    /// The owning primary's id, or [`NO_PRIMARY`] for a primary (an `Option<AccountId>` takes
+    /// 8 bytes): read with [`Account::primary`].
+    primary: u32,
     pub currency: Currency,
-    /// Read with [`Account::funding`], changed with [`Account::set_funding`].
+    /// The funding and the suspended and closed flags: read with [`Account::funding`],
+    /// [`Account::suspended`] and [`Account::closed`].
     pub(crate) funding: PackedFunding,
-    pub suspended: bool,
-    pub closed: bool,
     /// Ids of the active secrets (1 or 2).
     pub secrets: SecretIds,
     // A primary's subaccounts are kept beside the accounts ([`State::subaccounts`]): about 1 %
@@ -220,6 +222,15 @@ pub(crate) struct PackedFunding {
 const CREDIT_LOW_BITS: u32 = 128 - Amount::BITS;
 /// Where [`PackedFunding`]'s flag for shared funding is: just above the credit limit's bits.
 const SHARED_SHIFT: u32 = Amount::BITS - CREDIT_LOW_BITS;
+/// The account's suspended and closed flags, above the funding's bits.
+const SUSPENDED_BIT: u64 = 1 << (SHARED_SHIFT + 1);
+const CLOSED_BIT: u64 = 1 << (SHARED_SHIFT + 2);
+/// The funding's bits in `high`: the credit limit's top and the shared flag.
+const FUNDING_HIGH_MASK: u64 = (1 << (SHARED_SHIFT + 1)) - 1;
+
+/// [`Account`]'s primary for a primary. Account ids are dense from 0, and `State` never
+/// assigns this one.
+pub const NO_PRIMARY: u32 = u32::MAX;
 
 impl PackedFunding {
     #[inline]
@@ -246,11 +257,12 @@ impl PackedFunding {
 
     #[inline]
     fn get(self) -> Funding {
-        if self.high >> SHARED_SHIFT != 0 {
+        let high = self.high & FUNDING_HIGH_MASK;
+        if high >> SHARED_SHIFT != 0 {
             return Funding::Shared;
         }
         let low = u128::from(self.low[0]) | (u128::from(self.low[1]) << 64);
-        let credit = (low >> Amount::BITS) | (u128::from(self.high) << CREDIT_LOW_BITS);
+        let credit = (low >> Amount::BITS) | (u128::from(high) << CREDIT_LOW_BITS);
         // Only ever packed from amounts, so neither falls back.
         Funding::Own {
             balance: Amount::from_bits(low).unwrap_or(Amount::ZERO),
@@ -259,9 +271,43 @@ impl PackedFunding {
     }
 }
 
+impl PackedFunding {
+    /// The same funding with `flag` (one of the account's flag bits) set or cleared.
+    #[inline]
+    fn with_flag(self, flag: u64, set: bool) -> PackedFunding {
+        PackedFunding {
+            high: if set {
+                self.high | flag
+            } else {
+                self.high & !flag
+            },
+            ..self
+        }
+    }
+
+    #[inline]
+    fn flag(self, flag: u64) -> bool {
+        self.high & flag != 0
+    }
+
+    /// `funding` with this one's flags.
+    #[inline]
+    fn replaced(self, funding: Funding) -> PackedFunding {
+        let flags = self.high & !FUNDING_HIGH_MASK;
+        let mut packed = PackedFunding::new(funding);
+        packed.high |= flags;
+        packed
+    }
+}
+
 impl std::fmt::Debug for PackedFunding {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.get().fmt(formatter)
+        formatter
+            .debug_struct("PackedFunding")
+            .field("funding", &self.get())
+            .field("suspended", &self.flag(SUSPENDED_BIT))
+            .field("closed", &self.flag(CLOSED_BIT))
+            .finish()
     }
 }
 
@@ -274,6 +320,47 @@ impl Encode for PackedFunding {
     }
 }
 
+impl Encode for Account {
+    /// The fields as they were declared when plain: key, primary, currency, funding,
+    /// suspended, closed, secrets.
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.key.encode(encoder)?;
+        self.primary().encode(encoder)?;
+        self.currency.encode(encoder)?;
+        self.funding().encode(encoder)?;
+        self.suspended().encode(encoder)?;
+        self.closed().encode(encoder)?;
+        self.secrets.encode(encoder)
+    }
+}
+
+impl<Context> Decode<Context> for Account {
+    fn decode<D: bincode::de::Decoder<Context = Context>>(
+        decoder: &mut D,
+    ) -> Result<Self, bincode::error::DecodeError> {
+        let key = ApiKey::decode(decoder)?;
+        let primary = Option::<AccountId>::decode(decoder)?;
+        if primary.is_some_and(|id| id.0 == NO_PRIMARY) {
+            return Err(bincode::error::DecodeError::Other(
+                "an account's primary id is out of range",
+            ));
+        }
+        let currency = Currency::decode(decoder)?;
+        let funding = Funding::decode(decoder)?;
+        let suspended = bool::decode(decoder)?;
+        let closed = bool::decode(decoder)?;
+        let secrets = SecretIds::decode(decoder)?;
+        let mut account = Account::new(key, primary, currency, funding, secrets);
+        account.set_suspended(suspended);
+        account.set_closed(closed);
+        Ok(account)
+    }
+}
+bincode::impl_borrow_decode!(Account);
+
 impl<Context> Decode<Context> for PackedFunding {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
@@ -285,8 +372,31 @@ impl<Context> Decode<Context> for PackedFunding {
 bincode::impl_borrow_decode!(PackedFunding);
 
 impl Account {
+    /// A new account: open, not suspended. `primary` must not be [`NO_PRIMARY`]'s id.
+    pub(crate) fn new(
+        key: ApiKey,
+        primary: Option<AccountId>,
+        currency: Currency,
+        funding: Funding,
+        secrets: SecretIds,
+    ) -> Account {
+        Account {
+            key,
+            primary: primary.map_or(NO_PRIMARY, |id| id.0),
+            currency,
+            funding: PackedFunding::new(funding),
+            secrets,
+        }
+    }
+
+    /// The owning primary; `None` for a primary.
+    #[inline]
+    pub fn primary(&self) -> Option<AccountId> {
+        (self.primary != NO_PRIMARY).then_some(AccountId(self.primary))
+    }
+
     pub fn is_primary(&self) -> bool {
-        self.primary.is_none()
+        self.primary == NO_PRIMARY
     }
 
     /// Where the account's money lives.
@@ -297,7 +407,25 @@ impl Account {
 
     #[inline]
     pub fn set_funding(&mut self, funding: Funding) {
-        self.funding = PackedFunding::new(funding);
+        self.funding = self.funding.replaced(funding);
+    }
+
+    #[inline]
+    pub fn suspended(&self) -> bool {
+        self.funding.flag(SUSPENDED_BIT)
+    }
+
+    #[inline]
+    pub fn closed(&self) -> bool {
+        self.funding.flag(CLOSED_BIT)
+    }
+
+    pub(crate) fn set_suspended(&mut self, suspended: bool) {
+        self.funding = self.funding.with_flag(SUSPENDED_BIT, suspended);
+    }
+
+    pub(crate) fn set_closed(&mut self, closed: bool) {
+        self.funding = self.funding.with_flag(CLOSED_BIT, closed);
     }
 
     /// `balance - credit_limit`: the most the account can spend; `None` when shared.
@@ -508,12 +636,12 @@ impl State {
         let touch = |key: &ApiKey| {
             let account = self.account_by_key(key).map(|(_, account)| account);
             let owner = account
-                .and_then(|account| account.primary)
+                .and_then(|account| account.primary())
                 .and_then(|primary| self.account(primary));
             account
                 .into_iter()
                 .chain(owner)
-                .map(|account| u64::from(account.suspended))
+                .map(|account| u64::from(account.suspended()))
                 .sum::<u64>()
         };
         let mut touched = 0_u64;
@@ -563,7 +691,11 @@ impl State {
 
     /// The id the next created account gets.
     pub fn next_account_id(&self) -> Option<AccountId> {
-        u32::try_from(self.accounts.len()).ok().map(AccountId)
+        // `NO_PRIMARY` marks a primary in `Account`, so it is never an account's id.
+        u32::try_from(self.accounts.len())
+            .ok()
+            .filter(|id| *id != NO_PRIMARY)
+            .map(AccountId)
     }
 
     pub fn command(&self, id: &CommandId) -> Option<CommandRecord> {
@@ -665,12 +797,12 @@ impl State {
             }
             Event::AccountSuspended { account } => {
                 self.open_account(*account)?;
-                self.account_mut(*account)?.suspended = true;
+                self.account_mut(*account)?.set_suspended(true);
                 Ok(())
             }
             Event::AccountReactivated { account } => {
                 self.open_account(*account)?;
-                self.account_mut(*account)?.suspended = false;
+                self.account_mut(*account)?.set_suspended(false);
                 Ok(())
             }
             Event::SubaccountSwitchedToOwnBalance { account } => {
@@ -695,7 +827,7 @@ impl State {
                 if !settled {
                     return Err(ApplyFault::Invariant(*account));
                 }
-                self.account_mut(*account)?.closed = true;
+                self.account_mut(*account)?.set_closed(true);
                 Ok(())
             }
             Event::BalanceTransferred {
@@ -733,7 +865,7 @@ impl State {
                 let charged = self.open_account(*account)?;
                 let expected_payer = match charged.funding() {
                     Funding::Shared => charged
-                        .primary
+                        .primary()
                         .ok_or(ApplyFault::WrongAccountKind(*account))?,
                     Funding::Own { .. } => *account,
                 };
@@ -925,15 +1057,13 @@ impl State {
         if Some(id) != self.next_account_id() {
             return Err(ApplyFault::UnexpectedAccountId(id));
         }
-        self.accounts.push(Account {
+        self.accounts.push(Account::new(
             key,
             primary,
             currency,
-            funding: PackedFunding::new(funding),
-            suspended: false,
-            closed: false,
-            secrets: SecretIds::one(secret.id),
-        });
+            funding,
+            SecretIds::one(secret.id),
+        ));
         // The key index reads keys from the accounts, hence after the push; a key already
         // taken leaves the index as it was, and the account goes again.
         if !self.by_key.insert(id, key_in(&self.accounts)) {
@@ -951,7 +1081,7 @@ impl State {
 
     fn open_account(&self, id: AccountId) -> Result<&Account, ApplyFault> {
         let account = self.account(id).ok_or(ApplyFault::UnknownAccount(id))?;
-        if account.closed {
+        if account.closed() {
             return Err(ApplyFault::Closed(id));
         }
         Ok(account)
@@ -995,8 +1125,8 @@ impl State {
     fn check_pair(&self, source: AccountId, target: AccountId) -> Result<(), ApplyFault> {
         let from = self.open_account(source)?;
         let to = self.open_account(target)?;
-        let paired = (from.primary == Some(target) && to.is_primary())
-            || (to.primary == Some(source) && from.is_primary());
+        let paired = (from.primary() == Some(target) && to.is_primary())
+            || (to.primary() == Some(source) && from.is_primary());
         if paired {
             Ok(())
         } else {
@@ -1181,11 +1311,11 @@ impl Account {
     pub fn facts<'a>(&'a self, subaccounts: &'a [AccountId]) -> AccountFacts<'a> {
         AccountFacts {
             key: self.key,
-            primary: self.primary,
+            primary: self.primary(),
             currency: self.currency,
             funding: self.funding(),
-            suspended: self.suspended,
-            closed: self.closed,
+            suspended: self.suspended(),
+            closed: self.closed(),
             secrets: self.secrets.clone(),
             subaccounts,
         }
@@ -1504,7 +1634,7 @@ impl State {
             if !by_key.insert(id, key_in(&self.accounts)) {
                 return Err(format!("duplicate api key {}", account.key));
             }
-            match account.primary {
+            match account.primary() {
                 Some(owner) => {
                     let primary = self
                         .account(owner)
@@ -1852,6 +1982,87 @@ mod layout_tests {
         }
     }
 
+    /// The flags share the funding's word: setting either, or the funding, changes nothing
+    /// else, and an account encodes and decodes as its plain fields would.
+    #[test]
+    fn an_account_s_flags_funding_and_primary_are_kept_apart() {
+        let amount = |units: i128| Amount::from_units(units).unwrap_or(Amount::ZERO);
+        let fundings = [
+            Funding::Shared,
+            Funding::Own {
+                balance: Amount::MAX,
+                credit_limit: Amount::MIN,
+            },
+            Funding::Own {
+                balance: amount(-7),
+                credit_limit: amount(-9),
+            },
+        ];
+        let key = ApiKey::from_bytes(*b"abcd0123").unwrap();
+        let config = bincode::config::standard();
+        for primary in [None, Some(AccountId(0)), Some(AccountId(NO_PRIMARY - 1))] {
+            for funding in fundings {
+                for (suspended, closed) in
+                    [(false, false), (true, false), (false, true), (true, true)]
+                {
+                    let mut account = Account::new(
+                        key,
+                        primary,
+                        Currency::EUR,
+                        funding,
+                        SecretIds::one(SecretId::from_bytes([3; 16])),
+                    );
+                    account.set_suspended(suspended);
+                    account.set_closed(closed);
+                    assert_eq!((account.suspended(), account.closed()), (suspended, closed));
+                    assert_eq!((account.funding(), account.primary()), (funding, primary));
+                    assert_eq!(account.is_primary(), primary.is_none());
+                    for other in fundings {
+                        let mut changed = account.clone();
+                        changed.set_funding(other);
+                        assert_eq!(changed.funding(), other);
+                        assert_eq!((changed.suspended(), changed.closed()), (suspended, closed));
+                    }
+                    let plain = bincode::encode_to_vec(
+                        (
+                            key,
+                            primary,
+                            Currency::EUR,
+                            funding,
+                            suspended,
+                            closed,
+                            vec![SecretId::from_bytes([3; 16])],
+                        ),
+                        config,
+                    )
+                    .unwrap_or_default();
+                    assert_eq!(
+                        bincode::encode_to_vec(&account, config).unwrap_or_default(),
+                        plain
+                    );
+                    let decoded: Result<(Account, usize), _> =
+                        bincode::decode_from_slice(&plain, config);
+                    assert_eq!(decoded.ok(), Some((account, plain.len())));
+                }
+            }
+        }
+        // The id that marks a primary is refused as a primary's id, not taken for "none".
+        let forged = bincode::encode_to_vec(
+            (
+                key,
+                Some(AccountId(NO_PRIMARY)),
+                Currency::EUR,
+                Funding::Shared,
+                false,
+                false,
+                vec![SecretId::from_bytes([3; 16])],
+            ),
+            config,
+        )
+        .unwrap_or_default();
+        assert!(bincode::decode_from_slice::<Account, _>(&forged, config).is_err());
+    }
+
     /// An account per account in the writer's state: a field that brings back 16-byte
     /// alignment or a 24-byte list should be a conscious choice.
     #[test]
@@ -1863,7 +2074,7 @@ mod layout_tests {
             24,
             "one id inline, two behind a pointer"
         );
-        assert_eq!(std::mem::size_of::<Account>(), 72);
+        assert_eq!(std::mem::size_of::<Account>(), 64);
     }
 
     fn id(n: u8) -> SecretId {

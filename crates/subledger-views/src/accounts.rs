@@ -1034,8 +1034,8 @@ pub(crate) fn entry_after(
         kind,
         balance,
         credit_limit,
-        account.suspended,
-        account.closed,
+        account.suspended(),
+        account.closed(),
         counterparty,
     ))
 }

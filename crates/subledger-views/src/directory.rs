@@ -139,7 +139,7 @@ impl Directory {
         for (id, account) in state.accounts() {
             directory
                 .fixed
-                .push(Fixed::new(account.key, account.primary, account.currency));
+                .push(Fixed::new(account.key, account.primary(), account.currency));
             let subaccounts = state.subaccounts(id);
             if !subaccounts.is_empty() {
                 directory.subaccounts.insert(id, subaccounts.to_vec());

@@ -968,11 +968,11 @@ impl Views {
         match &self.form {
             Form::Full(state) => state.account(id).map(|account| Facts {
                 key: account.key,
-                primary: account.primary,
+                primary: account.primary(),
                 currency: account.currency,
                 funding: account.funding(),
-                suspended: account.suspended,
-                closed: account.closed,
+                suspended: account.suspended(),
+                closed: account.closed(),
             }),
             Form::Lean(directory) => {
                 let fixed = directory.fixed(id)?;
@@ -1106,7 +1106,7 @@ impl Views {
                 match &self.form {
                     Form::Full(state) => {
                         if let Some(account) = state.account(id) {
-                            touched = touched.wrapping_add(u64::from(account.suspended));
+                            touched = touched.wrapping_add(u64::from(account.suspended()));
                         }
                     }
                     Form::Lean(directory) => {
@@ -2052,8 +2052,8 @@ fn histories_agree_with(
         && state.accounts().all(|(id, account)| {
             let values = directory::Values {
                 funding: account.funding(),
-                suspended: account.suspended,
-                closed: account.closed,
+                suspended: account.suspended(),
+                closed: account.closed(),
             };
             directory::current(histories, id) == Some(values)
                 && heads
@@ -2065,13 +2065,13 @@ fn histories_agree_with(
 fn family_in(state: &State, id: AccountId) -> AccountId {
     state
         .account(id)
-        .and_then(|account| account.primary)
+        .and_then(|account| account.primary())
         .unwrap_or(id)
 }
 
 fn family_of_in(state: &State, id: AccountId) -> Option<AccountId> {
     let account = state.account(id)?;
-    Some(account.primary.unwrap_or(id))
+    Some(account.primary().unwrap_or(id))
 }
 
 /// Entries in sequence order, time never going back, within the family, not in the future.

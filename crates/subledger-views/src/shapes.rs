@@ -268,7 +268,7 @@ impl Views {
         let places: Vec<u32> = state
             .accounts()
             .map(|(id, account)| {
-                let family = account.primary.unwrap_or(id);
+                let family = account.primary().unwrap_or(id);
                 cursors
                     .place(family)
                     .and_then(|place| u32::try_from(place).ok())

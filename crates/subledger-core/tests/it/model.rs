@@ -1133,7 +1133,7 @@ fn check_step(
     for (primary, family) in families {
         let (mut balances, mut limits) = (0_i128, 0_i128);
         for (id, account) in state.accounts() {
-            if id != *primary && account.primary != Some(*primary) {
+            if id != *primary && account.primary() != Some(*primary) {
                 continue;
             }
             if let Funding::Own {
@@ -1161,7 +1161,7 @@ fn check_step(
                 .unwrap_or_default()
         };
         let actual = ModelAccount {
-            primary: account.primary.map(key_of_id),
+            primary: account.primary().map(key_of_id),
             own: match account.funding() {
                 Funding::Own {
                     balance,
@@ -1169,8 +1169,8 @@ fn check_step(
                 } => Some((dec(balance), dec(credit_limit))),
                 Funding::Shared => None,
             },
-            suspended: account.suspended,
-            closed: account.closed,
+            suspended: account.suspended(),
+            closed: account.closed(),
             secrets: account.secrets.to_vec(),
             subaccounts: state
                 .subaccounts(id)
@@ -1185,7 +1185,7 @@ fn check_step(
 }
 
 fn track(state: &State, families: &mut BTreeMap<AccountId, Family>, event: &Event) {
-    let family_of = |id: AccountId| state.account(id).and_then(|a| a.primary).unwrap_or(id);
+    let family_of = |id: AccountId| state.account(id).and_then(|a| a.primary()).unwrap_or(id);
     match event {
         Event::PrimaryOpened {
             account,

@@ -373,12 +373,12 @@ impl Given {
     }
 
     pub fn expect_suspended(self, account: &str, suspended: bool) -> Given {
-        assert_eq!(self.account(account).suspended, suspended, "{account}");
+        assert_eq!(self.account(account).suspended(), suspended, "{account}");
         self
     }
 
     pub fn expect_closed(self, account: &str, closed: bool) -> Given {
-        assert_eq!(self.account(account).closed, closed, "{account}");
+        assert_eq!(self.account(account).closed(), closed, "{account}");
         self
     }
 

@@ -213,7 +213,7 @@ fn concurrent_submitters_check(log_handoff_commands_min: usize) {
                 Event::Charged { payer, amount, .. } => {
                     let payer = live.account(*payer).unwrap();
                     let owner = payer
-                        .primary
+                        .primary()
                         .map_or(payer.key, |id| live.account(id).unwrap().key);
                     if owner == key(primary) {
                         expected -= amount.units();

@@ -596,7 +596,7 @@ proptest! {
                 Some((_, account)) => {
                     let answer = answer.expect("the account existed then");
                     prop_assert_eq!((answer.balance, answer.credit_limit), funding(&expected, &key));
-                    prop_assert_eq!((answer.suspended, answer.closed), (account.suspended, account.closed));
+                    prop_assert_eq!((answer.suspended, answer.closed), (account.suspended(), account.closed()));
                 }
             }
         }
@@ -695,7 +695,7 @@ proptest! {
         };
         let in_family = |id: AccountId, state: &State| {
             let account = state.account(id).unwrap();
-            account.primary.map_or(account.key, |owner| state.account(owner).unwrap().key) == primary
+            account.primary().map_or(account.key, |owner| state.account(owner).unwrap().key) == primary
         };
         let final_state = state_until(&log, |_, _| true);
         let wanted = |ids: &[AccountId]| filter.is_empty() || ids.iter().any(|id| filter.contains(&final_state.account(*id).unwrap().key));
