@@ -2022,16 +2022,6 @@ impl<Context> Decode<Context> for LegacyViews {
 }
 bincode::impl_borrow_decode!(LegacyViews);
 
-/// Pushes without the usual jump from no room to room for four: most accounts keep one name
-/// and many only a few entries, and with a million accounts those empty slots were a fifth of
-/// the read side's memory. Past four items the `Vec` grows by doubling as usual.
-pub(crate) fn push_compact<T>(list: &mut Vec<T>, item: T) {
-    if list.len() == list.capacity() && list.capacity() < 4 {
-        list.reserve_exact(1);
-    }
-    list.push(item);
-}
-
 /// An account's family (its primary; a primary's is its own id).
 /// Whether every account of `state` has a history whose last entry holds its current values
 /// (funding, suspended, closed) and details listing its secrets: what lean views read in place
@@ -2368,7 +2358,8 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
                     opening = Some(first);
                 }
             }
-            let mut entries = Vec::with_capacity(len - usize::from(opening.is_some()));
+            let mut entries =
+                thin_vec::ThinVec::with_capacity(len - usize::from(opening.is_some()));
             if len > 0 && opening.is_none() {
                 entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
             }
@@ -2622,9 +2613,9 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            104,
-            "entries, names, creation instant, secrets (24: the creation secret by id) and \
-             whether the opening entry is implied"
+            88,
+            "entries (one pointer), names, creation instant, secrets (24: the creation secret \
+             by id) and whether the opening entry is implied"
         );
     }
 
