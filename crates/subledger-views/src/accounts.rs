@@ -448,8 +448,8 @@ pub struct AccountHistory {
     pub names: Names,
     /// When the account was created (its opening entry's instant).
     created_at: Timestamp,
-    secrets: Secrets,
-    opening: Implied,
+    /// The active secrets, and whether the opening entry is implied.
+    kept: Kept,
 }
 
 /// Whether an account's opening entry is implied, and with which funding.
@@ -502,19 +502,44 @@ impl Implied {
     }
 }
 
-/// An account's active secrets, oldest first. Almost every account has one, the one it was
-/// created with, and it is kept as its id only: its instant is the account's creation instant
-/// and its hash is in the creating event, at the first name's sequence number. Any other set
-/// (after a rotation) is listed in full behind one pointer. As a `Vec` the secrets cost each
-/// account a 24-byte header and a 40-byte allocation; as one `SecretView` inline, 40 bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-enum Secrets {
-    #[default]
-    None,
-    Initial(SecretId),
+/// An account's active secrets, oldest first, with whether its opening entry is implied. Almost
+/// every account has one secret, the one it was created with, and it is kept as its id only:
+/// its instant is the account's creation instant and its hash is in the creating event, at the
+/// first name's sequence number. Any other set (after a rotation) is listed in full behind one
+/// pointer. As a `Vec` the secrets cost each account a 24-byte header and a 40-byte
+/// allocation; as one `SecretView` inline, 40 bytes. The opening's byte rides in each variant,
+/// where the secrets leave room: 24 bytes for both (a field of its own took 8, with padding).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Kept {
+    NoSecret(Implied),
+    Initial(SecretId, Implied),
     // The box is the point: one thin pointer, for the few accounts that rotated a secret.
     #[allow(clippy::box_collection)]
-    Listed(Box<Vec<SecretView>>),
+    Listed(Box<Vec<SecretView>>, Implied),
+}
+
+impl Default for Kept {
+    fn default() -> Kept {
+        Kept::NoSecret(Implied::No)
+    }
+}
+
+impl Kept {
+    fn opening(&self) -> Implied {
+        match self {
+            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Listed(_, opening) => {
+                *opening
+            }
+        }
+    }
+
+    fn set_opening(&mut self, implied: Implied) {
+        match self {
+            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Listed(_, opening) => {
+                *opening = implied;
+            }
+        }
+    }
 }
 
 /// An account's entries as stored and implied, read like a slice of entries (by value).
@@ -596,8 +621,7 @@ impl AccountHistory {
             created_at: first
                 .filter(|_| opening != Implied::No)
                 .map_or(Timestamp::default(), |first| first.at),
-            secrets: Secrets::None,
-            opening,
+            kept: Kept::NoSecret(opening),
         }
     }
 
@@ -612,12 +636,11 @@ impl AccountHistory {
             stored: ThinVec::new(),
             names,
             created_at: Timestamp::default(),
-            secrets: Secrets::None,
-            opening: Implied::No,
+            kept: Kept::default(),
         };
         if let Some(first) = opening {
             if history.names.first_seq() == Some(first.seq) {
-                history.opening = Implied::of(&first);
+                history.kept.set_opening(Implied::of(&first));
                 history.created_at = first.at;
             } else {
                 rest.insert(0, first);
@@ -655,11 +678,10 @@ impl AccountHistory {
             stored: ThinVec::new(),
             names,
             created_at,
-            secrets: Secrets::None,
-            opening: Implied::No,
+            kept: Kept::default(),
         };
         match initial {
-            Some((id, _)) => history.secrets = Secrets::Initial(id),
+            Some((id, _)) => history.kept = Kept::Initial(id, Implied::No),
             None => history.set_secrets(secrets),
         }
         history
@@ -670,20 +692,21 @@ impl AccountHistory {
     /// opening — never in a snapshot the engine wrote — what is kept is exactly what the two
     /// say: the opening entry stored as the histories give it, the secrets as the head does.
     pub(crate) fn adopt_head(&mut self, head: AccountHistory) {
-        if self.opening != Implied::No && self.created_at != head.created_at {
+        if self.kept.opening() != Implied::No && self.created_at != head.created_at {
             let opening = self.entries().first();
             if let Some(opening) = opening {
                 self.stored.insert(0, opening);
             }
-            self.opening = Implied::No;
+            self.kept.set_opening(Implied::No);
         }
         self.created_at = head.created_at;
-        match head.secrets {
+        let opening = self.kept.opening();
+        match head.kept {
             // The common case, without a list made and dropped per account.
-            Secrets::Initial(id) if self.names.first_seq() == head.names.first_seq() => {
-                self.secrets = Secrets::Initial(id);
+            Kept::Initial(id, _) if self.names.first_seq() == head.names.first_seq() => {
+                self.kept = Kept::Initial(id, opening);
             }
-            Secrets::None => self.secrets = Secrets::None,
+            Kept::NoSecret(_) => self.kept = Kept::NoSecret(opening),
             _ => {
                 let secrets = head.secrets();
                 self.set_secrets(secrets);
@@ -694,7 +717,10 @@ impl AccountHistory {
     /// The entries, an implied opening one first.
     pub fn entries(&self) -> Entries<'_> {
         Entries {
-            opening: self.opening.entry(self.creation_seq(), self.created_at),
+            opening: self
+                .kept
+                .opening()
+                .entry(self.creation_seq(), self.created_at),
             stored: &self.stored,
         }
     }
@@ -716,10 +742,10 @@ impl AccountHistory {
     /// Appends an entry. An account's opening entry is implied where it can be: its first
     /// name, given by the same event, is pushed next (and carries its sequence number).
     pub(crate) fn push(&mut self, entry: Entry) {
-        if self.opening == Implied::No && self.stored.is_empty() {
+        if self.kept.opening() == Implied::No && self.stored.is_empty() {
             let implied = Implied::of(&entry);
             if implied != Implied::No {
-                self.opening = implied;
+                self.kept.set_opening(implied);
                 self.created_at = entry.at;
                 return;
             }
@@ -761,23 +787,23 @@ impl AccountHistory {
 
     /// The active secrets, oldest first.
     pub fn secrets(&self) -> Vec<SecretView> {
-        match &self.secrets {
-            Secrets::None => Vec::new(),
-            Secrets::Initial(id) => vec![SecretView {
+        match &self.kept {
+            Kept::NoSecret(_) => Vec::new(),
+            Kept::Initial(id, _) => vec![SecretView {
                 id: *id,
                 created_at: self.created_at,
                 hash: StoredHash::InLog(self.creation_seq()),
             }],
-            Secrets::Listed(listed) => listed.to_vec(),
+            Kept::Listed(listed, _) => listed.to_vec(),
         }
     }
 
     /// The active secrets' ids, oldest first.
     pub fn secret_ids(&self) -> impl Iterator<Item = SecretId> + '_ {
-        let (initial, listed) = match &self.secrets {
-            Secrets::None => (None, &[][..]),
-            Secrets::Initial(id) => (Some(*id), &[][..]),
-            Secrets::Listed(listed) => (None, listed.as_slice()),
+        let (initial, listed) = match &self.kept {
+            Kept::NoSecret(_) => (None, &[][..]),
+            Kept::Initial(id, _) => (Some(*id), &[][..]),
+            Kept::Listed(listed, _) => (None, listed.as_slice()),
         };
         initial
             .into_iter()
@@ -785,19 +811,20 @@ impl AccountHistory {
     }
 
     /// Sets the active secrets, kept by id only when they are the one the account was created
-    /// with (see [`Secrets`]).
+    /// with (see [`Kept`]).
     pub(crate) fn set_secrets(&mut self, mut secrets: Vec<SecretView>) {
         let created_with = |secret: &SecretView| {
             self.names.first_seq().is_some()
                 && secret.created_at == self.created_at
                 && secret.hash == StoredHash::InLog(self.creation_seq())
         };
-        self.secrets = match secrets.as_slice() {
-            [] => Secrets::None,
-            [only] if created_with(only) => Secrets::Initial(only.id),
+        let opening = self.kept.opening();
+        self.kept = match secrets.as_slice() {
+            [] => Kept::NoSecret(opening),
+            [only] if created_with(only) => Kept::Initial(only.id, opening),
             _ => {
                 secrets.shrink_to_fit();
-                Secrets::Listed(Box::new(secrets))
+                Kept::Listed(Box::new(secrets), opening)
             }
         };
     }
@@ -808,9 +835,9 @@ impl AccountHistory {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        match &self.secrets {
-            Secrets::None => 0_u64.encode(encoder),
-            Secrets::Initial(id) => {
+        match &self.kept {
+            Kept::NoSecret(_) => 0_u64.encode(encoder),
+            Kept::Initial(id, _) => {
                 1_u64.encode(encoder)?;
                 SecretView {
                     id: *id,
@@ -819,7 +846,7 @@ impl AccountHistory {
                 }
                 .encode(encoder)
             }
-            Secrets::Listed(listed) => listed.as_slice().encode(encoder),
+            Kept::Listed(listed, _) => listed.as_slice().encode(encoder),
         }
     }
 
@@ -1254,7 +1281,7 @@ mod tests {
                 _ => true,
             };
             prop_assert_eq!(impliable, expected_impliable);
-            prop_assert_eq!(decoded.opening != Implied::No, impliable && named_at_opening);
+            prop_assert_eq!(decoded.kept.opening() != Implied::No, impliable && named_at_opening);
             if named_at_opening {
                 // Pushed and decoded alike, and the applied form is the decoded one.
                 prop_assert_eq!(&pushed, &decoded);
@@ -1351,7 +1378,7 @@ mod tests {
         };
         let mut history = created_history();
         let initial = secret(1, 30, 3);
-        assert_eq!(history.secrets, Secrets::Initial(initial.id));
+        assert_eq!(history.kept, Kept::Initial(initial.id, Implied::Shared));
         assert_eq!(history.secrets(), std::slice::from_ref(&initial));
         assert_eq!(encoded_secrets(&history), as_list(vec![initial.clone()]));
         history.add_secret(secret(2, 40, 4));
@@ -1364,27 +1391,27 @@ mod tests {
         // Revoking the older of two leaves the newer, listed; an unknown id changes nothing.
         history.remove_secret(initial.id);
         assert_eq!(
-            history.secrets,
-            Secrets::Listed(Box::new(vec![secret(2, 40, 4)]))
+            history.kept,
+            Kept::Listed(Box::new(vec![secret(2, 40, 4)]), Implied::Shared)
         );
         history.remove_secret(SecretId::from_bytes([9; 16]));
         assert_eq!(history.secrets(), [secret(2, 40, 4)]);
         history.remove_secret(secret(2, 40, 4).id);
-        assert_eq!(history.secrets, Secrets::None);
+        assert_eq!(history.kept, Kept::NoSecret(Implied::Shared));
         assert_eq!(encoded_secrets(&history), as_list(Vec::new()));
         // Back to the creation secret alone (as a rotation's revoking the newer one leaves it).
         history.set_secrets(vec![initial.clone()]);
-        assert_eq!(history.secrets, Secrets::Initial(initial.id));
+        assert_eq!(history.kept, Kept::Initial(initial.id, Implied::Shared));
         assert_eq!(
-            std::mem::size_of::<Secrets>(),
+            std::mem::size_of::<Kept>(),
             24,
-            "the creation secret's id inline, any other list behind a pointer"
+            "the creation secret's id inline, any other list behind a pointer, and the opening"
         );
         // A lone secret that is not the creation one stays listed.
         for other in [secret(1, 31, 3), secret(1, 30, 4)] {
             history.set_secrets(vec![other.clone()]);
             assert_eq!(history.secrets(), [other]);
-            assert!(matches!(history.secrets, Secrets::Listed(_)));
+            assert!(matches!(history.kept, Kept::Listed(_, Implied::Shared)));
         }
     }
 

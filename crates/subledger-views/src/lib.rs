@@ -2613,9 +2613,9 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            88,
-            "entries (one pointer), names, creation instant, secrets (24: the creation secret \
-             by id) and whether the opening entry is implied"
+            80,
+            "entries (one pointer), names, creation instant, and secrets (the creation secret \
+             by id) with whether the opening entry is implied: 24"
         );
     }
 
