@@ -432,9 +432,9 @@ bincode::impl_borrow_decode!(Entry);
 /// An account's first entry is its opening, and for nearly every account it says only "opened,
 /// nothing moved yet": balance and credit limit 0 (or the primary's balance used), neither
 /// suspended nor closed, at the account's creation instant and the sequence number of its
-/// first name. Such an opening is not stored but implied (`opening`): a million accounts'
-/// opening entries took ~77 MB with their allocations, most accounts having one or two entries
-/// (ADR 0008). Reads go through [`AccountHistory::entries`], which yields it first as if it
+/// first name. Such an opening is not stored but implied (one byte, kept with the secrets): a
+/// million accounts' opening entries took ~77 MB with their allocations, most accounts having
+/// one or two entries (ADR 0008). Reads go through [`AccountHistory::entries`], which yields it first as if it
 /// were stored; encoding writes it as before, so snapshots are unchanged. The secret an account
 /// was created with is kept the same way while it is its only one (by id: see
 /// [`AccountHistory::secrets`]).
