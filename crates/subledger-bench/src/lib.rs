@@ -186,9 +186,11 @@ pub struct BenchReport {
     /// Resident set size right after the load (the peak also counts transient growth, such
     /// as a hash table's old and new arrays side by side while it resizes).
     pub rss_bytes: Option<u64>,
-    /// Resident set size once the reopened ledger has written a snapshot: the snapshot thread
-    /// then keeps its own replica of the views and the idempotency index (as it does in any
-    /// deployment with periodic snapshots), so the difference from `rss_bytes` is its cost.
+    /// Resident set size once the ledger, closed and reopened by a full replay, has written a
+    /// snapshot. It counts the snapshot thread's replica (with `SnapshotReplica::Kept`), but
+    /// also what glibc keeps of the closed ledger's and the replay's freed memory, which is
+    /// most of the difference from `rss_bytes`: since the replica went lean, `kept` and
+    /// `rebuilt` give the same figure (`docs/benchmarks.md`, eleventh session).
     pub rss_bytes_after_snapshot: Option<u64>,
     /// `--in-memory` runs: bytes the in-memory log held after the load (the memory target
     /// leaves the log out: subtract this from `rss_bytes_peak`).
