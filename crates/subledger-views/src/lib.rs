@@ -2358,8 +2358,7 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
                     opening = Some(first);
                 }
             }
-            let mut entries =
-                thin_vec::ThinVec::with_capacity(len - usize::from(opening.is_some()));
+            let mut entries = Vec::with_capacity(len - usize::from(opening.is_some()));
             if len > 0 && opening.is_none() {
                 entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
             }
@@ -2613,9 +2612,9 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            80,
-            "entries (one pointer), names, creation instant, and secrets (the creation secret \
-             by id) with whether the opening entry is implied: 24"
+            96,
+            "entries, names, creation instant, and secrets (the creation secret by id) with \
+             whether the opening entry is implied: 24"
         );
     }
 
