@@ -190,7 +190,7 @@ bincode::impl_borrow_decode!(SecretIds);
 /// One account as the rules need it: 64 bytes, one per account in the writer's state.
 /// Encodes as its fields did when they were plain (key, primary, currency, funding, suspended,
 /// closed, secrets).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct Account {
     pub key: ApiKey,
     /// The owning primary's id, or [`NO_PRIMARY`] for a primary (an `Option<AccountId>` takes
@@ -320,6 +320,21 @@ impl Encode for PackedFunding {
     }
 }
 
+impl std::fmt::Debug for Account {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Account")
+            .field("key", &self.key)
+            .field("primary", &self.primary())
+            .field("currency", &self.currency)
+            .field("funding", &self.funding())
+            .field("suspended", &self.suspended())
+            .field("closed", &self.closed())
+            .field("secrets", &self.secrets)
+            .finish()
+    }
+}
+
 impl Encode for Account {
     /// The fields as they were declared when plain: key, primary, currency, funding,
     /// suspended, closed, secrets.
@@ -380,6 +395,7 @@ impl Account {
         funding: Funding,
         secrets: SecretIds,
     ) -> Account {
+        debug_assert!(primary.is_none_or(|id| id.0 != NO_PRIMARY));
         Account {
             key,
             primary: primary.map_or(NO_PRIMARY, |id| id.0),

@@ -3,8 +3,8 @@
 //! The read views used to keep a whole [`State`] (88 bytes an account, a key index, the
 //! primaries' subaccount lists) beside the writer's, applying every event to it a second time.
 //! Live views keep a [`Directory`] instead: per account what never changes after it is opened
-//! (key, primary, currency), the key index, the primaries' subaccount lists and the low-balance
-//! settings. An account's balance, credit limit and flags are those of its last history entry,
+//! (its key, and its primary or, for a primary, its currency), the key index, the primaries'
+//! subaccount lists and the low-balance settings. An account's balance, credit limit and flags are those of its last history entry,
 //! which every event that changes them appends.
 //!
 //! [`apply`] folds a committed event into the directory and the histories, computing each new

@@ -990,7 +990,7 @@ impl Views {
     }
 
     /// Every account's facts as a [`State`] holds them, in id order, from a lean form's parts:
-    /// the directory, the histories' last entries and the details' secret ids. `None` if one
+    /// the directory, the histories' last entries and their secret ids. `None` if one
     /// is missing (never, for views made lean: [`histories_agree`] held then, and the lean
     /// apply keeps it).
     fn lean_account_facts<'a>(
@@ -1782,7 +1782,7 @@ impl Views {
             hasher.update(&history.created_at().0.to_le_bytes());
             // Not where the hash is kept: a replay keeps it in the log, a snapshot of format
             // 1–4 in the views, and both are the same secret (the log is what holds it).
-            for secret in history.secrets() {
+            for secret in history.secrets_iter() {
                 hasher.update(&secret.id.to_uuid().into_bytes());
                 hasher.update(&secret.created_at.0.to_le_bytes());
             }
@@ -2017,15 +2017,19 @@ impl<Context> Decode<Context> for LegacyViews {
     fn decode<D: bincode::de::Decoder<Context = Context>>(
         decoder: &mut D,
     ) -> Result<Self, bincode::error::DecodeError> {
-        Ok(LegacyViews(decode_version_1(decoder)?))
+        let mut views = decode_version_1(decoder)?;
+        // No histories will be attached: names from sequence number 0, secrets as listed.
+        for history in &mut views.accounts {
+            history.settle_head_only();
+        }
+        Ok(LegacyViews(views))
     }
 }
 bincode::impl_borrow_decode!(LegacyViews);
 
-/// An account's family (its primary; a primary's is its own id).
 /// Whether every account of `state` has a history whose last entry holds its current values
-/// (funding, suspended, closed) and details listing its secrets: what lean views read in place
-/// of the state.
+/// (funding, suspended, closed) and which lists its secrets: what lean views read in place of
+/// the state.
 fn histories_agree(state: &State, histories: &[AccountHistory]) -> bool {
     histories_agree_with(state, histories, histories)
 }
@@ -2489,7 +2493,8 @@ impl Views {
             return Err("views: more payments than positions");
         }
         // Live read views take accounts' values from the last entries and the secrets from the
-        // details (ADR 0008), so these must be the state's, not only well formed.
+        // histories (ADR 0008; here still the head's), so these must be the state's, not only
+        // well formed.
         if !histories_agree_with(state, &accounts, &self.accounts) {
             return Err("views: an account's last history entry or secrets differ from its state");
         }
@@ -2517,9 +2522,9 @@ impl Views {
 mod tests {
     use super::*;
 
-    /// Lean views read values from the last history entries and secrets from the details, so
-    /// decoded histories must agree with the state on both: a last entry with another balance
-    /// or flag, a missing entry, or details naming another secret are caught.
+    /// Lean views read values and secrets from the histories, so decoded histories must agree
+    /// with the state on both: a last entry with another balance or flag, a missing entry, or
+    /// another secret are caught.
     #[test]
     fn histories_that_do_not_carry_the_state_are_caught() {
         let mut views = Views::new();
