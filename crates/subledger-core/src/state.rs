@@ -342,13 +342,7 @@ impl Encode for Account {
         &self,
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
-        self.key.encode(encoder)?;
-        self.primary().encode(encoder)?;
-        self.currency.encode(encoder)?;
-        self.funding().encode(encoder)?;
-        self.suspended().encode(encoder)?;
-        self.closed().encode(encoder)?;
-        self.secrets.encode(encoder)
+        self.facts(&[]).encode_fields(encoder)
     }
 }
 
@@ -1338,6 +1332,35 @@ impl Account {
     }
 }
 
+impl AccountFacts<'_> {
+    /// An [`Account`]'s fields in the order they were declared when plain: key, primary,
+    /// currency, funding, suspended, closed, secrets.
+    fn encode_fields<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.key.encode(encoder)?;
+        self.primary.encode(encoder)?;
+        self.currency.encode(encoder)?;
+        self.funding.encode(encoder)?;
+        self.suspended.encode(encoder)?;
+        self.closed.encode(encoder)?;
+        self.secrets.encode(encoder)
+    }
+}
+
+impl Encode for AccountFacts<'_> {
+    /// As a state's snapshot form holds an account: its fields, then its subaccounts (as when
+    /// they were its last field).
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.encode_fields(encoder)?;
+        self.subaccounts.encode(encoder)
+    }
+}
+
 /// The hasher after everything but the idempotency records.
 fn hash_head<'a>(
     last_seq: Sequence,
@@ -1425,10 +1448,8 @@ impl Encode for State {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         (self.accounts.len() as u64).encode(encoder)?;
-        for (id, account) in self.accounts() {
-            // The subaccounts follow each account's fields, as when they were its last one.
-            account.encode(encoder)?;
-            self.subaccounts(id).encode(encoder)?;
+        for facts in self.account_facts() {
+            facts.encode(encoder)?;
         }
         self.commands.encode(encoder)?;
         self.without_command_index.encode(encoder)?;
@@ -1473,15 +1494,7 @@ pub fn encode_state_without_commands<'a, E: bincode::enc::Encoder>(
 ) -> Result<(), bincode::error::EncodeError> {
     (accounts.len() as u64).encode(encoder)?;
     for account in accounts {
-        // `Account`'s fields in its derived order, as an `Account` encodes.
-        account.key.encode(encoder)?;
-        account.primary.encode(encoder)?;
-        account.currency.encode(encoder)?;
-        account.funding.encode(encoder)?;
-        account.suspended.encode(encoder)?;
-        account.closed.encode(encoder)?;
-        account.secrets.encode(encoder)?;
-        account.subaccounts.encode(encoder)?;
+        account.encode(encoder)?;
     }
     CommandIndex::default().encode(encoder)?;
     without_command_index.encode(encoder)?;
