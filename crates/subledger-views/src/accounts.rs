@@ -799,11 +799,24 @@ impl AccountHistory {
     /// hash is in the creating event at `seq` (pushed with the account's first name).
     pub(crate) fn created(&mut self, seq: Sequence, at: Timestamp, secret: SecretId) {
         self.created_at = at;
-        self.set_secrets(vec![SecretView {
+        let view = SecretView {
             id: secret,
             created_at: at,
             hash: StoredHash::InLog(seq),
-        }]);
+        };
+        // The usual case without a list made and dropped (once per account opened).
+        if self.is_creation_secret(&view) {
+            self.kept = Kept::Initial(secret, self.kept.opening());
+        } else {
+            self.set_secrets(vec![view]);
+        }
+    }
+
+    /// Whether `secret` is the one the account was created with, as [`Kept::Initial`] keeps it.
+    fn is_creation_secret(&self, secret: &SecretView) -> bool {
+        self.names.first_seq().is_some()
+            && secret.created_at == self.created_at
+            && secret.hash == StoredHash::InLog(self.creation_seq())
     }
 
     /// The active secrets, oldest first.
@@ -843,15 +856,10 @@ impl AccountHistory {
     /// Sets the active secrets, kept by id only when they are the one the account was created
     /// with (see [`Kept`]).
     pub(crate) fn set_secrets(&mut self, mut secrets: Vec<SecretView>) {
-        let created_with = |secret: &SecretView| {
-            self.names.first_seq().is_some()
-                && secret.created_at == self.created_at
-                && secret.hash == StoredHash::InLog(self.creation_seq())
-        };
         let opening = self.kept.opening();
         self.kept = match secrets.as_slice() {
             [] => Kept::NoSecret(opening),
-            [only] if created_with(only) => Kept::Initial(only.id, opening),
+            [only] if self.is_creation_secret(only) => Kept::Initial(only.id, opening),
             _ => {
                 secrets.shrink_to_fit();
                 Kept::Listed(Box::new(secrets), opening)
