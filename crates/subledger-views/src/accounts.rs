@@ -5,6 +5,8 @@
 //! touches (two per transfer), plus each rename.
 
 use bincode::{Decode, Encode};
+use std::num::NonZeroU64;
+
 use smol_str::SmolStr;
 use subledger_core::{AccountId, Amount, Event, Funding, SecretId, Sequence, State, Timestamp};
 
@@ -87,12 +89,17 @@ pub struct Entry {
 /// An entry's other fields in 192 bits, low to high: balance (68 bits, two's complement),
 /// credit limit (68), counterparty (32), kind (4), flags (5); the remaining 15 bits are zero.
 /// `low` holds the first 128 bits as two words (an `u128` field would align the entry to 16
-/// bytes and pad it to 48).
+/// bytes and pad it to 48). In memory the top bit of `high` is always set ([`PACKED_MARK`],
+/// never stored): `high` is then never zero, which gives `Entry` a value it never takes, and
+/// an account's one stored entry can share its place with a list ([`Stored`]) at no cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Packed {
     low: [u64; 2],
-    high: u64,
+    high: NonZeroU64,
 }
+
+/// The bit set in every `Packed::high` in memory, outside the fields.
+const PACKED_MARK: NonZeroU64 = NonZeroU64::MIN.saturating_add((1 << 63) - 1);
 
 const AMOUNT_BITS: u32 = Amount::BITS;
 const AMOUNT_MASK: u128 = (1 << AMOUNT_BITS) - 1;
@@ -124,12 +131,25 @@ fn amount_from_bits(bits: u128, present: bool) -> Option<Amount> {
 }
 
 impl Packed {
+    /// `high` being the fields' top word (its unused bits zero).
+    fn new(low: [u64; 2], high: u64) -> Packed {
+        Packed {
+            low,
+            high: PACKED_MARK | high,
+        }
+    }
+
     fn low(&self) -> u128 {
         u128::from(self.low[0]) | (u128::from(self.low[1]) << 64)
     }
 
+    /// The fields' top word, as stored.
+    fn high(&self) -> u64 {
+        self.high.get() & !PACKED_MARK.get()
+    }
+
     fn flags(&self) -> u64 {
-        self.high >> FLAGS_SHIFT
+        self.high() >> FLAGS_SHIFT
     }
 }
 
@@ -166,11 +186,8 @@ impl Entry {
         Entry {
             seq,
             at,
-            packed: Packed {
-                // Splitting a `u128` into its two words: the casts keep the bits meant.
-                low: [low as u64, (low >> 64) as u64],
-                high,
-            },
+            // Splitting a `u128` into its two words: the casts keep the bits meant.
+            packed: Packed::new([low as u64, (low >> 64) as u64], high),
         }
     }
 
@@ -181,7 +198,7 @@ impl Entry {
     )] // bit packing: every cast keeps exactly the bits meant
     pub fn kind(&self) -> EntryKind {
         // Only ever packed from an `EntryKind`, so the fallback is unreachable.
-        EntryKind::from_index(((self.packed.high >> KIND_SHIFT) & KIND_MASK) as u32)
+        EntryKind::from_index(((self.packed.high() >> KIND_SHIFT) & KIND_MASK) as u32)
             .unwrap_or(EntryKind::Opened)
     }
 
@@ -193,7 +210,7 @@ impl Entry {
     /// `None` while the account uses its primary's balance.
     pub fn credit_limit(&self) -> Option<Amount> {
         let bits = (self.packed.low() >> AMOUNT_BITS)
-            | (u128::from(self.packed.high & ((1 << CREDIT_HIGH_BITS) - 1)) << CREDIT_LOW_BITS);
+            | (u128::from(self.packed.high() & ((1 << CREDIT_HIGH_BITS) - 1)) << CREDIT_LOW_BITS);
         amount_from_bits(bits, self.packed.flags() & HAS_CREDIT_LIMIT != 0)
     }
 
@@ -214,7 +231,7 @@ impl Entry {
     )] // bit packing: every cast keeps exactly the bits meant
     pub fn counterparty(&self) -> Option<AccountId> {
         (self.packed.flags() & HAS_COUNTERPARTY != 0)
-            .then_some(AccountId((self.packed.high >> COUNTERPARTY_SHIFT) as u32))
+            .then_some(AccountId((self.packed.high() >> COUNTERPARTY_SHIFT) as u32))
     }
 }
 
@@ -232,7 +249,7 @@ impl Entry {
             u64::from_le_bytes(self.at.0.to_le_bytes()),
             self.packed.low[0],
             self.packed.low[1],
-            self.packed.high,
+            self.packed.high(),
         ];
         for (slot, word) in raw.chunks_exact_mut(8).zip(words) {
             slot.copy_from_slice(&word.to_le_bytes());
@@ -258,14 +275,11 @@ impl Entry {
         let read = Entry {
             seq: Sequence(seq),
             at: Timestamp(i64::from_le_bytes(at.to_le_bytes())),
-            packed: Packed {
-                low: [low0, low1],
-                high,
-            },
+            packed: Packed::new([low0, low1], high),
         };
         let flags = read.packed.flags();
-        // No bit beyond the five flags; a known kind.
-        if flags >> FLAGS_COUNT != 0 {
+        // No bit beyond the five flags (the stored word's, the mark included); a known kind.
+        if high >> FLAGS_SHIFT >> FLAGS_COUNT != 0 {
             return None;
         }
         EntryKind::from_index(((high >> KIND_SHIFT) & KIND_MASK) as u32)?;
@@ -442,7 +456,7 @@ pub struct AccountHistory {
     /// Every entry but an implied opening one. (A `thin_vec::ThinVec`, length and capacity in
     /// the allocation, saved 8 bytes per account but cost replay ~10 %: reading ahead, and
     /// appending, then waits for the header's cache line before the last entry's.)
-    stored: Vec<Entry>,
+    stored: Stored,
     /// Names and the sequence number from which each applies (the first at creation, which
     /// is also the implied opening's and the creation secret's: hence not public).
     pub(crate) names: Names,
@@ -542,6 +556,95 @@ impl Kept {
     }
 }
 
+/// An account's stored entries: one inline, more in a list. At a million accounts most keep
+/// one entry beside their implied opening (the transfer that funded them), and a list of one
+/// took a 48-byte allocation per account; inline it costs the record 16 bytes (an entry is
+/// 40, a list 24, and `Entry`'s never-zero word tells the two apart). Never a list of one,
+/// so that equal entries are held alike.
+#[derive(Debug, Clone)]
+enum Stored {
+    One(Entry),
+    Many(Vec<Entry>),
+}
+
+impl Default for Stored {
+    fn default() -> Stored {
+        Stored::Many(Vec::new())
+    }
+}
+
+impl PartialEq for Stored {
+    fn eq(&self, other: &Stored) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Stored {}
+
+impl Stored {
+    fn from_vec(mut entries: Vec<Entry>) -> Stored {
+        match entries.as_slice() {
+            [only] => Stored::One(*only),
+            _ => {
+                entries.shrink_to_fit();
+                Stored::Many(entries)
+            }
+        }
+    }
+
+    fn into_vec(self) -> Vec<Entry> {
+        match self {
+            Stored::One(entry) => vec![entry],
+            Stored::Many(entries) => entries,
+        }
+    }
+
+    fn as_slice(&self) -> &[Entry] {
+        match self {
+            Stored::One(entry) => std::slice::from_ref(entry),
+            Stored::Many(entries) => entries,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Stored::Many(entries) if entries.is_empty())
+    }
+
+    fn last(&self) -> Option<&Entry> {
+        match self {
+            Stored::One(entry) => Some(entry),
+            Stored::Many(entries) => entries.last(),
+        }
+    }
+
+    fn push(&mut self, entry: Entry) {
+        match self {
+            Stored::Many(entries) if entries.is_empty() => *self = Stored::One(entry),
+            Stored::One(first) => {
+                // Grown one slot at a time up to four, not by the usual jump to four: most
+                // accounts keep only a few entries, and with a million accounts the empty
+                // slots were a fifth of the read side's memory. Past four the list doubles.
+                let mut entries = Vec::with_capacity(2);
+                entries.push(*first);
+                entries.push(entry);
+                *self = Stored::Many(entries);
+            }
+            Stored::Many(entries) => {
+                if entries.len() == entries.capacity() && entries.capacity() < 4 {
+                    entries.reserve_exact(1);
+                }
+                entries.push(entry);
+            }
+        }
+    }
+
+    fn insert_first(&mut self, entry: Entry) {
+        let mut entries = std::mem::take(self).into_vec();
+        entries.insert(0, entry);
+        *self = Stored::from_vec(entries);
+    }
+}
+
 /// An account's entries as stored and implied, read like a slice of entries (by value).
 #[derive(Debug, Clone, Copy)]
 pub struct Entries<'a> {
@@ -615,7 +718,7 @@ impl AccountHistory {
             entries.remove(0);
         }
         AccountHistory {
-            stored: entries,
+            stored: Stored::from_vec(entries),
             names,
             created_at: first
                 .filter(|_| opening != Implied::No)
@@ -632,7 +735,7 @@ impl AccountHistory {
         names: Names,
     ) -> AccountHistory {
         let mut history = AccountHistory {
-            stored: Vec::new(),
+            stored: Stored::default(),
             names,
             created_at: Timestamp::default(),
             kept: Kept::default(),
@@ -645,7 +748,7 @@ impl AccountHistory {
                 rest.insert(0, first);
             }
         }
-        history.stored = rest;
+        history.stored = Stored::from_vec(rest);
         history
     }
 
@@ -674,7 +777,7 @@ impl AccountHistory {
         let mut names = Names::default();
         names.push((initial.map_or(Sequence::ZERO, |(_, seq)| seq), name));
         let mut history = AccountHistory {
-            stored: Vec::new(),
+            stored: Stored::default(),
             names,
             created_at,
             kept: Kept::default(),
@@ -694,7 +797,7 @@ impl AccountHistory {
         if self.kept.opening() != Implied::No && self.created_at != head.created_at {
             let opening = self.entries().first();
             if let Some(opening) = opening {
-                self.stored.insert(0, opening);
+                self.stored.insert_first(opening);
             }
             self.kept.set_opening(Implied::No);
         }
@@ -720,7 +823,7 @@ impl AccountHistory {
                 .kept
                 .opening()
                 .entry(self.creation_seq(), self.created_at),
-            stored: &self.stored,
+            stored: self.stored.as_slice(),
         }
     }
 
@@ -749,12 +852,6 @@ impl AccountHistory {
                 return;
             }
         }
-        // Grown one slot at a time up to four, not by the usual jump from none to four: most
-        // accounts keep only a few entries, and with a million accounts the empty slots were a
-        // fifth of the read side's memory. Past four the list grows by doubling as usual.
-        if self.stored.len() == self.stored.capacity() && self.stored.capacity() < 4 {
-            self.stored.reserve_exact(1);
-        }
         self.stored.push(entry);
     }
 
@@ -763,9 +860,13 @@ impl AccountHistory {
         self.stored.last()
     }
 
+    /// Changes the stored entries as a list (tests that tamper with histories).
     #[cfg(test)]
-    pub(crate) fn stored_mut(&mut self) -> &mut Vec<Entry> {
-        &mut self.stored
+    pub(crate) fn with_stored<R>(&mut self, change: impl FnOnce(&mut Vec<Entry>) -> R) -> R {
+        let mut entries = std::mem::take(&mut self.stored).into_vec();
+        let result = change(&mut entries);
+        self.stored = Stored::from_vec(entries);
+        result
     }
 
     /// The account's names, oldest first, each with the sequence number from which it applies.
@@ -1130,13 +1231,13 @@ mod tests {
             *word = u64::from_le_bytes(bytes.try_into().ok()?);
         }
         let [seq, at, low0, low1, high] = words;
+        if high & PACKED_MARK.get() != 0 {
+            return None;
+        }
         let read = Entry {
             seq: Sequence(seq),
             at: Timestamp(i64::from_le_bytes(at.to_le_bytes())),
-            packed: Packed {
-                low: [low0, low1],
-                high,
-            },
+            packed: Packed::new([low0, low1], high),
         };
         let kind = EntryKind::from_index(u32::try_from((high >> KIND_SHIFT) & KIND_MASK).ok()?)?;
         let flags = read.packed.flags();
@@ -1505,6 +1606,51 @@ mod tests {
             vec![held.clone()],
         ));
         assert_eq!(formats_1_to_4.secrets(), [held]);
+    }
+
+    #[test]
+    fn one_stored_entry_is_held_inline_and_any_form_compares_by_its_entries() {
+        assert_eq!(
+            std::mem::size_of::<Stored>(),
+            40,
+            "an entry, or a list in its place"
+        );
+        let entry = |seq| {
+            Entry::new(
+                Sequence(seq),
+                Timestamp(1),
+                EntryKind::TransferIn,
+                Amount::from_units(5).ok(),
+                Some(Amount::ZERO),
+                false,
+                false,
+                Some(AccountId(2)),
+            )
+        };
+        let mut stored = Stored::default();
+        assert!(stored.is_empty() && stored.last().is_none());
+        stored.push(entry(1));
+        assert!(matches!(stored, Stored::One(_)));
+        assert_eq!(stored.last(), Some(&entry(1)));
+        stored.push(entry(2));
+        assert!(matches!(&stored, Stored::Many(list) if list.capacity() == 2));
+        stored.push(entry(3));
+        assert_eq!(stored.as_slice(), [entry(1), entry(2), entry(3)]);
+        assert_eq!(stored, Stored::from_vec(vec![entry(1), entry(2), entry(3)]));
+        assert_ne!(stored, Stored::from_vec(vec![entry(1), entry(2)]));
+        // Never a list of one: decoded, tampered with or pushed, one entry is held inline.
+        assert!(matches!(Stored::from_vec(vec![entry(4)]), Stored::One(_)));
+        assert_eq!(
+            Stored::from_vec(vec![entry(4)]),
+            Stored::Many(vec![entry(4)])
+        );
+        let mut front = Stored::default();
+        front.insert_first(entry(9));
+        assert!(matches!(front, Stored::One(_)));
+        front.insert_first(entry(8));
+        assert_eq!(front.as_slice(), [entry(8), entry(9)]);
+        assert_eq!(Stored::from_vec(Vec::new()), Stored::default());
+        assert!(Stored::from_vec(Vec::new()).is_empty());
     }
 
     #[test]

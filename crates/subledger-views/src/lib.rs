@@ -2559,34 +2559,38 @@ mod tests {
             histories_agree(state, &histories)
         };
         assert!(!tampered(&|histories| {
-            histories[0].stored_mut().pop();
+            histories[0].with_stored(Vec::pop);
         }));
-        assert!(!tampered(&|histories| histories[0].stored_mut().clear()));
+        assert!(!tampered(&|histories| histories[0].with_stored(Vec::clear)));
         assert!(!tampered(&|histories| {
-            let last = histories[0].stored_mut()[0];
-            histories[0].stored_mut()[0] = Entry::new(
-                last.seq,
-                last.at,
-                last.kind(),
-                Some(Amount::from_units(501).unwrap()),
-                last.credit_limit(),
-                false,
-                false,
-                None,
-            );
+            histories[0].with_stored(|stored| {
+                let last = stored[0];
+                stored[0] = Entry::new(
+                    last.seq,
+                    last.at,
+                    last.kind(),
+                    Some(Amount::from_units(501).unwrap()),
+                    last.credit_limit(),
+                    false,
+                    false,
+                    None,
+                );
+            });
         }));
         assert!(!tampered(&|histories| {
-            let last = histories[0].stored_mut()[0];
-            histories[0].stored_mut()[0] = Entry::new(
-                last.seq,
-                last.at,
-                last.kind(),
-                last.balance(),
-                last.credit_limit(),
-                true,
-                false,
-                None,
-            );
+            histories[0].with_stored(|stored| {
+                let last = stored[0];
+                stored[0] = Entry::new(
+                    last.seq,
+                    last.at,
+                    last.kind(),
+                    last.balance(),
+                    last.credit_limit(),
+                    true,
+                    false,
+                    None,
+                );
+            });
         }));
         assert!(!tampered(&|histories| {
             histories[0].set_secrets(vec![SecretView {
@@ -2601,7 +2605,7 @@ mod tests {
         // Views that agree go lean; views that do not keep their state.
         assert!(views.clone().into_lean().is_lean());
         let mut disagreeing = views.clone();
-        disagreeing.accounts[0].stored_mut().pop();
+        disagreeing.accounts[0].with_stored(Vec::pop);
         assert!(!disagreeing.into_lean().is_lean());
     }
 
@@ -2615,11 +2619,12 @@ mod tests {
             16,
             "a key, and a primary or a currency"
         );
+        assert_eq!(std::mem::size_of::<Entry>(), 40);
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            96,
-            "entries, names, creation instant, and secrets (the creation secret by id) with \
-             whether the opening entry is implied: 24"
+            112,
+            "entries (one inline: 40), names, creation instant, and secrets (the creation \
+             secret by id) with whether the opening entry is implied: 24"
         );
     }
 
