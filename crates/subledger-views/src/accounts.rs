@@ -624,10 +624,7 @@ impl Stored {
                 // Grown one slot at a time up to four, not by the usual jump to four: most
                 // accounts keep only a few entries, and with a million accounts the empty
                 // slots were a fifth of the read side's memory. Past four the list doubles.
-                let mut entries = Vec::with_capacity(2);
-                entries.push(*first);
-                entries.push(entry);
-                *self = Stored::Many(entries);
+                *self = Stored::Many(vec![*first, entry]);
             }
             Stored::Many(entries) => {
                 if entries.len() == entries.capacity() && entries.capacity() < 4 {
