@@ -457,12 +457,13 @@ pub struct AccountHistory {
     /// the allocation, saved 8 bytes per account but cost replay ~10 %: reading ahead, and
     /// appending, then waits for the header's cache line before the last entry's.)
     stored: Stored,
-    /// Names and the sequence number from which each applies (the first at creation, which
-    /// is also the implied opening's and the creation secret's: hence not public).
-    pub(crate) names: Names,
+    /// The name given at creation and the sequence number of the creating event, which is
+    /// also the implied opening's and the creation secret's (hence not public). Renames are
+    /// kept with the rare things, in `kept`.
+    first_name: Option<Named>,
     /// When the account was created (its opening entry's instant).
     created_at: Timestamp,
-    /// The active secrets, and whether the opening entry is implied.
+    /// The active secrets, the renames, and whether the opening entry is implied.
     kept: Kept,
 }
 
@@ -516,20 +517,31 @@ impl Implied {
     }
 }
 
-/// An account's active secrets, oldest first, with whether its opening entry is implied. Almost
-/// every account has one secret, the one it was created with, and it is kept as its id only:
-/// its instant is the account's creation instant and its hash is in the creating event, at the
-/// first name's sequence number. Any other set (after a rotation) is listed in full behind one
-/// pointer. As a `Vec` the secrets cost each account a 24-byte header and a 40-byte
-/// allocation; as one `SecretView` inline, 40 bytes. The opening's byte rides in each variant,
-/// where the secrets leave room: 24 bytes for both (a field of its own took 8, with padding).
+/// An account's active secrets, oldest first, and its renames, with whether its opening entry
+/// is implied. Almost every account has one secret, the one it was created with, and no
+/// rename: the secret is kept as its id only (its instant is the account's creation instant
+/// and its hash is in the creating event, at the first name's sequence number). Any other set
+/// of secrets (after a rotation), and any rename, is kept behind one pointer ([`Rare`]). As a
+/// `Vec` the secrets cost each account a 24-byte header and a 40-byte allocation; as one
+/// `SecretView` inline, 40 bytes; the renames' own pointer cost every account 8 bytes. The
+/// opening's byte rides in each variant, where the secrets leave room: 24 bytes for all (a
+/// field of its own took 8, with padding).
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kept {
     NoSecret(Implied),
     Initial(SecretId, Implied),
-    // The box is the point: one thin pointer, for the few accounts that rotated a secret.
-    #[allow(clippy::box_collection)]
-    Listed(Box<Vec<SecretView>>, Implied),
+    // The box is the point: one thin pointer, for the few accounts that rotated a secret or
+    // were renamed.
+    Rare(Box<Rare>, Implied),
+}
+
+/// What few accounts have: a set of secrets other than the creation one alone (listed in
+/// full, possibly none), and renames.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Rare {
+    secrets: Vec<SecretView>,
+    /// The names after the first, oldest first.
+    renames: Vec<Named>,
 }
 
 impl Default for Kept {
@@ -541,7 +553,7 @@ impl Default for Kept {
 impl Kept {
     fn opening(&self) -> Implied {
         match self {
-            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Listed(_, opening) => {
+            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Rare(_, opening) => {
                 *opening
             }
         }
@@ -549,9 +561,16 @@ impl Kept {
 
     fn set_opening(&mut self, implied: Implied) {
         match self {
-            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Listed(_, opening) => {
+            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Rare(_, opening) => {
                 *opening = implied;
             }
+        }
+    }
+
+    fn renames(&self) -> &[Named] {
+        match self {
+            Kept::Rare(rare, _) => &rare.renames,
+            Kept::NoSecret(_) | Kept::Initial(..) => &[],
         }
     }
 }
@@ -709,19 +728,30 @@ impl AccountHistory {
         let first = entries
             .first()
             .copied()
-            .filter(|first| names.first_seq() == Some(first.seq));
+            .filter(|first| names.as_ref().first_seq() == Some(first.seq));
         let opening = first.map_or(Implied::No, |first| Implied::of(&first));
         if opening != Implied::No {
             entries.remove(0);
         }
-        AccountHistory {
+        let mut history = AccountHistory {
             stored: Stored::from_vec(entries),
-            names,
+            first_name: None,
             created_at: first
                 .filter(|_| opening != Implied::No)
                 .map_or(Timestamp::default(), |first| first.at),
             kept: Kept::NoSecret(opening),
-        }
+        };
+        history.set_names(names);
+        history
+    }
+
+    /// Takes `names` as the account's names (its secrets as they are).
+    fn set_names(&mut self, names: Names) {
+        let Names { first, later } = names;
+        self.first_name = first;
+        let renames = later.map(|later| *later).unwrap_or_default();
+        let secrets = self.secrets();
+        self.keep(secrets, renames);
     }
 
     /// [`AccountHistory::from_parts`] for a decoder that held the first entry aside when it
@@ -733,12 +763,13 @@ impl AccountHistory {
     ) -> AccountHistory {
         let mut history = AccountHistory {
             stored: Stored::default(),
-            names,
+            first_name: None,
             created_at: Timestamp::default(),
             kept: Kept::default(),
         };
+        history.set_names(names);
         if let Some(first) = opening {
-            if history.names.first_seq() == Some(first.seq) {
+            if history.names().first_seq() == Some(first.seq) {
                 history.kept.set_opening(Implied::of(&first));
                 history.created_at = first.at;
             } else {
@@ -771,11 +802,9 @@ impl AccountHistory {
             },
             _ => None,
         };
-        let mut names = Names::default();
-        names.push((initial.map_or(Sequence::ZERO, |(_, seq)| seq), name));
         let mut history = AccountHistory {
             stored: Stored::default(),
-            names,
+            first_name: Some((initial.map_or(Sequence::ZERO, |(_, seq)| seq), name)),
             created_at,
             kept: Kept::default(),
         };
@@ -800,12 +829,15 @@ impl AccountHistory {
         }
         self.created_at = head.created_at;
         let opening = self.kept.opening();
+        let renamed = !self.kept.renames().is_empty();
         match head.kept {
             // The common case, without a list made and dropped per account.
-            Kept::Initial(id, _) if self.names.first_seq() == head.names.first_seq() => {
+            Kept::Initial(id, _)
+                if !renamed && self.names().first_seq() == head.names().first_seq() =>
+            {
                 self.kept = Kept::Initial(id, opening);
             }
-            Kept::NoSecret(_) => self.kept = Kept::NoSecret(opening),
+            Kept::NoSecret(_) if !renamed => self.kept = Kept::NoSecret(opening),
             _ => {
                 let secrets = head.secrets();
                 self.set_secrets(secrets);
@@ -826,7 +858,7 @@ impl AccountHistory {
 
     /// The sequence number of the creating event (the first name's).
     fn creation_seq(&self) -> Sequence {
-        self.names.first_seq().unwrap_or(Sequence::ZERO)
+        self.names().first_seq().unwrap_or(Sequence::ZERO)
     }
 
     /// The last entry (the account's current values). Read for every event lean views apply:
@@ -867,24 +899,36 @@ impl AccountHistory {
     }
 
     /// The account's names, oldest first, each with the sequence number from which it applies.
-    pub fn names(&self) -> &Names {
-        &self.names
+    pub fn names(&self) -> NamesRef<'_> {
+        NamesRef {
+            first: self.first_name.as_ref(),
+            later: self.kept.renames(),
+        }
+    }
+
+    /// Adds a name (the first at creation, then renames).
+    pub(crate) fn push_name(&mut self, named: Named) {
+        if self.first_name.is_none() {
+            self.first_name = Some(named);
+            return;
+        }
+        let secrets = self.secrets();
+        let mut renames = self.take_renames();
+        renames.push(named);
+        self.keep(secrets, renames);
     }
 
     /// Views decoded from snapshot formats 1 and 2 get no histories: their names apply from
     /// sequence number 0, as those formats always had them, and a lone secret is listed in
     /// full rather than taken for the creation one by its hash location.
     pub(crate) fn settle_head_only(&mut self) {
-        if self.names.first_seq() == Some(Sequence::ZERO) {
+        if self.names().first_seq() == Some(Sequence::ZERO) {
             return;
         }
         let secrets = self.secrets();
-        let mut names = Names::default();
-        for (index, (seq, name)) in self.names.iter().enumerate() {
-            let seq = if index == 0 { Sequence::ZERO } else { *seq };
-            names.push((seq, name.clone()));
+        if let Some((seq, _)) = &mut self.first_name {
+            *seq = Sequence::ZERO;
         }
-        self.names = names;
         self.set_secrets(secrets);
     }
 
@@ -912,7 +956,7 @@ impl AccountHistory {
 
     /// Whether `secret` is the one the account was created with, as [`Kept::Initial`] keeps it.
     fn is_creation_secret(&self, secret: &SecretView) -> bool {
-        self.names.first_seq().is_some()
+        self.first_name.is_some()
             && secret.created_at == self.created_at
             && secret.hash == StoredHash::InLog(self.creation_seq())
     }
@@ -934,7 +978,7 @@ impl AccountHistory {
                 }),
                 &[][..],
             ),
-            Kept::Listed(listed, _) => (None, listed.as_slice()),
+            Kept::Rare(rare, _) => (None, rare.secrets.as_slice()),
         };
         initial.into_iter().chain(listed.iter().cloned())
     }
@@ -944,7 +988,7 @@ impl AccountHistory {
         let (initial, listed) = match &self.kept {
             Kept::NoSecret(_) => (None, &[][..]),
             Kept::Initial(id, _) => (Some(*id), &[][..]),
-            Kept::Listed(listed, _) => (None, listed.as_slice()),
+            Kept::Rare(rare, _) => (None, rare.secrets.as_slice()),
         };
         initial
             .into_iter()
@@ -953,14 +997,33 @@ impl AccountHistory {
 
     /// Sets the active secrets, kept by id only when they are the one the account was created
     /// with (see [`Kept`]).
-    pub(crate) fn set_secrets(&mut self, mut secrets: Vec<SecretView>) {
+    pub(crate) fn set_secrets(&mut self, secrets: Vec<SecretView>) {
+        let renames = self.take_renames();
+        self.keep(secrets, renames);
+    }
+
+    /// The renames, taken out (the secrets stay as they are kept).
+    fn take_renames(&mut self) -> Vec<Named> {
+        match &mut self.kept {
+            Kept::Rare(rare, _) => std::mem::take(&mut rare.renames),
+            Kept::NoSecret(_) | Kept::Initial(..) => Vec::new(),
+        }
+    }
+
+    /// Keeps `secrets` and `renames` in the smallest form that holds them (see [`Kept`]).
+    fn keep(&mut self, mut secrets: Vec<SecretView>, mut renames: Vec<Named>) {
         let opening = self.kept.opening();
         self.kept = match secrets.as_slice() {
+            _ if !renames.is_empty() => {
+                secrets.shrink_to_fit();
+                renames.shrink_to_fit();
+                Kept::Rare(Box::new(Rare { secrets, renames }), opening)
+            }
             [] => Kept::NoSecret(opening),
             [only] if self.is_creation_secret(only) => Kept::Initial(only.id, opening),
             _ => {
                 secrets.shrink_to_fit();
-                Kept::Listed(Box::new(secrets), opening)
+                Kept::Rare(Box::new(Rare { secrets, renames }), opening)
             }
         };
     }
@@ -982,7 +1045,7 @@ impl AccountHistory {
                 }
                 .encode(encoder)
             }
-            Kept::Listed(listed, _) => listed.as_slice().encode(encoder),
+            Kept::Rare(rare, _) => rare.secrets.as_slice().encode(encoder),
         }
     }
 
@@ -1010,7 +1073,7 @@ impl Encode for AccountHistory {
         for entry in entries.iter() {
             entry.encode(encoder)?;
         }
-        self.names.encode(encoder)
+        self.names().encode(encoder)
     }
 }
 
@@ -1051,47 +1114,77 @@ impl Names {
         }
     }
 
-    /// The current name and the sequence number from which it applies.
-    pub fn last(&self) -> Option<&Named> {
-        self.later
-            .as_ref()
-            .and_then(|later| later.last())
-            .or(self.first.as_ref())
-    }
-
-    /// The sequence number from which the first name applies: the account's opening.
-    pub fn first_seq(&self) -> Option<Sequence> {
-        self.first.as_ref().map(|(seq, _)| *seq)
-    }
-
-    pub fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.later.as_ref().map_or(0, |later| later.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.first.is_none()
-    }
-
-    /// The name in force at `seq` (names are in sequence order: a binary search).
-    pub fn at(&self, seq: Sequence) -> Option<&str> {
-        let first = self.first.as_ref().filter(|(from, _)| *from <= seq)?;
-        let later = self.later.as_deref().map_or(&[][..], Vec::as_slice);
-        let count = later.partition_point(|(from, _)| *from <= seq);
-        let (_, name) = count
-            .checked_sub(1)
-            .and_then(|index| later.get(index))
-            .unwrap_or(first);
-        Some(name)
-    }
-
-    pub fn iter(&self) -> impl Iterator<Item = &Named> {
-        self.first
-            .iter()
-            .chain(self.later.iter().flat_map(|later| later.iter()))
+    /// The names to read.
+    pub fn as_ref(&self) -> NamesRef<'_> {
+        NamesRef {
+            first: self.first.as_ref(),
+            later: self.later.as_deref().map_or(&[][..], Vec::as_slice),
+        }
     }
 }
 
 impl Encode for Names {
+    fn encode<E: bincode::enc::Encoder>(
+        &self,
+        encoder: &mut E,
+    ) -> Result<(), bincode::error::EncodeError> {
+        self.as_ref().encode(encoder)
+    }
+}
+
+/// An account's names to read, oldest first (from [`AccountHistory::names`] or
+/// [`Names::as_ref`]). Encodes as [`Names`] does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamesRef<'a> {
+    first: Option<&'a Named>,
+    later: &'a [Named],
+}
+
+impl<'a> NamesRef<'a> {
+    /// The current name and the sequence number from which it applies.
+    pub fn last(self) -> Option<&'a Named> {
+        self.later.last().or(self.first)
+    }
+
+    /// The sequence number from which the first name applies: the account's opening.
+    pub fn first_seq(self) -> Option<Sequence> {
+        self.first.map(|(seq, _)| *seq)
+    }
+
+    pub fn len(self) -> usize {
+        usize::from(self.first.is_some()) + self.later.len()
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.first.is_none()
+    }
+
+    /// The name in force at `seq` (names are in sequence order: a binary search).
+    pub fn at(self, seq: Sequence) -> Option<&'a str> {
+        let first = self.first.filter(|(from, _)| *from <= seq)?;
+        let count = self.later.partition_point(|(from, _)| *from <= seq);
+        let (_, name) = count
+            .checked_sub(1)
+            .and_then(|index| self.later.get(index))
+            .unwrap_or(first);
+        Some(name)
+    }
+
+    pub fn iter(self) -> impl Iterator<Item = &'a Named> {
+        self.first.into_iter().chain(self.later)
+    }
+
+    /// An owned copy.
+    pub fn to_names(self) -> Names {
+        let mut names = Names::default();
+        for named in self.iter() {
+            names.push(named.clone());
+        }
+        names
+    }
+}
+
+impl Encode for NamesRef<'_> {
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -1131,7 +1224,7 @@ impl AccountHistory {
 
     /// The name in force at `seq`.
     pub fn name_at(&self, seq: Sequence) -> Option<&str> {
-        self.names.at(seq)
+        self.names().at(seq)
     }
 }
 
@@ -1406,7 +1499,7 @@ mod tests {
             for entry in &entries {
                 pushed.push(*entry);
             }
-            pushed.names = names.clone();
+            pushed.set_names(names.clone());
             let decoded = AccountHistory::from_parts(entries.clone(), names.clone());
             let config = bincode::config::standard();
             let plain = bincode::encode_to_vec((&entries, &names), config).unwrap_or_default();
@@ -1500,7 +1593,7 @@ mod tests {
             false,
             None,
         ));
-        history.names.push((Sequence(3), SmolStr::new("sub")));
+        history.push_name((Sequence(3), SmolStr::new("sub")));
         history.created(Sequence(3), Timestamp(30), SecretId::from_bytes([1; 16]));
         history
     }
@@ -1528,7 +1621,13 @@ mod tests {
         history.remove_secret(initial.id);
         assert_eq!(
             history.kept,
-            Kept::Listed(Box::new(vec![secret(2, 40, 4)]), Implied::Shared)
+            Kept::Rare(
+                Box::new(Rare {
+                    secrets: vec![secret(2, 40, 4)],
+                    renames: Vec::new()
+                }),
+                Implied::Shared
+            )
         );
         history.remove_secret(SecretId::from_bytes([9; 16]));
         assert_eq!(history.secrets(), [secret(2, 40, 4)]);
@@ -1547,7 +1646,7 @@ mod tests {
         for other in [secret(1, 31, 3), secret(1, 30, 4)] {
             history.set_secrets(vec![other.clone()]);
             assert_eq!(history.secrets(), [other]);
-            assert!(matches!(history.kept, Kept::Listed(_, Implied::Shared)));
+            assert!(matches!(history.kept, Kept::Rare(_, Implied::Shared)));
         }
     }
 
@@ -1560,12 +1659,13 @@ mod tests {
         let head = || {
             AccountHistory::from_head(SmolStr::new("sub"), Timestamp(30), vec![secret(1, 30, 3)])
         };
-        let mut attached = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        let mut attached = AccountHistory::from_parts(entries.clone(), applied.names().to_names());
         attached.adopt_head(head());
         assert_eq!(attached, applied);
         // A head whose creation instant is not the opening entry's: the entry is stored as the
         // histories give it, the instant is the head's.
-        let mut other_instant = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        let mut other_instant =
+            AccountHistory::from_parts(entries.clone(), applied.names().to_names());
         other_instant.adopt_head(AccountHistory::from_head(
             SmolStr::new("sub"),
             Timestamp(29),
@@ -1575,7 +1675,7 @@ mod tests {
         assert_eq!(other_instant.created_at(), Timestamp(29));
         assert_eq!(other_instant.secrets(), [secret(1, 29, 3)]);
         // A head whose secret was recorded at another sequence number than the first name's.
-        let mut other_seq = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        let mut other_seq = AccountHistory::from_parts(entries.clone(), applied.names().to_names());
         other_seq.adopt_head(AccountHistory::from_head(
             SmolStr::new("sub"),
             Timestamp(30),
@@ -1590,19 +1690,75 @@ mod tests {
         head_only.settle_head_only();
         assert_eq!(head_only.names().first_seq(), Some(Sequence::ZERO));
         assert_eq!(head_only.secrets(), [secret(1, 30, 3)]);
-        assert!(matches!(head_only.kept, Kept::Listed(..)));
+        assert!(matches!(head_only.kept, Kept::Rare(..)));
         // Secrets held in the snapshot itself (formats 1-4) are listed as they are.
         let held = SecretView {
             hash: StoredHash::Here(Box::new(subledger_core::SecretHash::new("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g".to_string()).unwrap())),
             ..secret(1, 30, 3)
         };
-        let mut formats_1_to_4 = AccountHistory::from_parts(entries.clone(), applied.names.clone());
+        let mut formats_1_to_4 =
+            AccountHistory::from_parts(entries.clone(), applied.names().to_names());
         formats_1_to_4.adopt_head(AccountHistory::from_head(
             SmolStr::new("sub"),
             Timestamp(30),
             vec![held.clone()],
         ));
         assert_eq!(formats_1_to_4.secrets(), [held]);
+    }
+
+    /// Renames are kept with the rare things, beside whatever secrets the account has, and a
+    /// renamed history decoded from a snapshot and attached to its head is the applied one.
+    #[test]
+    fn renames_are_kept_beside_the_secrets_and_read_back_in_order() {
+        let mut history = created_history();
+        history.push_name((Sequence(5), SmolStr::new("renamed")));
+        history.push_name((Sequence(8), SmolStr::new("again")));
+        let names: Vec<(u64, &str)> = history
+            .names()
+            .iter()
+            .map(|(seq, name)| (seq.0, name.as_str()))
+            .collect();
+        assert_eq!(names, [(3, "sub"), (5, "renamed"), (8, "again")]);
+        assert_eq!(history.name_at(Sequence(4)), Some("sub"));
+        assert_eq!(history.name_at(Sequence(7)), Some("renamed"));
+        assert_eq!(history.name_at(Sequence(2)), None);
+        // The creation secret is still the creation secret, now listed beside the renames.
+        assert_eq!(history.secrets(), [secret(1, 30, 3)]);
+        assert!(
+            matches!(&history.kept, Kept::Rare(rare, Implied::Shared) if rare.renames.len() == 2)
+        );
+        // Rotations keep the renames; so does revoking every secret.
+        history.add_secret(secret(2, 40, 9));
+        history.remove_secret(secret(1, 30, 3).id);
+        assert_eq!(history.secrets(), [secret(2, 40, 9)]);
+        history.remove_secret(secret(2, 40, 9).id);
+        assert!(history.secrets().is_empty());
+        assert_eq!(history.names().len(), 3);
+        history.set_secrets(vec![secret(1, 30, 3)]);
+        assert_eq!(
+            history.names().last().map(|(seq, _)| *seq),
+            Some(Sequence(8))
+        );
+        // Encoded as before: the names as one list.
+        let mut plain = Names::default();
+        for named in history.names().iter() {
+            plain.push(named.clone());
+        }
+        let config = bincode::config::standard();
+        assert_eq!(
+            bincode::encode_to_vec(history.names(), config).ok(),
+            bincode::encode_to_vec(&plain, config).ok()
+        );
+        // Decoded apart and attached to the head, the same history.
+        let entries: Vec<Entry> = history.entries().iter().collect();
+        let mut attached = AccountHistory::from_parts(entries, history.names().to_names());
+        attached.adopt_head(AccountHistory::from_head(
+            SmolStr::new("again"),
+            Timestamp(30),
+            vec![secret(1, 30, 3)],
+        ));
+        assert_eq!(attached, history);
+        assert_eq!(attached.secrets(), [secret(1, 30, 3)]);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use smol_str::SmolStr;
 
 use crate::directory::Directory;
 
-pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names};
+pub use accounts::{AccountHistory, AsOf, Entry, EntryKind, Named, Names, NamesRef};
 pub use money::MoneyListsBuilder;
 use money::{EntryRef, MoneyLists};
 pub use shapes::{MoneyListShapes, RebuiltMoneyLists};
@@ -1222,7 +1222,7 @@ impl Views {
         };
         if let Some((id, name)) = named {
             if let Some(history) = self.accounts.get_mut(id.index()) {
-                history.names.push((seq, SmolStr::new(name)));
+                history.push_name((seq, SmolStr::new(name)));
             }
         }
     }
@@ -1231,7 +1231,7 @@ impl Views {
     fn current_name(&self, id: AccountId) -> &str {
         self.accounts
             .get(id.index())
-            .and_then(|history| history.names.last())
+            .and_then(|history| history.names().last())
             .map_or("", |(_, name)| name)
     }
 
@@ -1826,7 +1826,7 @@ impl Views {
                         .to_le_bytes(),
                 );
             }
-            for (from, name) in history.names.iter() {
+            for (from, name) in history.names().iter() {
                 hasher.update(&from.0.to_le_bytes());
                 hasher.update(&(name.len() as u64).to_le_bytes());
                 hasher.update(name.as_bytes());
@@ -1966,7 +1966,7 @@ impl Views {
         (self.accounts.len() as u64).encode(encoder)?;
         for history in &self.accounts {
             history
-                .names
+                .names()
                 .last()
                 .map_or("", |(_, name)| name)
                 .encode(encoder)?;
@@ -2430,7 +2430,7 @@ impl Encode for ViewsHistoriesV7Of<'_> {
             for entry in entries.iter() {
                 encoder.writer().write(&entry.to_raw())?;
             }
-            history.names.encode(encoder)?;
+            history.names().encode(encoder)?;
         }
         if self.1 {
             views.encode_payments(encoder, true)
@@ -2456,8 +2456,8 @@ impl Views {
             .iter()
             .zip(&self.accounts)
             .all(|(history, legacy)| {
-                history.names.last().map(|(_, name)| name)
-                    == legacy.names.last().map(|(_, name)| name)
+                history.names().last().map(|(_, name)| name)
+                    == legacy.names().last().map(|(_, name)| name)
             });
         if !named_alike {
             return Err("views: an account's name differs from its history's");
@@ -2613,7 +2613,11 @@ mod tests {
     fn per_account_structures_stay_small() {
         assert_eq!(std::mem::size_of::<SecretView>(), 40);
         assert_eq!(std::mem::size_of::<TransferEntry>(), 64);
-        assert_eq!(std::mem::size_of::<Names>(), 40, "the first name inline");
+        assert_eq!(
+            std::mem::size_of::<Option<Named>>(),
+            32,
+            "a name of up to 23 bytes inline"
+        );
         assert_eq!(
             std::mem::size_of::<directory::Fixed>(),
             16,
@@ -2622,9 +2626,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry>(), 40);
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            112,
-            "entries (one inline: 40), names, creation instant, and secrets (the creation \
-             secret by id) with whether the opening entry is implied: 24"
+            104,
+            "entries (one inline: 40), the first name (32), creation instant, and secrets \
+             (the creation secret by id) with renames and whether the opening entry is \
+             implied: 24"
         );
     }
 
@@ -2735,7 +2740,7 @@ mod tests {
     #[test]
     fn names_answer_the_name_in_force_and_encode_as_a_list() {
         let mut names = Names::default();
-        assert_eq!(names.at(Sequence(5)), None);
+        assert_eq!(names.as_ref().at(Sequence(5)), None);
         // Short names are held inline, longer ones (past 23 bytes) on the heap: both read back.
         let long = "a name of more than twenty-three bytes, é included";
         let edge = "exactly twenty-three by";
@@ -2754,11 +2759,12 @@ mod tests {
             (100, Some("c")),
         ];
         for (seq, name) in expected {
-            assert_eq!(names.at(Sequence(seq)), name, "at {seq}");
+            assert_eq!(names.as_ref().at(Sequence(seq)), name, "at {seq}");
         }
-        assert_eq!(names.len(), 4);
-        assert_eq!(names.last().map(|(_, name)| &**name), Some("c"));
+        assert_eq!(names.as_ref().len(), 4);
+        assert_eq!(names.as_ref().last().map(|(_, name)| &**name), Some("c"));
         let list: Vec<(Sequence, String)> = names
+            .as_ref()
             .iter()
             .map(|(from, name)| (*from, name.to_string()))
             .collect();
