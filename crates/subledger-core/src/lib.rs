@@ -62,5 +62,5 @@ pub use secret::{validate_secret, SecretError, SecretHash};
 pub use state::{
     encode_state_without_commands, state_hash_of, Account, AccountFacts, ApplyError, ApplyFault,
     CommandContent, CommandRecord, Funding, LowBalance, MoneyKind, Policy, SecretIds, State,
-    StateWithoutCommands, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
+    StateWithoutCommands, NO_PRIMARY, SECRETS_PER_ACCOUNT_MAX, SUBACCOUNTS_PER_PRIMARY_MAX_DEFAULT,
 };

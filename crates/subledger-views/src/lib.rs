@@ -2620,8 +2620,8 @@ mod tests {
         );
         assert_eq!(
             std::mem::size_of::<directory::Fixed>(),
-            16,
-            "a key, and a primary or a currency"
+            12,
+            "a key and a primary (the primaries' currencies apart)"
         );
         assert_eq!(std::mem::size_of::<Entry>(), 40);
         assert_eq!(

@@ -142,7 +142,12 @@ fn build_with(
         setup.push(Command::OpenPrimary(OpenPrimary {
             key: key(primary),
             name: "p".into(),
-            currency: Currency::EUR,
+            // Families in two currencies: a subaccount's is its primary's.
+            currency: if family % 2 == 0 {
+                Currency::EUR
+            } else {
+                "USD".parse().unwrap()
+            },
             credit_line: units(50).negate(),
             secret: secret(100 + u32::try_from(family).unwrap()),
         }));
