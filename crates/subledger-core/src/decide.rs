@@ -580,11 +580,12 @@ fn secret_holder<'a>(
 }
 
 fn create_secret(state: &State, create: &CreateSecret) -> Result<Event, Rejection> {
-    let (id, account) = secret_holder(state, &create.account)?;
-    if account.secrets.len() >= SECRETS_PER_ACCOUNT_MAX {
+    let (id, _) = secret_holder(state, &create.account)?;
+    let secrets = state.secret_ids(id);
+    if secrets.len() >= SECRETS_PER_ACCOUNT_MAX {
         return Err(Rejection::ExcessSecret);
     }
-    if account.secrets.contains(&create.secret.id) {
+    if secrets.contains(&create.secret.id) {
         return Err(Rejection::SecretIdTaken {
             id: create.secret.id,
         });
@@ -617,11 +618,12 @@ fn set_low_balance_threshold(
 }
 
 fn revoke_secret(state: &State, revoke: &RevokeSecret) -> Result<Event, Rejection> {
-    let (id, account) = secret_holder(state, &revoke.account)?;
-    if !account.secrets.contains(&revoke.secret) {
+    let (id, _) = secret_holder(state, &revoke.account)?;
+    let secrets = state.secret_ids(id);
+    if !secrets.contains(&revoke.secret) {
         return Err(Rejection::UnknownSecret { id: revoke.secret });
     }
-    if account.secrets.len() <= 1 {
+    if secrets.len() <= 1 {
         return Err(Rejection::LastSecret);
     }
     Ok(Event::SecretRevoked {

@@ -128,7 +128,7 @@ macro_rules! uuid_id {
                 Self(uuid.into_bytes())
             }
 
-            pub fn from_bytes(bytes: [u8; 16]) -> Self {
+            pub const fn from_bytes(bytes: [u8; 16]) -> Self {
                 Self(bytes)
             }
 

@@ -2050,9 +2050,11 @@ fn histories_agree_with(
                 closed: account.closed(),
             };
             directory::current(histories, id) == Some(values)
-                && heads
-                    .get(id.index())
-                    .is_some_and(|history| history.secret_ids().eq(account.secrets.iter().copied()))
+                && heads.get(id.index()).is_some_and(|history| {
+                    history
+                        .secret_ids()
+                        .eq(state.secret_ids(id).iter().copied())
+                })
         })
 }
 

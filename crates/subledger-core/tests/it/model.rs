@@ -1171,7 +1171,7 @@ fn check_step(
             },
             suspended: account.suspended(),
             closed: account.closed(),
-            secrets: account.secrets.to_vec(),
+            secrets: state.secret_ids(id).to_vec(),
             subaccounts: state
                 .subaccounts(id)
                 .iter()

@@ -384,11 +384,11 @@ impl Given {
 
     pub fn has_secrets(self, account: &str, secrets: &[u8]) -> Given {
         let expected: Vec<SecretId> = secrets.iter().copied().map(secret_id).collect();
-        assert_eq!(
-            self.account(account).secrets.to_vec(),
-            expected,
-            "{account}"
-        );
+        let (id, _) = self
+            .state
+            .account_by_key(&key(account))
+            .unwrap_or_else(|| panic!("no account {account}"));
+        assert_eq!(self.state.secret_ids(id).to_vec(), expected, "{account}");
         self
     }
 }
