@@ -2210,11 +2210,11 @@ mod layout_tests {
         let config = bincode::config::standard();
         let as_vec = bincode::encode_to_vec(vec![id(1), id(2)], config).unwrap_or_default();
         assert_eq!(
-            bincode::encode_to_vec(&ids, config).unwrap_or_default(),
+            bincode::encode_to_vec(ids, config).unwrap_or_default(),
             as_vec
         );
         let decoded: Result<(SecretIds, usize), _> = bincode::decode_from_slice(&as_vec, config);
-        assert_eq!(decoded.ok(), Some((ids.clone(), as_vec.len())));
+        assert_eq!(decoded.ok(), Some((ids, as_vec.len())));
         ids.retain(|kept| *kept != id(1));
         assert_eq!(&ids[..], &[id(2)]);
         // Equal to the same single id however it got there.
