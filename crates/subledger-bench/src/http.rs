@@ -583,7 +583,7 @@ async fn run_client(
         }
         remaining = remaining.saturating_sub(u64::try_from(count).unwrap_or(1));
     }
-    Ok(result)
+    Ok(result.finished())
 }
 
 /// Counters from the server's `/metrics`.
@@ -675,19 +675,25 @@ pub fn run(
             timeline.push((started.elapsed().as_secs_f64(), done));
             progress(done, options.commands);
         }
-        let seconds = started.elapsed().as_secs_f64();
+        // The load ends with the last client's last answer (see `run`).
+        let mut ended = None;
         let mut latency = new_histogram();
         let (mut committed, mut rejected) = (0, 0);
         for handle in handles {
             let result = handle
                 .await
                 .map_err(|_| BenchError::Setup("a client task panicked".into()))??;
+            ended = ended.max(result.ended);
             committed += result.committed;
             rejected += result.rejected;
             latency
                 .add(&result.latency)
                 .map_err(|error| BenchError::Setup(error.to_string()))?;
         }
+        let seconds = ended
+            .unwrap_or_else(Instant::now)
+            .saturating_duration_since(started)
+            .as_secs_f64();
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
