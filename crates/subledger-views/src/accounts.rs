@@ -461,9 +461,8 @@ pub struct AccountHistory {
     /// also the implied opening's and the creation secret's (hence not public). Renames are
     /// kept with the rare things, in `kept`.
     first_name: Option<Named>,
-    /// When the account was created (its opening entry's instant).
-    created_at: Timestamp,
-    /// The active secrets, the renames, and whether the opening entry is implied.
+    /// The active secrets, the renames, whether the opening entry is implied, and when the
+    /// account was created (its opening entry's instant).
     kept: Kept,
 }
 
@@ -526,34 +525,70 @@ impl Implied {
 /// `SecretView` inline, 40 bytes; the renames' own pointer cost every account 8 bytes. The
 /// opening's byte rides in each variant, where the secrets leave room: 24 bytes for all (a
 /// field of its own took 8, with padding).
+///
+/// The creation instant rides in the same 24 bytes, in 48 bits ([`ShortInstant`]), where it
+/// fits — every instant within ±4,400 years of 1970 — and in full behind the pointer where it
+/// does not: a field of its own took 8 bytes in every account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Kept {
-    NoSecret(Implied),
-    Initial(SecretId, Implied),
+    NoSecret(Implied, ShortInstant),
+    Initial(SecretId, Implied, ShortInstant),
     // The box is the point: one thin pointer, for the few accounts that rotated a secret or
     // were renamed.
     Rare(Box<Rare>, Implied),
 }
 
 /// What few accounts have: a set of secrets other than the creation one alone (listed in
-/// full, possibly none), and renames.
+/// full, possibly none), and renames; and the creation instant of any account that has one
+/// of them, or whose instant needs more than 48 bits.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 struct Rare {
     secrets: Vec<SecretView>,
     /// The names after the first, oldest first.
     renames: Vec<Named>,
+    created_at: Timestamp,
+}
+
+/// An instant in milliseconds as 48-bit two's complement (±2⁴⁷ ms, about ±4,460 years).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct ShortInstant([u8; 6]);
+
+impl ShortInstant {
+    /// Bits kept.
+    const BITS: u32 = 48;
+
+    /// `at` in 48 bits, if it fits.
+    fn new(at: Timestamp) -> Option<ShortInstant> {
+        let limit = 1_i64 << (ShortInstant::BITS - 1);
+        if !(-limit..limit).contains(&at.0) {
+            return None;
+        }
+        let mut bytes = [0; 6];
+        bytes.copy_from_slice(at.0.to_le_bytes().get(..6)?);
+        Some(ShortInstant(bytes))
+    }
+
+    fn get(self) -> Timestamp {
+        let mut bytes = [0; 8];
+        if let Some(low) = bytes.get_mut(..6) {
+            low.copy_from_slice(&self.0);
+        }
+        // Sign-extends the 48 bits.
+        let shift = 64 - ShortInstant::BITS;
+        Timestamp((i64::from_le_bytes(bytes) << shift) >> shift)
+    }
 }
 
 impl Default for Kept {
     fn default() -> Kept {
-        Kept::NoSecret(Implied::No)
+        Kept::NoSecret(Implied::No, ShortInstant::default())
     }
 }
 
 impl Kept {
     fn opening(&self) -> Implied {
         match self {
-            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Rare(_, opening) => {
+            Kept::NoSecret(opening, _) | Kept::Initial(_, opening, _) | Kept::Rare(_, opening) => {
                 *opening
             }
         }
@@ -561,16 +596,23 @@ impl Kept {
 
     fn set_opening(&mut self, implied: Implied) {
         match self {
-            Kept::NoSecret(opening) | Kept::Initial(_, opening) | Kept::Rare(_, opening) => {
+            Kept::NoSecret(opening, _) | Kept::Initial(_, opening, _) | Kept::Rare(_, opening) => {
                 *opening = implied;
             }
+        }
+    }
+
+    fn created_at(&self) -> Timestamp {
+        match self {
+            Kept::NoSecret(_, at) | Kept::Initial(_, _, at) => at.get(),
+            Kept::Rare(rare, _) => rare.created_at,
         }
     }
 
     fn renames(&self) -> &[Named] {
         match self {
             Kept::Rare(rare, _) => &rare.renames,
-            Kept::NoSecret(_) | Kept::Initial(..) => &[],
+            Kept::NoSecret(..) | Kept::Initial(..) => &[],
         }
     }
 }
@@ -752,11 +794,11 @@ impl AccountHistory {
         let mut history = AccountHistory {
             stored: Stored::from_vec(entries),
             first_name: None,
-            created_at: first
-                .filter(|_| opening != Implied::No)
-                .map_or(Timestamp::default(), |first| first.at),
-            kept: Kept::NoSecret(opening),
+            kept: Kept::NoSecret(opening, ShortInstant::default()),
         };
+        if let Some(first) = first.filter(|_| opening != Implied::No) {
+            history.set_created_at(first.at);
+        }
         history.set_names(names);
         history
     }
@@ -780,14 +822,13 @@ impl AccountHistory {
         let mut history = AccountHistory {
             stored: Stored::default(),
             first_name: None,
-            created_at: Timestamp::default(),
             kept: Kept::default(),
         };
         history.set_names(names);
         if let Some(first) = opening {
             if history.names().first_seq() == Some(first.seq) {
                 history.kept.set_opening(Implied::of(&first));
-                history.created_at = first.at;
+                history.set_created_at(first.at);
             } else {
                 rest.insert(0, first);
             }
@@ -821,12 +862,12 @@ impl AccountHistory {
         let mut history = AccountHistory {
             stored: Stored::default(),
             first_name: Some((initial.map_or(Sequence::ZERO, |(_, seq)| seq), name)),
-            created_at,
             kept: Kept::default(),
         };
-        match initial {
-            Some((id, _)) => history.kept = Kept::Initial(id, Implied::No),
-            None => history.set_secrets(secrets),
+        history.set_created_at(created_at);
+        match (initial, ShortInstant::new(created_at)) {
+            (Some((id, _)), Some(short)) => history.kept = Kept::Initial(id, Implied::No, short),
+            _ => history.set_secrets(secrets),
         }
         history
     }
@@ -836,24 +877,25 @@ impl AccountHistory {
     /// opening — never in a snapshot the engine wrote — what is kept is exactly what the two
     /// say: the opening entry stored as the histories give it, the secrets as the head does.
     pub(crate) fn adopt_head(&mut self, head: AccountHistory) {
-        if self.kept.opening() != Implied::No && self.created_at != head.created_at {
+        if self.kept.opening() != Implied::No && self.created_at() != head.created_at() {
             let opening = self.entries().first();
             if let Some(opening) = opening {
                 self.stored.insert_first(opening);
             }
             self.kept.set_opening(Implied::No);
         }
-        self.created_at = head.created_at;
+        self.set_created_at(head.created_at());
         let opening = self.kept.opening();
         let renamed = !self.kept.renames().is_empty();
         match head.kept {
-            // The common case, without a list made and dropped per account.
-            Kept::Initial(id, _)
+            // The common case, without a list made and dropped per account (the head's
+            // instant is the one just taken).
+            Kept::Initial(id, _, at)
                 if !renamed && self.names().first_seq() == head.names().first_seq() =>
             {
-                self.kept = Kept::Initial(id, opening);
+                self.kept = Kept::Initial(id, opening, at);
             }
-            Kept::NoSecret(_) if !renamed => self.kept = Kept::NoSecret(opening),
+            Kept::NoSecret(_, at) if !renamed => self.kept = Kept::NoSecret(opening, at),
             _ => {
                 let secrets = head.secrets();
                 self.set_secrets(secrets);
@@ -867,7 +909,7 @@ impl AccountHistory {
             opening: self
                 .kept
                 .opening()
-                .entry(self.creation_seq(), self.created_at),
+                .entry(self.creation_seq(), self.created_at()),
             stored: self.stored.as_slice(),
         }
     }
@@ -893,7 +935,7 @@ impl AccountHistory {
             let implied = Implied::of(&entry);
             if implied != Implied::No {
                 self.kept.set_opening(implied);
-                self.created_at = entry.at;
+                self.set_created_at(entry.at);
                 return;
             }
         }
@@ -950,30 +992,59 @@ impl AccountHistory {
 
     /// When the account was created.
     pub fn created_at(&self) -> Timestamp {
-        self.created_at
+        self.kept.created_at()
+    }
+
+    /// Sets the creation instant (the secrets stay as they are kept: a creation secret kept by
+    /// id takes the new instant too, as its instant is the account's).
+    fn set_created_at(&mut self, at: Timestamp) {
+        match (&mut self.kept, ShortInstant::new(at)) {
+            (Kept::NoSecret(_, short) | Kept::Initial(_, _, short), Some(fits)) => *short = fits,
+            (Kept::Rare(rare, _), _) => {
+                rare.created_at = at;
+                if rare.renames.is_empty() {
+                    // Perhaps rare only for an instant that did not fit: kept as the others.
+                    let secrets = std::mem::take(&mut rare.secrets);
+                    self.keep(secrets, Vec::new());
+                }
+            }
+            (Kept::NoSecret(..) | Kept::Initial(..), None) => {
+                let secrets = self.secrets_iter_at(at).collect();
+                let opening = self.kept.opening();
+                self.kept = Kept::Rare(
+                    Box::new(Rare {
+                        secrets,
+                        renames: Vec::new(),
+                        created_at: at,
+                    }),
+                    opening,
+                );
+            }
+        }
     }
 
     /// Records the account's creation: its instant and the secret it was created with, whose
     /// hash is in the creating event at `seq` (pushed with the account's first name).
     pub(crate) fn created(&mut self, seq: Sequence, at: Timestamp, secret: SecretId) {
-        self.created_at = at;
+        self.set_created_at(at);
         let view = SecretView {
             id: secret,
             created_at: at,
             hash: StoredHash::InLog(seq),
         };
         // The usual case without a list made and dropped (once per account opened).
-        if self.is_creation_secret(&view) {
-            self.kept = Kept::Initial(secret, self.kept.opening());
-        } else {
-            self.set_secrets(vec![view]);
+        match ShortInstant::new(at) {
+            Some(short) if self.is_creation_secret(&view) && self.kept.renames().is_empty() => {
+                self.kept = Kept::Initial(secret, self.kept.opening(), short);
+            }
+            _ => self.set_secrets(vec![view]),
         }
     }
 
     /// Whether `secret` is the one the account was created with, as [`Kept::Initial`] keeps it.
     fn is_creation_secret(&self, secret: &SecretView) -> bool {
         self.first_name.is_some()
-            && secret.created_at == self.created_at
+            && secret.created_at == self.created_at()
             && secret.hash == StoredHash::InLog(self.creation_seq())
     }
 
@@ -984,12 +1055,17 @@ impl AccountHistory {
 
     /// The active secrets, oldest first, one at a time (no list made).
     pub fn secrets_iter(&self) -> impl Iterator<Item = SecretView> + '_ {
+        self.secrets_iter_at(self.created_at())
+    }
+
+    /// The active secrets, a creation secret kept by id read as created at `created_at`.
+    fn secrets_iter_at(&self, created_at: Timestamp) -> impl Iterator<Item = SecretView> + '_ {
         let (initial, listed) = match &self.kept {
-            Kept::NoSecret(_) => (None, &[][..]),
-            Kept::Initial(id, _) => (
+            Kept::NoSecret(..) => (None, &[][..]),
+            Kept::Initial(id, ..) => (
                 Some(SecretView {
                     id: *id,
-                    created_at: self.created_at,
+                    created_at,
                     hash: StoredHash::InLog(self.creation_seq()),
                 }),
                 &[][..],
@@ -1002,8 +1078,8 @@ impl AccountHistory {
     /// The active secrets' ids, oldest first.
     pub fn secret_ids(&self) -> impl Iterator<Item = SecretId> + '_ {
         let (initial, listed) = match &self.kept {
-            Kept::NoSecret(_) => (None, &[][..]),
-            Kept::Initial(id, _) => (Some(*id), &[][..]),
+            Kept::NoSecret(..) => (None, &[][..]),
+            Kept::Initial(id, ..) => (Some(*id), &[][..]),
             Kept::Rare(rare, _) => (None, rare.secrets.as_slice()),
         };
         initial
@@ -1022,24 +1098,30 @@ impl AccountHistory {
     fn take_renames(&mut self) -> Vec<Named> {
         match &mut self.kept {
             Kept::Rare(rare, _) => std::mem::take(&mut rare.renames),
-            Kept::NoSecret(_) | Kept::Initial(..) => Vec::new(),
+            Kept::NoSecret(..) | Kept::Initial(..) => Vec::new(),
         }
     }
 
     /// Keeps `secrets` and `renames` in the smallest form that holds them (see [`Kept`]).
     fn keep(&mut self, mut secrets: Vec<SecretView>, mut renames: Vec<Named>) {
         let opening = self.kept.opening();
-        self.kept = match secrets.as_slice() {
-            _ if !renames.is_empty() => {
-                secrets.shrink_to_fit();
-                renames.shrink_to_fit();
-                Kept::Rare(Box::new(Rare { secrets, renames }), opening)
+        let created_at = self.created_at();
+        self.kept = match (ShortInstant::new(created_at), secrets.as_slice()) {
+            (Some(short), []) if renames.is_empty() => Kept::NoSecret(opening, short),
+            (Some(short), [only]) if renames.is_empty() && self.is_creation_secret(only) => {
+                Kept::Initial(only.id, opening, short)
             }
-            [] => Kept::NoSecret(opening),
-            [only] if self.is_creation_secret(only) => Kept::Initial(only.id, opening),
             _ => {
                 secrets.shrink_to_fit();
-                Kept::Rare(Box::new(Rare { secrets, renames }), opening)
+                renames.shrink_to_fit();
+                Kept::Rare(
+                    Box::new(Rare {
+                        secrets,
+                        renames,
+                        created_at,
+                    }),
+                    opening,
+                )
             }
         };
     }
@@ -1051,12 +1133,12 @@ impl AccountHistory {
         encoder: &mut E,
     ) -> Result<(), bincode::error::EncodeError> {
         match &self.kept {
-            Kept::NoSecret(_) => 0_u64.encode(encoder),
-            Kept::Initial(id, _) => {
+            Kept::NoSecret(..) => 0_u64.encode(encoder),
+            Kept::Initial(id, ..) => {
                 1_u64.encode(encoder)?;
                 SecretView {
                     id: *id,
-                    created_at: self.created_at,
+                    created_at: self.created_at(),
                     hash: StoredHash::InLog(self.creation_seq()),
                 }
                 .encode(encoder)
@@ -1596,6 +1678,11 @@ mod tests {
         }
     }
 
+    /// Instant 30, as a history keeps it beside its secrets.
+    fn at30() -> ShortInstant {
+        ShortInstant::new(Timestamp(30)).unwrap()
+    }
+
     /// An account created at sequence number 3, at instant 30, with secret 1.
     fn created_history() -> AccountHistory {
         let mut history = AccountHistory::default();
@@ -1623,7 +1710,10 @@ mod tests {
         };
         let mut history = created_history();
         let initial = secret(1, 30, 3);
-        assert_eq!(history.kept, Kept::Initial(initial.id, Implied::Shared));
+        assert_eq!(
+            history.kept,
+            Kept::Initial(initial.id, Implied::Shared, at30())
+        );
         assert_eq!(history.secrets(), std::slice::from_ref(&initial));
         assert_eq!(encoded_secrets(&history), as_list(vec![initial.clone()]));
         history.add_secret(secret(2, 40, 4));
@@ -1640,7 +1730,8 @@ mod tests {
             Kept::Rare(
                 Box::new(Rare {
                     secrets: vec![secret(2, 40, 4)],
-                    renames: Vec::new()
+                    renames: Vec::new(),
+                    created_at: Timestamp(30),
                 }),
                 Implied::Shared
             )
@@ -1648,11 +1739,14 @@ mod tests {
         history.remove_secret(SecretId::from_bytes([9; 16]));
         assert_eq!(history.secrets(), [secret(2, 40, 4)]);
         history.remove_secret(secret(2, 40, 4).id);
-        assert_eq!(history.kept, Kept::NoSecret(Implied::Shared));
+        assert_eq!(history.kept, Kept::NoSecret(Implied::Shared, at30()));
         assert_eq!(encoded_secrets(&history), as_list(Vec::new()));
         // Back to the creation secret alone (as a rotation's revoking the newer one leaves it).
         history.set_secrets(vec![initial.clone()]);
-        assert_eq!(history.kept, Kept::Initial(initial.id, Implied::Shared));
+        assert_eq!(
+            history.kept,
+            Kept::Initial(initial.id, Implied::Shared, at30())
+        );
         assert_eq!(
             std::mem::size_of::<Kept>(),
             24,
@@ -1775,6 +1869,68 @@ mod tests {
         ));
         assert_eq!(attached, history);
         assert_eq!(attached.secrets(), [secret(1, 30, 3)]);
+    }
+
+    /// The creation instant is held in 48 bits where it fits and in full behind the rare
+    /// pointer where it does not; either way it reads back, and a history's form follows from
+    /// what it holds, not from how it got there.
+    #[test]
+    fn creation_instants_read_back_short_or_in_full() {
+        assert_eq!(std::mem::size_of::<Kept>(), 24);
+        let limit = 1_i64 << 47;
+        for millis in [0, 1, -1, 30, 1_764_000_000_000, limit - 1, -limit] {
+            let short = ShortInstant::new(Timestamp(millis));
+            assert_eq!(
+                short.map(ShortInstant::get),
+                Some(Timestamp(millis)),
+                "{millis}"
+            );
+        }
+        for millis in [limit, -limit - 1, i64::MAX, i64::MIN] {
+            assert_eq!(ShortInstant::new(Timestamp(millis)), None, "{millis}");
+        }
+        // An account created at an instant beyond 48 bits: kept in full, read back, and its
+        // creation secret still read as created then.
+        let far = Timestamp(i64::MAX - 5);
+        let mut history = AccountHistory::default();
+        history.push(Entry::new(
+            Sequence(3),
+            far,
+            EntryKind::Opened,
+            None,
+            None,
+            false,
+            false,
+            None,
+        ));
+        history.push_name((Sequence(3), SmolStr::new("sub")));
+        history.created(Sequence(3), far, SecretId::from_bytes([1; 16]));
+        assert!(matches!(history.kept, Kept::Rare(..)));
+        assert_eq!(history.created_at(), far);
+        assert_eq!(history.secrets(), [secret_at(1, far, 3)]);
+        assert_eq!(history.entries().first().map(|entry| entry.at), Some(far));
+        // Moved back within 48 bits (a head that says otherwise), it is kept short again and
+        // equals the history made there in the first place.
+        history.adopt_head(AccountHistory::from_head(
+            SmolStr::new("sub"),
+            Timestamp(30),
+            vec![secret(1, 30, 3)],
+        ));
+        assert_eq!(history.created_at(), Timestamp(30));
+        assert!(matches!(history.kept, Kept::Initial(..)));
+        assert_eq!(history.secrets(), [secret(1, 30, 3)]);
+        // A renamed account keeps its instant with the renames.
+        let mut renamed = created_history();
+        renamed.push_name((Sequence(5), SmolStr::new("renamed")));
+        assert_eq!(renamed.created_at(), Timestamp(30));
+        assert_eq!(renamed.secrets(), [secret(1, 30, 3)]);
+    }
+
+    fn secret_at(n: u8, at: Timestamp, seq: u64) -> SecretView {
+        SecretView {
+            created_at: at,
+            ..secret(n, 0, seq)
+        }
     }
 
     #[test]

@@ -2628,10 +2628,10 @@ mod tests {
         assert_eq!(std::mem::size_of::<Entry>(), 40);
         assert_eq!(
             std::mem::size_of::<AccountHistory>(),
-            104,
-            "entries (one inline: 40), the first name (32), creation instant, and secrets \
-             (the creation secret by id) with renames and whether the opening entry is \
-             implied: 24"
+            96,
+            "entries (one inline: 40), the first name (32), and in 24 bytes the secrets (the \
+             creation secret by id), renames, whether the opening entry is implied and the \
+             creation instant"
         );
     }
 
