@@ -546,7 +546,11 @@ async fn run_client(
     batch_size: usize,
     answered: Arc<AtomicU64>,
 ) -> Result<ClientResult, BenchError> {
-    let mut result = ClientResult::new();
+    // Records its latencies one by one: no buffer.
+    let mut result = ClientResult {
+        pending: Vec::new(),
+        ..ClientResult::new()
+    };
     while remaining > 0 {
         let count = request_size(remaining, batch_size);
         let calls = if count == 1 {

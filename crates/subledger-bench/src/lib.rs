@@ -252,6 +252,7 @@ fn account_key(index: usize) -> ApiKey {
     // Eight decimal digits are a valid key; indices stay below 10⁸ (ACCOUNTS_MAX). Written
     // digit by digit: the generator makes one or two keys per command, and formatting a
     // string for each was a few percent of a 256-client run's CPU, taken from the ledger.
+    debug_assert!(index < 100_000_000, "eight digits");
     let mut digits = [b'0'; 8];
     let mut rest = index;
     for digit in digits.iter_mut().rev() {

@@ -291,7 +291,9 @@ impl Packed {
         let bits = u128::from(self.amount_low) | (u128::from(self.amount_high) << 64);
         // Only ever packed from an `Amount`, whose bits always read back: the fallback is
         // unreachable.
-        Amount::from_bits(bits).unwrap_or(Amount::ZERO)
+        let amount = Amount::from_bits(bits);
+        debug_assert!(amount.is_ok(), "a record's amount bits read back");
+        amount.unwrap_or(Amount::ZERO)
     }
 }
 

@@ -95,7 +95,8 @@ pub struct SecretIds {
     len: u8,
 }
 
-/// What fills the unused slots of [`SecretIds`] (never read).
+/// What fills the unused slots of [`SecretIds`] and an `Account`'s first secret while it has
+/// none (never read as an id; compared, so that equal accounts compare equal).
 const NO_SECRET: SecretId = SecretId::from_bytes([0; 16]);
 
 impl SecretIds {

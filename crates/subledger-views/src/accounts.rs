@@ -453,9 +453,10 @@ bincode::impl_borrow_decode!(Entry);
 /// [`AccountHistory::secrets`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct AccountHistory {
-    /// Every entry but an implied opening one. (A `thin_vec::ThinVec`, length and capacity in
-    /// the allocation, saved 8 bytes per account but cost replay ~10 %: reading ahead, and
-    /// appending, then waits for the header's cache line before the last entry's.)
+    /// Every entry but an implied opening one, one of them inline. (A `thin_vec::ThinVec`,
+    /// length and capacity in the allocation, saved 8 bytes per account but cost replay
+    /// ~10 %: reading ahead, and appending, then waits for the header's cache line before the
+    /// last entry's.)
     stored: Stored,
     /// The name given at creation and the sequence number of the creating event, which is
     /// also the implied opening's and the creation secret's (hence not public). Renames are
@@ -1087,8 +1088,8 @@ impl AccountHistory {
             .chain(listed.iter().map(|secret| secret.id))
     }
 
-    /// Sets the active secrets, kept by id only when they are the one the account was created
-    /// with (see [`Kept`]).
+    /// Sets the active secrets (the renames kept), by id only when they are the one the account
+    /// was created with and the account has no renames (see [`Kept`]).
     pub(crate) fn set_secrets(&mut self, secrets: Vec<SecretView>) {
         let renames = self.take_renames();
         self.keep(secrets, renames);
@@ -1161,7 +1162,7 @@ impl AccountHistory {
 }
 
 impl Encode for AccountHistory {
-    /// As the `Vec<Entry>` and [`Names`] it holds, an implied opening entry written out.
+    /// As a `Vec<Entry>` and a [`Names`], an implied opening entry written out.
     fn encode<E: bincode::enc::Encoder>(
         &self,
         encoder: &mut E,
@@ -1191,10 +1192,9 @@ bincode::impl_borrow_decode!(AccountHistory);
 /// (a million accounts: 32 MB, against 8 more bytes in each account's history).
 pub type Named = (Sequence, SmolStr);
 
-/// An account's names, oldest first: the one given at creation inline, renames behind one
-/// pointer. Most accounts are never renamed, and a `Vec` cost each of them a 24-byte header
-/// and a 32-byte allocation (a million accounts: 56 MB). Encodes exactly as a
-/// `Vec<(Sequence, String)>` does.
+/// An account's names, oldest first, owned: what a snapshot's histories decode into (a history
+/// keeps the first inline and the renames with its rare things: [`AccountHistory::names`]).
+/// Encodes exactly as a `Vec<(Sequence, String)>` does.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
     first: Option<Named>,
@@ -1869,6 +1869,21 @@ mod tests {
         ));
         assert_eq!(attached, history);
         assert_eq!(attached.secrets(), [secret(1, 30, 3)]);
+        // Heads with a rotated pair, and with none: the renames stay, the secrets are the
+        // head's.
+        for secrets in [vec![secret(1, 30, 3), secret(2, 40, 9)], Vec::new()] {
+            let head =
+                AccountHistory::from_head(SmolStr::new("again"), Timestamp(30), secrets.clone());
+            let entries: Vec<Entry> = history.entries().iter().collect();
+            let mut attached = AccountHistory::from_parts(entries, history.names().to_names());
+            attached.adopt_head(head);
+            assert_eq!(attached.secrets(), secrets);
+            assert_eq!(attached.names().len(), 3);
+            assert_eq!(attached.created_at(), Timestamp(30));
+            let mut applied = history.clone();
+            applied.set_secrets(secrets);
+            assert_eq!(attached, applied);
+        }
     }
 
     /// The creation instant is held in 48 bits where it fits and in full behind the rare

@@ -398,7 +398,8 @@ fn change(
         Ok(values)
     };
     let new_account = |id: AccountId, key: ApiKey| {
-        if id.index() != directory.fixed.len() {
+        // `NO_PRIMARY` marks a primary in `Fixed`: never an account's id (nor in `State`).
+        if id.index() != directory.fixed.len() || id.0 == NO_PRIMARY {
             return Err(ApplyFault::UnexpectedAccountId(id));
         }
         if directory.account_id(&key).is_some() {
