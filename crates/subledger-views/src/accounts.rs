@@ -838,6 +838,17 @@ impl AccountHistory {
         history
     }
 
+    /// [`AccountHistory::from_decoded`] for a history of one entry beside `opening`: no list.
+    pub(crate) fn from_decoded_one(
+        opening: Option<Entry>,
+        only: Entry,
+        names: Names,
+    ) -> AccountHistory {
+        let mut history = AccountHistory::from_decoded(opening, Vec::new(), names);
+        history.stored.push(only);
+        history
+    }
+
     /// Whether `entry`, first in a history being decoded, may be implied (if the names agree).
     pub(crate) fn may_imply(entry: &Entry) -> bool {
         Implied::of(entry) != Implied::No
@@ -1945,6 +1956,41 @@ mod tests {
         SecretView {
             created_at: at,
             ..secret(n, 0, seq)
+        }
+    }
+
+    /// A decoded history of one entry beside its opening is the one decoded from a list of it,
+    /// whether the opening is implied, stored (names that disagree) or absent.
+    #[test]
+    fn one_decoded_entry_is_the_list_of_one() {
+        let opened = Entry::new(
+            Sequence(3),
+            Timestamp(30),
+            EntryKind::Opened,
+            None,
+            None,
+            false,
+            false,
+            None,
+        );
+        let only = Entry::new(
+            Sequence(8),
+            Timestamp(31),
+            EntryKind::TransferIn,
+            Amount::from_units(5).ok(),
+            Some(Amount::ZERO),
+            false,
+            false,
+            Some(AccountId(1)),
+        );
+        for (opening, named_at) in [(Some(opened), 3), (Some(opened), 2), (None, 3)] {
+            let mut names = Names::default();
+            names.push((Sequence(named_at), SmolStr::new("sub")));
+            let one = AccountHistory::from_decoded_one(opening, only, names.clone());
+            let listed = AccountHistory::from_decoded(opening, vec![only], names);
+            assert_eq!(one, listed, "{opening:?} named at {named_at}");
+            assert_eq!(one.last(), Some(only));
+            assert_eq!(one.entries().len(), 1 + usize::from(opening.is_some()));
         }
     }
 

@@ -2364,31 +2364,41 @@ impl<Context> Decode<Context> for ViewsHistoriesV7 {
                     opening = Some(first);
                 }
             }
-            let mut entries = Vec::with_capacity(len - usize::from(opening.is_some()));
-            if len > 0 && opening.is_none() {
-                entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
-            }
-            while entries.len() + usize::from(opening.is_some()) < len {
-                // Read in place from the reader's buffer, a run of entries at a time (copying
-                // each out first was a tenth of this section's decoding); one by one where the
-                // buffer cannot hold a run.
-                let run = (len - entries.len() - usize::from(opening.is_some()))
-                    .min(HISTORY_RUN_ENTRIES_MAX);
-                let bytes = run * accounts::ENTRY_RAW_BYTES;
-                if let Some(slice) = decoder.reader().peek_read(bytes) {
-                    for chunk in slice.chunks_exact(accounts::ENTRY_RAW_BYTES) {
-                        let raw: &[u8; accounts::ENTRY_RAW_BYTES] =
-                            chunk.try_into().map_err(|_| refused())?;
-                        entries.push(Entry::from_raw(raw).ok_or_else(refused)?);
-                    }
-                    decoder.reader().consume(bytes);
-                } else {
+            let remaining = len - usize::from(opening.is_some());
+            let history = if remaining == 1 {
+                // One entry beside the opening (half of a million accounts): held inline, with
+                // no list made for it and dropped.
+                if opening.is_some() {
                     decoder.reader().read(&mut raw)?;
+                }
+                let only = Entry::from_raw(&raw).ok_or_else(refused)?;
+                AccountHistory::from_decoded_one(opening, only, Names::decode(decoder)?)
+            } else {
+                let mut entries = Vec::with_capacity(remaining);
+                if len > 0 && opening.is_none() {
                     entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
                 }
-            }
-            let names = Names::decode(decoder)?;
-            let history = AccountHistory::from_decoded(opening, entries, names);
+                while entries.len() + usize::from(opening.is_some()) < len {
+                    // Read in place from the reader's buffer, a run of entries at a time
+                    // (copying each out first was a tenth of this section's decoding); one by
+                    // one where the buffer cannot hold a run.
+                    let run = (len - entries.len() - usize::from(opening.is_some()))
+                        .min(HISTORY_RUN_ENTRIES_MAX);
+                    let bytes = run * accounts::ENTRY_RAW_BYTES;
+                    if let Some(slice) = decoder.reader().peek_read(bytes) {
+                        for chunk in slice.chunks_exact(accounts::ENTRY_RAW_BYTES) {
+                            let raw: &[u8; accounts::ENTRY_RAW_BYTES] =
+                                chunk.try_into().map_err(|_| refused())?;
+                            entries.push(Entry::from_raw(raw).ok_or_else(refused)?);
+                        }
+                        decoder.reader().consume(bytes);
+                    } else {
+                        decoder.reader().read(&mut raw)?;
+                        entries.push(Entry::from_raw(&raw).ok_or_else(refused)?);
+                    }
+                }
+                AccountHistory::from_decoded(opening, entries, Names::decode(decoder)?)
+            };
             let entries = history.entries();
             ordered &= entries.in_order();
             if let Some(last) = entries.last() {
