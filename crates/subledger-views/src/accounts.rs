@@ -1694,19 +1694,24 @@ mod tests {
         ShortInstant::new(Timestamp(30)).unwrap()
     }
 
-    /// An account created at sequence number 3, at instant 30, with secret 1.
-    fn created_history() -> AccountHistory {
-        let mut history = AccountHistory::default();
-        history.push(Entry::new(
-            Sequence(3),
-            Timestamp(30),
+    /// A shared-balance account's opening entry, nothing moved.
+    fn opened(seq: u64, at: Timestamp) -> Entry {
+        Entry::new(
+            Sequence(seq),
+            at,
             EntryKind::Opened,
             None,
             None,
             false,
             false,
             None,
-        ));
+        )
+    }
+
+    /// An account created at sequence number 3, at instant 30, with secret 1.
+    fn created_history() -> AccountHistory {
+        let mut history = AccountHistory::default();
+        history.push(opened(3, Timestamp(30)));
         history.push_name((Sequence(3), SmolStr::new("sub")));
         history.created(Sequence(3), Timestamp(30), SecretId::from_bytes([1; 16]));
         history
@@ -1919,16 +1924,7 @@ mod tests {
         // creation secret still read as created then.
         let far = Timestamp(i64::MAX - 5);
         let mut history = AccountHistory::default();
-        history.push(Entry::new(
-            Sequence(3),
-            far,
-            EntryKind::Opened,
-            None,
-            None,
-            false,
-            false,
-            None,
-        ));
+        history.push(opened(3, far));
         history.push_name((Sequence(3), SmolStr::new("sub")));
         history.created(Sequence(3), far, SecretId::from_bytes([1; 16]));
         assert!(matches!(history.kept, Kept::Rare(..)));
@@ -1963,16 +1959,7 @@ mod tests {
     /// whether the opening is implied, stored (names that disagree) or absent.
     #[test]
     fn one_decoded_entry_is_the_list_of_one() {
-        let opened = Entry::new(
-            Sequence(3),
-            Timestamp(30),
-            EntryKind::Opened,
-            None,
-            None,
-            false,
-            false,
-            None,
-        );
+        let opening = opened(3, Timestamp(30));
         let only = Entry::new(
             Sequence(8),
             Timestamp(31),
@@ -1983,7 +1970,7 @@ mod tests {
             false,
             Some(AccountId(1)),
         );
-        for (opening, named_at) in [(Some(opened), 3), (Some(opened), 2), (None, 3)] {
+        for (opening, named_at) in [(Some(opening), 3), (Some(opening), 2), (None, 3)] {
             let mut names = Names::default();
             names.push((Sequence(named_at), SmolStr::new("sub")));
             let one = AccountHistory::from_decoded_one(opening, only, names.clone());
