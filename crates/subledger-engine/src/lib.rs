@@ -345,6 +345,8 @@ pub struct Metrics {
 #[derive(Debug)]
 struct Shared {
     views: RwLock<Views>,
+    /// What a read must wait for: the batches whose callers have been answered.
+    gate: writer::Gate,
     subscribers: Mutex<Vec<subscription::Subscriber>>,
     failure: Mutex<Option<String>>,
     counters: Counters,
@@ -449,6 +451,7 @@ impl Ledger {
         state.set_policy(config.policy);
         let (sender, receiver) = crossbeam_channel::bounded(config.queue_requests_max.max(1));
         let shared = Arc::new(Shared {
+            gate: writer::Gate::new(views.last_seq()),
             views: RwLock::new(views),
             subscribers: Mutex::new(Vec::new()),
             failure: Mutex::new(None),
@@ -601,8 +604,10 @@ impl Ledger {
         }
     }
 
-    /// Runs `query` against the committed read views (a brief shared lock).
+    /// Runs `query` against the committed read views (a brief shared lock), once they hold
+    /// every batch whose callers have been answered when the read starts (read-your-writes).
     pub fn read<R>(&self, query: impl FnOnce(&Views) -> R) -> R {
+        self.shared.gate.wait_for_answered();
         match self.shared.views.read() {
             Ok(views) => query(&views),
             // Only the views thread writes, and a panic there poisons the lock. The engine has

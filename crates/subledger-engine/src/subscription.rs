@@ -79,7 +79,9 @@ pub(crate) fn subscribe(
 ) -> Result<Subscription, SubscriptionError> {
     // Hold the views' read lock while registering: the writer applies a batch to the views
     // before publishing it, so every batch after `start` reaches us, and any batch at or
-    // before `start` that still arrives is skipped by sequence number.
+    // before `start` that still arrives is skipped by sequence number. Like every read, it
+    // starts once the views hold every batch already answered.
+    shared.gate.wait_for_answered();
     let views = shared.views.read().map_err(|_| SubscriptionError::Ended {
         last_seq: Sequence::ZERO,
     })?;

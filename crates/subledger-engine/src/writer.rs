@@ -4,24 +4,25 @@
 //! (applying accepted events at once, so later commands in the batch see them). The batch is
 //! then made durable — by the log thread, which appends it with any other batches waiting and
 //! syncs once for all of them, when it is large and more requests wait; otherwise by the writer
-//! itself (see [`Pipeline`]) — and goes to the views thread, which takes the views' write lock,
-//! answers every caller, updates the read views and publishes to subscribers. The three threads
+//! itself (see [`Pipeline`]) — and the thread that made it durable announces it to the read
+//! gate ([`Gate`]), hands it to the views thread (which updates the read views and publishes
+//! to subscribers) and answers every caller. The three threads
 //! form a pipeline: while the log thread makes batch N durable, the writer already decides
 //! batch N+1 on top of it, and the views thread applies batch N-1. Nothing is acknowledged — not to
 //! callers, views or subscribers — before the sync that covers its batch returns, and batches
 //! are answered strictly in log order, so an answer decided on top of a batch that never became
 //! durable (a rejection for want of funds it spent, say) is never given: that batch's failure
-//! stops everything after it. No caller is answered before the lock that hides its batch from
-//! readers until it is applied is held (read-your-writes). Any failure of the log, of `apply`
+//! stops everything after it. No caller is answered before its batch is announced, and no
+//! read starts before the views hold every announced batch (read-your-writes). Any failure of the log, of `apply`
 //! or of the views stops the writer for good (fail-stop): the in-memory state may then be ahead
 //! of the log, so only reopening from the log is safe.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 use crossbeam_channel::{Receiver, Sender};
 use subledger_core::state::WARM_COMMANDS_MAX;
-use subledger_core::{execute, Batch, Command, Event, Executed, State, Timestamp};
+use subledger_core::{execute, Batch, Command, Event, Executed, Sequence, State, Timestamp};
 use subledger_log::EventLog;
 
 use crate::{Clock, Config, EngineError, Outcome, Receipt, Reply, Request, Shared};
@@ -60,40 +61,124 @@ struct Decided {
     records: Option<subledger_core::SharedRecords>,
 }
 
-/// The views thread: applies synced batches to the read views in log order, publishes them,
-/// and answers their callers. A views failure is a fail-stop: it is recorded (the writer stops
-/// at its next batch) and every later caller is told so.
-///
-/// The callers are answered *while this thread holds the views' write lock*, before it applies
-/// the batch: every read takes the read lock, so a read that starts after the answer waits for
-/// the batch and sees it (read-your-writes holds), and the callers' next commands reach the
-/// writer while the batch is still being applied. Answering after the apply kept the writer
-/// idle for the whole apply whenever every caller was in the same batch (ADR 0005, amendment).
+/// What a read waits for before it starts: the read views holding every batch whose callers
+/// have been answered. The thread that made a batch durable announces it here, then answers
+/// its callers while the views thread applies it; a read that starts after an answer waits
+/// until the views thread has applied that far (read-your-writes). Answering from the views
+/// thread, under its write lock, cost every acknowledgement one more thread wake-up (ADR
+/// 0005, amendments).
+#[derive(Debug)]
+pub(crate) struct Gate {
+    /// The last sequence number of the batches whose callers may have been answered.
+    answered: AtomicU64,
+    /// The last sequence number the read views have applied (`u64::MAX` once they stopped:
+    /// reads are then best effort, and nobody waits for what will never come).
+    applied: AtomicU64,
+    lock: Mutex<()>,
+    changed: Condvar,
+}
+
+impl Gate {
+    pub(crate) fn new(applied: Sequence) -> Gate {
+        Gate {
+            answered: AtomicU64::new(applied.0),
+            applied: AtomicU64::new(applied.0),
+            lock: Mutex::new(()),
+            changed: Condvar::new(),
+        }
+    }
+
+    /// Before the callers of a batch ending at `last` are answered.
+    fn announce(&self, last: Sequence) {
+        self.answered.fetch_max(last.0, Ordering::AcqRel);
+    }
+
+    /// After the read views applied up to `last` (and released their lock).
+    fn applied(&self, last: Sequence) {
+        self.advance(last.0);
+    }
+
+    /// The views thread stopped: nothing more will be applied.
+    fn open(&self) {
+        self.advance(u64::MAX);
+    }
+
+    fn advance(&self, to: u64) {
+        self.applied.fetch_max(to, Ordering::AcqRel);
+        // Taken so that a reader between its check and its wait cannot miss the notice.
+        let _locked = self.lock.lock();
+        self.changed.notify_all();
+    }
+
+    /// Waits until the views hold every batch answered so far.
+    pub(crate) fn wait_for_answered(&self) {
+        let target = self.answered.load(Ordering::Acquire);
+        if self.applied.load(Ordering::Acquire) >= target {
+            return;
+        }
+        let Ok(mut locked) = self.lock.lock() else {
+            return;
+        };
+        while self.applied.load(Ordering::Acquire) < target {
+            match self.changed.wait(locked) {
+                Ok(relocked) => locked = relocked,
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Opens the gate when the views thread ends, however it ends.
+struct GateOpener<'a>(&'a Gate);
+
+impl Drop for GateOpener<'_> {
+    fn drop(&mut self) {
+        self.0.open();
+    }
+}
+
+/// Passes a durable batch on to the views thread and answers its callers, announcing it first
+/// (see [`Gate`]). `Err` when the views thread has stopped: the callers are told `Stopped`.
+fn acknowledge(
+    shared: &Shared,
+    views: &Sender<Decided>,
+    mut decided: Decided,
+) -> Result<(), String> {
+    if let Some(batch) = &decided.batch {
+        shared.gate.announce(batch.last());
+    }
+    let replies = std::mem::take(&mut decided.replies);
+    let outcomes = std::mem::take(&mut decided.outcomes);
+    match views.send(decided) {
+        Ok(()) => {
+            answer(replies, outcomes, None);
+            Ok(())
+        }
+        Err(_) => {
+            let reason = "the views thread stopped".to_string();
+            answer(replies, outcomes, Some(&reason));
+            Err(reason)
+        }
+    }
+}
+
+/// The views thread: applies synced batches to the read views in log order and publishes them.
+/// Their callers were answered by the thread that made them durable ([`acknowledge`]); reads
+/// wait for this thread through the [`Gate`]. A views failure is a fail-stop: it is recorded
+/// (the writer stops at its next batch).
 fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
     let _guard = PanicGuard(shared, "the views thread panicked");
+    let _opener = GateOpener(&shared.gate);
     let mut stopped: Option<String> = None;
     for decided in batches {
-        let Decided {
-            batch,
-            replies,
-            outcomes,
-            records,
-        } = decided;
+        let Decided { batch, records, .. } = decided;
         let batch = batch.filter(|_| stopped.is_none());
         let result = match batch {
-            // Everything rejected, or already stopped: nothing to show, answer at once.
-            None => {
-                answer(replies, outcomes, stopped.as_ref());
-                Ok(())
-            }
+            // Everything rejected, or already stopped: nothing to show.
+            None => Ok(()),
             Some(batch) => match shared.views.write() {
-                Err(_) => {
-                    let reason = "the read views lock is poisoned".to_string();
-                    answer(replies, outcomes, Some(&reason));
-                    Err(reason)
-                }
+                Err(_) => Err("the read views lock is poisoned".to_string()),
                 Ok(mut views) => {
-                    answer(replies, outcomes, None);
                     let applied = views
                         .apply_batch(&batch)
                         .map_err(|error| format!("read views refused a committed batch: {error}"));
@@ -103,6 +188,9 @@ fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
                         views.adopt_money_records(records);
                     }
                     drop(views);
+                    if applied.is_ok() {
+                        shared.gate.applied(batch.last());
+                    }
                     applied.map(|()| crate::subscription::publish(shared, &batch))
                 }
             },
@@ -110,6 +198,8 @@ fn run_views(shared: &Shared, batches: &Receiver<Decided>) {
         if let Err(reason) = result {
             record_failure(shared, &reason);
             stopped = Some(reason);
+            // Reads are best effort from here on; none may wait for what will not come.
+            shared.gate.open();
         }
     }
 }
@@ -174,17 +264,14 @@ fn run_log(pipeline: &Pipeline, decided: &Receiver<Decided>, shared: &Shared) {
             }
         }
         for batch in group.drain(..) {
-            let refused = match &stopped {
-                None => pipeline.views.send(batch).err().map(|error| {
-                    let reason = "the views thread stopped".to_string();
-                    record_failure(shared, &reason);
-                    stopped = Some(reason);
-                    error.into_inner()
-                }),
-                Some(_) => Some(batch),
-            };
-            if let Some(batch) = refused {
-                answer(batch.replies, batch.outcomes, stopped.as_ref());
+            match &stopped {
+                None => {
+                    if let Err(reason) = acknowledge(shared, &pipeline.views, batch) {
+                        record_failure(shared, &reason);
+                        stopped = Some(reason);
+                    }
+                }
+                Some(_) => answer(batch.replies, batch.outcomes, stopped.as_ref()),
             }
             // Only now may the writer append a batch itself: this one is in the views' queue.
             pipeline.in_flight.fetch_sub(1, Ordering::AcqRel);
@@ -306,11 +393,7 @@ impl Threads {
             Err(_) => Err("the log lock is poisoned".to_string()),
         };
         match durable {
-            Ok(()) => self
-                .pipeline
-                .views
-                .send(decided)
-                .map_err(|error| refuse(error.into_inner(), "the views thread stopped")),
+            Ok(()) => acknowledge(shared, &self.pipeline.views, decided),
             Err(reason) => Err(refuse(decided, &reason)),
         }
     }
@@ -626,5 +709,61 @@ impl Writer {
         if let Some(log) = log {
             let _ = reply.send((self.state, log));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+    use std::time::Duration;
+
+    use super::*;
+
+    /// Waits in a thread; `true` once it has returned.
+    fn waiter(gate: &Arc<Gate>) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let done = Arc::new(AtomicBool::new(false));
+        let (gate, flag) = (Arc::clone(gate), Arc::clone(&done));
+        let handle = std::thread::spawn(move || {
+            gate.wait_for_answered();
+            flag.store(true, Ordering::SeqCst);
+        });
+        (done, handle)
+    }
+
+    #[test]
+    fn a_read_waits_for_every_answered_batch_and_no_longer() {
+        let gate = Arc::new(Gate::new(Sequence(5)));
+        // Nothing answered beyond what the views hold: no wait.
+        gate.wait_for_answered();
+        gate.announce(Sequence(9));
+        let (done, handle) = waiter(&gate);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !done.load(Ordering::SeqCst),
+            "returned before the views held 9"
+        );
+        gate.applied(Sequence(7));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!done.load(Ordering::SeqCst), "returned at 7");
+        gate.applied(Sequence(9));
+        handle.join().unwrap();
+        assert!(done.load(Ordering::SeqCst));
+        // A read after that starts at once; an older announcement changes nothing.
+        gate.announce(Sequence(8));
+        gate.wait_for_answered();
+    }
+
+    #[test]
+    fn a_stopped_views_thread_lets_every_reader_go() {
+        let gate = Arc::new(Gate::new(Sequence(0)));
+        gate.announce(Sequence(3));
+        let (done, handle) = waiter(&gate);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!done.load(Ordering::SeqCst));
+        drop(GateOpener(&gate));
+        handle.join().unwrap();
+        assert!(done.load(Ordering::SeqCst));
+        gate.announce(Sequence(100));
+        gate.wait_for_answered();
     }
 }
