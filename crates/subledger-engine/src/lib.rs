@@ -5,9 +5,10 @@
 //! [`State`] and the [`EventLog`]. The writer drains up to
 //! `batch_commands_max` queued commands (from single or batch submissions), decides them in order, appends their events as one
 //! batch, syncs the log, and only then answers every caller (group commit), updates the read
-//! views and notifies subscribers (module `subscription`). The callers are answered under the
-//! views' write lock, so a read after an answer waits for the batch to be applied. Reads take a
-//! brief read lock on the views and never wait for a sync.
+//! views and notifies subscribers (module `subscription`). A batch is announced at a read gate
+//! before its callers are answered, and a read first waits there until the views hold every
+//! announced batch, so a read after an answer sees it. Reads take a brief read lock on the
+//! views and never wait for a sync.
 //!
 //! ```
 //! use subledger_core::*;

@@ -808,9 +808,8 @@ impl AccountHistory {
     fn set_names(&mut self, names: Names) {
         let Names { first, later } = names;
         self.first_name = first;
-        let renames = later.map(|later| *later).unwrap_or_default();
         let secrets = self.secrets();
-        self.keep(secrets, renames);
+        self.keep(secrets, later);
     }
 
     /// [`AccountHistory::from_parts`] for a decoder that held the first entry aside when it
@@ -1209,9 +1208,7 @@ pub type Named = (Sequence, SmolStr);
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Names {
     first: Option<Named>,
-    // The box is the point: one thin pointer, null for the accounts never renamed.
-    #[allow(clippy::box_collection)]
-    later: Option<Box<Vec<Named>>>,
+    later: Vec<Named>,
 }
 
 impl Names {
@@ -1219,7 +1216,7 @@ impl Names {
         if self.first.is_none() {
             self.first = Some(named);
         } else {
-            self.later.get_or_insert_with(Box::default).push(named);
+            self.later.push(named);
         }
     }
 
@@ -1227,7 +1224,7 @@ impl Names {
     pub fn as_ref(&self) -> NamesRef<'_> {
         NamesRef {
             first: self.first.as_ref(),
-            later: self.later.as_deref().map_or(&[][..], Vec::as_slice),
+            later: &self.later,
         }
     }
 }
