@@ -6,16 +6,16 @@
 //! syncs once for all of them, when it is large and more requests wait; otherwise by the writer
 //! itself (see [`Pipeline`]) — and the thread that made it durable announces it to the read
 //! gate ([`Gate`]), hands it to the views thread (which updates the read views and publishes
-//! to subscribers) and answers every caller. The three threads
-//! form a pipeline: while the log thread makes batch N durable, the writer already decides
-//! batch N+1 on top of it, and the views thread applies batch N-1. Nothing is acknowledged — not to
-//! callers, views or subscribers — before the sync that covers its batch returns, and batches
-//! are answered strictly in log order, so an answer decided on top of a batch that never became
-//! durable (a rejection for want of funds it spent, say) is never given: that batch's failure
-//! stops everything after it. No caller is answered before its batch is announced, and no
-//! read starts before the views hold every announced batch (read-your-writes). Any failure of the log, of `apply`
-//! or of the views stops the writer for good (fail-stop): the in-memory state may then be ahead
-//! of the log, so only reopening from the log is safe.
+//! to subscribers) and answers every caller. The three threads form a pipeline: while the log
+//! thread makes batch N durable, the writer already decides batch N+1 on top of it, and the
+//! views thread applies batch N-1. Nothing is acknowledged — not to callers, views or
+//! subscribers — before the sync that covers its batch returns, and batches are answered
+//! strictly in log order, so an answer decided on top of a batch that never became durable (a
+//! rejection for want of funds it spent, say) is never given: that batch's failure stops
+//! everything after it. No caller is answered before its batch is announced, and no read
+//! starts before the views hold every announced batch (read-your-writes). Any failure of the
+//! log, of `apply` or of the views stops the writer for good (fail-stop): the in-memory state
+//! may then be ahead of the log, so only reopening from the log is safe.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
