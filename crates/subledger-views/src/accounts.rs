@@ -1705,6 +1705,20 @@ mod tests {
         )
     }
 
+    /// 5 units moved in from `from`, credit limit 0.
+    fn moved_in(seq: u64, at: Timestamp, from: u32) -> Entry {
+        Entry::new(
+            Sequence(seq),
+            at,
+            EntryKind::TransferIn,
+            Amount::from_units(5).ok(),
+            Some(Amount::ZERO),
+            false,
+            false,
+            Some(AccountId(from)),
+        )
+    }
+
     /// An account created at sequence number 3, at instant 30, with secret 1.
     fn created_history() -> AccountHistory {
         let mut history = AccountHistory::default();
@@ -1957,16 +1971,7 @@ mod tests {
     #[test]
     fn one_decoded_entry_is_the_list_of_one() {
         let opening = opened(3, Timestamp(30));
-        let only = Entry::new(
-            Sequence(8),
-            Timestamp(31),
-            EntryKind::TransferIn,
-            Amount::from_units(5).ok(),
-            Some(Amount::ZERO),
-            false,
-            false,
-            Some(AccountId(1)),
-        );
+        let only = moved_in(8, Timestamp(31), 1);
         for (opening, named_at) in [(Some(opening), 3), (Some(opening), 2), (None, 3)] {
             let mut names = Names::default();
             names.push((Sequence(named_at), SmolStr::new("sub")));
@@ -1985,18 +1990,7 @@ mod tests {
             40,
             "an entry, or a list in its place"
         );
-        let entry = |seq| {
-            Entry::new(
-                Sequence(seq),
-                Timestamp(1),
-                EntryKind::TransferIn,
-                Amount::from_units(5).ok(),
-                Some(Amount::ZERO),
-                false,
-                false,
-                Some(AccountId(2)),
-            )
-        };
+        let entry = |seq| moved_in(seq, Timestamp(1), 2);
         let mut stored = Stored::default();
         assert!(stored.is_empty() && stored.last().is_none());
         stored.push(entry(1));

@@ -2574,35 +2574,28 @@ mod tests {
             histories[0].with_stored(Vec::pop);
         }));
         assert!(!tampered(&|histories| histories[0].with_stored(Vec::clear)));
-        assert!(!tampered(&|histories| {
+        // The first stored entry with another balance, or suspended.
+        let first_changed = |histories: &mut Vec<AccountHistory>, balance, suspended| {
             histories[0].with_stored(|stored| {
                 let last = stored[0];
                 stored[0] = Entry::new(
                     last.seq,
                     last.at,
                     last.kind(),
-                    Some(Amount::from_units(501).unwrap()),
+                    balance,
                     last.credit_limit(),
-                    false,
+                    suspended,
                     false,
                     None,
                 );
             });
+        };
+        assert!(!tampered(&|histories| {
+            first_changed(histories, Some(Amount::from_units(501).unwrap()), false);
         }));
         assert!(!tampered(&|histories| {
-            histories[0].with_stored(|stored| {
-                let last = stored[0];
-                stored[0] = Entry::new(
-                    last.seq,
-                    last.at,
-                    last.kind(),
-                    last.balance(),
-                    last.credit_limit(),
-                    true,
-                    false,
-                    None,
-                );
-            });
+            let balance = histories[0].with_stored(|stored| stored[0].balance());
+            first_changed(histories, balance, true);
         }));
         assert!(!tampered(&|histories| {
             histories[0].set_secrets(vec![SecretView {
