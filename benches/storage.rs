@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use subledger_core::*;
 use subledger_engine::snapshot::{decode_snapshot, encode_snapshot};
-use subledger_log::record::{decode_record, encode_batch, encode_record};
+use subledger_log::record::{decode_record, encode_batch, encode_record, RecordLimits};
 use subledger_log::{ChainHash, EventLog};
 use subledger_views::Views;
 
@@ -143,7 +143,13 @@ fn storage(criterion: &mut Criterion) {
         );
     });
     group.bench_function("encode_batch_records_4096_events", |bencher| {
-        bencher.iter(|| black_box(encode_batch(black_box(&events), ChainHash::GENESIS, 1_024)));
+        bencher.iter(|| {
+            black_box(encode_batch(
+                black_box(&events),
+                ChainHash::GENESIS,
+                RecordLimits::events(1_024),
+            ))
+        });
     });
     let history = family_log(200_000);
     group.throughput(Throughput::Elements(history.len() as u64));

@@ -389,9 +389,12 @@ impl EventLog for MemoryLog {
                 first: batch.first,
             });
         }
-        let (encoded, hash) =
-            record::encode_batch(batch, records.head_hash, MEMORY_EVENTS_PER_RECORD)
-                .map_err(|error| LogError::Encode(error.to_string()))?;
+        let (encoded, hash) = record::encode_batch(
+            batch,
+            records.head_hash,
+            record::RecordLimits::events(MEMORY_EVENTS_PER_RECORD),
+        )
+        .map_err(|error| LogError::Encode(error.to_string()))?;
         let mut end = batch.first;
         for (first, bytes) in encoded {
             let record = record::decode_record(&bytes)

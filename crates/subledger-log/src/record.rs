@@ -153,24 +153,54 @@ pub fn encode_record(
 /// An encoded record and the sequence number of its first event (its storage key).
 pub type EncodedRecord = (Sequence, Vec<u8>);
 
-/// Splits a commit batch into records chained from `prev_hash`, each with at most
-/// `events_per_record` events. Returns the encoded records (with their first sequence number)
-/// and the hash of the last one.
+/// How a commit batch is cut into records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordLimits {
+    /// Most events per record (clamped to 1 ..= [`RECORD_EVENTS_MAX`]).
+    pub events: usize,
+    /// Most bytes per encoded record. A record over it is cut shorter, down to one event: a
+    /// single event larger than this still makes a record of its own.
+    pub bytes: usize,
+}
+
+impl RecordLimits {
+    /// At most `events` events per record, with no limit on bytes below [`RECORD_BYTES_MAX`].
+    pub const fn events(events: usize) -> RecordLimits {
+        RecordLimits {
+            events,
+            bytes: RECORD_BYTES_MAX,
+        }
+    }
+}
+
+/// Splits a commit batch into records chained from `prev_hash`, each within `limits`. Returns
+/// the encoded records (with their first sequence number) and the hash of the last one.
 pub fn encode_batch(
     batch: &Batch,
     prev_hash: ChainHash,
-    events_per_record: usize,
+    limits: RecordLimits,
 ) -> Result<(Vec<EncodedRecord>, ChainHash), RecordError> {
-    let per_record = events_per_record.clamp(1, RECORD_EVENTS_MAX);
+    let per_record = limits.events.clamp(1, RECORD_EVENTS_MAX);
     let mut records = Vec::with_capacity(batch.events.len().div_ceil(per_record));
     let mut hash = prev_hash;
     let mut first = batch.first;
-    for chunk in batch.events.chunks(per_record) {
-        let (bytes, chunk_hash) = encode_record(first, batch.at, batch.last(), hash, chunk)?;
+    let mut rest = &batch.events[..];
+    while !rest.is_empty() {
+        let mut take = rest.len().min(per_record);
+        let (bytes, chunk_hash) = loop {
+            let encoded = encode_record(first, batch.at, batch.last(), hash, &rest[..take])?;
+            if encoded.0.len() <= limits.bytes || take == 1 {
+                break encoded;
+            }
+            // Over the byte limit: retry with the share of events that fits at this chunk's
+            // mean size (events vary little in size, so this rarely takes a third try).
+            take = (take * limits.bytes / encoded.0.len()).clamp(1, take - 1);
+        };
         records.push((first, bytes));
         hash = chunk_hash;
-        let count = u64::try_from(chunk.len()).map_err(|_| RecordError::Range)?;
+        let count = u64::try_from(take).map_err(|_| RecordError::Range)?;
         first = Sequence(first.0 + count);
+        rest = &rest[take..];
     }
     Ok((records, hash))
 }

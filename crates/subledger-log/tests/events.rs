@@ -4,7 +4,12 @@
 
 use proptest::prelude::*;
 use subledger_core::{AccountId, Amount, CommandId, Event, SecretHash, SecretId, SecretRecord};
-use subledger_log::record::{decode_events, NON_CANONICAL, RECORD_BYTES_MAX};
+use subledger_core::{Batch, Sequence, Timestamp};
+use subledger_log::record::{
+    check_link, decode_events, decode_record, encode_batch, RecordLimits, NON_CANONICAL,
+    RECORD_BYTES_MAX,
+};
+use subledger_log::ChainHash;
 
 fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<RECORD_BYTES_MAX>()
@@ -142,6 +147,100 @@ fn an_amount_written_wider_than_needed_is_refused() {
         non_canonical()
     );
     same_as_bincode(&payload).unwrap();
+}
+
+/// Cuts `events` into records within `limits` and checks every record against them and the
+/// records, decoded in order, against the batch: same events, chained, the last one ending it.
+fn cut_within_limits(events: Vec<Event>, limits: RecordLimits) -> Result<(), TestCaseError> {
+    let batch = Batch {
+        first: Sequence(41),
+        at: Timestamp(1_700_000_000_000),
+        events,
+    };
+    let prev = ChainHash([7; 32]);
+    let (records, last_hash) = encode_batch(&batch, prev, limits).unwrap();
+    let (mut previous_last, mut previous_hash) = (Sequence(40), prev);
+    let mut decoded_events = Vec::new();
+    for (first, bytes) in &records {
+        let record = decode_record(bytes).unwrap();
+        prop_assert_eq!(record.first, *first);
+        prop_assert!(record.events.len() <= limits.events.max(1));
+        prop_assert!(
+            bytes.len() <= limits.bytes || record.events.len() == 1,
+            "{} bytes for {} events over a limit of {}",
+            bytes.len(),
+            record.events.len(),
+            limits.bytes
+        );
+        prop_assert_eq!(record.batch_last, batch.last());
+        check_link(&record, previous_last, previous_hash).map_err(TestCaseError::fail)?;
+        (previous_last, previous_hash) = (record.last(), record.hash);
+        decoded_events.extend(record.events);
+    }
+    prop_assert_eq!(previous_last, batch.last());
+    prop_assert_eq!(last_hash, previous_hash);
+    prop_assert_eq!(decoded_events, batch.events);
+    Ok(())
+}
+
+#[test]
+fn a_batch_over_the_byte_limit_is_cut_into_records_within_it() {
+    let events: Vec<Event> = (0..300_u32)
+        .map(|n| Event::ToppedUp {
+            command: subledger_core::CommandId::from_bytes([1; 16]),
+            account: AccountId(n),
+            amount: Amount::from_units(i128::from(n) * 1_000).unwrap(),
+            reference: "x".repeat(usize::try_from(n % 50).unwrap()),
+        })
+        .collect();
+    let one_record = encode_batch(
+        &Batch {
+            first: Sequence(1),
+            at: Timestamp(0),
+            events: events.clone(),
+        },
+        ChainHash::GENESIS,
+        RecordLimits::events(1_000),
+    )
+    .unwrap()
+    .0;
+    assert_eq!(one_record.len(), 1);
+    let limits = RecordLimits {
+        events: 1_000,
+        bytes: 2_048,
+    };
+    let cut = encode_batch(
+        &Batch {
+            first: Sequence(1),
+            at: Timestamp(0),
+            events: events.clone(),
+        },
+        ChainHash::GENESIS,
+        limits,
+    )
+    .unwrap()
+    .0;
+    // Full records, not slivers: the records are no more than twice as many as the bytes need.
+    let needed = one_record[0].1.len().div_ceil(limits.bytes);
+    assert!(
+        cut.len() >= needed && cut.len() <= 2 * needed + 1,
+        "{} records",
+        cut.len()
+    );
+    cut_within_limits(events, limits).unwrap();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn batches_are_cut_into_chained_records_within_the_limits(
+        events in proptest::collection::vec(prop_oneof![6 => money(), 1 => other()], 1..80),
+        per_record in 1..20_usize,
+        bytes in 0..3_000_usize,
+    ) {
+        cut_within_limits(events, RecordLimits { events: per_record, bytes })?;
+    }
 }
 
 proptest! {

@@ -15,20 +15,29 @@
 //! - in tree `log` under the empty key: the head marker (last sequence number and hash),
 //!   written atomically with each batch's records.
 //!
-//! A commit batch is written with one atomic `sled::Batch` and made durable with
-//! `Db::flush`; readers see records only up to the last flushed head. sled has public reports
+//! A commit batch is written with one atomic `sled::Batch` and made durable by
+//! [`Inner::make_durable`]; readers see records only up to the last durable head. sled's own
+//! `Db::flush` is not enough for a power cut: it writes with `sync_file_range`, which neither
+//! records the file's new length nor empties the disk's write cache, and it never syncs the
+//! files it keeps pages bigger than a quarter segment in (`blobs/`). So the store syncs sled's
+//! data file itself after every flush, creates stores with segments large enough that its
+//! pages stay in that file (see [`SEGMENT_BYTES_NEW`]), and syncs any blob file that appears
+//! anyway (an older store's, see `BlobFiles`). sled has public reports
 //! of corruption after abrupt stops, so nothing here trusts it blindly: every record carries a
 //! BLAKE3 checksum and the previous record's hash, records name the last sequence number of
 //! their commit batch so a torn batch is recognised and dropped at open (it was never
 //! acknowledged), and the crash tests kill a writing process hundreds of times.
 //! This is the only crate in the workspace that names sled.
 
+use std::collections::HashSet;
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, SystemTime};
 
 use subledger_core::{Batch, Sequence};
-use subledger_log::record::{decode_record, encode_batch, RECORD_EVENTS_MAX};
+use subledger_log::record::{decode_record, encode_batch, RecordLimits, RECORD_EVENTS_MAX};
 use subledger_log::{
     verify_records, ChainHash, EventLog, LogError, LogReader, Record, RecordIter, SnapshotBytes,
     SnapshotStore,
@@ -40,6 +49,27 @@ pub const STORE_FORMAT_VERSION: u16 = 1;
 pub const EVENTS_PER_RECORD_DEFAULT: usize = 1_024;
 /// Default for [`StoreOptions::cache_bytes`].
 pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
+/// sled's segment size for a store this version creates (an existing store keeps the size it
+/// was created with: sled refuses to open it with another). sled 0.34.7 writes a page bigger
+/// than a quarter segment to a file of its own under `blobs/`, and never syncs those files.
+/// At sled's default of 512 KiB a leaf page of the `log` tree, up to ~20 records, is usually
+/// bigger than that; with 8 MiB segments and records of at most [`RECORD_BYTES_MAX_STORED`],
+/// every page stays in sled's data file, which [`Inner::make_durable`] syncs.
+pub const SEGMENT_BYTES_NEW: usize = 8 << 20;
+/// Most bytes of one stored record (a record with a single larger event is stored whole). A
+/// leaf page holds at most ~20 records (sled splits one of more than 16 and merges one of
+/// fewer than 4 into its neighbour): 20 × 64 KiB stays under a quarter of [`SEGMENT_BYTES_NEW`].
+/// A record of the default 1,024 transfer events is ~40 KiB, so this rarely cuts one.
+pub const RECORD_BYTES_MAX_STORED: usize = 64 << 10;
+/// sled's own name for its settings file in the data directory.
+const SLED_CONF_FILE: &str = "conf";
+/// sled's own name for its data file.
+const SLED_DATA_FILE: &str = "db";
+/// sled's own name for its directory of pages too big for a segment.
+const SLED_BLOB_DIR: &str = "blobs";
+/// How old the blob directory's modification time must be before a later file added to it is
+/// sure to change it: file systems stamp times from a coarse clock (a few milliseconds).
+const BLOB_DIR_SETTLED_MILLIS: u64 = 1_000;
 
 const META_FORMAT_KEY: &[u8] = b"format";
 /// Where snapshot files live, inside the data directory (not `snap.*`: sled's own names).
@@ -115,6 +145,88 @@ struct Inner {
     snapshot_dir: PathBuf,
     /// Readers never see past this: what the last successful flush made durable.
     durable_head: AtomicU64,
+    /// sled's data file, opened again to sync it (see the module comment).
+    data_file: std::fs::File,
+    /// sled's blob files already synced.
+    blobs: Mutex<BlobFiles>,
+}
+
+impl Inner {
+    /// Makes everything written so far survive a power cut: sled's flush writes its buffers
+    /// out; syncing its data file then records the file's new length and empties the disk's
+    /// write cache; any new blob file is synced too.
+    fn make_durable(&self) -> Result<(), LogError> {
+        self.db.flush().map_err(storage)?;
+        let synced = self
+            .blobs
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .sync_new();
+        synced.map_err(|error| LogError::Storage(format!("syncing sled's blob files: {error}")))?;
+        self.data_file
+            .sync_data()
+            .map_err(|error| LogError::Storage(format!("syncing sled's data file: {error}")))
+    }
+}
+
+/// sled's `blobs/` directory, and the files in it already synced. sled writes a blob file
+/// whole before the page that points at it, and never syncs it; a store created by this
+/// version has none (see [`SEGMENT_BYTES_NEW`]), an older one gains some as sled rewrites its
+/// big pages.
+struct BlobFiles {
+    dir: PathBuf,
+    /// The directory's modification time when it was last listed, once that time is settled
+    /// (see [`BLOB_DIR_SETTLED_MILLIS`]): while it is unchanged, no file was added since.
+    listed: Option<SystemTime>,
+    synced: HashSet<OsString>,
+}
+
+impl BlobFiles {
+    fn new(dir: PathBuf) -> BlobFiles {
+        BlobFiles {
+            dir,
+            listed: None,
+            synced: HashSet::new(),
+        }
+    }
+
+    /// Syncs every blob file not synced yet, and the directory that names them. Returns how
+    /// many files it synced.
+    fn sync_new(&mut self) -> std::io::Result<usize> {
+        let modified = match std::fs::metadata(&self.dir) {
+            Ok(metadata) => metadata.modified()?,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) => return Err(error),
+        };
+        if self.listed == Some(modified) {
+            return Ok(0);
+        }
+        let listed_at = SystemTime::now();
+        let mut present = HashSet::with_capacity(self.synced.len());
+        let mut synced = 0;
+        for entry in std::fs::read_dir(&self.dir)? {
+            let name = entry?.file_name();
+            if !self.synced.contains(&name) {
+                match std::fs::File::open(self.dir.join(&name)) {
+                    Ok(file) => file.sync_all()?,
+                    // sled removed it meanwhile: nothing points at it any more.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(error) => return Err(error),
+                }
+                synced += 1;
+            }
+            present.insert(name);
+        }
+        if synced > 0 {
+            sync_dir(&self.dir)?;
+        }
+        self.synced = present;
+        let settled = listed_at
+            .duration_since(modified)
+            .is_ok_and(|age| age >= Duration::from_millis(BLOB_DIR_SETTLED_MILLIS));
+        self.listed = settled.then_some(modified);
+        Ok(synced)
+    }
 }
 
 /// The sled-backed log: the writer's handle. Clone readers with [`EventLog::reader`].
@@ -122,7 +234,7 @@ pub struct SledLog {
     inner: Arc<Inner>,
     head: Sequence,
     head_hash: ChainHash,
-    events_per_record: usize,
+    record_limits: RecordLimits,
 }
 
 impl std::fmt::Debug for SledLog {
@@ -161,12 +273,15 @@ impl SledLog {
         if !dir.exists() && !options.create {
             return Err(StoreError::Missing(dir.to_path_buf()));
         }
-        let looks_like_sled = dir.join("conf").exists() || dir.join("db").exists();
+        let looks_like_sled =
+            dir.join(SLED_CONF_FILE).exists() || dir.join(SLED_DATA_FILE).exists();
         let empty = std::fs::read_dir(dir).map_or(true, |mut entries| entries.next().is_none());
         if dir.exists() && !empty && !looks_like_sled {
             return Err(StoreError::NotALedger(dir.to_path_buf()));
         }
-        let db = open_sled(dir, options)?;
+        let segment_bytes = segment_bytes(dir)?;
+        let creating = segment_bytes.is_none();
+        let db = open_sled(dir, options, segment_bytes.unwrap_or(SEGMENT_BYTES_NEW))?;
         let open_tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|error| StoreError::Storage(error.to_string()))
@@ -194,13 +309,25 @@ impl SledLog {
         }
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         remove_unfinished_snapshots(&snapshot_dir);
+        let opening = |what: &str, error: std::io::Error| {
+            StoreError::Storage(format!("{what} in {}: {error}", dir.display()))
+        };
+        let data_file = std::fs::File::open(dir.join(SLED_DATA_FILE))
+            .map_err(|error| opening("opening sled's data file", error))?;
         let inner = Arc::new(Inner {
             db,
             log,
             legacy_snapshots: snapshots,
             snapshot_dir,
             durable_head: AtomicU64::new(0),
+            data_file,
+            blobs: Mutex::new(BlobFiles::new(dir.join(SLED_BLOB_DIR))),
         });
+        // Whatever sled wrote while opening (and any blob file an earlier run left unsynced).
+        inner.make_durable()?;
+        if creating {
+            sync_created(dir).map_err(|error| opening("syncing the new store", error))?;
+        }
         let mut report = OpenReport::default();
         let (head, head_hash) = recover_head(&inner, &mut report)?;
         inner.durable_head.store(head.0, Ordering::SeqCst);
@@ -209,7 +336,10 @@ impl SledLog {
             inner,
             head,
             head_hash,
-            events_per_record: options.events_per_record.clamp(1, RECORD_EVENTS_MAX),
+            record_limits: RecordLimits {
+                events: options.events_per_record.clamp(1, RECORD_EVENTS_MAX),
+                bytes: RECORD_BYTES_MAX_STORED,
+            },
         };
         Ok((log, report))
     }
@@ -259,7 +389,7 @@ fn recover_head(
             .log
             .insert(HEAD_MARKER_KEY, &head_marker(head, hash)[..])
             .map_err(storage)?;
-        inner.db.flush().map_err(storage)?;
+        inner.make_durable()?;
         return Ok((head, hash));
     }
     if marker.0 > head {
@@ -298,7 +428,44 @@ fn last_record(inner: &Inner) -> Result<Option<(sled::IVec, sled::IVec)>, LogErr
 const LOCK_WAIT_MILLIS: u64 = 2_000;
 const LOCK_RETRY_MILLIS: u64 = 20;
 
-fn open_sled(dir: &Path, options: StoreOptions) -> Result<sled::Db, StoreError> {
+/// The segment size of the sled database in `dir`, as its settings file states it; `None` when
+/// there is no database yet.
+fn segment_bytes(dir: &Path) -> Result<Option<usize>, StoreError> {
+    let path = dir.join(SLED_CONF_FILE);
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(StoreError::Storage(format!(
+                "reading {}: {error}",
+                path.display()
+            )))
+        }
+    };
+    // sled writes `segment_size: <n>` on a line of its own (then more lines and a checksum).
+    String::from_utf8_lossy(&bytes)
+        .lines()
+        .find_map(|line| line.strip_prefix("segment_size: ")?.trim().parse().ok())
+        .map(Some)
+        .ok_or_else(|| StoreError::Storage(format!("{} states no segment size", path.display())))
+}
+
+/// Makes a store just created survive a power cut: sled does not sync its settings file, nor
+/// the directory entries of its files, nor the data directory's own entry.
+fn sync_created(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir.join(SLED_CONF_FILE))?.sync_all()?;
+    sync_dir(dir)?;
+    match dir.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
+        _ => sync_dir(Path::new(".")),
+    }
+}
+
+fn open_sled(
+    dir: &Path,
+    options: StoreOptions,
+    segment_bytes: usize,
+) -> Result<sled::Db, StoreError> {
     let started = std::time::Instant::now();
     loop {
         let opened = sled::Config::new()
@@ -306,6 +473,7 @@ fn open_sled(dir: &Path, options: StoreOptions) -> Result<sled::Db, StoreError> 
             .cache_capacity(options.cache_bytes)
             .mode(sled::Mode::HighThroughput)
             .flush_every_ms(None)
+            .segment_size(segment_bytes)
             .open();
         match opened {
             Ok(db) => return Ok(db),
@@ -344,7 +512,7 @@ fn discard_torn_tail(
         inner.log.remove(last_key).map_err(storage)?;
         report.torn_records_discarded += 1;
         report.torn_events_discarded += u64::try_from(record.events.len()).unwrap_or(u64::MAX);
-        inner.db.flush().map_err(storage)?;
+        inner.make_durable()?;
     }
 }
 
@@ -359,7 +527,7 @@ impl EventLog for SledLog {
         if batch.events.is_empty() {
             return Ok(());
         }
-        let (records, hash) = encode_batch(batch, self.head_hash, self.events_per_record)
+        let (records, hash) = encode_batch(batch, self.head_hash, self.record_limits)
             .map_err(|error| LogError::Encode(error.to_string()))?;
         let mut writes = sled::Batch::default();
         for (first, bytes) in records {
@@ -374,7 +542,7 @@ impl EventLog for SledLog {
     }
 
     fn sync(&mut self) -> Result<(), LogError> {
-        self.inner.db.flush().map_err(storage)?;
+        self.inner.make_durable()?;
         self.inner.durable_head.store(self.head.0, Ordering::SeqCst);
         Ok(())
     }
@@ -583,7 +751,7 @@ impl SnapshotStore for SledReader {
             .map_err(storage)?
             .is_some()
         {
-            self.inner.db.flush().map_err(storage)?;
+            self.inner.make_durable()?;
         }
         Ok(())
     }
@@ -650,5 +818,123 @@ fn remove_unfinished_snapshots(dir: &Path) {
             // Best effort: a leftover is ignored by `list` anyway.
             let _ = std::fs::remove_file(entry.path());
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use subledger_core::{AccountId, Amount, CommandId, Event, Timestamp};
+
+    use super::*;
+
+    /// `batches` commit batches of 4,096 top-ups with ~170-byte references (~800 KB each),
+    /// appended and synced one by one.
+    fn append_big_batches(log: &mut SledLog, batches: u64) {
+        for _ in 0..batches {
+            let first = log.head.next();
+            let events = (0..4_096_u32)
+                .map(|n| Event::ToppedUp {
+                    command: CommandId::from_bytes([3; 16]),
+                    account: AccountId(n),
+                    amount: Amount::from_units(i128::from(n)).unwrap(),
+                    reference: format!("{n:0>170}"),
+                })
+                .collect();
+            let batch = Batch {
+                first,
+                at: Timestamp(1_700_000_000_000),
+                events,
+            };
+            log.append(&batch).unwrap();
+            log.sync().unwrap();
+        }
+    }
+
+    fn blob_names(dir: &Path) -> HashSet<OsString> {
+        match std::fs::read_dir(dir.join(SLED_BLOB_DIR)) {
+            Ok(entries) => entries.map(|entry| entry.unwrap().file_name()).collect(),
+            Err(_) => HashSet::new(),
+        }
+    }
+
+    fn all_events_read_back(dir: &Path, events: u64) {
+        let (log, report) = SledLog::open(dir, StoreOptions::default()).unwrap();
+        assert_eq!(report.head, Sequence(events));
+        let read: usize = log
+            .reader()
+            .records_from(Sequence(1))
+            .unwrap()
+            .map(|record| record.unwrap().events.len())
+            .sum();
+        assert_eq!(u64::try_from(read).unwrap(), events);
+    }
+
+    const WHOLE_BATCH_PER_RECORD: StoreOptions = StoreOptions {
+        events_per_record: RECORD_EVENTS_MAX,
+        cache_bytes: CACHE_BYTES_DEFAULT,
+        create: true,
+    };
+
+    #[test]
+    fn a_new_store_keeps_every_page_in_the_data_file_it_syncs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SledLog::open(dir.path(), WHOLE_BATCH_PER_RECORD).unwrap();
+        assert_eq!(segment_bytes(dir.path()).unwrap(), Some(SEGMENT_BYTES_NEW));
+        append_big_batches(&mut log, 12);
+        // ~10 MB in records of at most 64 KiB: no page grew past a quarter segment.
+        assert_eq!(blob_names(dir.path()), HashSet::new());
+        drop(log);
+        all_events_read_back(dir.path(), 12 * 4_096);
+    }
+
+    #[test]
+    fn an_older_store_keeps_its_segment_size_and_every_blob_file_is_synced() {
+        let dir = tempfile::tempdir().unwrap();
+        // A store as earlier versions created it: sled's default segments of 512 KiB.
+        drop(sled::open(dir.path()).unwrap());
+        let (mut log, _) = SledLog::open(dir.path(), WHOLE_BATCH_PER_RECORD).unwrap();
+        assert_eq!(segment_bytes(dir.path()).unwrap(), Some(512 << 10));
+        append_big_batches(&mut log, 12);
+        let present = blob_names(dir.path());
+        // The same load as above: here sled wrote pages to blob files, and each was synced
+        // before the sync that made its batch durable returned.
+        assert!(!present.is_empty());
+        let synced = log.inner.blobs.lock().unwrap().synced.clone();
+        assert!(
+            present.is_subset(&synced),
+            "{present:?} not all in {synced:?}"
+        );
+        drop(log);
+        all_events_read_back(dir.path(), 12 * 4_096);
+    }
+
+    #[test]
+    fn blob_files_are_synced_once_even_when_added_right_after_a_listing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut blobs = BlobFiles::new(dir.path().join(SLED_BLOB_DIR));
+        assert_eq!(blobs.sync_new().unwrap(), 0, "no directory yet");
+        std::fs::create_dir(&blobs.dir).unwrap();
+        std::fs::write(blobs.dir.join("1"), b"one").unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 1);
+        // Within the file system's clock tick: the directory's time may not have moved.
+        std::fs::write(blobs.dir.join("2"), b"two").unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 1);
+        assert_eq!(blobs.sync_new().unwrap(), 0);
+        std::fs::remove_file(blobs.dir.join("1")).unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 0);
+        assert_eq!(blobs.synced, HashSet::from([OsString::from("2")]));
+        // Once the directory's time is settled, an unchanged time skips the listing, and a
+        // new file changes the time.
+        let settled = SystemTime::now() - Duration::from_millis(2 * BLOB_DIR_SETTLED_MILLIS);
+        std::fs::File::open(&blobs.dir)
+            .unwrap()
+            .set_modified(settled)
+            .unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 0);
+        assert_eq!(blobs.listed, Some(settled));
+        std::fs::write(blobs.dir.join("3"), b"three").unwrap();
+        assert_eq!(blobs.sync_new().unwrap(), 1);
     }
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use subledger_core::*;
 use subledger_engine::snapshot::{decode_snapshot, encode_snapshot, SnapshotError};
-use subledger_log::record::encode_batch;
+use subledger_log::record::{encode_batch, RecordLimits};
 use subledger_log::{verify_records, ChainHash};
 use subledger_views::Views;
 
@@ -144,7 +144,7 @@ fn encode_log(batches: &[Batch]) -> (Vec<u8>, ChainHash) {
     let mut file = Vec::new();
     let mut hash = ChainHash::GENESIS;
     for batch in batches {
-        let (records, last) = encode_batch(batch, hash, 2).unwrap();
+        let (records, last) = encode_batch(batch, hash, RecordLimits::events(2)).unwrap();
         for (_, bytes) in records {
             file.extend_from_slice(&u32::try_from(bytes.len()).unwrap().to_le_bytes());
             file.extend_from_slice(&bytes);

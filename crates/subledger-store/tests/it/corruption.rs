@@ -22,7 +22,11 @@ fn edit_raw(dir: &Path, tree: &str, edit: impl FnOnce(&sled::Tree)) {
     // sled releases its lock shortly after the last handle of a closed database drops.
     let mut attempts = 0;
     let db = loop {
-        match sled::open(dir) {
+        let opened = sled::Config::new()
+            .path(dir)
+            .segment_size(subledger_store::SEGMENT_BYTES_NEW)
+            .open();
+        match opened {
             Ok(db) => break db,
             Err(_) if attempts < 100 => {
                 attempts += 1;
