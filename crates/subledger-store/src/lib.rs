@@ -13,7 +13,9 @@
 //! - tree `snapshots`: where versions before that kept them (still read and removed);
 //! - tree `meta`: the store format version;
 //! - in tree `log` under the empty key: the head marker (last sequence number and hash),
-//!   written atomically with each batch's records.
+//!   written atomically with each batch's records; under the nine-byte keys `00…00 00` to
+//!   `00…00 0f`, between it and the first record, 16 empty values that keep the marker's
+//!   leaf free of records (see `marker_neighbour_key`).
 //!
 //! A commit batch is written with one atomic `sled::Batch` and made durable by
 //! [`Inner::make_durable`]; readers see records only up to the last durable head. sled's own
@@ -84,6 +86,39 @@ const SNAPSHOT_TEMPORARY_PREFIX: &str = "unfinished-";
 const HEAD_MARKER_KEY: &[u8] = b"";
 /// The first possible record key.
 const FIRST_RECORD_KEY: [u8; 8] = 1_u64.to_be_bytes();
+/// How many empty values keep the head marker's leaf free of records (see
+/// [`marker_neighbour_key`]).
+const MARKER_NEIGHBOURS: u8 = 16;
+
+/// The key of one of the empty values placed between the head marker and the first record.
+/// sled rewrites a whole leaf every ~10 changes to it, and the marker changes with every
+/// batch; sled splits a leaf of more than 16 entries at its middle, so with these in place the
+/// marker's leaf holds only them, never ~8 records rewritten with it. That rewriting had
+/// nearly doubled what a 256-client load wrote (`docs/benchmarks.md`, thirteenth session).
+/// Nine bytes: after the empty key, before every eight-byte record key.
+fn marker_neighbour_key(index: u8) -> [u8; 9] {
+    let mut key = [0; 9];
+    key[8] = index;
+    key
+}
+
+/// Puts the head marker's neighbours in place, once: in a store created before them, the
+/// split they cause moves the records out of the marker's leaf.
+fn place_marker_neighbours(inner: &Inner) -> Result<(), LogError> {
+    if inner
+        .log
+        .contains_key(marker_neighbour_key(0))
+        .map_err(storage)?
+    {
+        return Ok(());
+    }
+    let mut writes = sled::Batch::default();
+    for index in 0..MARKER_NEIGHBOURS {
+        writes.insert(&marker_neighbour_key(index)[..], &[][..]);
+    }
+    inner.log.apply_batch(writes).map_err(storage)?;
+    inner.make_durable()
+}
 
 /// How to open a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -330,6 +365,7 @@ impl SledLog {
         }
         let mut report = OpenReport::default();
         let (head, head_hash) = recover_head(&inner, &mut report)?;
+        place_marker_neighbours(&inner)?;
         inner.durable_head.store(head.0, Ordering::SeqCst);
         report.head = head;
         let log = SledLog {
@@ -832,14 +868,18 @@ mod tests {
     /// `batches` commit batches of 4,096 top-ups with ~170-byte references (~800 KB each),
     /// appended and synced one by one.
     fn append_big_batches(log: &mut SledLog, batches: u64) {
+        append_batches(log, batches, 4_096, 170);
+    }
+
+    fn append_batches(log: &mut SledLog, batches: u64, events: u32, reference_bytes: usize) {
         for _ in 0..batches {
             let first = log.head.next();
-            let events = (0..4_096_u32)
+            let events = (0..events)
                 .map(|n| Event::ToppedUp {
                     command: CommandId::from_bytes([3; 16]),
                     account: AccountId(n),
                     amount: Amount::from_units(i128::from(n)).unwrap(),
-                    reference: format!("{n:0>170}"),
+                    reference: format!("{n:0>reference_bytes$}"),
                 })
                 .collect();
             let batch = Batch {
@@ -908,6 +948,42 @@ mod tests {
         );
         drop(log);
         all_events_read_back(dir.path(), 12 * 4_096);
+    }
+
+    fn log_keys(log: &SledLog) -> Vec<Vec<u8>> {
+        let keys = log.inner.log.iter().keys();
+        keys.map(|key| key.unwrap().to_vec()).collect()
+    }
+
+    #[test]
+    fn the_marker_s_neighbours_are_placed_once_and_never_read_as_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SledLog::open(dir.path(), StoreOptions::default()).unwrap();
+        append_batches(&mut log, 2, 3, 10);
+        let neighbours: Vec<Vec<u8>> = (0..MARKER_NEIGHBOURS)
+            .map(|index| marker_neighbour_key(index).to_vec())
+            .collect();
+        let mut expected = vec![HEAD_MARKER_KEY.to_vec()];
+        expected.extend(neighbours.iter().cloned());
+        expected.extend([key(Sequence(1)).to_vec(), key(Sequence(4)).to_vec()]);
+        assert_eq!(log_keys(&log), expected);
+        drop(log);
+        // A store written before the neighbours existed gets them when it is opened.
+        let db = open_sled(dir.path(), StoreOptions::default(), SEGMENT_BYTES_NEW).unwrap();
+        let raw = db.open_tree("log").unwrap();
+        for neighbour in &neighbours {
+            raw.remove(neighbour).unwrap();
+        }
+        db.flush().unwrap();
+        drop((raw, db));
+        let (mut log, report) = SledLog::open(dir.path(), StoreOptions::default()).unwrap();
+        assert_eq!(report.head, Sequence(6));
+        assert_eq!(log_keys(&log), expected);
+        append_batches(&mut log, 1, 3, 10);
+        expected.push(key(Sequence(7)).to_vec());
+        assert_eq!(log_keys(&log), expected);
+        drop(log);
+        all_events_read_back(dir.path(), 9);
     }
 
     #[test]
