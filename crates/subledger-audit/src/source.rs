@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use subledger_log::archive::{ArchiveReader, NoSnapshots};
 use subledger_log::{EventLog, LogReader, SnapshotStore};
-use subledger_store::{SledLog, StoreError, StoreOptions};
+use subledger_store::{Durability, SledLog, StoreError, StoreOptions};
 
 use crate::AuditError;
 
@@ -88,6 +88,8 @@ fn open_private_copy(dir: &Path) -> Result<Opened, AuditError> {
     drop(probe);
     let options = StoreOptions {
         create: false,
+        // A working copy, removed after the audit: syncing it would only write it out.
+        durability: Durability::Process,
         ..StoreOptions::default()
     };
     let (log, _) = SledLog::open(copy.path(), options).map_err(|error| match error {

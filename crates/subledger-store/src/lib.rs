@@ -129,6 +129,8 @@ pub struct StoreOptions {
     pub cache_bytes: u64,
     /// Create the directory and an empty store when missing (else: an error).
     pub create: bool,
+    /// What a durable commit survives.
+    pub durability: Durability,
 }
 
 impl Default for StoreOptions {
@@ -137,8 +139,22 @@ impl Default for StoreOptions {
             events_per_record: EVENTS_PER_RECORD_DEFAULT,
             cache_bytes: CACHE_BYTES_DEFAULT,
             create: true,
+            durability: Durability::PowerCut,
         }
     }
+}
+
+/// What a commit survives once [`EventLog::sync`] returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Durability {
+    /// A power cut or a crash of the machine: sled's files are synced after every flush.
+    #[default]
+    PowerCut,
+    /// Only the end of the process, kill -9 included: sled's flush alone, which leaves the
+    /// writes in the operating system's page cache. For a throw-away copy, such as the audit
+    /// tools' working copy of a ledger, where syncing would only write the copy out.
+    Process,
 }
 
 /// Why a store cannot be opened.
@@ -184,6 +200,7 @@ struct Inner {
     data_file: std::fs::File,
     /// sled's blob files already synced.
     blobs: Mutex<BlobFiles>,
+    durability: Durability,
 }
 
 impl Inner {
@@ -192,6 +209,9 @@ impl Inner {
     /// write cache; any new blob file is synced too.
     fn make_durable(&self) -> Result<(), LogError> {
         self.db.flush().map_err(storage)?;
+        if self.durability == Durability::Process {
+            return Ok(());
+        }
         let synced = self
             .blobs
             .lock()
@@ -357,10 +377,11 @@ impl SledLog {
             durable_head: AtomicU64::new(0),
             data_file,
             blobs: Mutex::new(BlobFiles::new(dir.join(SLED_BLOB_DIR))),
+            durability: options.durability,
         });
         // Whatever sled wrote while opening (and any blob file an earlier run left unsynced).
         inner.make_durable()?;
-        if creating {
+        if creating && options.durability == Durability::PowerCut {
             sync_created(dir).map_err(|error| opening("syncing the new store", error))?;
         }
         let mut report = OpenReport::default();
@@ -915,6 +936,7 @@ mod tests {
         events_per_record: RECORD_EVENTS_MAX,
         cache_bytes: CACHE_BYTES_DEFAULT,
         create: true,
+        durability: Durability::PowerCut,
     };
 
     #[test]
@@ -984,6 +1006,20 @@ mod tests {
         assert_eq!(log_keys(&log), expected);
         drop(log);
         all_events_read_back(dir.path(), 9);
+    }
+
+    #[test]
+    fn a_store_synced_for_the_process_only_still_keeps_its_commits_across_a_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = StoreOptions {
+            durability: Durability::Process,
+            ..StoreOptions::default()
+        };
+        let (mut log, _) = SledLog::open(dir.path(), options).unwrap();
+        append_batches(&mut log, 3, 100, 10);
+        assert_eq!(log.reader().head(), Sequence(300));
+        drop(log);
+        all_events_read_back(dir.path(), 300);
     }
 
     #[test]

@@ -27,7 +27,12 @@ fn edit_raw(dir: &Path, tree: &str, edit: impl FnOnce(&sled_edit::Tree)) {
     // sled releases its lock shortly after the last handle of a closed database drops.
     let mut attempts = 0;
     let db = loop {
-        match sled_edit::open(dir) {
+        // At the segment size the store creates ledgers with (sled refuses another).
+        let opened = sled_edit::Config::new()
+            .path(dir)
+            .segment_size(subledger_store::SEGMENT_BYTES_NEW)
+            .open();
+        match opened {
             Ok(db) => break db,
             Err(_) if attempts < 100 => {
                 attempts += 1;
@@ -42,7 +47,7 @@ fn edit_raw(dir: &Path, tree: &str, edit: impl FnOnce(&sled_edit::Tree)) {
 }
 
 mod sled_edit {
-    pub use sled::{open, Tree};
+    pub use sled::{Config, Tree};
 }
 
 #[test]
