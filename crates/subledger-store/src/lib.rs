@@ -18,7 +18,7 @@
 //!   leaf free of records (see `marker_neighbour_key`).
 //!
 //! A commit batch is written with one atomic `sled::Batch` and made durable by
-//! [`Inner::make_durable`]; readers see records only up to the last durable head. sled's own
+//! `Inner::make_durable`; readers see records only up to the last durable head. sled's own
 //! `Db::flush` is not enough for a power cut: it writes with `sync_file_range`, which neither
 //! records the file's new length nor empties the disk's write cache, and it never syncs the
 //! files it keeps pages bigger than a quarter segment in (`blobs/`). So the store syncs sled's
@@ -56,7 +56,7 @@ pub const CACHE_BYTES_DEFAULT: u64 = 256 << 20;
 /// than a quarter segment to a file of its own under `blobs/`, and never syncs those files.
 /// At sled's default of 512 KiB a leaf page of the `log` tree, up to ~20 records, is usually
 /// bigger than that; with 8 MiB segments and records of at most [`RECORD_BYTES_MAX_STORED`],
-/// every page stays in sled's data file, which [`Inner::make_durable`] syncs.
+/// every page stays in sled's data file, which `Inner::make_durable` syncs.
 pub const SEGMENT_BYTES_NEW: usize = 8 << 20;
 /// Most bytes of one stored record (a record with a single larger event is stored whole). A
 /// leaf page holds at most ~20 records (sled splits one of more than 16 and merges one of
