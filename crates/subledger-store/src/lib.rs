@@ -337,6 +337,14 @@ impl SledLog {
         let segment_bytes = segment_bytes(dir)?;
         let creating = segment_bytes.is_none();
         let db = open_sled(dir, options, segment_bytes.unwrap_or(SEGMENT_BYTES_NEW))?;
+        let opening = |what: &str, error: std::io::Error| {
+            StoreError::Storage(format!("{what} in {}: {error}", dir.display()))
+        };
+        if creating && options.durability == Durability::PowerCut {
+            // Before anything is written: a data file whose settings file was lost would be
+            // opened again with the wrong segment size.
+            sync_created(dir).map_err(|error| opening("syncing the new store", error))?;
+        }
         let open_tree = |name: &str| {
             db.open_tree(name)
                 .map_err(|error| StoreError::Storage(error.to_string()))
@@ -364,9 +372,6 @@ impl SledLog {
         }
         let snapshot_dir = dir.join(SNAPSHOT_DIR);
         remove_unfinished_snapshots(&snapshot_dir);
-        let opening = |what: &str, error: std::io::Error| {
-            StoreError::Storage(format!("{what} in {}: {error}", dir.display()))
-        };
         let data_file = std::fs::File::open(dir.join(SLED_DATA_FILE))
             .map_err(|error| opening("opening sled's data file", error))?;
         let inner = Arc::new(Inner {
@@ -381,9 +386,6 @@ impl SledLog {
         });
         // Whatever sled wrote while opening (and any blob file an earlier run left unsynced).
         inner.make_durable()?;
-        if creating && options.durability == Durability::PowerCut {
-            sync_created(dir).map_err(|error| opening("syncing the new store", error))?;
-        }
         let mut report = OpenReport::default();
         let (head, head_hash) = recover_head(&inner, &mut report)?;
         place_marker_neighbours(&inner)?;
