@@ -155,6 +155,7 @@ pub type EncodedRecord = (Sequence, Vec<u8>);
 
 /// How a commit batch is cut into records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RecordLimits {
     /// Most events per record (clamped to 1 ..= [`RECORD_EVENTS_MAX`]).
     pub events: usize,
@@ -164,12 +165,14 @@ pub struct RecordLimits {
 }
 
 impl RecordLimits {
+    /// At most `events` events and `bytes` bytes per record.
+    pub const fn new(events: usize, bytes: usize) -> RecordLimits {
+        RecordLimits { events, bytes }
+    }
+
     /// At most `events` events per record, with no limit on bytes below [`RECORD_BYTES_MAX`].
     pub const fn events(events: usize) -> RecordLimits {
-        RecordLimits {
-            events,
-            bytes: RECORD_BYTES_MAX,
-        }
+        RecordLimits::new(events, RECORD_BYTES_MAX)
     }
 }
 
@@ -185,8 +188,11 @@ pub fn encode_batch(
     let mut hash = prev_hash;
     let mut first = batch.first;
     let mut rest = &batch.events[..];
+    // Once a record had to be cut, the next ones start from its size: trying the whole rest
+    // of a large batch for each record would encode it again and again.
+    let mut fitted = per_record;
     while !rest.is_empty() {
-        let mut take = rest.len().min(per_record);
+        let mut take = rest.len().min(fitted);
         let (bytes, chunk_hash) = loop {
             let encoded = encode_record(first, batch.at, batch.last(), hash, &rest[..take])?;
             if encoded.0.len() <= limits.bytes || take == 1 {
@@ -194,7 +200,8 @@ pub fn encode_batch(
             }
             // Over the byte limit: retry with the share of events that fits at this chunk's
             // mean size (events vary little in size, so this rarely takes a third try).
-            take = (take * limits.bytes / encoded.0.len()).clamp(1, take - 1);
+            take = (take.saturating_mul(limits.bytes) / encoded.0.len()).clamp(1, take - 1);
+            fitted = take;
         };
         records.push((first, bytes));
         hash = chunk_hash;

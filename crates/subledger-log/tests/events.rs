@@ -205,10 +205,7 @@ fn a_batch_over_the_byte_limit_is_cut_into_records_within_it() {
     .unwrap()
     .0;
     assert_eq!(one_record.len(), 1);
-    let limits = RecordLimits {
-        events: 1_000,
-        bytes: 2_048,
-    };
+    let limits = RecordLimits::new(1_000, 2_048);
     let cut = encode_batch(
         &Batch {
             first: Sequence(1),
@@ -239,7 +236,7 @@ proptest! {
         per_record in 1..20_usize,
         bytes in 0..3_000_usize,
     ) {
-        cut_within_limits(events, RecordLimits { events: per_record, bytes })?;
+        cut_within_limits(events, RecordLimits::new(per_record, bytes))?;
     }
 }
 

@@ -2,8 +2,8 @@
 //!
 //! Layout on disk (one sled database in the data directory):
 //! - tree `log`: one value per log record (up to `events_per_record` events of one commit
-//!   batch, encoded by `subledger_log::record`), keyed by the big-endian sequence number of the
-//!   record's first event;
+//!   batch and at most 64 KiB, encoded by `subledger_log::record`), keyed by the big-endian
+//!   sequence number of the record's first event;
 //! - directory `ledger-snapshots/` beside sled's files: one file per snapshot,
 //!   `snapshot-<seq, 20 digits>.bin`, written to a temporary name, synced, renamed and the
 //!   directory synced, so a crash leaves either the whole file or none. Kept out of sled
@@ -63,6 +63,10 @@ pub const SEGMENT_BYTES_NEW: usize = 8 << 20;
 /// fewer than 4 into its neighbour): 20 × 64 KiB stays under a quarter of [`SEGMENT_BYTES_NEW`].
 /// A record of the default 1,024 transfer events is ~40 KiB, so this rarely cuts one.
 pub const RECORD_BYTES_MAX_STORED: usize = 64 << 10;
+/// sled's default segment size, which every store created before [`SEGMENT_BYTES_NEW`] has.
+const SEGMENT_BYTES_LEGACY: usize = 512 << 10;
+/// sled reads a settings file of at most this many bytes as no settings file.
+const SLED_CONF_ABSENT_BYTES_MAX: usize = 8;
 /// sled's own name for its settings file in the data directory.
 const SLED_CONF_FILE: &str = "conf";
 /// sled's own name for its data file.
@@ -70,8 +74,9 @@ const SLED_DATA_FILE: &str = "db";
 /// sled's own name for its directory of pages too big for a segment.
 const SLED_BLOB_DIR: &str = "blobs";
 /// How old the blob directory's modification time must be before a later file added to it is
-/// sure to change it: file systems stamp times from a coarse clock (a few milliseconds).
-const BLOB_DIR_SETTLED_MILLIS: u64 = 1_000;
+/// sure to change it: file systems stamp times from a coarse clock (a few milliseconds on
+/// ext4, a second or two on some).
+const BLOB_DIR_SETTLED_MILLIS: u64 = 3_000;
 
 const META_FORMAT_KEY: &[u8] = b"format";
 /// Where snapshot files live, inside the data directory (not `snap.*`: sled's own names).
@@ -194,7 +199,7 @@ struct Inner {
     /// Snapshots written by earlier versions (see the module comment).
     legacy_snapshots: sled::Tree,
     snapshot_dir: PathBuf,
-    /// Readers never see past this: what the last successful flush made durable.
+    /// Readers never see past this: what the last successful `make_durable` covered.
     durable_head: AtomicU64,
     /// sled's data file, opened again to sync it (see the module comment).
     data_file: std::fs::File,
@@ -206,34 +211,48 @@ struct Inner {
 impl Inner {
     /// Makes everything written so far survive a power cut: sled's flush writes its buffers
     /// out; syncing its data file then records the file's new length and empties the disk's
-    /// write cache; any new blob file is synced too.
+    /// write cache; blob files are synced too.
+    ///
+    /// sled writes a blob file while it holds the reservation for the page that points at it,
+    /// and its flush waits for every reservation made before the flush began. So a blob file
+    /// seen before the flush is complete once the flush returns: synced then, it is done. One
+    /// that appears during the flush may still be being written (another thread's page): it is
+    /// synced now, in case what the flush wrote points at it, and again next time.
     fn make_durable(&self) -> Result<(), LogError> {
-        self.db.flush().map_err(storage)?;
         if self.durability == Durability::Process {
-            return Ok(());
+            return self.db.flush().map(drop).map_err(storage);
         }
-        let synced = self
-            .blobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .sync_new();
-        synced.map_err(|error| LogError::Storage(format!("syncing sled's blob files: {error}")))?;
+        let blob_error = |error: std::io::Error| {
+            LogError::Storage(format!("syncing sled's blob files: {error}"))
+        };
+        let mut blobs = self.blobs.lock().unwrap_or_else(PoisonError::into_inner);
+        let complete = blobs.unsynced().map_err(blob_error)?;
+        self.db.flush().map_err(storage)?;
+        let mut synced = blobs.sync(&complete, true).map_err(blob_error)?;
+        let recent = blobs.unsynced().map_err(blob_error)?;
+        synced += blobs.sync(&recent, false).map_err(blob_error)?;
+        if synced > 0 {
+            sync_dir(&blobs.dir).map_err(blob_error)?;
+        }
+        drop(blobs);
         self.data_file
             .sync_data()
             .map_err(|error| LogError::Storage(format!("syncing sled's data file: {error}")))
     }
 }
 
-/// sled's `blobs/` directory, and the files in it already synced. sled writes a blob file
-/// whole before the page that points at it, and never syncs it; a store created by this
-/// version has none (see [`SEGMENT_BYTES_NEW`]), an older one gains some as sled rewrites its
-/// big pages.
+/// sled's `blobs/` directory, and what of it is synced. sled never syncs a blob file; a store
+/// created by this version has none (see [`SEGMENT_BYTES_NEW`]), an older one gains some as
+/// sled rewrites its big pages.
 struct BlobFiles {
     dir: PathBuf,
     /// The directory's modification time when it was last listed, once that time is settled
     /// (see [`BLOB_DIR_SETTLED_MILLIS`]): while it is unchanged, no file was added since.
     listed: Option<SystemTime>,
+    /// Files synced once they were complete: never synced again.
     synced: HashSet<OsString>,
+    /// Files synced when they may not have been complete: synced again next time.
+    pending: HashSet<OsString>,
 }
 
 impl BlobFiles {
@@ -242,44 +261,62 @@ impl BlobFiles {
             dir,
             listed: None,
             synced: HashSet::new(),
+            pending: HashSet::new(),
         }
     }
 
-    /// Syncs every blob file not synced yet, and the directory that names them. Returns how
-    /// many files it synced.
-    fn sync_new(&mut self) -> std::io::Result<usize> {
+    /// The files not synced for good yet: the pending ones and, if the directory may have
+    /// changed since it was last listed, the new ones it lists.
+    fn unsynced(&mut self) -> std::io::Result<Vec<OsString>> {
+        let mut found: Vec<OsString> = self.pending.iter().cloned().collect();
         let modified = match std::fs::metadata(&self.dir) {
             Ok(metadata) => metadata.modified()?,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(found),
             Err(error) => return Err(error),
         };
         if self.listed == Some(modified) {
-            return Ok(0);
+            return Ok(found);
         }
         let listed_at = SystemTime::now();
         let mut present = HashSet::with_capacity(self.synced.len());
-        let mut synced = 0;
         for entry in std::fs::read_dir(&self.dir)? {
             let name = entry?.file_name();
-            if !self.synced.contains(&name) {
-                match std::fs::File::open(self.dir.join(&name)) {
-                    Ok(file) => file.sync_all()?,
-                    // sled removed it meanwhile: nothing points at it any more.
-                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(error) => return Err(error),
-                }
-                synced += 1;
+            if !self.synced.contains(&name) && !self.pending.contains(&name) {
+                found.push(name.clone());
             }
             present.insert(name);
         }
-        if synced > 0 {
-            sync_dir(&self.dir)?;
-        }
-        self.synced = present;
+        // Forget the files sled removed.
+        self.synced.retain(|name| present.contains(name));
         let settled = listed_at
             .duration_since(modified)
             .is_ok_and(|age| age >= Duration::from_millis(BLOB_DIR_SETTLED_MILLIS));
         self.listed = settled.then_some(modified);
+        Ok(found)
+    }
+
+    /// Syncs `names`; `complete`: they were complete before the sync began, so they are done
+    /// (else pending). Returns how many files it synced.
+    fn sync(&mut self, names: &[OsString], complete: bool) -> std::io::Result<usize> {
+        let mut synced = 0;
+        for name in names {
+            match std::fs::File::open(self.dir.join(name)) {
+                Ok(file) => file.sync_all()?,
+                // sled removed it meanwhile: nothing points at it any more.
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    self.pending.remove(name);
+                    continue;
+                }
+                Err(error) => return Err(error),
+            }
+            synced += 1;
+            if complete {
+                self.pending.remove(name);
+                self.synced.insert(name.clone());
+            } else {
+                self.pending.insert(name.clone());
+            }
+        }
         Ok(synced)
     }
 }
@@ -395,10 +432,10 @@ impl SledLog {
             inner,
             head,
             head_hash,
-            record_limits: RecordLimits {
-                events: options.events_per_record.clamp(1, RECORD_EVENTS_MAX),
-                bytes: RECORD_BYTES_MAX_STORED,
-            },
+            record_limits: RecordLimits::new(
+                options.events_per_record.clamp(1, RECORD_EVENTS_MAX),
+                RECORD_BYTES_MAX_STORED,
+            ),
         };
         Ok((log, report))
     }
@@ -493,7 +530,7 @@ fn segment_bytes(dir: &Path) -> Result<Option<usize>, StoreError> {
     let path = dir.join(SLED_CONF_FILE);
     let bytes = match std::fs::read(&path) {
         Ok(bytes) => bytes,
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => Vec::new(),
         Err(error) => {
             return Err(StoreError::Storage(format!(
                 "reading {}: {error}",
@@ -501,6 +538,14 @@ fn segment_bytes(dir: &Path) -> Result<Option<usize>, StoreError> {
             )))
         }
     };
+    // sled takes a settings file of 8 bytes or fewer for none. A data file without one can
+    // only be an older version's store (one created now has its settings synced before
+    // anything is written), which sled created with its default segment size.
+    if bytes.len() <= SLED_CONF_ABSENT_BYTES_MAX {
+        let data = std::fs::metadata(dir.join(SLED_DATA_FILE));
+        let written = data.is_ok_and(|metadata| metadata.len() > 0);
+        return Ok(written.then_some(SEGMENT_BYTES_LEGACY));
+    }
     // sled writes `segment_size: <n>` on a line of its own (then more lines and a checksum).
     String::from_utf8_lossy(&bytes)
         .lines()
@@ -959,17 +1004,20 @@ mod tests {
         // A store as earlier versions created it: sled's default segments of 512 KiB.
         drop(sled::open(dir.path()).unwrap());
         let (mut log, _) = SledLog::open(dir.path(), WHOLE_BATCH_PER_RECORD).unwrap();
-        assert_eq!(segment_bytes(dir.path()).unwrap(), Some(512 << 10));
+        assert_eq!(
+            segment_bytes(dir.path()).unwrap(),
+            Some(SEGMENT_BYTES_LEGACY)
+        );
         append_big_batches(&mut log, 12);
         let present = blob_names(dir.path());
-        // The same load as above: here sled wrote pages to blob files, and each was synced
-        // before the sync that made its batch durable returned.
+        // The same load as above: here sled wrote pages to blob files, and every one of them
+        // has been synced (a file that appeared during the last flush is synced again next
+        // time, in case it was incomplete).
         assert!(!present.is_empty());
-        let synced = log.inner.blobs.lock().unwrap().synced.clone();
-        assert!(
-            present.is_subset(&synced),
-            "{present:?} not all in {synced:?}"
-        );
+        let blobs = log.inner.blobs.lock().unwrap();
+        let seen: HashSet<OsString> = blobs.synced.union(&blobs.pending).cloned().collect();
+        drop(blobs);
+        assert!(present.is_subset(&seen), "{present:?} not all in {seen:?}");
         drop(log);
         all_events_read_back(dir.path(), 12 * 4_096);
     }
@@ -1011,6 +1059,28 @@ mod tests {
     }
 
     #[test]
+    fn an_older_store_that_lost_its_settings_file_opens_at_its_segment_size() {
+        let dir = tempfile::tempdir().unwrap();
+        drop(sled::open(dir.path()).unwrap());
+        let (mut log, _) = SledLog::open(dir.path(), StoreOptions::default()).unwrap();
+        append_batches(&mut log, 3, 100, 10);
+        drop(log);
+        std::fs::remove_file(dir.path().join(SLED_CONF_FILE)).unwrap();
+        assert_eq!(
+            segment_bytes(dir.path()).unwrap(),
+            Some(SEGMENT_BYTES_LEGACY)
+        );
+        all_events_read_back(dir.path(), 300);
+        assert_eq!(
+            segment_bytes(dir.path()).unwrap(),
+            Some(SEGMENT_BYTES_LEGACY)
+        );
+        // An empty directory is a new store.
+        let empty = tempfile::tempdir().unwrap();
+        assert_eq!(segment_bytes(empty.path()).unwrap(), None);
+    }
+
+    #[test]
     fn a_store_synced_for_the_process_only_still_keeps_its_commits_across_a_reopen() {
         let dir = tempfile::tempdir().unwrap();
         let options = StoreOptions {
@@ -1025,30 +1095,41 @@ mod tests {
     }
 
     #[test]
-    fn blob_files_are_synced_once_even_when_added_right_after_a_listing() {
+    fn blob_files_are_synced_for_good_once_complete_and_new_ones_are_found() {
         let dir = tempfile::tempdir().unwrap();
         let mut blobs = BlobFiles::new(dir.path().join(SLED_BLOB_DIR));
-        assert_eq!(blobs.sync_new().unwrap(), 0, "no directory yet");
+        let names = |names: &[&str]| names.iter().map(OsString::from).collect::<Vec<_>>();
+        assert_eq!(blobs.unsynced().unwrap(), names(&[]), "no directory yet");
         std::fs::create_dir(&blobs.dir).unwrap();
         std::fs::write(blobs.dir.join("1"), b"one").unwrap();
-        assert_eq!(blobs.sync_new().unwrap(), 1);
+        let found = blobs.unsynced().unwrap();
+        assert_eq!(found, names(&["1"]));
+        assert_eq!(blobs.sync(&found, true).unwrap(), 1);
         // Within the file system's clock tick: the directory's time may not have moved.
         std::fs::write(blobs.dir.join("2"), b"two").unwrap();
-        assert_eq!(blobs.sync_new().unwrap(), 1);
-        assert_eq!(blobs.sync_new().unwrap(), 0);
+        let found = blobs.unsynced().unwrap();
+        assert_eq!(found, names(&["2"]));
+        // Seen after a flush began: it may have been incomplete, so it is offered again.
+        assert_eq!(blobs.sync(&found, false).unwrap(), 1);
+        assert_eq!(blobs.unsynced().unwrap(), names(&["2"]));
+        assert_eq!(blobs.sync(&names(&["2"]), true).unwrap(), 1);
+        assert_eq!(blobs.unsynced().unwrap(), names(&[]));
         std::fs::remove_file(blobs.dir.join("1")).unwrap();
-        assert_eq!(blobs.sync_new().unwrap(), 0);
+        assert_eq!(blobs.unsynced().unwrap(), names(&[]));
         assert_eq!(blobs.synced, HashSet::from([OsString::from("2")]));
-        // Once the directory's time is settled, an unchanged time skips the listing, and a
+        // A file sled removed before it was synced is forgotten.
+        assert_eq!(blobs.sync(&names(&["gone"]), false).unwrap(), 0);
+        assert!(blobs.pending.is_empty());
+        // Once the directory's time is settled, an unchanged time spares the listing, and a
         // new file changes the time.
         let settled = SystemTime::now() - Duration::from_millis(2 * BLOB_DIR_SETTLED_MILLIS);
         std::fs::File::open(&blobs.dir)
             .unwrap()
             .set_modified(settled)
             .unwrap();
-        assert_eq!(blobs.sync_new().unwrap(), 0);
+        assert_eq!(blobs.unsynced().unwrap(), names(&[]));
         assert_eq!(blobs.listed, Some(settled));
         std::fs::write(blobs.dir.join("3"), b"three").unwrap();
-        assert_eq!(blobs.sync_new().unwrap(), 1);
+        assert_eq!(blobs.unsynced().unwrap(), names(&["3"]));
     }
 }
