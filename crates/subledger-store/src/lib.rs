@@ -206,6 +206,9 @@ struct Inner {
     /// sled's blob files already synced.
     blobs: Mutex<BlobFiles>,
     durability: Durability,
+    /// How many times the data file was synced: the tests' proof that `sync` reaches it.
+    #[cfg(test)]
+    data_file_syncs: AtomicU64,
 }
 
 impl Inner {
@@ -237,7 +240,10 @@ impl Inner {
         drop(blobs);
         self.data_file
             .sync_data()
-            .map_err(|error| LogError::Storage(format!("syncing sled's data file: {error}")))
+            .map_err(|error| LogError::Storage(format!("syncing sled's data file: {error}")))?;
+        #[cfg(test)]
+        self.data_file_syncs.fetch_add(1, Ordering::Relaxed);
+        Ok(())
     }
 }
 
@@ -420,6 +426,8 @@ impl SledLog {
             data_file,
             blobs: Mutex::new(BlobFiles::new(dir.join(SLED_BLOB_DIR))),
             durability: options.durability,
+            #[cfg(test)]
+            data_file_syncs: AtomicU64::new(0),
         });
         // Whatever sled wrote while opening (and any blob file an earlier run left unsynced).
         inner.make_durable()?;
@@ -991,7 +999,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = SledLog::open(dir.path(), WHOLE_BATCH_PER_RECORD).unwrap();
         assert_eq!(segment_bytes(dir.path()).unwrap(), Some(SEGMENT_BYTES_NEW));
+        let synced_at_open = log.inner.data_file_syncs.load(Ordering::Relaxed);
         append_big_batches(&mut log, 12);
+        // Every `sync` reached the data file, not only sled's flush.
+        let synced = log.inner.data_file_syncs.load(Ordering::Relaxed) - synced_at_open;
+        assert_eq!(synced, 12);
         // ~10 MB in records of at most 64 KiB: no page grew past a quarter segment.
         assert_eq!(blob_names(dir.path()), HashSet::new());
         drop(log);
@@ -1090,6 +1102,7 @@ mod tests {
         let (mut log, _) = SledLog::open(dir.path(), options).unwrap();
         append_batches(&mut log, 3, 100, 10);
         assert_eq!(log.reader().head(), Sequence(300));
+        assert_eq!(log.inner.data_file_syncs.load(Ordering::Relaxed), 0);
         drop(log);
         all_events_read_back(dir.path(), 300);
     }
