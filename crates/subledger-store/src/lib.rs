@@ -379,6 +379,7 @@ impl SledLog {
         }
         let segment_bytes = segment_bytes(dir)?;
         let creating = segment_bytes.is_none();
+        let existed = nearest_existing(dir);
         let db = open_sled(dir, options, segment_bytes.unwrap_or(SEGMENT_BYTES_NEW))?;
         let opening = |what: &str, error: std::io::Error| {
             StoreError::Storage(format!("{what} in {}: {error}", dir.display()))
@@ -386,7 +387,7 @@ impl SledLog {
         if creating && options.durability == Durability::PowerCut {
             // Before anything is written: a data file whose settings file was lost would be
             // opened again with the wrong segment size.
-            sync_created(dir).map_err(|error| opening("syncing the new store", error))?;
+            sync_created(dir, &existed).map_err(|error| opening("syncing the new store", error))?;
         }
         let open_tree = |name: &str| {
             db.open_tree(name)
@@ -563,14 +564,31 @@ fn segment_bytes(dir: &Path) -> Result<Option<usize>, StoreError> {
 }
 
 /// Makes a store just created survive a power cut: sled does not sync its settings file, nor
-/// the directory entries of its files, nor the data directory's own entry.
-fn sync_created(dir: &Path) -> std::io::Result<()> {
+/// the directory entries of its files, nor the entries of the directories it created.
+/// `existed`: the nearest ancestor of `dir` (or `dir` itself) that existed before.
+fn sync_created(dir: &Path, existed: &Path) -> std::io::Result<()> {
     std::fs::File::open(dir.join(SLED_CONF_FILE))?.sync_all()?;
-    sync_dir(dir)?;
-    match dir.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => sync_dir(parent),
-        _ => sync_dir(Path::new(".")),
+    for directory in dir.ancestors() {
+        let directory = if directory.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            directory
+        };
+        sync_dir(directory)?;
+        if directory == existed {
+            break;
+        }
     }
+    Ok(())
+}
+
+/// The nearest of `dir` and its ancestors that exists ("." for a relative path none of whose
+/// components exist).
+fn nearest_existing(dir: &Path) -> PathBuf {
+    dir.ancestors()
+        .find(|directory| !directory.as_os_str().is_empty() && directory.exists())
+        .unwrap_or(Path::new("."))
+        .to_path_buf()
 }
 
 fn open_sled(
@@ -1090,6 +1108,22 @@ mod tests {
         // An empty directory is a new store.
         let empty = tempfile::tempdir().unwrap();
         assert_eq!(segment_bytes(empty.path()).unwrap(), None);
+    }
+
+    #[test]
+    fn a_store_in_directories_it_creates_opens_and_names_the_nearest_existing_one() {
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("a").join("b").join("ledger");
+        assert_eq!(nearest_existing(&dir), root.path());
+        let (mut log, _) = SledLog::open(&dir, StoreOptions::default()).unwrap();
+        append_batches(&mut log, 1, 3, 10);
+        drop(log);
+        assert_eq!(nearest_existing(&dir), dir);
+        assert_eq!(
+            nearest_existing(Path::new("no-such-directory")),
+            Path::new(".")
+        );
+        all_events_read_back(&dir, 3);
     }
 
     #[test]
