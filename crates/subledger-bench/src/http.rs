@@ -702,6 +702,8 @@ pub fn run(
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
         let measured = after.commands.saturating_sub(before.commands);
+        // The load is over: nothing else runs on this runtime while the probe blocks it.
+        let machine = crate::probe(None)?;
         Ok(BenchReport {
             workload: options.workload,
             target: target.url.clone(),
@@ -740,6 +742,7 @@ pub fn run(
             recovery_seconds_snapshot: None,
             replay_events_per_sec: None,
             timeline,
+            machine,
         })
     })
 }

@@ -37,7 +37,9 @@ use subledger_log::MemoryLog;
 use subledger_store::{SledLog, StoreError, StoreOptions};
 
 pub mod http;
+pub mod probe;
 pub use http::HttpTarget;
+pub use probe::{probe, MachineProbe};
 
 /// Most client threads.
 pub const CLIENTS_MAX: usize = 4_096;
@@ -200,6 +202,9 @@ pub struct BenchReport {
     pub replay_events_per_sec: Option<f64>,
     /// (seconds since start, commands answered so far), every 100 ms.
     pub timeline: Vec<(f64, u64)>,
+    /// The machine's memory, compute and disk speed, measured right after the run: compare
+    /// two runs' figures with these beside them.
+    pub machine: MachineProbe,
 }
 
 /// Why a run could not be made.
@@ -505,6 +510,14 @@ impl Storage {
                 let (log, _) = SledLog::open(dir, *options)?;
                 Ok(Ledger::open(config, log, SystemClock)?)
             }
+        }
+    }
+
+    /// The data directory (`None` in memory).
+    fn dir(&self) -> Option<&Path> {
+        match self {
+            Storage::Memory(_) => None,
+            Storage::Disk { dir, .. } => Some(dir),
         }
     }
 
@@ -979,6 +992,7 @@ pub fn run(
     let bytes_on_disk = storage.bytes_on_disk();
     let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
     ledger.close()?;
+    let machine = probe(storage.dir())?;
     let per_event = |bytes: u64| {
         if events > 0 {
             bytes as f64 / events as f64
@@ -1036,6 +1050,7 @@ pub fn run(
         recovery_seconds_snapshot: Some(recovery_seconds_snapshot),
         replay_events_per_sec: Some(per_second(events, recovery_seconds_full)),
         timeline,
+        machine,
     })
 }
 
@@ -1051,6 +1066,8 @@ pub struct RecoveryReport {
     pub replay_events_per_sec: f64,
     /// Peak RSS of the process, i.e. of the larger of the two recovered ledgers.
     pub rss_bytes_peak: u64,
+    /// The machine's speed right after the two opens (the disk probe in `dir`).
+    pub machine: MachineProbe,
 }
 
 /// Opens the ledger in `dir` twice, by a full replay and from its newest snapshot, closing it
@@ -1083,6 +1100,8 @@ pub fn recovery(dir: &Path) -> Result<RecoveryReport, BenchError> {
     let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
     let snapshot_seq = ledger.recovery().snapshot.map(|seq| seq.0);
     ledger.close()?;
+    let rss_bytes_peak = rss_bytes_peak();
+    let machine = probe(Some(dir))?;
     Ok(RecoveryReport {
         events,
         snapshot_seq,
@@ -1093,7 +1112,8 @@ pub fn recovery(dir: &Path) -> Result<RecoveryReport, BenchError> {
         } else {
             0.0
         },
-        rss_bytes_peak: rss_bytes_peak(),
+        rss_bytes_peak,
+        machine,
     })
 }
 

@@ -64,6 +64,14 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     for percentile in ["p50", "p99", "p999", "max"] {
         assert!(json["latency_us"].get(percentile).is_some());
     }
+    // A durable run probes the disk of its data directory too.
+    for probe in [
+        "memory_random_read_ns",
+        "cpu_ns_per_1k_rounds",
+        "append_sync_us_p50",
+    ] {
+        assert!(json["machine"][probe].as_u64().is_some(), "missing {probe}");
+    }
 }
 
 #[test]
@@ -97,6 +105,7 @@ fn the_vonage_workload_runs_in_memory_with_batches_and_some_rejections() {
     );
     assert_eq!(report.durable, Some(false));
     assert_eq!(report.bytes_on_disk, Some(0));
+    assert_eq!(report.machine.append_sync_us_p50, None, "no disk to probe");
     // Over 2,000 commands of events, and the data of none of them lost in the count.
     assert!(
         report.memory_log_bytes.unwrap() > report.events * 20,
@@ -167,6 +176,16 @@ fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one
     assert_eq!(measured.snapshot_seq, Some(report.events));
     assert!(measured.recovery_seconds_full > 0.0 && measured.recovery_seconds_snapshot > 0.0);
     assert!(measured.replay_events_per_sec > 0.0);
+    assert!(measured.machine.append_sync_us_p50.is_some());
+    let probe_files: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(Result::ok)
+        .filter(|entry| entry.file_name().to_string_lossy().contains("probe"))
+        .collect();
+    assert!(
+        probe_files.is_empty(),
+        "the disk probe left {probe_files:?}"
+    );
     // Measuring changed nothing: a second measurement sees the same ledger.
     assert_eq!(
         subledger_bench::recovery(dir.path()).unwrap().events,

@@ -129,6 +129,7 @@ fn recovery_only(args: &BenchArgs) -> Result<()> {
             "peak RSS                  {} MiB",
             report.rss_bytes_peak >> 20
         );
+        println!("machine                   {}", machine(&report.machine));
     }
     Ok(())
 }
@@ -336,10 +337,22 @@ fn print_table(report: &BenchReport) {
                     .map(|rate| format!("{rate:.0}")),
             ),
         ),
+        ("machine", machine(&report.machine)),
     ];
     for (name, value) in rows {
         println!("{name:<30} {value}");
     }
+}
+
+/// The probe's figures on one line.
+fn machine(probe: &subledger_bench::MachineProbe) -> String {
+    let sync = probe.append_sync_us_p50.map_or_else(String::new, |micros| {
+        format!(", append + fdatasync {micros} µs")
+    });
+    format!(
+        "random read {} ns, 1k rounds {} ns{sync}",
+        probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds
+    )
 }
 
 /// A self-contained SVG: throughput per sample interval over time, and latency percentiles.

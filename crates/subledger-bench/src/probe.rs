@@ -1,0 +1,155 @@
+//! What the machine allowed while a run was measured.
+//!
+//! The machines we measure on are shared: in one hour a random read from memory took ~140 ns,
+//! in another ~450 ns, and `fdatasync` alternates between fast and slow phases. A replay, whose
+//! time is mostly cache misses, was 2.5× slower in a slow hour, while a compute-bound load
+//! was only 30 % slower. So every report carries three small measurements of the moment it
+//! was taken — memory latency, compute speed and the data directory's append-and-sync time —
+//! and two runs can be compared with the conditions they ran in, instead of "a quiet hour".
+//!
+//! The probe is cheap (a tenth of a second or so) and runs after the measured work, so it
+//! neither competes with the load nor raises the reported peak memory.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::Rng;
+
+/// Bytes the memory probe reads at random: far above any last-level cache this machine kind
+/// has (32 MiB), so nearly every read goes to memory, and big enough that most also miss
+/// the TLB, as the ledger's own large tables do.
+pub const PROBE_MEMORY_BYTES: usize = 64 << 20;
+const _: () = assert!(PROBE_MEMORY_BYTES.is_power_of_two());
+/// Dependent random reads the memory probe times.
+pub const PROBE_MEMORY_READS: u32 = 300_000;
+/// Rounds of the register-only integer mix the compute probe times.
+pub const PROBE_CPU_ROUNDS: u32 = 4_000_000;
+/// Appends of [`PROBE_SYNC_BYTES`], each followed by `fdatasync`, that the disk probe times.
+pub const PROBE_SYNCS: usize = 32;
+/// Bytes of one disk probe append (one page).
+pub const PROBE_SYNC_BYTES: usize = 4_096;
+
+/// The machine's state when a run was measured (`machine` in the JSON report).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct MachineProbe {
+    /// Mean nanoseconds of one read at a random place in [`PROBE_MEMORY_BYTES`], each read's
+    /// place depending on the previous one's value, so the reads cannot overlap: memory
+    /// latency, the cost of a replay's or a decision's cache miss.
+    pub memory_random_read_ns: u64,
+    /// Nanoseconds per 1,000 rounds of an integer mix held in registers: the processor's
+    /// speed as this process got it (steal time included).
+    pub cpu_ns_per_1k_rounds: u64,
+    /// Median microseconds to append [`PROBE_SYNC_BYTES`] to a fresh file in the data
+    /// directory and `fdatasync` it: the disk's cost of one durable commit, before any
+    /// storage engine's own work. `None` in memory and over HTTP.
+    pub append_sync_us_p50: Option<u64>,
+}
+
+/// Measures the machine now; `data` is the directory whose disk the disk probe uses (a file
+/// named `subledger-probe-<pid>.tmp` is written there and removed).
+pub fn probe(data: Option<&Path>) -> std::io::Result<MachineProbe> {
+    Ok(MachineProbe {
+        memory_random_read_ns: memory_random_read_ns(),
+        cpu_ns_per_1k_rounds: cpu_ns_per_1k_rounds(),
+        append_sync_us_p50: data.map(append_sync_us_p50).transpose()?,
+    })
+}
+
+fn memory_random_read_ns() -> u64 {
+    // A power of two of slots, so a value masks into one.
+    let mask = PROBE_MEMORY_BYTES / std::mem::size_of::<u64>() - 1;
+    let mut rng = Rng::new(0x5EED);
+    // Written, not just allocated: untouched pages would all read the one zero page.
+    let table: Vec<u64> = (0..=mask).map(|_| rng.next()).collect();
+    let mut at = 0_usize;
+    let started = Instant::now();
+    for round in 0..PROBE_MEMORY_READS {
+        // The next place depends on the value just read; mixing in the round keeps the walk
+        // from settling into a short cycle.
+        let value = table.get(at).copied().unwrap_or(0);
+        at = usize::try_from(value ^ u64::from(round).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+            .unwrap_or(0)
+            & mask;
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(at);
+    per(elapsed.as_nanos(), u128::from(PROBE_MEMORY_READS))
+}
+
+fn cpu_ns_per_1k_rounds() -> u64 {
+    let mut rng = Rng::new(std::hint::black_box(7));
+    let mut sum = 0_u64;
+    let started = Instant::now();
+    for _ in 0..PROBE_CPU_ROUNDS {
+        sum = sum.wrapping_add(rng.next());
+    }
+    let elapsed = started.elapsed();
+    std::hint::black_box(sum);
+    per(elapsed.as_nanos() * 1_000, u128::from(PROBE_CPU_ROUNDS))
+}
+
+fn append_sync_us_p50(dir: &Path) -> std::io::Result<u64> {
+    let path = dir.join(format!("subledger-probe-{}.tmp", std::process::id()));
+    let measured = (|| -> std::io::Result<u64> {
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let page = vec![0x5A_u8; PROBE_SYNC_BYTES];
+        let mut micros = Vec::with_capacity(PROBE_SYNCS);
+        for _ in 0..PROBE_SYNCS {
+            // Appending grows the file, so each sync also commits its new length, as a
+            // log's does.
+            let started = Instant::now();
+            file.write_all(&page)?;
+            file.sync_data()?;
+            micros.push(u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX));
+        }
+        micros.sort_unstable();
+        Ok(micros.get(micros.len() / 2).copied().unwrap_or(0))
+    })();
+    let removed = std::fs::remove_file(&path);
+    let p50 = measured?;
+    removed?;
+    Ok(p50)
+}
+
+fn per(total: u128, count: u128) -> u64 {
+    u64::try_from(total / count.max(1)).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_probe_measures_and_leaves_no_file() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+        let probe = probe(Some(dir.path())).unwrap_or_else(|error| panic!("probe: {error}"));
+        // Any real read from memory takes at least a nanosecond, as do 1,000 rounds of work.
+        assert!(probe.memory_random_read_ns >= 1, "{probe:?}");
+        assert!(probe.cpu_ns_per_1k_rounds >= 1, "{probe:?}");
+        assert!(probe.append_sync_us_p50.is_some(), "{probe:?}");
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap_or_else(|error| panic!("read_dir: {error}"))
+            .collect();
+        assert!(left.is_empty(), "the probe's file is removed: {left:?}");
+    }
+
+    #[test]
+    fn in_memory_there_is_no_disk_probe() {
+        let probe = probe(None).unwrap_or_else(|error| panic!("probe: {error}"));
+        assert_eq!(probe.append_sync_us_p50, None);
+    }
+
+    #[test]
+    fn a_missing_directory_is_an_error_not_a_figure() {
+        let dir = tempfile::tempdir().unwrap_or_else(|error| panic!("tempdir: {error}"));
+        let missing = dir.path().join("absent");
+        assert!(probe(Some(&missing)).is_err());
+    }
+}
