@@ -723,6 +723,7 @@ pub fn run(
             mean_batch_size: measured as f64 / batches as f64,
             commands_per_sync: measured as f64 / syncs as f64,
             commit_us_mean: None,
+            commit_us_buckets: Vec::new(),
             durable: None,
             snapshot_every_events: None,
             snapshot_growth_percent: None,

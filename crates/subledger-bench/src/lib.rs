@@ -40,6 +40,7 @@ pub mod http;
 pub mod probe;
 pub use http::HttpTarget;
 pub use probe::{probe, MachineProbe};
+pub use subledger_engine::COMMIT_LATENCY_BUCKETS_MICROS;
 
 /// Most client threads.
 pub const CLIENTS_MAX: usize = 4_096;
@@ -141,6 +142,28 @@ pub struct Latency {
     pub max: u64,
 }
 
+/// Group commits whose append and sync took at most `le_us` µs (and more than the previous
+/// bucket's bound); `le_us` is `None` for the last bucket, the slower ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CommitBucket {
+    pub le_us: Option<u64>,
+    pub syncs: u64,
+}
+
+/// The load's group commits by duration: `after` minus `before`, per bucket.
+fn commit_buckets(before: &[u64], after: &[u64]) -> Vec<CommitBucket> {
+    after
+        .iter()
+        .enumerate()
+        .map(|(index, &count)| CommitBucket {
+            le_us: subledger_engine::COMMIT_LATENCY_BUCKETS_MICROS
+                .get(index)
+                .copied(),
+            syncs: count.saturating_sub(before.get(index).copied().unwrap_or(0)),
+        })
+        .collect()
+}
+
 /// What a run measured (the `--json` output).
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BenchReport {
@@ -164,6 +187,10 @@ pub struct BenchReport {
     /// Mean time of a group commit's durable write (append and sync), in microseconds: the
     /// log thread's time per sync. `None` over HTTP.
     pub commit_us_mean: Option<f64>,
+    /// The group commits of the load by duration: how many took at most `le_us` µs (and more
+    /// than the bucket before); the last bucket (`le_us` null) counts the slower ones. Shows
+    /// whether a latency tail came from the syncs. Empty over HTTP.
+    pub commit_us_buckets: Vec<CommitBucket>,
     /// `None` (JSON `null`) for what only a remote server knows (`--http` runs).
     pub durable: Option<bool>,
     /// Background snapshots during the load: every this many events (0: none; `None` for
@@ -1026,6 +1053,10 @@ pub fn run(
                 .commit_latency_sum_micros
                 .saturating_sub(before.commit_latency_sum_micros) as f64
                 / after.syncs.saturating_sub(before.syncs).max(1) as f64,
+        ),
+        commit_us_buckets: commit_buckets(
+            &before.commit_latency_buckets,
+            &after.commit_latency_buckets,
         ),
         durable: Some(!options.in_memory),
         snapshot_every_events: Some(options.snapshot_every_events),

@@ -64,6 +64,24 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     for percentile in ["p50", "p99", "p999", "max"] {
         assert!(json["latency_us"].get(percentile).is_some());
     }
+    // Every sync of the load is in one duration bucket, the slowest ones in the last.
+    let bucketed: u64 = report
+        .commit_us_buckets
+        .iter()
+        .map(|bucket| bucket.syncs)
+        .sum();
+    assert!(
+        (1..=2_000).contains(&bucketed),
+        "{bucketed} syncs for 2,000 commands"
+    );
+    assert_eq!(
+        report.commit_us_buckets.len(),
+        subledger_bench::COMMIT_LATENCY_BUCKETS_MICROS.len() + 1
+    );
+    assert_eq!(
+        report.commit_us_buckets.last().map(|bucket| bucket.le_us),
+        Some(None)
+    );
     // A durable run probes the disk of its data directory too.
     for probe in [
         "memory_random_read_ns",

@@ -254,6 +254,10 @@ fn print_table(report: &BenchReport) {
             known(report.commit_us_mean.map(|micros| format!("{micros:.0}"))),
         ),
         (
+            "group commits ≤ µs: count",
+            commit_buckets(&report.commit_us_buckets),
+        ),
+        (
             "durable",
             known(report.durable.map(|durable| durable.to_string())),
         ),
@@ -342,6 +346,22 @@ fn print_table(report: &BenchReport) {
     for (name, value) in rows {
         println!("{name:<30} {value}");
     }
+}
+
+/// The non-empty commit-duration buckets on one line (`unknown` over HTTP).
+fn commit_buckets(buckets: &[subledger_bench::CommitBucket]) -> String {
+    if buckets.is_empty() {
+        return known(None);
+    }
+    let shown: Vec<String> = buckets
+        .iter()
+        .filter(|bucket| bucket.syncs > 0)
+        .map(|bucket| match bucket.le_us {
+            Some(bound) => format!("{bound}: {}", bucket.syncs),
+            None => format!("more: {}", bucket.syncs),
+        })
+        .collect();
+    shown.join(", ")
 }
 
 /// The probe's figures on one line.
