@@ -137,10 +137,10 @@ pub struct SnapshotArgs {
 }
 
 /// A progress bar on stderr when it is a terminal; nothing otherwise.
-struct Bar(Option<indicatif::ProgressBar>);
+pub(crate) struct Bar(Option<indicatif::ProgressBar>);
 
 impl Bar {
-    fn new(what: &str) -> Bar {
+    pub(crate) fn new(what: &str) -> Bar {
         if !std::io::stderr().is_terminal() {
             return Bar(None);
         }

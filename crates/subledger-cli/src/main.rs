@@ -4,6 +4,7 @@
 mod audit;
 mod bench;
 mod remote;
+mod restore;
 mod serve;
 
 use std::process::ExitCode;
@@ -63,6 +64,9 @@ enum Action {
     Export(audit::ExportArgs),
     /// Write a snapshot of a (stopped) ledger now.
     Snapshot(audit::SnapshotArgs),
+    /// Create a data directory from a portable log archive (`export --what log`), with the
+    /// archived hash chain, and write a snapshot of it. Exit 1 when the archive is damaged.
+    Restore(restore::RestoreArgs),
 }
 
 /// The data directory used when none is given.
@@ -78,6 +82,7 @@ fn main() -> ExitCode {
         Action::Replay(args) => return audit::replay(&args),
         Action::Export(args) => return audit::export(&args),
         Action::Snapshot(args) => return audit::snapshot(&args),
+        Action::Restore(args) => return restore::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

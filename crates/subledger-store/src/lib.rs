@@ -453,6 +453,63 @@ impl SledLog {
     pub fn size_on_disk(&self) -> Result<u64, LogError> {
         self.inner.db.size_on_disk().map_err(storage)
     }
+
+    /// Adds records another log already holds — one commit batch's, in order — after the
+    /// head, keeping their bytes, and so their hashes: a log restored from an archive has the
+    /// same head hash as the one archived, whatever record sizes that log used. Each record
+    /// must continue the chain (the next sequence number, the head's hash) and be the one
+    /// its hash names, and the last must end its batch; otherwise nothing is written. Not
+    /// durable until [`EventLog::sync`] returns `Ok`, as with [`EventLog::append`].
+    pub fn append_records(&mut self, records: &[Record]) -> Result<(), LogError> {
+        let Some(last) = records.last() else {
+            return Ok(());
+        };
+        let mut writes = sled::Batch::default();
+        let (mut head, mut head_hash) = (self.head, self.head_hash);
+        for record in records {
+            if record.first != head.next() {
+                return Err(LogError::Gap {
+                    head,
+                    first: record.first,
+                });
+            }
+            let corrupt = |detail: &str| LogError::Corrupt {
+                seq: record.first,
+                detail: detail.into(),
+            };
+            if record.events.is_empty() {
+                return Err(corrupt("the record holds no events"));
+            }
+            if record.prev_hash != head_hash {
+                return Err(corrupt("the record does not continue the log's hash chain"));
+            }
+            let (bytes, hash) = subledger_log::record::encode_record(
+                record.first,
+                record.at,
+                record.batch_last,
+                record.prev_hash,
+                &record.events,
+            )
+            .map_err(|error| LogError::Encode(error.to_string()))?;
+            if hash != record.hash {
+                return Err(corrupt("the record's contents do not give its hash"));
+            }
+            writes.insert(&key(record.first), bytes);
+            (head, head_hash) = (record.last(), hash);
+        }
+        if !last.ends_batch() {
+            // The head marker names batch ends only: a crash must never leave half a batch.
+            return Err(LogError::Corrupt {
+                seq: last.first,
+                detail: "the records do not end their commit batch".into(),
+            });
+        }
+        writes.insert(HEAD_MARKER_KEY, &head_marker(head, head_hash)[..]);
+        self.inner.log.apply_batch(writes).map_err(storage)?;
+        self.head = head;
+        self.head_hash = head_hash;
+        Ok(())
+    }
 }
 
 fn head_marker(head: Sequence, hash: ChainHash) -> [u8; 40] {

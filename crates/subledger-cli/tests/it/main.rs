@@ -2,6 +2,7 @@
 //! End-to-end tests of the `subledger` binary.
 
 mod audit;
+mod restore;
 mod security;
 mod serve;
 mod support;

@@ -189,3 +189,68 @@ fn an_unusable_snapshot_directory_fails_snapshots_but_never_the_ledger() {
     );
     assert_eq!(fingerprint(reopened), live);
 }
+
+/// Records read back from a log, in order.
+fn records_of(log: &SledLog) -> Vec<subledger_log::Record> {
+    log.reader()
+        .records_from(Sequence(1))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+}
+
+#[test]
+fn records_copied_from_another_log_keep_their_bytes_and_bad_ones_change_nothing() {
+    let suspended = |account| Event::AccountSuspended {
+        account: AccountId(account),
+    };
+    // A source log cut into records of two events: a batch of five (three records), then one.
+    let source_dir = tempfile::tempdir().unwrap();
+    let (mut source, _) = SledLog::open(source_dir.path(), small_records()).unwrap();
+    for (first, count) in [(1_u64, 5_u32), (6, 1)] {
+        let batch = Batch {
+            first: Sequence(first),
+            at: Timestamp(i64::try_from(first).unwrap() * 1_000),
+            events: (0..count).map(suspended).collect(),
+        };
+        source.append(&batch).unwrap();
+        source.sync().unwrap();
+    }
+    let records = records_of(&source);
+    assert_eq!(records.len(), 4);
+    let (batch, last) = records.split_at(3);
+
+    // The copy takes the default record size, yet keeps the source's records as they are.
+    let copy_dir = tempfile::tempdir().unwrap();
+    let (mut copy, _) = SledLog::open(copy_dir.path(), StoreOptions::default()).unwrap();
+    // Refused, and nothing written: a gap, a broken chain, contents that do not give the
+    // stored hash, and a batch cut short.
+    let mut broken = batch.to_vec();
+    broken[0].prev_hash = subledger_log::ChainHash([7; 32]);
+    let mut altered = batch.to_vec();
+    altered[1].events[0] = suspended(9);
+    for (records, refusal) in [
+        (last, "gap"),
+        (&broken[..], "continue"),
+        (&altered[..], "give its hash"),
+        (&batch[..2], "end their commit batch"),
+    ] {
+        let error = copy.append_records(records).unwrap_err();
+        let text = error.to_string();
+        let named = match refusal {
+            "gap" => matches!(error, subledger_log::LogError::Gap { .. }),
+            _ => text.contains(refusal),
+        };
+        assert!(named, "{refusal}: {text}");
+        copy.sync().unwrap();
+        assert!(records_of(&copy).is_empty(), "{refusal} wrote something");
+    }
+    copy.append_records(batch).unwrap();
+    copy.append_records(last).unwrap();
+    copy.sync().unwrap();
+    assert_eq!(records_of(&copy), records);
+    drop((copy, source));
+    let (reopened, report) = SledLog::open(copy_dir.path(), StoreOptions::default()).unwrap();
+    assert_eq!(report.head, Sequence(6));
+    assert_eq!(records_of(&reopened), records);
+}
