@@ -593,7 +593,7 @@ async fn run_client(
 /// Counters from the server's `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 struct ServerCounters {
-    commands: u64,
+    commands_appended: u64,
     batches: u64,
     syncs: u64,
     events: u64,
@@ -616,7 +616,7 @@ async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, 
             .unwrap_or(0)
     };
     Ok(ServerCounters {
-        commands: value("subledger_commands_total"),
+        commands_appended: value("subledger_commands_appended_total"),
         batches: value("subledger_batches_total"),
         syncs: value("subledger_syncs_total"),
         events: value("subledger_events_total"),
@@ -701,9 +701,11 @@ pub fn run(
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
-        let measured = after.commands.saturating_sub(before.commands);
+        let appended = after
+            .commands_appended
+            .saturating_sub(before.commands_appended);
         // The load is over: nothing else runs on this runtime while the probe blocks it.
-        let machine = crate::probe(None)?;
+        let machine = crate::probe(None);
         Ok(BenchReport {
             workload: options.workload,
             target: target.url.clone(),
@@ -715,13 +717,13 @@ pub fn run(
             rejected,
             seconds,
             commands_per_sec: if seconds > 0.0 {
-                options.commands as f64 / seconds
+                (committed + rejected) as f64 / seconds
             } else {
                 0.0
             },
             latency_us: latency_of(&latency),
-            mean_batch_size: measured as f64 / batches as f64,
-            commands_per_sync: measured as f64 / syncs as f64,
+            mean_batch_size: appended as f64 / batches as f64,
+            commands_per_sync: appended as f64 / syncs as f64,
             commit_us_mean: None,
             commit_us_buckets: Vec::new(),
             durable: None,

@@ -50,6 +50,9 @@ pub const ACCOUNTS_MAX: usize = 10_000_000;
 const TIGERBEETLE_SUBACCOUNTS: usize = 99;
 /// How often the throughput timeline is sampled.
 const TIMELINE_SAMPLE_MILLIS: u64 = 100;
+/// Longest wait, after an on-demand snapshot, for a `rebuilt` snapshot thread to drop its
+/// replica before `rss_bytes_after_snapshot` is read (it answers first, then drops it).
+const REPLICA_RELEASE_WAIT_MILLIS: u64 = 5_000;
 
 /// Which traffic to generate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -179,10 +182,11 @@ pub struct BenchReport {
     pub seconds: f64,
     pub commands_per_sec: f64,
     pub latency_us: Latency,
-    /// Commands per batch (decided together by the writer).
+    /// Commands per batch appended to the log (decided together by the writer). A batch whose
+    /// commands were all rejected or changed nothing appends nothing and is not counted.
     pub mean_batch_size: f64,
-    /// Commands per sync of the log: the log thread covers every batch waiting for it with
-    /// one sync, so this is the group commit's size.
+    /// Commands per sync of the log (of the appended batches): the log thread covers every
+    /// batch waiting for it with one sync, so this is the group commit's size.
     pub commands_per_sync: f64,
     /// Mean time of a group commit's durable write (append and sync), in microseconds: the
     /// log thread's time per sync. `None` over HTTP.
@@ -230,7 +234,8 @@ pub struct BenchReport {
     /// (seconds since start, commands answered so far), every 100 ms.
     pub timeline: Vec<(f64, u64)>,
     /// The machine's memory, compute and disk speed, measured right after the run: compare
-    /// two runs' figures with these beside them.
+    /// two runs' figures with these beside them. With `--http`, the load generator's machine
+    /// (the server's only when both share one, as in `docs/benchmarks.md`).
     pub machine: MachineProbe,
 }
 
@@ -329,7 +334,12 @@ impl Layout {
     }
 
     fn accounts(self) -> usize {
-        self.families * (self.subaccounts + 1)
+        self.checked_accounts().unwrap_or(usize::MAX)
+    }
+
+    /// `None` when the count overflows (`validate` refuses such options before any use).
+    fn checked_accounts(self) -> Option<usize> {
+        self.families.checked_mul(self.subaccounts.checked_add(1)?)
     }
 
     fn primary(self, family: usize) -> ApiKey {
@@ -470,7 +480,10 @@ fn validate(options: &BenchOptions) -> Result<(), BenchError> {
     if options.hot_accounts_pct > 100 {
         return refuse("--hot-accounts is a percentage (0-100)");
     }
-    if Layout::of(options).accounts() > ACCOUNTS_MAX {
+    if Layout::of(options)
+        .checked_accounts()
+        .is_none_or(|accounts| accounts > ACCOUNTS_MAX)
+    {
         return refuse("at most 10,000,000 accounts");
     }
     if options.workload == Workload::Vonage && options.subaccounts_per_primary < 2 {
@@ -986,7 +999,9 @@ pub fn run(
         .as_secs_f64();
     let after = ledger.metrics();
     let batches = after.batches.saturating_sub(before.batches).max(1);
-    let measured = after.commands.saturating_sub(before.commands);
+    let appended = after
+        .commands_appended
+        .saturating_sub(before.commands_appended);
     let events = after.events;
     let rss_bytes_peak = rss_bytes_peak();
     let rss_bytes = rss_bytes();
@@ -1014,12 +1029,20 @@ pub fn run(
     ledger
         .snapshot_now()
         .map_err(|error| BenchError::Setup(error.to_string()))?;
+    if options.snapshot_replica == SnapshotReplica::Rebuilt {
+        let waited = Instant::now();
+        while ledger.metrics().snapshot_replica_held
+            && waited.elapsed() < Duration::from_millis(REPLICA_RELEASE_WAIT_MILLIS)
+        {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let rss_bytes_after_snapshot = self::rss_bytes();
     ledger.close()?;
     let bytes_on_disk = storage.bytes_on_disk();
     let (recovery_seconds_snapshot, ledger) = timed_open(true)?;
     ledger.close()?;
-    let machine = probe(storage.dir())?;
+    let machine = probe(storage.dir());
     let per_event = |bytes: u64| {
         if events > 0 {
             bytes as f64 / events as f64
@@ -1044,10 +1067,10 @@ pub fn run(
         committed,
         rejected,
         seconds,
-        commands_per_sec: per_second(options.commands, seconds),
+        commands_per_sec: per_second(committed + rejected, seconds),
         latency_us: latency_of(&latency),
-        mean_batch_size: measured as f64 / batches as f64,
-        commands_per_sync: measured as f64 / after.syncs.saturating_sub(before.syncs).max(1) as f64,
+        mean_batch_size: appended as f64 / batches as f64,
+        commands_per_sync: appended as f64 / after.syncs.saturating_sub(before.syncs).max(1) as f64,
         commit_us_mean: Some(
             after
                 .commit_latency_sum_micros
@@ -1132,7 +1155,7 @@ pub fn recovery(dir: &Path) -> Result<RecoveryReport, BenchError> {
     let snapshot_seq = ledger.recovery().snapshot.map(|seq| seq.0);
     ledger.close()?;
     let rss_bytes_peak = rss_bytes_peak();
-    let machine = probe(Some(dir))?;
+    let machine = probe(Some(dir));
     Ok(RecoveryReport {
         events,
         snapshot_seq,

@@ -76,6 +76,7 @@ fn tiny(workload: Workload, batch_size: usize) -> BenchOptions {
 fn the_tigerbeetle_workload_runs_over_http_singly_and_in_batches() {
     for batch_size in [1, 50] {
         let (url, ledger, _stop) = server();
+        let before = ledger.metrics().commands;
         let report = run(
             &tiny(Workload::TigerBeetle, batch_size),
             &target(&url),
@@ -90,11 +91,14 @@ fn the_tigerbeetle_workload_runs_over_http_singly_and_in_batches() {
         assert!(report.mean_batch_size >= 1.0);
         assert_eq!(report.durable, None, "only the server knows");
         assert_eq!(report.recovery_seconds_full, None);
-        // Every transfer answered is in the server's ledger: setup's transfers, then ours.
+        // Every transfer answered reached the server's ledger: one command for each account
+        // setup created (and a few fundings), then the load's 1,200.
         let family = ledger
             .read(|views| views.family(&"00000000".parse().unwrap()))
             .unwrap();
         assert_eq!(family.subaccounts.len(), 99);
+        let decided = ledger.metrics().commands - before;
+        assert!(decided >= 1_200 + 300, "{decided} commands decided");
         assert!(report.events >= 1_200);
         let json = serde_json::to_value(&report).unwrap();
         assert!(json["durable"].is_null() && json["bytes_on_disk"].is_null());
@@ -118,7 +122,9 @@ fn the_vonage_workload_runs_over_http_with_rejections_and_batches() {
             report.committed > 600,
             "most real traffic commits: {report:?}"
         );
-        assert!(ledger.metrics().commands > before);
+        // Setup's one command per account, then the load's 1,200.
+        let decided = ledger.metrics().commands - before;
+        assert!(decided >= 1_200 + 28, "{decided} commands decided");
     }
 }
 

@@ -168,6 +168,18 @@ fn bad_options_are_refused() {
         run(&no_clients, &|_, _| {}),
         Err(BenchError::Options(_))
     ));
+    // Sizes whose product overflows are refused, not a panic.
+    for (primaries, subaccounts_per_primary) in [(2, usize::MAX), (usize::MAX, 2), (20_000, 999)] {
+        let huge = BenchOptions {
+            primaries,
+            subaccounts_per_primary,
+            ..tiny(Workload::Vonage)
+        };
+        assert!(
+            matches!(run(&huge, &|_, _| {}), Err(BenchError::Options(_))),
+            "{primaries} × {subaccounts_per_primary}"
+        );
+    }
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("x"), "not empty").unwrap();
     let used = BenchOptions {

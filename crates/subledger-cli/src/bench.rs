@@ -246,8 +246,12 @@ fn print_table(report: &BenchReport) {
             ),
         ),
         (
-            "commands per group commit",
+            "commands per writer batch",
             format!("{:.1}", report.mean_batch_size),
+        ),
+        (
+            "commands per group commit",
+            format!("{:.1}", report.commands_per_sync),
         ),
         (
             "µs per group commit's append + sync",

@@ -284,6 +284,8 @@ struct Counters {
     commands: AtomicU64,
     rejected: AtomicU64,
     batches: AtomicU64,
+    /// Commands of the batches that were appended (see [`Metrics::commands_appended`]).
+    commands_appended: AtomicU64,
     /// Syncs of the log: each covers one or more batches.
     syncs: AtomicU64,
     events: AtomicU64,
@@ -318,7 +320,13 @@ impl Counters {
 pub struct Metrics {
     pub commands: u64,
     pub rejected: u64,
+    /// Batches appended to the log: a batch whose commands were all rejected or changed
+    /// nothing has no events, needs no sync and is not counted.
     pub batches: u64,
+    /// Commands of the batches counted in `batches`: `commands_appended / batches` is the
+    /// size of an appended batch, `commands_appended / syncs` of a group commit (`commands`
+    /// also counts the commands of batches that had nothing to append).
+    pub commands_appended: u64,
     /// Syncs of the log; each makes one or more batches durable (the log thread covers every
     /// batch waiting for it with one sync).
     pub syncs: u64,
@@ -677,6 +685,7 @@ impl Ledger {
             commands: counters.commands.load(Ordering::Relaxed),
             rejected: counters.rejected.load(Ordering::Relaxed),
             batches: counters.batches.load(Ordering::Relaxed),
+            commands_appended: counters.commands_appended.load(Ordering::Relaxed),
             syncs: counters.syncs.load(Ordering::Relaxed),
             events: counters.events.load(Ordering::Relaxed),
             queue_depth: self.sender.len(),

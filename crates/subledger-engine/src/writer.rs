@@ -286,12 +286,16 @@ fn make_durable(
     counters: &crate::Counters,
 ) -> Result<(), String> {
     let started = std::time::Instant::now();
-    let (mut batches, mut events) = (0_u64, 0_u64);
-    for batch in group.iter().filter_map(|decided| decided.batch.as_deref()) {
+    let (mut batches, mut events, mut commands) = (0_u64, 0_u64, 0_u64);
+    for decided in group {
+        let Some(batch) = decided.batch.as_deref() else {
+            continue;
+        };
         log.append(batch)
             .map_err(|error| format!("log append failed: {error}"))?;
         batches += 1;
         events += batch.events.len() as u64;
+        commands += decided.outcomes.len() as u64;
     }
     if batches == 0 {
         return Ok(());
@@ -303,6 +307,9 @@ fn make_durable(
     counters.record_commit(micros);
     counters.syncs.fetch_add(1, Ordering::Relaxed);
     counters.batches.fetch_add(batches, Ordering::Relaxed);
+    counters
+        .commands_appended
+        .fetch_add(commands, Ordering::Relaxed);
     counters.events.fetch_add(events, Ordering::Relaxed);
     Ok(())
 }

@@ -295,9 +295,15 @@ pub(crate) fn prometheus(state: &AppState) -> String {
     );
     gauge(
         "subledger_batches_total",
-        "Batches committed (commands decided together; one sync covers one or more).",
+        "Batches appended to the log (commands decided together; one sync covers one or more).",
         "counter",
         metrics.batches.to_string(),
+    );
+    gauge(
+        "subledger_commands_appended_total",
+        "Commands of the batches appended to the log (the others had no events to append).",
+        "counter",
+        metrics.commands_appended.to_string(),
     );
     gauge(
         "subledger_syncs_total",

@@ -51,6 +51,8 @@ fn commands_commit_and_views_show_them() {
         (metrics.commands, metrics.rejected, metrics.events),
         (5, 1, 4)
     );
+    // One batch per submission; the rejected one had nothing to append.
+    assert_eq!((metrics.batches, metrics.commands_appended), (4, 4));
     assert_eq!(metrics.last_seq, Sequence(4));
 }
 
