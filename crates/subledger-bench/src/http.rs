@@ -593,6 +593,7 @@ async fn run_client(
 /// Counters from the server's `/metrics`.
 #[derive(Debug, Default, Clone, Copy)]
 struct ServerCounters {
+    commands: u64,
     commands_appended: u64,
     batches: u64,
     syncs: u64,
@@ -616,6 +617,7 @@ async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, 
             .unwrap_or(0)
     };
     Ok(ServerCounters {
+        commands: value("subledger_commands_total"),
         commands_appended: value("subledger_commands_appended_total"),
         batches: value("subledger_batches_total"),
         syncs: value("subledger_syncs_total"),
@@ -701,9 +703,15 @@ pub fn run(
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
-        let appended = after
+        let appended = match after
             .commands_appended
-            .saturating_sub(before.commands_appended);
+            .saturating_sub(before.commands_appended)
+        {
+            // A server older than `subledger_commands_appended_total`: every decided command,
+            // which overstates the sizes when whole batches were rejected.
+            0 => after.commands.saturating_sub(before.commands),
+            appended => appended,
+        };
         // The load is over: nothing else runs on this runtime while the probe blocks it.
         let machine = crate::probe(None);
         Ok(BenchReport {

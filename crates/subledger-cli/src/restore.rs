@@ -15,9 +15,9 @@ use std::process::ExitCode;
 
 use clap::Args;
 use subledger_core::Sequence;
-use subledger_engine::{Config, Ledger, SystemClock};
+use subledger_engine::{Config, Ledger, OpenError, SystemClock};
 use subledger_log::archive::ArchiveReader;
-use subledger_log::{EventLog, LogError, LogReader, Record};
+use subledger_log::{ChainHash, EventLog, LogError, LogReader, Record};
 use subledger_store::{SledLog, StoreOptions};
 
 use crate::audit::Bar;
@@ -26,9 +26,11 @@ use crate::audit::Bar;
 /// ledger made, would take a 10M-event restore minutes; this bounds what a crash (before the
 /// rename, which makes the work moot anyway) and the store's unsynced memory hold.
 pub const RESTORE_SYNC_EVENTS: u64 = 262_144;
-/// Most events in one commit batch of the archive. The engine's batches hold at most 8,192
-/// commands of a few events each; a longer "batch" (a record that never ends its batch) is
-/// refused rather than held in memory.
+/// Most events in one commit batch of the archive, held in memory until the batch ends. The
+/// engine's default batches hold at most 8,192 commands of a few events each (a ledger run
+/// with a larger `batch_commands_max` held its batches in memory the same way); a longer
+/// "batch" (records that never end their batch) is refused. At worst, with every name and
+/// reference at its longest, a million events are about a gigabyte.
 pub const RESTORE_BATCH_EVENTS_MAX: usize = 1 << 20;
 
 #[derive(Debug, Args)]
@@ -61,6 +63,10 @@ struct Restored {
 #[derive(Debug)]
 enum RestoreError {
     Archive(LogError),
+    /// The archive's chain is whole but its events break the rules.
+    Rules(String),
+    /// The ledger was renamed into place, but a later step failed.
+    Placed(String),
     Other(String),
 }
 
@@ -68,7 +74,12 @@ impl std::fmt::Display for RestoreError {
     fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             RestoreError::Archive(error) => write!(formatter, "the archive is damaged: {error}"),
-            RestoreError::Other(message) => formatter.write_str(message),
+            RestoreError::Rules(message) => {
+                write!(formatter, "the archive's events break the rules: {message}")
+            }
+            RestoreError::Placed(message) | RestoreError::Other(message) => {
+                formatter.write_str(message)
+            }
         }
     }
 }
@@ -76,8 +87,8 @@ impl std::fmt::Display for RestoreError {
 impl RestoreError {
     fn exit_code(&self) -> u8 {
         match self {
-            RestoreError::Archive(_) => 1,
-            RestoreError::Other(_) => 2,
+            RestoreError::Archive(_) | RestoreError::Rules(_) => 1,
+            RestoreError::Placed(_) | RestoreError::Other(_) => 2,
         }
     }
 }
@@ -90,7 +101,7 @@ fn other(what: &str, error: impl std::fmt::Display) -> RestoreError {
 fn log_error(error: LogError) -> RestoreError {
     match error {
         LogError::Corrupt { .. } | LogError::Gap { .. } => RestoreError::Archive(error),
-        error => other("writing the new store", error),
+        error => other("reading the archive or writing the new store", error),
     }
 }
 
@@ -128,55 +139,140 @@ pub fn run(args: &RestoreArgs) -> ExitCode {
 }
 
 fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
-    let empty = match std::fs::read_dir(&args.data) {
-        Ok(mut entries) => entries.next().is_none(),
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => true,
-        Err(error) => return Err(other(&args.data.display().to_string(), error)),
-    };
-    if !empty {
-        return Err(RestoreError::Other(format!(
-            "{} is not empty: restore creates a new ledger",
-            args.data.display()
-        )));
-    }
+    // `a/b/.` names `a/b`; renaming onto it by the first spelling fails.
+    let data: PathBuf = args.data.components().collect();
+    let target = Target::check(&data)?;
     let archive = ArchiveReader::open(&args.log).map_err(|error| match error {
         LogError::Corrupt { .. } => RestoreError::Archive(error),
         error => other(&args.log.display().to_string(), error),
     })?;
-    let building = building_dir(&args.data)?;
-    let built = build(&archive, &building, args.no_snapshot);
-    let placed = built.and_then(|restored| {
-        place(&building, &args.data)?;
-        Ok(restored)
-    });
-    if placed.is_err() {
-        // Nothing of a failed restore stays behind (the store is closed by now).
-        let _ = std::fs::remove_dir_all(&building);
+    let created = target.create_parents()?;
+    let built = build(&archive, &target.building, args.no_snapshot)
+        .and_then(|restored| target.place(&created).map(|()| restored));
+    if built.is_err() {
+        // Nothing of a failed restore stays behind (the store is closed by now), including
+        // the parents it created (deepest first; one that gained other files stays).
+        let _ = std::fs::remove_dir_all(&target.building);
+        for dir in &created {
+            let _ = std::fs::remove_dir(dir);
+        }
     }
-    placed
+    built
 }
 
-/// The temporary directory the ledger is built in: beside the target, so that the final
-/// rename stays on one file system.
-fn building_dir(data: &Path) -> Result<PathBuf, RestoreError> {
-    let name = data
-        .file_name()
-        .ok_or_else(|| RestoreError::Other(format!("{} names no directory", data.display())))?
-        .to_string_lossy();
-    let parent = match data.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    std::fs::create_dir_all(&parent)
-        .map_err(|error| other(&parent.display().to_string(), error))?;
-    let building = parent.join(format!(".{name}.restoring-{}", std::process::id()));
-    if building.exists() {
-        return Err(RestoreError::Other(format!(
-            "{} exists: another restore may be running",
-            building.display()
-        )));
+/// Where a restore builds its ledger and where it puts it.
+struct Target {
+    data: PathBuf,
+    parent: PathBuf,
+    /// Beside `data`, so that the final rename stays on one file system.
+    building: PathBuf,
+}
+
+impl Target {
+    /// Refuses, before any work, a target the final rename could not take: an occupied
+    /// directory, a symbolic link, a mount point, a path naming no directory.
+    fn check(data: &Path) -> Result<Target, RestoreError> {
+        let refuse = |why: &str| Err(RestoreError::Other(format!("{}: {why}", data.display())));
+        let Some(name) = data.file_name() else {
+            return refuse("names no directory");
+        };
+        let parent = match data.parent() {
+            Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        match std::fs::symlink_metadata(data) {
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+            Err(error) => return Err(other(&data.display().to_string(), error)),
+            Ok(metadata) if metadata.file_type().is_symlink() => {
+                return refuse("is a symbolic link: give the directory it points to");
+            }
+            Ok(metadata) if !metadata.is_dir() => return refuse("is not a directory"),
+            Ok(metadata) => {
+                let mut entries = std::fs::read_dir(data)
+                    .map_err(|error| other(&data.display().to_string(), error))?;
+                if entries.next().is_some() {
+                    return refuse("is not empty: restore creates a new ledger");
+                }
+                let parent_device = std::fs::metadata(&parent)
+                    .map_err(|error| other(&parent.display().to_string(), error))?;
+                if std::os::unix::fs::MetadataExt::dev(&metadata)
+                    != std::os::unix::fs::MetadataExt::dev(&parent_device)
+                {
+                    return refuse(
+                        "is a mount point: restore builds beside the target and renames it \
+                         into place; name a directory inside it",
+                    );
+                }
+            }
+        }
+        let building = parent.join(format!(
+            ".{}.restoring-{}",
+            name.to_string_lossy(),
+            std::process::id()
+        ));
+        if building.exists() {
+            return Err(RestoreError::Other(format!(
+                "{} exists: another restore may be running",
+                building.display()
+            )));
+        }
+        Ok(Target {
+            data: data.to_path_buf(),
+            parent,
+            building,
+        })
     }
-    Ok(building)
+
+    /// Creates the missing parents; returns them, deepest first.
+    fn create_parents(&self) -> Result<Vec<PathBuf>, RestoreError> {
+        let created: Vec<PathBuf> = self
+            .parent
+            .ancestors()
+            .take_while(|dir| !dir.as_os_str().is_empty() && !dir.exists())
+            .map(Path::to_path_buf)
+            .collect();
+        std::fs::create_dir_all(&self.parent)
+            .map_err(|error| other(&self.parent.display().to_string(), error))?;
+        Ok(created)
+    }
+
+    /// Renames the built directory to `data` (an empty directory there is replaced), then
+    /// syncs its parent and every parent this restore created, and the one above them, so that
+    /// the new names survive a power cut.
+    fn place(&self, created: &[PathBuf]) -> Result<(), RestoreError> {
+        std::fs::rename(&self.building, &self.data).map_err(|error| {
+            other(
+                &format!(
+                    "renaming {} to {}",
+                    self.building.display(),
+                    self.data.display()
+                ),
+                error,
+            )
+        })?;
+        let above = created
+            .last()
+            .and_then(|top| top.parent())
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf);
+        let mut to_sync = vec![self.parent.clone()];
+        to_sync.extend(created.iter().skip(1).cloned());
+        if !created.is_empty() {
+            to_sync.push(above);
+        }
+        for dir in to_sync {
+            std::fs::File::open(&dir)
+                .and_then(|directory| directory.sync_all())
+                .map_err(|error| {
+                    RestoreError::Placed(format!(
+                        "the ledger is in place at {}, but syncing {} failed: {error}",
+                        self.data.display(),
+                        dir.display()
+                    ))
+                })?;
+        }
+        Ok(())
+    }
 }
 
 fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Restored, RestoreError> {
@@ -185,6 +281,7 @@ fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Resto
     let total = archive.head().0;
     let bar = Bar::new("restoring");
     let (mut records, mut unsynced) = (0_u64, 0_u64);
+    let (mut head, mut head_hash) = (Sequence::ZERO, ChainHash::GENESIS);
     let mut batch: Vec<Record> = Vec::new();
     let mut batch_events = 0_usize;
     for record in archive.records_from(Sequence(1)).map_err(log_error)? {
@@ -204,6 +301,9 @@ fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Resto
         }
         log.append_records(&batch).map_err(log_error)?;
         records += batch.len() as u64;
+        if let Some(end) = batch.last() {
+            (head, head_hash) = (end.last(), end.hash);
+        }
         unsynced += batch_events as u64;
         batch.clear();
         batch_events = 0;
@@ -222,14 +322,25 @@ fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Resto
     log.sync().map_err(log_error)?;
     subledger_audit::Progress::advance(&bar, total, total);
     drop(bar);
+    // What was written, checked against what the archive says it holds (the reader checks
+    // the trailer too; this does not depend on it).
     let summary = archive.summary();
+    if (records, head, head_hash) != (summary.records, summary.head, summary.head_hash) {
+        return Err(RestoreError::Archive(LogError::Corrupt {
+            seq: head.next(),
+            detail: format!(
+                "{records} records up to {head} were restored; the trailer says {} up to {}",
+                summary.records, summary.head
+            ),
+        }));
+    }
     let restored = |snapshot| Restored {
-        events: summary.head.0,
+        events: head.0,
         records,
-        head_hash: summary.head_hash.to_hex(),
+        head_hash: head_hash.to_hex(),
         snapshot,
     };
-    if no_snapshot || summary.head == Sequence::ZERO {
+    if head == Sequence::ZERO {
         return Ok(restored(None));
     }
     // Opening replays every event through the rules (an archive whose chain is whole but
@@ -242,25 +353,16 @@ fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Resto
         log,
         SystemClock,
     )
-    .map_err(|error| other("replaying the restored log", error))?;
-    let taken = ledger.snapshot_now();
-    let closed = ledger.close();
-    let seq = taken.map_err(|error| other("writing the snapshot", error))?;
-    closed.map_err(|error| other("closing the restored ledger", error))?;
-    Ok(restored(Some(seq.0)))
-}
-
-/// Renames the built directory to `data` (an empty directory there is replaced) and syncs
-/// the parent, so the new name survives a power cut.
-fn place(building: &Path, data: &Path) -> Result<(), RestoreError> {
-    std::fs::rename(building, data).map_err(|error| {
-        other(
-            &format!("renaming {} to {}", building.display(), data.display()),
-            error,
-        )
+    .map_err(|error| match error {
+        OpenError::Replay(error) => RestoreError::Rules(error.to_string()),
+        OpenError::Log(error) => log_error(error),
+        error => other("replaying the restored log", error),
     })?;
-    let parent = building.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(parent)
-        .and_then(|directory| directory.sync_all())
-        .map_err(|error| other(&format!("syncing {}", parent.display()), error))
+    let taken = (!no_snapshot).then(|| ledger.snapshot_now());
+    let closed = ledger.close();
+    let seq = taken
+        .transpose()
+        .map_err(|error| other("writing the snapshot", error))?;
+    closed.map_err(|error| other("closing the restored ledger", error))?;
+    Ok(restored(seq.map(|seq| seq.0)))
 }

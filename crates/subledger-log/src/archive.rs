@@ -185,6 +185,18 @@ impl ArchiveReader {
                 "the trailer counts a different number of records",
             ));
         }
+        // The head must lie in the last record (reading checks it ends there exactly): a head
+        // before it would hide records from every reader, one with no records would invent some.
+        let head_fits = match entries.last() {
+            Some(last) => summary.head >= last.first,
+            None => summary.head == Sequence::ZERO && summary.head_hash == ChainHash::GENESIS,
+        };
+        if !head_fits {
+            return Err(corrupt(
+                next,
+                "the trailer's head does not match the records",
+            ));
+        }
         Ok(ArchiveReader {
             path: path.to_path_buf(),
             entries,

@@ -69,8 +69,9 @@ fn a_restored_ledger_has_the_archived_chain_state_and_a_snapshot() {
     let source = tempfile::tempdir().unwrap();
     let (events, archive) = archived(source.path());
     let (empty, target) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    // An existing empty directory is taken; a missing one (with missing parents) is created.
-    for data in [empty.path().to_path_buf(), target.path().join("a/b/ledger")] {
+    // An existing empty directory is taken (also spelled with a trailing `.`); a missing one,
+    // with missing parents, is created.
+    for data in [empty.path().join("."), target.path().join("a/b/ledger")] {
         let output = restore(&archive, &data, &[]);
         assert!(output.status.success(), "{output:?}");
         let restored: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
@@ -136,9 +137,63 @@ fn a_damaged_archive_or_an_occupied_directory_restores_nothing() {
     assert!(!data.exists());
     assert!(leftovers(parent.path()).is_empty());
 
+    // A trailer whose head was zeroed, which once read as an empty log: exit 1.
+    let mut zeroed = original.clone();
+    let head_at = zeroed.len() - 48;
+    zeroed[head_at..head_at + 8].fill(0);
+    std::fs::write(&archive, &zeroed).unwrap();
+    let deep = parent.path().join("new/deeper/ledger");
+    let output = restore(&archive, &deep, &[]);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    assert!(
+        !parent.path().join("new").exists(),
+        "the parents it created are gone"
+    );
+
+    // A symbolic link is refused before any work.
+    std::fs::write(&archive, &original).unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let link = parent.path().join("link");
+    std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+    let output = restore(&archive, &link, &[]);
+    assert_eq!(output.status.code(), Some(2), "{output:?}");
+    assert!(String::from_utf8_lossy(&output.stderr).contains("symbolic link"));
+    assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0);
+    std::fs::remove_file(&link).unwrap();
+
     // No archive at all: a usage error.
     std::fs::remove_file(&archive).unwrap();
     let output = restore(&archive, &data, &[]);
     assert_eq!(output.status.code(), Some(2), "{output:?}");
     assert!(!data.exists());
+    assert!(leftovers(parent.path()).is_empty());
+}
+
+#[test]
+fn an_archive_whose_events_break_the_rules_is_refused_even_without_a_snapshot() {
+    use subledger_core::{AccountId, Batch, Event, Sequence, Timestamp};
+    use subledger_log::EventLog;
+    // A well-formed chain of one event that suspends an account nobody opened.
+    let mut log = subledger_log::MemoryLog::new();
+    log.append(&Batch {
+        first: Sequence(1),
+        at: Timestamp(1_000),
+        events: vec![Event::AccountSuspended {
+            account: AccountId(3),
+        }],
+    })
+    .unwrap();
+    log.sync().unwrap();
+    let parent = tempfile::tempdir().unwrap();
+    let archive = parent.path().join("forged.slar");
+    let file = std::fs::File::create(&archive).unwrap();
+    subledger_log::archive::write_archive(log.reader().as_ref(), file).unwrap();
+    let data = parent.path().join("ledger");
+    for extra in [&[][..], &["--no-snapshot"][..]] {
+        let output = restore(&archive, &data, extra);
+        assert_eq!(output.status.code(), Some(1), "{extra:?}: {output:?}");
+        assert!(String::from_utf8_lossy(&output.stderr).contains("break the rules"));
+        assert!(!data.exists());
+        assert!(leftovers(parent.path()).is_empty());
+    }
 }
