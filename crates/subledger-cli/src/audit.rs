@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, ValueEnum};
 use subledger_audit::{AuditError, Format, Point, Progress, Source, What, Window};
 use subledger_core::{ApiKey, Sequence};
-use subledger_engine::{Config, Ledger, SystemClock};
+use subledger_log::EventLog;
 use subledger_store::{SledLog, StoreOptions};
 use subledger_views::time::parse_rfc3339;
 
@@ -413,18 +413,13 @@ pub fn snapshot(args: &SnapshotArgs) -> ExitCode {
         Ok(opened) => opened,
         Err(error) => return usage(error),
     };
-    let config = Config {
-        snapshot_every_events: 0,
-        ..Config::default()
-    };
-    let ledger = match Ledger::open(config, log, SystemClock) {
-        Ok(ledger) => ledger,
-        Err(error) => return usage(error),
-    };
-    let taken = ledger.snapshot_now();
-    let closed = ledger.close();
-    match (taken, closed) {
-        (Ok(seq), Ok(())) => {
+    let written = subledger_engine::snapshot_stopped(
+        log.reader().as_ref(),
+        log.snapshots().as_ref(),
+        subledger_engine::SNAPSHOTS_KEEP_DEFAULT,
+    );
+    match written {
+        Ok(seq) => {
             if args.json {
                 println!("{{\"snapshot\":{}}}", seq.0);
             } else {
@@ -432,7 +427,6 @@ pub fn snapshot(args: &SnapshotArgs) -> ExitCode {
             }
             ExitCode::SUCCESS
         }
-        (Err(error), _) => usage(error),
-        (_, Err(error)) => usage(error),
+        Err(error) => usage(error),
     }
 }

@@ -1,8 +1,9 @@
 //! `subledger restore`: a new data directory from a portable log archive (`export --what log`).
 //!
 //! The archive's records are written as they are, so the restored log has the archived one's
-//! hash chain and head hash; a full replay then checks every event against the rules, and a
-//! snapshot is written so that the first open does not replay it all again. The directory is
+//! hash chain and head hash; a full replay then checks every event against the rules, and
+//! its views are written as a snapshot (`subledger_engine::snapshot_stopped`), so that the
+//! first open does not replay it all again. The directory is
 //! built under a temporary name beside the target and renamed into place only once complete:
 //! a failed or interrupted restore never leaves a shorter ledger where the whole one was
 //! expected.
@@ -15,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 use subledger_core::Sequence;
-use subledger_engine::{Config, Ledger, OpenError, SystemClock};
+use subledger_engine::{Config, Ledger, OpenError, StoppedSnapshotError, SystemClock};
 use subledger_log::archive::ArchiveReader;
 use subledger_log::{ChainHash, EventLog, LogError, LogReader, Record};
 use subledger_store::{SledLog, StoreOptions};
@@ -343,26 +344,36 @@ fn build(archive: &ArchiveReader, dir: &Path, no_snapshot: bool) -> Result<Resto
     if head == Sequence::ZERO {
         return Ok(restored(None));
     }
-    // Opening replays every event through the rules (an archive whose chain is whole but
-    // whose events break them is refused here), then the snapshot spares the next open that.
-    let ledger = Ledger::open(
-        Config {
-            snapshot_every_events: 0,
-            ..Config::default()
-        },
-        log,
-        SystemClock,
-    )
-    .map_err(|error| match error {
+    // Both ways replay every event through the rules (an archive whose chain is whole but
+    // whose events break them is refused here); the snapshot spares the next open that.
+    let rules = |error: OpenError| match error {
         OpenError::Replay(error) => RestoreError::Rules(error.to_string()),
         OpenError::Log(error) => log_error(error),
         error => other("replaying the restored log", error),
+    };
+    if no_snapshot {
+        let ledger = Ledger::open(
+            Config {
+                snapshot_every_events: 0,
+                ..Config::default()
+            },
+            log,
+            SystemClock,
+        )
+        .map_err(rules)?;
+        ledger
+            .close()
+            .map_err(|error| other("closing the restored ledger", error))?;
+        return Ok(restored(None));
+    }
+    let seq = subledger_engine::snapshot_stopped(
+        log.reader().as_ref(),
+        log.snapshots().as_ref(),
+        subledger_engine::SNAPSHOTS_KEEP_DEFAULT,
+    )
+    .map_err(|error| match error {
+        StoppedSnapshotError::Recover(error) => rules(error),
+        error => other("writing the snapshot", error),
     })?;
-    let taken = (!no_snapshot).then(|| ledger.snapshot_now());
-    let closed = ledger.close();
-    let seq = taken
-        .transpose()
-        .map_err(|error| other("writing the snapshot", error))?;
-    closed.map_err(|error| other("closing the restored ledger", error))?;
-    Ok(restored(seq.map(|seq| seq.0)))
+    Ok(restored(Some(seq.0)))
 }

@@ -54,7 +54,7 @@ use subledger_core::{
     ApiKey, ApplyError, Command, CommandId, Event, Policy, Rejection, SecretHash, SecretId,
     Sequence, State, Timestamp,
 };
-use subledger_log::{EventLog, LogError, LogReader, MemoryLog};
+use subledger_log::{EventLog, LogError, LogReader, MemoryLog, SnapshotStore};
 use subledger_views::{StoredHash, Views};
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -266,6 +266,46 @@ pub enum OpenError {
     /// doing).
     #[error("recovery produced no state for the writer")]
     NoState,
+}
+
+/// Why [`snapshot_stopped`] wrote no snapshot.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoppedSnapshotError {
+    /// The ledger could not be recovered (a damaged log, events that break the rules).
+    #[error(transparent)]
+    Recover(#[from] OpenError),
+    #[error("nothing to snapshot: the log is empty")]
+    Empty,
+    /// Encoding or storing the snapshot, or removing older ones, failed.
+    #[error("snapshot failed: {0}")]
+    Failed(String),
+}
+
+/// Writes a snapshot of a ledger that is not open: recovers its views from the newest usable
+/// snapshot and the log after it — every event applied under the rules, as opening does —
+/// encodes them, stores them beside the log (also when a snapshot at the head exists: this
+/// rewrites it in the current format), and keeps the newest `keep` snapshots. It gives what
+/// opening the ledger and calling [`Ledger::snapshot_now`] gives, with one replay instead of
+/// two: an open ledger's snapshot thread builds its own replica by replaying again. Nothing
+/// else may write to the log meanwhile.
+pub fn snapshot_stopped(
+    reader: &dyn LogReader,
+    store: &dyn SnapshotStore,
+    keep: usize,
+) -> Result<Sequence, StoppedSnapshotError> {
+    let (views, head_hash, _) = recovery::recover(reader, store, true)?;
+    let seq = views.last_seq();
+    if seq == Sequence::ZERO {
+        return Err(StoppedSnapshotError::Empty);
+    }
+    let failed = |error: &dyn std::fmt::Display| StoppedSnapshotError::Failed(error.to_string());
+    let bytes = snapshot::encode_snapshot(&views, head_hash).map_err(|error| failed(&error))?;
+    // The views can be gigabytes: not held while the bytes are stored.
+    drop(views);
+    store.save(seq, &bytes).map_err(|error| failed(&error))?;
+    snapshotter::prune(store, keep).map_err(StoppedSnapshotError::Failed)?;
+    Ok(seq)
 }
 
 /// Why an on-demand snapshot failed.

@@ -279,13 +279,19 @@ impl Snapshotter {
             self.written.count.fetch_add(1, Ordering::Relaxed);
             self.written.last.store(seq.0, Ordering::Relaxed);
         }
-        let stored = self.store.list().map_err(|error| error.to_string())?;
-        let surplus = stored.len().saturating_sub(self.keep.max(1));
-        for old in stored.into_iter().take(surplus) {
-            self.store.remove(old).map_err(|error| error.to_string())?;
-        }
+        prune(self.store.as_ref(), self.keep)?;
         Ok(seq)
     }
+}
+
+/// Removes all but the newest `keep` (at least one) snapshots.
+pub(crate) fn prune(store: &dyn SnapshotStore, keep: usize) -> Result<(), String> {
+    let stored = store.list().map_err(|error| error.to_string())?;
+    let surplus = stored.len().saturating_sub(keep.max(1));
+    for old in stored.into_iter().take(surplus) {
+        store.remove(old).map_err(|error| error.to_string())?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]

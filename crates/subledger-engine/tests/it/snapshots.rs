@@ -505,3 +505,56 @@ fn the_snapshot_thread_runs_at_its_configured_niceness() {
     assert_eq!(snapshot_threads_at(base + 7), 0, "closing ends the thread");
     second.close().unwrap();
 }
+
+/// A stopped ledger's snapshot, written with one replay, is the one an open ledger writes:
+/// reopening from it gives the live state; older snapshots beyond `keep` go; an empty log and
+/// events that break the rules write nothing.
+#[test]
+fn a_stopped_ledgers_snapshot_equals_an_open_ledgers() {
+    let log = MemoryLog::new();
+    let ledger = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    for command in family_commands() {
+        ledger.submit(command).unwrap().unwrap();
+    }
+    assert_eq!(ledger.snapshot_now().unwrap(), Sequence(6));
+    ledger.submit(charge("snas0001", "1.25")).unwrap().unwrap();
+    ledger.submit(top_up("snap0001", "7")).unwrap().unwrap();
+    let live = fingerprint(ledger);
+
+    let (reader, store) = (log.reader(), log.snapshots());
+    // From the snapshot at 6 and the two events after it; then again at the head.
+    for _ in 0..2 {
+        assert_eq!(
+            snapshot_stopped(reader.as_ref(), store.as_ref(), 1).unwrap(),
+            Sequence(8)
+        );
+        assert_eq!(store.list().unwrap(), [Sequence(8)], "keeps one");
+    }
+    let reopened = Ledger::open(no_auto_snapshots(), log.clone(), ManualClock::default()).unwrap();
+    assert_eq!(reopened.recovery().snapshot, Some(Sequence(8)));
+    assert_eq!(reopened.recovery().events_replayed, 0);
+    assert_eq!(fingerprint(reopened), live);
+
+    let empty = MemoryLog::new();
+    assert!(matches!(
+        snapshot_stopped(empty.reader().as_ref(), empty.snapshots().as_ref(), 3),
+        Err(StoppedSnapshotError::Empty)
+    ));
+    // A well-chained log whose only event suspends an account nobody opened.
+    let mut forged = MemoryLog::new();
+    forged
+        .append(&Batch {
+            first: Sequence(1),
+            at: Timestamp(1_000),
+            events: vec![Event::AccountSuspended {
+                account: AccountId(3),
+            }],
+        })
+        .unwrap();
+    forged.sync().unwrap();
+    assert!(matches!(
+        snapshot_stopped(forged.reader().as_ref(), forged.snapshots().as_ref(), 3),
+        Err(StoppedSnapshotError::Recover(OpenError::Replay(_)))
+    ));
+    assert!(forged.snapshots().list().unwrap().is_empty());
+}
