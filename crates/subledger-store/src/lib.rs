@@ -466,6 +466,9 @@ impl SledLog {
         };
         let mut writes = sled::Batch::default();
         let (mut head, mut head_hash) = (self.head, self.head_hash);
+        // The end of the batch the previous record left open (none at the head: every call
+        // ends with a batch).
+        let mut open_batch: Option<Sequence> = None;
         for record in records {
             if record.first != head.next() {
                 return Err(LogError::Gap {
@@ -480,6 +483,13 @@ impl SledLog {
             if record.events.is_empty() {
                 return Err(corrupt("the record holds no events"));
             }
+            // A batch's records all name its last event, which none of them passes.
+            if record.batch_last < record.last()
+                || open_batch.is_some_and(|batch_last| record.batch_last != batch_last)
+            {
+                return Err(corrupt("the record's batch end disagrees with its batch"));
+            }
+            open_batch = (!record.ends_batch()).then_some(record.batch_last);
             if record.prev_hash != head_hash {
                 return Err(corrupt("the record does not continue the log's hash chain"));
             }

@@ -224,16 +224,35 @@ fn records_copied_from_another_log_keep_their_bytes_and_bad_ones_change_nothing(
     let copy_dir = tempfile::tempdir().unwrap();
     let (mut copy, _) = SledLog::open(copy_dir.path(), StoreOptions::default()).unwrap();
     // Refused, and nothing written: a gap, a broken chain, contents that do not give the
-    // stored hash, and a batch cut short.
+    // stored hash, a batch cut short, and records of one batch naming different ends.
     let mut broken = batch.to_vec();
     broken[0].prev_hash = subledger_log::ChainHash([7; 32]);
     let mut altered = batch.to_vec();
     altered[1].events[0] = suspended(9);
+    // Re-hashed so that only its batch end is wrong: it says its batch ends with it.
+    let mut split = batch.to_vec();
+    split[1].batch_last = split[1].last();
+    for index in 1..split.len() {
+        let record = &split[index];
+        let (_, rehashed) = subledger_log::record::encode_record(
+            record.first,
+            record.at,
+            record.batch_last,
+            record.prev_hash,
+            &record.events,
+        )
+        .unwrap();
+        split[index].hash = rehashed;
+        if let Some(next) = split.get_mut(index + 1) {
+            next.prev_hash = rehashed;
+        }
+    }
     for (records, refusal) in [
         (last, "gap"),
         (&broken[..], "continue"),
         (&altered[..], "give its hash"),
         (&batch[..2], "end their commit batch"),
+        (&split[..], "batch end disagrees"),
     ] {
         let error = copy.append_records(records).unwrap_err();
         let text = error.to_string();
