@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use subledger_core::Sequence;
 
-use crate::record::{decode_record, encode_record, RECORD_BYTES_MAX};
+use crate::record::{decode_record, RECORD_BYTES_MAX};
 use crate::{verify_records, ChainHash, LogError, LogReader, RecordIter, SnapshotStore};
 
 pub const ARCHIVE_MAGIC: [u8; 4] = *b"SLAR";
@@ -56,20 +56,7 @@ pub fn write_archive(reader: &dyn LogReader, out: impl Write) -> Result<ArchiveS
     };
     for record in reader.records_from(Sequence(1))? {
         let record = record?;
-        let (bytes, hash) = encode_record(
-            record.first,
-            record.at,
-            record.batch_last,
-            record.prev_hash,
-            &record.events,
-        )
-        .map_err(|error| LogError::Encode(error.to_string()))?;
-        if hash != record.hash {
-            return Err(LogError::Corrupt {
-                seq: record.first,
-                detail: "re-encoding the record does not reproduce its hash".into(),
-            });
-        }
+        let bytes = record.to_bytes()?;
         let length =
             u32::try_from(bytes.len()).map_err(|_| LogError::Encode("record too large".into()))?;
         out.write_all(&length.to_le_bytes()).map_err(failed)?;

@@ -89,6 +89,27 @@ impl Record {
             events: self.events,
         }
     }
+
+    /// The record's bytes as a log stores them, encoded again from its fields: `Corrupt`
+    /// unless they give the hash it carries. A record read from a log always does; copying
+    /// one elsewhere (an archive, a restored store) this way keeps the copy's chain whole.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, crate::LogError> {
+        let (bytes, hash) = encode_record(
+            self.first,
+            self.at,
+            self.batch_last,
+            self.prev_hash,
+            &self.events,
+        )
+        .map_err(|error| crate::LogError::Encode(error.to_string()))?;
+        if hash != self.hash {
+            return Err(crate::LogError::Corrupt {
+                seq: self.first,
+                detail: "the record's contents do not give its hash".into(),
+            });
+        }
+        Ok(bytes)
+    }
 }
 
 /// Why bytes are not a valid record.

@@ -493,19 +493,8 @@ impl SledLog {
             if record.prev_hash != head_hash {
                 return Err(corrupt("the record does not continue the log's hash chain"));
             }
-            let (bytes, hash) = subledger_log::record::encode_record(
-                record.first,
-                record.at,
-                record.batch_last,
-                record.prev_hash,
-                &record.events,
-            )
-            .map_err(|error| LogError::Encode(error.to_string()))?;
-            if hash != record.hash {
-                return Err(corrupt("the record's contents do not give its hash"));
-            }
-            writes.insert(&key(record.first), bytes);
-            (head, head_hash) = (record.last(), hash);
+            writes.insert(&key(record.first), record.to_bytes()?);
+            (head, head_hash) = (record.last(), record.hash);
         }
         if !last.ends_batch() {
             // The head marker names batch ends only: a crash must never leave half a batch.
