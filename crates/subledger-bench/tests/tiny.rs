@@ -200,6 +200,7 @@ fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one
         ..tiny(Workload::TigerBeetle)
     };
     let report = run(&options, &|_, _| {}).unwrap();
+    let bytes_now = files_bytes(dir.path());
     let measured = subledger_bench::recovery(dir.path()).unwrap();
     assert_eq!(measured.events, report.events);
     // The harness took one snapshot at the head after the load.
@@ -207,6 +208,10 @@ fn recovery_only_measures_an_existing_ledger_and_refuses_a_directory_without_one
     assert!(measured.recovery_seconds_full > 0.0 && measured.recovery_seconds_snapshot > 0.0);
     assert!(measured.replay_events_per_sec > 0.0);
     assert!(measured.machine.append_sync_us_p50.is_some());
+    assert_eq!(
+        measured.bytes_read_before, bytes_now,
+        "every byte of the directory read before the timed opens"
+    );
     let probe_files: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .filter_map(Result::ok)
@@ -256,4 +261,19 @@ fn a_run_with_background_snapshots_and_a_rebuilt_replica_completes() {
         "{written} snapshots, newest at {last}"
     );
     assert!(last <= report.events);
+}
+
+/// Bytes of every file under `dir`.
+fn files_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|entry| {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                files_bytes(&path)
+            } else {
+                std::fs::metadata(&path).unwrap().len()
+            }
+        })
+        .sum()
 }

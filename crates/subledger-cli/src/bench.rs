@@ -129,6 +129,10 @@ fn recovery_only(args: &BenchArgs) -> Result<()> {
             "peak RSS                  {} MiB",
             report.rss_bytes_peak >> 20
         );
+        println!(
+            "read first, untimed       {} MiB (both opens find the files cached)",
+            report.bytes_read_before >> 20
+        );
         println!("machine                   {}", machine(&report.machine));
     }
     Ok(())
