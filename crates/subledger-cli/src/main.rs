@@ -65,7 +65,8 @@ enum Action {
     /// Write a snapshot of a (stopped) ledger now.
     Snapshot(audit::SnapshotArgs),
     /// Create a data directory from a portable log archive (`export --what log`), with the
-    /// archived hash chain, and write a snapshot of it. Exit 1 when the archive is damaged.
+    /// archived hash chain, and write a snapshot of it. Exit 1 when the archive is damaged or
+    /// its events break the rules.
     Restore(restore::RestoreArgs),
 }
 

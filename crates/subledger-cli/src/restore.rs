@@ -45,6 +45,7 @@ pub struct RestoreArgs {
     /// Write no snapshot: the first open then replays the whole log.
     #[arg(long)]
     no_snapshot: bool,
+    /// Print what was restored as one JSON object (events, records, head_hash, snapshot).
     #[arg(long)]
     json: bool,
 }
