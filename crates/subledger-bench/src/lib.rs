@@ -571,7 +571,6 @@ impl Storage {
 
 /// Reads every file under `dir` once (into the page cache); returns the bytes read.
 fn read_every_file(dir: &Path) -> std::io::Result<u64> {
-    let mut buffer = vec![0_u8; 1 << 20];
     let mut total = 0_u64;
     for entry in std::fs::read_dir(dir)? {
         let path = entry?.path();
@@ -579,14 +578,7 @@ fn read_every_file(dir: &Path) -> std::io::Result<u64> {
             total += read_every_file(&path)?;
             continue;
         }
-        let mut file = std::fs::File::open(&path)?;
-        loop {
-            let read = std::io::Read::read(&mut file, &mut buffer)?;
-            if read == 0 {
-                break;
-            }
-            total += read as u64;
-        }
+        total += std::io::copy(&mut std::fs::File::open(&path)?, &mut std::io::sink())?;
     }
     Ok(total)
 }

@@ -1,9 +1,10 @@
 //! What the machine allowed while a run was measured.
 //!
-//! The machines we measure on are shared: in one hour a random read from memory took ~140 ns,
-//! in another ~450 ns, and `fdatasync` alternates between fast and slow phases. A replay, whose
-//! time is mostly cache misses, was 2.5× slower in a slow hour, while a compute-bound load
-//! was only 30 % slower. So every report carries three small measurements of the moment it
+//! The machines we measure on are shared: in a slow hour a random read over 256 MiB took
+//! 400–530 ns and one over 4 MiB, which should hit the L3, still 147 ns; `fdatasync`
+//! alternates between fast and slow phases. A replay, whose time is mostly cache misses, was
+//! 2.5× slower in such an hour than in a quiet one, while a compute-bound load was only 30 %
+//! slower. So every report carries three small measurements of the moment it
 //! was taken — memory latency, compute speed and the data directory's append-and-sync time —
 //! and two runs can be compared with the conditions they ran in, instead of "a quiet hour".
 //!
