@@ -4,9 +4,13 @@
 //! 400–530 ns and one over 4 MiB, which should hit the L3, still 147 ns; `fdatasync`
 //! alternates between fast and slow phases. A replay, whose time is mostly cache misses, was
 //! 2.5× slower in such an hour than in a quiet one, while a compute-bound load was only 30 %
-//! slower. So every report carries three small measurements of the moment it
-//! was taken — memory latency, compute speed and the data directory's append-and-sync time —
-//! and two runs can be compared with the conditions they ran in, instead of "a quiet hour".
+//! slower. The same binary served 14–16k single-transfer HTTP requests/s in one hour and
+//! 36k in another; in the slow one a system call cost ~280 ns and a wake-up round trip
+//! between two threads ~15 µs, and such loads are made of system calls and wake-ups, which
+//! the other figures do not see. So every report carries
+//! small measurements of the moment it was taken — memory latency, compute speed, a system
+//! call, a wake-up and the data directory's append-and-sync time — and two runs can be
+//! compared with the conditions they ran in, instead of "a quiet hour".
 //!
 //! The probe is cheap (a few tenths of a second) and runs after the measured work, so it
 //! neither competes with the load nor raises the reported peak memory. It never fails a run:
@@ -29,6 +33,10 @@ const _: () = assert!(PROBE_MEMORY_BYTES.is_power_of_two());
 pub const PROBE_MEMORY_READS: u32 = 300_000;
 /// Rounds of the register-only integer mix the compute probe times.
 pub const PROBE_CPU_ROUNDS: u32 = 4_000_000;
+/// System calls the system-call probe times.
+pub const PROBE_SYSCALLS: u32 = 100_000;
+/// Round trips between two threads, each waking the other, that the wake-up probe times.
+pub const PROBE_WAKE_ROUND_TRIPS: u32 = 2_000;
 /// Appends of [`PROBE_SYNC_BYTES`], each followed by `fdatasync`, that the disk probe times.
 pub const PROBE_SYNCS: usize = 32;
 /// Bytes of one disk probe append (one page).
@@ -45,6 +53,15 @@ pub struct MachineProbe {
     /// Nanoseconds per 1,000 rounds of an integer mix held in registers: the processor's
     /// speed as this process got it (steal time included).
     pub cpu_ns_per_1k_rounds: u64,
+    /// Mean nanoseconds of one `read(2)` of no bytes from an open file: the price of entering
+    /// and leaving the kernel, which every HTTP request, wake-up and log write pays at least
+    /// once.
+    /// `None` where no file could be opened to ask about.
+    pub syscall_ns: Option<u64>,
+    /// Mean nanoseconds for one thread to wake a second one blocked on a condition variable
+    /// and be woken by it in turn: twice the cost of handing work to a sleeping thread, as the
+    /// writer, the log thread and the clients do for every batch.
+    pub wake_round_trip_ns: u64,
     /// Median microseconds to append [`PROBE_SYNC_BYTES`] to a fresh file in the data
     /// directory and `fdatasync` it: the disk's cost of one durable commit, before any
     /// storage engine's own work. `None` in memory, over HTTP, and when the directory could
@@ -58,6 +75,8 @@ pub fn probe(data: Option<&Path>) -> MachineProbe {
     MachineProbe {
         memory_random_read_ns: memory_random_read_ns(),
         cpu_ns_per_1k_rounds: cpu_ns_per_1k_rounds(),
+        syscall_ns: syscall_ns().ok(),
+        wake_round_trip_ns: wake_round_trip_ns(),
         append_sync_us_p50: data.and_then(|dir| append_sync_us_p50(dir).ok()),
     }
 }
@@ -96,6 +115,58 @@ fn cpu_ns_per_1k_rounds() -> u64 {
     per(elapsed.as_nanos() * 1_000, u128::from(PROBE_CPU_ROUNDS))
 }
 
+fn syscall_ns() -> std::io::Result<u64> {
+    use std::io::Read;
+    // The running program is a file every platform has; nothing of it is read.
+    let mut file = std::fs::File::open(std::env::current_exe()?)?;
+    let mut nothing = [0_u8; 0];
+    let started = Instant::now();
+    for _ in 0..PROBE_SYSCALLS {
+        std::hint::black_box(file.read(std::hint::black_box(&mut nothing))?);
+    }
+    let elapsed = started.elapsed();
+    Ok(per(elapsed.as_nanos(), u128::from(PROBE_SYSCALLS)))
+}
+
+fn wake_round_trip_ns() -> u64 {
+    use std::sync::{Arc, Condvar, Mutex, PoisonError};
+    // The turn: even for the probe's thread, odd for its peer. A condition variable, not a
+    // channel, so that neither side spins before it sleeps: every turn is a real wake-up.
+    let turn = Arc::new((Mutex::new(0_u32), Condvar::new()));
+    let rounds = PROBE_WAKE_ROUND_TRIPS;
+    let wait_for = |turn: &(Mutex<u32>, Condvar), wanted: u32| {
+        let (lock, changed) = turn;
+        let mut now = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while *now != wanted {
+            now = changed.wait(now).unwrap_or_else(PoisonError::into_inner);
+        }
+        *now += 1;
+        changed.notify_one();
+    };
+    let peer_turn = Arc::clone(&turn);
+    let peer = std::thread::spawn(move || {
+        for round in 0..rounds {
+            wait_for(&peer_turn, round * 2 + 1);
+        }
+    });
+    let started = Instant::now();
+    for round in 0..rounds {
+        wait_for(&turn, round * 2);
+    }
+    // The last turn: the peer's answer to the last round.
+    {
+        let (lock, changed) = &*turn;
+        let mut now = lock.lock().unwrap_or_else(PoisonError::into_inner);
+        while *now != rounds * 2 {
+            now = changed.wait(now).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+    let elapsed = started.elapsed();
+    // The peer has finished its last turn; its end cannot fail the probe.
+    drop(peer.join());
+    per(elapsed.as_nanos(), u128::from(rounds))
+}
+
 fn append_sync_us_p50(dir: &Path) -> std::io::Result<u64> {
     // Removed when dropped, whatever happens in between.
     let mut file = tempfile::Builder::new()
@@ -130,6 +201,9 @@ mod tests {
         // Any real read from memory takes at least a nanosecond, as do 1,000 rounds of work.
         assert!(probe.memory_random_read_ns >= 1, "{probe:?}");
         assert!(probe.cpu_ns_per_1k_rounds >= 1, "{probe:?}");
+        // A system call and a wake-up cannot take less than a nanosecond either.
+        assert!(probe.syscall_ns.is_some_and(|ns| ns >= 1), "{probe:?}");
+        assert!(probe.wake_round_trip_ns >= 1, "{probe:?}");
         assert!(probe.append_sync_us_p50.is_some(), "{probe:?}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap_or_else(|error| panic!("read_dir: {error}"))

@@ -86,6 +86,8 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     for probe in [
         "memory_random_read_ns",
         "cpu_ns_per_1k_rounds",
+        "syscall_ns",
+        "wake_round_trip_ns",
         "append_sync_us_p50",
     ] {
         assert!(json["machine"][probe].as_u64().is_some(), "missing {probe}");

@@ -377,9 +377,12 @@ fn machine(probe: &subledger_bench::MachineProbe) -> String {
     let sync = probe.append_sync_us_p50.map_or_else(String::new, |micros| {
         format!(", append + fdatasync {micros} µs")
     });
+    let syscall = probe
+        .syscall_ns
+        .map_or_else(String::new, |ns| format!(", syscall {ns} ns"));
     format!(
-        "random read {} ns, 1k rounds {} ns{sync}",
-        probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds
+        "random read {} ns, 1k rounds {} ns{syscall}, wake round trip {} ns{sync}",
+        probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds, probe.wake_round_trip_ns
     )
 }
 
