@@ -197,3 +197,51 @@ fn an_archive_whose_events_break_the_rules_is_refused_even_without_a_snapshot() 
         assert!(leftovers(parent.path()).is_empty());
     }
 }
+
+#[test]
+fn a_killed_restores_leftover_is_removed_and_a_running_ones_is_not_touched() {
+    let source = tempfile::tempdir().unwrap();
+    let (events, archive) = archived(source.path());
+    let target = tempfile::tempdir().unwrap();
+    // A process that has ended: its number names the leftover of a killed restore.
+    let mut ended = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = ended.id();
+    ended.wait().unwrap();
+    let killed = target.path().join(format!(".ledger.restoring-{dead_pid}"));
+    std::fs::create_dir_all(killed.join("db")).unwrap();
+    std::fs::write(killed.join("db/half-written"), b"x").unwrap();
+    // This test's own process is running: a restore in progress, as far as anyone can tell.
+    let running = target
+        .path()
+        .join(format!(".ledger.restoring-{}", std::process::id()));
+    std::fs::create_dir(&running).unwrap();
+    // Another target's leftover is not this restore's to judge.
+    let other = target.path().join(format!(".other.restoring-{dead_pid}"));
+    std::fs::create_dir(&other).unwrap();
+
+    let output = restore(&archive, &target.path().join("ledger"), &[]);
+    assert!(output.status.success(), "{output:?}");
+    let restored: serde_json::Value = serde_json::from_str(&stdout(&output)).unwrap();
+    assert_eq!(restored["events"], events);
+    let said = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !killed.exists(),
+        "the killed restore's leftover is removed: {said}"
+    );
+    assert!(
+        said.contains(&format!("process {dead_pid} is gone")),
+        "{said}"
+    );
+    assert!(running.exists(), "a running restore's directory stays");
+    assert!(said.contains("may still be running"), "{said}");
+    assert!(other.exists(), "another target's leftover stays");
+    let mut left = leftovers(target.path());
+    left.sort();
+    let mut expected = vec![
+        format!(".ledger.restoring-{}", std::process::id()),
+        format!(".other.restoring-{dead_pid}"),
+    ];
+    expected.sort();
+    assert_eq!(left, expected);
+    std::fs::remove_file(archive).unwrap();
+}
