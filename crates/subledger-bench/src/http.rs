@@ -650,6 +650,7 @@ pub fn run(
     let (address, host) = address(&target.url)?;
     let layout = Layout::of(options);
     let runtime = tokio::runtime::Builder::new_multi_thread()
+        .thread_name(crate::CLIENT_THREAD_NAME)
         .worker_threads(2)
         .enable_all()
         .build()?;
@@ -662,6 +663,7 @@ pub fn run(
         for _ in 0..options.clients {
             connections.push(Connection::open(address, &host, target).await?);
         }
+        let cpu_before = crate::CpuSample::now();
         let started = Instant::now();
         let mut handles = Vec::with_capacity(options.clients);
         for (client, connection) in connections.into_iter().enumerate() {
@@ -700,6 +702,9 @@ pub fn run(
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(started)
             .as_secs_f64();
+        let cpu = cpu_before
+            .zip(crate::CpuSample::now())
+            .map(|(before, after)| before.used_until(&after, seconds, crate::cpu::cores()));
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
@@ -754,6 +759,7 @@ pub fn run(
             replay_events_per_sec: None,
             timeline,
             machine,
+            cpu,
         })
     })
 }

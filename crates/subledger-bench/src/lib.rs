@@ -36,12 +36,17 @@ use subledger_engine::{
 use subledger_log::MemoryLog;
 use subledger_store::{SledLog, StoreError, StoreOptions};
 
+pub mod cpu;
 pub mod http;
 pub mod probe;
+pub use cpu::{CpuSample, CpuUse};
 pub use http::HttpTarget;
 pub use probe::{probe, MachineProbe};
 pub use subledger_engine::COMMIT_LATENCY_BUCKETS_MICROS;
 
+/// The name of the embedded harness's client threads (and tokio workers), as `cpu` reports
+/// them.
+pub const CLIENT_THREAD_NAME: &str = "bench-client";
 /// Most client threads.
 pub const CLIENTS_MAX: usize = 4_096;
 /// Most accounts a run may create.
@@ -237,6 +242,9 @@ pub struct BenchReport {
     /// two runs' figures with these beside them. With `--http`, the load generator's machine
     /// (the server's only when both share one, as in `docs/benchmarks.md`).
     pub machine: MachineProbe,
+    /// The CPU time the load used, how busy that kept the cores, and by which threads
+    /// (`None` without Linux's `/proc`). With `--http`, the load generator's process only.
+    pub cpu: Option<CpuUse>,
 }
 
 /// Why a run could not be made.
@@ -906,11 +914,11 @@ impl Clients {
                     let ledger = Arc::clone(ledger);
                     let answered = Arc::clone(answered);
                     let (share, generator) = client_plan(options, layout, client);
-                    std::thread::spawn(move || {
-                        run_client(&ledger, generator, share, batch_size, &answered)
-                    })
+                    std::thread::Builder::new()
+                        .name(CLIENT_THREAD_NAME.into())
+                        .spawn(move || run_client(&ledger, generator, share, batch_size, &answered))
                 })
-                .collect();
+                .collect::<Result<_, _>>()?;
             return Ok(Clients::Threads(threads));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -919,6 +927,7 @@ impl Clients {
                     .map(usize::from)
                     .unwrap_or(2),
             )
+            .thread_name(CLIENT_THREAD_NAME)
             .enable_all()
             .build()?;
         let tasks = (0..options.clients)
@@ -985,6 +994,7 @@ pub fn run(
     setup(&ledger, options, layout)?;
     let before = ledger.metrics();
     let answered = Arc::new(AtomicU64::new(0));
+    let cpu_before = CpuSample::now();
     let started = Instant::now();
     let clients = Clients::start(options, layout, &ledger, &answered)?;
     let mut timeline = Vec::new();
@@ -994,6 +1004,9 @@ pub fn run(
         timeline.push((started.elapsed().as_secs_f64(), done));
         progress(done, options.commands);
     }
+    // Before the clients are joined: async clients' workers still run (threads of their
+    // own have ended, and count as such).
+    let cpu_after = CpuSample::now();
     // The load ends with the last client's last answer, not when the loop above (which
     // sleeps between samples) noticed: that overstated a 2-second run by up to a twentieth.
     let mut ended = None;
@@ -1011,6 +1024,9 @@ pub fn run(
         .unwrap_or_else(Instant::now)
         .saturating_duration_since(started)
         .as_secs_f64();
+    let cpu = cpu_before
+        .zip(cpu_after)
+        .map(|(before, after)| before.used_until(&after, seconds, cpu::cores()));
     let after = ledger.metrics();
     let batches = after.batches.saturating_sub(before.batches).max(1);
     let appended = after
@@ -1119,6 +1135,7 @@ pub fn run(
         replay_events_per_sec: Some(per_second(events, recovery_seconds_full)),
         timeline,
         machine,
+        cpu,
     })
 }
 

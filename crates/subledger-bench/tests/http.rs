@@ -102,6 +102,14 @@ fn the_tigerbeetle_workload_runs_over_http_singly_and_in_batches() {
         assert!(report.events >= 1_200);
         let json = serde_json::to_value(&report).unwrap();
         assert!(json["durable"].is_null() && json["bytes_on_disk"].is_null());
+        // The load generator's workers sent every request (Linux's /proc only).
+        if std::path::Path::new("/proc/self/task").exists() {
+            let cpu = report.cpu.as_ref().unwrap();
+            assert!(
+                cpu.by_thread.get("bench-client").is_some_and(|s| *s > 0.0),
+                "{cpu:?}"
+            );
+        }
     }
 }
 

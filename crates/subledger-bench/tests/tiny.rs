@@ -92,6 +92,28 @@ fn the_tigerbeetle_workload_runs_durably_and_reports_every_field() {
     ] {
         assert!(json["machine"][probe].as_u64().is_some(), "missing {probe}");
     }
+    // Where the CPU went: the writer decided every command, and the process total covers
+    // every thread's share (Linux's /proc; elsewhere there is no figure).
+    if std::path::Path::new("/proc/self/task").exists() {
+        let cpu = report.cpu.as_ref().expect("measured on Linux");
+        let writer = cpu.by_thread.get("subledger-write").copied().unwrap_or(0.0);
+        assert!(writer > 0.0, "{cpu:?}");
+        let named: f64 = cpu.by_thread.values().sum();
+        // The total counts 10 ms ticks: allow one per thread shown.
+        let rounding = 0.01 * (cpu.by_thread.len() + 1) as f64;
+        assert!(cpu.seconds + rounding >= named, "{cpu:?}");
+        assert!(cpu.busy_percent > 0.0, "{cpu:?}");
+        for field in [
+            "seconds",
+            "busy_percent",
+            "by_thread",
+            "ended_threads_seconds",
+        ] {
+            assert!(json["cpu"].get(field).is_some(), "missing cpu.{field}");
+        }
+    } else {
+        assert!(report.cpu.is_none());
+    }
 }
 
 #[test]

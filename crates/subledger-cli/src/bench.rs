@@ -350,6 +350,13 @@ fn print_table(report: &BenchReport) {
             ),
         ),
         ("machine", machine(&report.machine)),
+        (
+            "CPU during the load",
+            report
+                .cpu
+                .as_ref()
+                .map_or_else(|| "not measured".into(), cpu),
+        ),
     ];
     for (name, value) in rows {
         println!("{name:<30} {value}");
@@ -383,6 +390,31 @@ fn machine(probe: &subledger_bench::MachineProbe) -> String {
     format!(
         "random read {} ns, 1k rounds {} ns{syscall}, wake round trip {} ns{sync}",
         probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds, probe.wake_round_trip_ns
+    )
+}
+
+/// The load's CPU use on one line: the total, the busy share, then the threads, busiest first.
+fn cpu(used: &subledger_bench::CpuUse) -> String {
+    let mut threads: Vec<(&str, f64)> = used
+        .by_thread
+        .iter()
+        .map(|(name, seconds)| (name.as_str(), *seconds))
+        .chain(std::iter::once((
+            "ended threads",
+            used.ended_threads_seconds,
+        )))
+        .filter(|(_, seconds)| *seconds >= 0.005)
+        .collect();
+    threads.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let shown: Vec<String> = threads
+        .iter()
+        .map(|(name, seconds)| format!("{name} {seconds:.2}"))
+        .collect();
+    format!(
+        "{:.2} s ({:.0} % of the cores): {}",
+        used.seconds,
+        used.busy_percent,
+        shown.join(", ")
     )
 }
 
