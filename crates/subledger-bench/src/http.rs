@@ -704,7 +704,7 @@ pub fn run(
             .as_secs_f64();
         let cpu = cpu_before
             .zip(crate::CpuSample::now())
-            .map(|(before, after)| before.used_until(&after, seconds, crate::cpu::cores()));
+            .map(|(before, after)| before.used_until(&after, crate::cpu::cores()));
         let after = server_counters(&mut monitor).await?;
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);

@@ -1026,7 +1026,7 @@ pub fn run(
         .as_secs_f64();
     let cpu = cpu_before
         .zip(cpu_after)
-        .map(|(before, after)| before.used_until(&after, seconds, cpu::cores()));
+        .map(|(before, after)| before.used_until(&after, cpu::cores()));
     let after = ledger.metrics();
     let batches = after.batches.saturating_sub(before.batches).max(1);
     let appended = after

@@ -60,8 +60,9 @@ pub struct MachineProbe {
     pub syscall_ns: Option<u64>,
     /// Mean nanoseconds for one thread to wake a second one blocked on a condition variable
     /// and be woken by it in turn: twice the cost of handing work to a sleeping thread, as the
-    /// writer, the log thread and the clients do for every batch.
-    pub wake_round_trip_ns: u64,
+    /// writer, the log thread and the clients do for every batch. `None` if no thread could
+    /// be started.
+    pub wake_round_trip_ns: Option<u64>,
     /// Median microseconds to append [`PROBE_SYNC_BYTES`] to a fresh file in the data
     /// directory and `fdatasync` it: the disk's cost of one durable commit, before any
     /// storage engine's own work. `None` in memory, over HTTP, and when the directory could
@@ -128,7 +129,7 @@ fn syscall_ns() -> std::io::Result<u64> {
     Ok(per(elapsed.as_nanos(), u128::from(PROBE_SYSCALLS)))
 }
 
-fn wake_round_trip_ns() -> u64 {
+fn wake_round_trip_ns() -> Option<u64> {
     use std::sync::{Arc, Condvar, Mutex, PoisonError};
     // The turn: even for the probe's thread, odd for its peer. A condition variable, not a
     // channel, so that neither side spins before it sleeps: every turn is a real wake-up.
@@ -144,11 +145,14 @@ fn wake_round_trip_ns() -> u64 {
         changed.notify_one();
     };
     let peer_turn = Arc::clone(&turn);
-    let peer = std::thread::spawn(move || {
-        for round in 0..rounds {
-            wait_for(&peer_turn, round * 2 + 1);
-        }
-    });
+    let peer = std::thread::Builder::new()
+        .name("subledger-probe".into())
+        .spawn(move || {
+            for round in 0..rounds {
+                wait_for(&peer_turn, round * 2 + 1);
+            }
+        })
+        .ok()?;
     let started = Instant::now();
     for round in 0..rounds {
         wait_for(&turn, round * 2);
@@ -164,7 +168,7 @@ fn wake_round_trip_ns() -> u64 {
     let elapsed = started.elapsed();
     // The peer has finished its last turn; its end cannot fail the probe.
     drop(peer.join());
-    per(elapsed.as_nanos(), u128::from(rounds))
+    Some(per(elapsed.as_nanos(), u128::from(rounds)))
 }
 
 fn append_sync_us_p50(dir: &Path) -> std::io::Result<u64> {
@@ -203,7 +207,10 @@ mod tests {
         assert!(probe.cpu_ns_per_1k_rounds >= 1, "{probe:?}");
         // A system call and a wake-up cannot take less than a nanosecond either.
         assert!(probe.syscall_ns.is_some_and(|ns| ns >= 1), "{probe:?}");
-        assert!(probe.wake_round_trip_ns >= 1, "{probe:?}");
+        assert!(
+            probe.wake_round_trip_ns.is_some_and(|ns| ns >= 1),
+            "{probe:?}"
+        );
         assert!(probe.append_sync_us_p50.is_some(), "{probe:?}");
         let left: Vec<_> = std::fs::read_dir(dir.path())
             .unwrap_or_else(|error| panic!("read_dir: {error}"))

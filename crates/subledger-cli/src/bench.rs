@@ -387,9 +387,12 @@ fn machine(probe: &subledger_bench::MachineProbe) -> String {
     let syscall = probe
         .syscall_ns
         .map_or_else(String::new, |ns| format!(", syscall {ns} ns"));
+    let wake = probe
+        .wake_round_trip_ns
+        .map_or_else(String::new, |ns| format!(", wake round trip {ns} ns"));
     format!(
-        "random read {} ns, 1k rounds {} ns{syscall}, wake round trip {} ns{sync}",
-        probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds, probe.wake_round_trip_ns
+        "random read {} ns, 1k rounds {} ns{syscall}{wake}{sync}",
+        probe.memory_random_read_ns, probe.cpu_ns_per_1k_rounds
     )
 }
 

@@ -149,12 +149,22 @@ fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
         error => other(&args.log.display().to_string(), error),
     })?;
     let created = target.create_parents()?;
-    let built = build(&archive, &target.building, args.no_snapshot)
-        .and_then(|restored| target.place(&created).map(|()| restored));
+    let claimed = target.claim();
+    let ours = claimed.is_ok();
+    let built = claimed.and_then(|lock| {
+        let built = build(&archive, &target.building, args.no_snapshot)
+            .and_then(|restored| target.place(&created).map(|()| restored));
+        // Held until the ledger is in place (or given up).
+        drop(lock);
+        built
+    });
     if built.is_err() {
         // Nothing of a failed restore stays behind (the store is closed by now), including
-        // the parents it created (deepest first; one that gained other files stays).
-        let _ = std::fs::remove_dir_all(&target.building);
+        // the parents it created (deepest first; one that gained other files stays). A
+        // building directory that could not be claimed is someone else's.
+        if ours {
+            let _ = std::fs::remove_dir_all(&target.building);
+        }
         for dir in &created {
             let _ = std::fs::remove_dir(dir);
         }
@@ -163,11 +173,13 @@ fn restore(args: &RestoreArgs) -> Result<Restored, RestoreError> {
 }
 
 /// Removes what restores into the same target left when they were killed: directories
-/// `<prefix><pid>` beside it whose process is gone (a restore cleans up after every failure
-/// it sees, but not after `kill -9` or a power cut, and a 10M-event build is gigabytes).
-/// Whether a process is running is read from `/proc`; where there is none, or anything else
-/// is in doubt (a live process, a name that is not ours, a symbolic link), the entry stays
-/// and is only reported.
+/// `<prefix><pid>` beside it that no restore holds (a restore cleans up after every failure
+/// it sees, but not after `kill -9` or a power cut, and a 10M-event build is gigabytes). Two
+/// things must agree: the directory's lock (`Target::claim`) can be taken, so no restore of
+/// this version holds it in any process namespace, and `/proc` shows no process `pid`, for
+/// a restore of an older version, which took no lock. Where there is no `/proc`, or anything
+/// is in doubt (a live process, a lock held, a name this code would not have made, a
+/// symbolic link), the entry stays and is only reported.
 fn remove_leftovers(parent: &Path, prefix: &str) {
     let proc_mounted = Path::new("/proc/self").exists();
     let Ok(entries) = std::fs::read_dir(parent) else {
@@ -178,15 +190,22 @@ fn remove_leftovers(parent: &Path, prefix: &str) {
         let Some(pid) = name
             .to_str()
             .and_then(|name| name.strip_prefix(prefix))
-            .filter(|pid| !pid.is_empty() && pid.bytes().all(|byte| byte.is_ascii_digit()))
-            .and_then(|pid| pid.parse::<u32>().ok())
+            // Only the spelling this code writes: `-0123` or `-0` is somebody else's.
+            .and_then(|digits| Some((digits, digits.parse::<u32>().ok()?)))
+            .filter(|(digits, pid)| pid.to_string() == *digits)
+            .map(|(_, pid)| pid)
         else {
             continue;
         };
         let path = entry.path();
         let is_dir = entry.file_type().is_ok_and(|kind| kind.is_dir());
         let gone = proc_mounted && !Path::new("/proc").join(pid.to_string()).exists();
-        if is_dir && gone && pid != std::process::id() {
+        // Held while removing, so that nothing can claim it meanwhile.
+        let unlocked = (is_dir && gone)
+            .then(|| std::fs::File::open(&path).ok())
+            .flatten()
+            .filter(|directory| directory.try_lock().is_ok());
+        if unlocked.is_some() && pid != std::process::id() {
             match std::fs::remove_dir_all(&path) {
                 Ok(()) => eprintln!(
                     "removed {}: left by a restore that was stopped (process {pid} is gone)",
@@ -200,7 +219,7 @@ fn remove_leftovers(parent: &Path, prefix: &str) {
         } else {
             eprintln!(
                 "warning: {} is left by another restore into the same directory (process \
-                 {pid} may still be running); not touched",
+                 {pid} may still be running, or it holds the lock); not touched",
                 path.display()
             );
         }
@@ -266,6 +285,22 @@ impl Target {
             parent,
             building,
         })
+    }
+
+    /// Creates the building directory and locks it (`flock`) for as long as the returned
+    /// file is held, renames included: another restore into the same target then knows it is
+    /// in use, whatever process namespace it runs in (see [`remove_leftovers`]).
+    fn claim(&self) -> Result<std::fs::File, RestoreError> {
+        let failed = |error: std::io::Error| other(&self.building.display().to_string(), error);
+        std::fs::create_dir(&self.building).map_err(failed)?;
+        let directory = std::fs::File::open(&self.building).map_err(failed)?;
+        directory.try_lock().map_err(|error| {
+            RestoreError::Other(format!(
+                "{}: cannot lock it ({error}): another restore may be running",
+                self.building.display()
+            ))
+        })?;
+        Ok(directory)
     }
 
     /// Creates the missing parents; returns them, deepest first.

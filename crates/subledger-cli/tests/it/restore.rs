@@ -203,10 +203,13 @@ fn a_killed_restores_leftover_is_removed_and_a_running_ones_is_not_touched() {
     let source = tempfile::tempdir().unwrap();
     let (events, archive) = archived(source.path());
     let target = tempfile::tempdir().unwrap();
-    // A process that has ended: its number names the leftover of a killed restore.
-    let mut ended = std::process::Command::new("true").spawn().unwrap();
-    let dead_pid = ended.id();
-    ended.wait().unwrap();
+    // No process ever has the number `pid_max` (they count up to one below it): it names
+    // the leftover of a killed restore.
+    let dead_pid: u32 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
     let killed = target.path().join(format!(".ledger.restoring-{dead_pid}"));
     std::fs::create_dir_all(killed.join("db")).unwrap();
     std::fs::write(killed.join("db/half-written"), b"x").unwrap();
@@ -215,9 +218,20 @@ fn a_killed_restores_leftover_is_removed_and_a_running_ones_is_not_touched() {
         .path()
         .join(format!(".ledger.restoring-{}", std::process::id()));
     std::fs::create_dir(&running).unwrap();
-    // Another target's leftover is not this restore's to judge.
+    // Another target's leftover is not this restore's to judge, nor a name it would not
+    // have written.
     let other = target.path().join(format!(".other.restoring-{dead_pid}"));
     std::fs::create_dir(&other).unwrap();
+    let padded = target.path().join(format!(".ledger.restoring-0{dead_pid}"));
+    std::fs::create_dir(&padded).unwrap();
+    // A restore of this version in another process namespace: its number means nothing
+    // here, its lock does.
+    let elsewhere = target
+        .path()
+        .join(format!(".ledger.restoring-{}", dead_pid - 1));
+    std::fs::create_dir(&elsewhere).unwrap();
+    let held = std::fs::File::open(&elsewhere).unwrap();
+    held.try_lock().unwrap();
 
     let output = restore(&archive, &target.path().join("ledger"), &[]);
     assert!(output.status.success(), "{output:?}");
@@ -235,10 +249,15 @@ fn a_killed_restores_leftover_is_removed_and_a_running_ones_is_not_touched() {
     assert!(running.exists(), "a running restore's directory stays");
     assert!(said.contains("may still be running"), "{said}");
     assert!(other.exists(), "another target's leftover stays");
+    assert!(padded.exists(), "a name restore would not write stays");
+    assert!(elsewhere.exists(), "a locked one stays");
+    drop(held);
     let mut left = leftovers(target.path());
     left.sort();
     let mut expected = vec![
         format!(".ledger.restoring-{}", std::process::id()),
+        format!(".ledger.restoring-{}", dead_pid - 1),
+        format!(".ledger.restoring-0{dead_pid}"),
         format!(".other.restoring-{dead_pid}"),
     ];
     expected.sort();
