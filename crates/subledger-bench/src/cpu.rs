@@ -55,6 +55,10 @@ pub struct CpuUse {
     /// sample (the embedded harness's client threads, which end with their last answer).
     /// Under two clock ticks (20 ms) it is rounding and shown as 0.
     pub ended_threads_seconds: f64,
+    /// With `--http`: the server's CPU seconds over the load, from its `/metrics`
+    /// (`process_cpu_seconds_total`, 10 ms resolution; `None` embedded, or if the server does
+    /// not report it). Read just before and after the load, so it also counts the two reads.
+    pub server_seconds: Option<f64>,
 }
 
 impl CpuSample {
@@ -119,6 +123,7 @@ impl CpuSample {
                 .map(|(name, run_ns)| (name, nanos_to_seconds(run_ns)))
                 .collect(),
             ended_threads_seconds: nanos_to_seconds(ended_ns(process_ns, named_ns)),
+            server_seconds: None,
         }
     }
 }

@@ -598,6 +598,8 @@ struct ServerCounters {
     batches: u64,
     syncs: u64,
     events: u64,
+    /// `process_cpu_seconds_total`, if the server reports it.
+    cpu_seconds: Option<f64>,
 }
 
 async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, BenchError> {
@@ -622,6 +624,12 @@ async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, 
         batches: value("subledger_batches_total"),
         syncs: value("subledger_syncs_total"),
         events: value("subledger_events_total"),
+        cpu_seconds: text.lines().find_map(|line| {
+            line.strip_prefix("process_cpu_seconds_total ")?
+                .trim()
+                .parse()
+                .ok()
+        }),
     })
 }
 
@@ -702,10 +710,16 @@ pub fn run(
             .unwrap_or_else(Instant::now)
             .saturating_duration_since(started)
             .as_secs_f64();
-        let cpu = cpu_before
+        let mut cpu = cpu_before
             .zip(crate::CpuSample::now())
             .map(|(before, after)| before.used_until(&after, crate::cpu::cores()));
         let after = server_counters(&mut monitor).await?;
+        if let Some(cpu) = cpu.as_mut() {
+            cpu.server_seconds = after
+                .cpu_seconds
+                .zip(before.cpu_seconds)
+                .map(|(after, before)| (after - before).max(0.0));
+        }
         let batches = after.batches.saturating_sub(before.batches).max(1);
         let syncs = after.syncs.saturating_sub(before.syncs).max(1);
         let appended = match after

@@ -109,6 +109,8 @@ fn the_tigerbeetle_workload_runs_over_http_singly_and_in_batches() {
                 cpu.by_thread.get("bench-client").is_some_and(|s| *s > 0.0),
                 "{cpu:?}"
             );
+            // The server reports its own CPU time on /metrics (here: this test process's).
+            assert!(cpu.server_seconds.is_some_and(|s| s >= 0.0), "{cpu:?}");
         }
     }
 }

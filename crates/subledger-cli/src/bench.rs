@@ -413,8 +413,11 @@ fn cpu(used: &subledger_bench::CpuUse) -> String {
         .iter()
         .map(|(name, seconds)| format!("{name} {seconds:.2}"))
         .collect();
+    let server = used.server_seconds.map_or_else(String::new, |seconds| {
+        format!("; the server {seconds:.2} s")
+    });
     format!(
-        "{:.2} s ({:.0} % of the cores): {}",
+        "{:.2} s ({:.0} % of the cores): {}{server}",
         used.seconds,
         used.busy_percent,
         shown.join(", ")

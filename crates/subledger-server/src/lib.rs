@@ -18,6 +18,7 @@ pub mod limit;
 pub mod monitor;
 pub mod openapi;
 pub mod problem;
+mod process;
 mod reads;
 mod routes;
 pub mod tls;
@@ -382,6 +383,42 @@ pub(crate) fn prometheus(state: &AppState) -> String {
         "subledger_commit_seconds_sum {}\nsubledger_commit_seconds_count {cumulative}\n",
         seconds(metrics.commit_latency_sum_micros)
     ));
+    let process = process::read();
+    let figures = [
+        (
+            "process_cpu_seconds_total",
+            "Total user and system CPU time spent in seconds.",
+            "counter",
+            process
+                .cpu_centiseconds
+                .map(|cs| format!("{}.{:02}", cs / 100, cs % 100)),
+        ),
+        (
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes.",
+            "gauge",
+            process.resident_memory_bytes.map(|bytes| bytes.to_string()),
+        ),
+        (
+            "process_threads",
+            "Number of OS threads in the process.",
+            "gauge",
+            process.threads.map(|threads| threads.to_string()),
+        ),
+        (
+            "process_open_fds",
+            "Number of open file descriptors.",
+            "gauge",
+            process.open_fds.map(|fds| fds.to_string()),
+        ),
+    ];
+    for (name, help, kind, value) in figures {
+        if let Some(value) = value {
+            text.push_str(&format!(
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
+            ));
+        }
+    }
     text.push_str(
         "# HELP subledger_http_requests_total HTTP requests answered, by route and status.\n",
     );

@@ -988,11 +988,25 @@ async fn healthz_and_metrics() {
         body.contains("# TYPE subledger_http_requests_total counter"),
         "{body}"
     );
-    for (name, kind) in [
+    // The process's own figures under the standard names (read from /proc: Linux only).
+    let process: &[(&str, &str)] = if std::path::Path::new("/proc/self/stat").exists() {
+        &[
+            ("process_cpu_seconds_total", "counter"),
+            ("process_resident_memory_bytes", "gauge"),
+            ("process_threads", "gauge"),
+            ("process_open_fds", "gauge"),
+        ]
+    } else {
+        &[]
+    };
+    for &(name, kind) in [
         ("subledger_snapshots_total", "counter"),
         ("subledger_last_snapshot_sequence", "gauge"),
         ("subledger_snapshot_failing", "gauge"),
-    ] {
+    ]
+    .iter()
+    .chain(process)
+    {
         assert!(
             body.contains(&format!("# TYPE {name} {kind}\n{name} ")),
             "{body}"
