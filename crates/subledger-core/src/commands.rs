@@ -29,8 +29,6 @@
 use std::hash::{BuildHasher, Hasher, RandomState};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
-
 use crate::event::Event;
 use crate::ids::{AccountId, CommandId, Sequence, Timestamp};
 use crate::money::Amount;
@@ -304,7 +302,7 @@ impl Packed {
 #[derive(Debug, Clone, Default)]
 pub struct CommandIndex {
     /// (tag of the id, position in `store`): see the module comment.
-    positions: HashTable<Slot>,
+    positions: Slots,
     store: Store,
     hasher: TagKey,
     /// Tags of the records at the end of `store` that are not in `positions` yet (bulk
@@ -515,8 +513,8 @@ fn money_record<'a>(packed: &Packed, reference: &'a str) -> MoneyRecord<'a> {
 }
 
 /// Bulk entry groups records into at most 2^this parts of the table, so that each part's
-/// slice of it (16 bytes × buckets / parts: 256 KiB at 16M buckets) stays in cache while
-/// its records are entered.
+/// slice of it (8 bytes × slots / parts: 256 KiB at 32M slots) stays in cache while its
+/// records are entered.
 const ENTER_PARTS_BITS_MAX: u32 = 10;
 
 impl PartialEq for CommandIndex {
@@ -527,6 +525,123 @@ impl PartialEq for CommandIndex {
 
 /// A table slot: the id's tag and the record's position in the store.
 type Slot = (u32, u32);
+
+/// Most percent of [`Slots`] in use before it doubles (so 37.5–75 % full). Linear probing
+/// reads on average 1.3–2.5 slots to find an id and 1.8–8.5 to learn it is new: one cache
+/// line of 8 slots, sometimes two. Kept half full instead, the table took 256 MB at 10M
+/// ids instead of 128 MB, and a 10M-transfer load ran slower for the page faults and the
+/// misses of the larger table (`docs/benchmarks.md`, fifteenth session).
+const SLOTS_LOAD_PERCENT_MAX: usize = 75;
+/// Fewest slots of a table that holds anything.
+const SLOTS_MIN: usize = 16;
+
+/// The lookup table: open addressing with linear probing over 8-byte slots, each
+/// `tag << 32 | (position + 1)` (0: empty). Made for the writer's one cache miss per new
+/// command: `State::warm` looks each id up ahead of the batch, which brings in the cache line
+/// where the id's probe starts, and the insert that follows writes its slot in that same line
+/// (hashbrown kept control bytes and slots in separate lines, so an insert took a second
+/// miss: 93 % of `insert_command`'s samples were that one store). Room: 8 bytes a slot, at
+/// most three quarters full, against hashbrown's 9 bytes and seven eighths.
+#[derive(Debug, Clone, Default)]
+struct Slots {
+    /// Empty, or a power of two of slots.
+    slots: Vec<u64>,
+    len: usize,
+}
+
+impl Slots {
+    /// The slot where `tag`'s probe starts: the top bits of its spread hash (Fibonacci
+    /// hashing), so that neighbouring tags land apart.
+    fn start(&self, tag: u32) -> usize {
+        let bits = self.slots.len().trailing_zeros();
+        if bits == 0 {
+            return 0;
+        }
+        usize::try_from(spread(tag) >> (64 - bits)).unwrap_or(0)
+    }
+
+    /// The position of the record with `tag` for which `is` holds.
+    fn find(&self, tag: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+        let mask = self.slots.len().checked_sub(1)?;
+        let mut at = self.start(tag);
+        // Never full (see `SLOTS_LOAD_PERCENT_MAX`): an empty slot ends every probe.
+        loop {
+            let slot = *self.slots.get(at)?;
+            if slot == 0 {
+                return None;
+            }
+            let (other, position) = unpack_slot(slot);
+            if other == tag && is(position) {
+                return Some(position);
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Enters `position` under `tag` unless a record with `tag` for which `is` holds is there
+    /// already (`false`, nothing changed). `position` is below `u32::MAX`.
+    fn insert(&mut self, tag: u32, position: u32, mut is: impl FnMut(u32) -> bool) -> bool {
+        self.reserve(1);
+        let mask = self.slots.len() - 1;
+        let mut at = self.start(tag);
+        loop {
+            let Some(slot) = self.slots.get_mut(at) else {
+                return false;
+            };
+            if *slot == 0 {
+                *slot = pack_slot(tag, position);
+                self.len += 1;
+                return true;
+            }
+            let (other, known) = unpack_slot(*slot);
+            if other == tag && is(known) {
+                return false;
+            }
+            at = (at + 1) & mask;
+        }
+    }
+
+    /// Makes room for `additional` more entries without growing again.
+    fn reserve(&mut self, additional: usize) {
+        let wanted = self
+            .len
+            .saturating_add(additional)
+            .saturating_mul(100)
+            .div_ceil(SLOTS_LOAD_PERCENT_MAX);
+        if wanted <= self.slots.len() && !self.slots.is_empty() {
+            return;
+        }
+        let capacity = wanted.max(SLOTS_MIN).next_power_of_two();
+        let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
+        let mask = capacity - 1;
+        // The tags are in the slots: growing never reads a record.
+        for slot in old.into_iter().filter(|&slot| slot != 0) {
+            let mut at = self.start(unpack_slot(slot).0);
+            while self.slots.get(at).is_some_and(|&taken| taken != 0) {
+                at = (at + 1) & mask;
+            }
+            if let Some(free) = self.slots.get_mut(at) {
+                *free = slot;
+            }
+        }
+    }
+
+    fn capacity(&self) -> usize {
+        self.slots.len()
+    }
+}
+
+fn pack_slot(tag: u32, position: u32) -> u64 {
+    (u64::from(tag) << 32) | u64::from(position.wrapping_add(1))
+}
+
+/// A full slot's tag and position (see [`pack_slot`]).
+fn unpack_slot(slot: u64) -> (u32, u32) {
+    // Both halves fit a `u32` by construction: the fallbacks are unreachable.
+    let tag = u32::try_from(slot >> 32).unwrap_or(u32::MAX);
+    let position = u32::try_from(slot & u64::from(u32::MAX)).unwrap_or(0);
+    (tag, position.wrapping_sub(1))
+}
 
 /// The key of an index's id hash: SipHash-1-3's two words. Random for a new index (drawn
 /// from std's per-process random state, the source its `RandomState` uses); taken from the
@@ -565,24 +680,20 @@ impl TagKey {
     }
 }
 
-/// The table's hash of a tag: multiplied by an odd constant (2⁶⁴/φ), so that hashbrown's
-/// control byte, taken from the top bits, depends on every bit of the tag.
+/// The table's hash of a tag: multiplied by an odd constant (2⁶⁴/φ), so that its top bits,
+/// where a probe starts ([`Slots`]), depend on every bit of the tag.
 fn spread(tag: u32) -> u64 {
     u64::from(tag).wrapping_mul(0x9E37_79B9_7F4A_7C15)
-}
-
-fn slot_hash(&(tag, _): &Slot) -> u64 {
-    spread(tag)
 }
 
 impl CommandIndex {
     fn find(&self, id: &CommandId) -> Option<&Packed> {
         let tag = self.hasher.tag(id);
         let store = &self.store;
-        let (_, position) = self.positions.find(spread(tag), |&(other, position)| {
-            other == tag && store.get(position).is_some_and(|record| record.id == *id)
+        let position = self.positions.find(tag, |position| {
+            store.get(position).is_some_and(|record| record.id == *id)
         })?;
-        store.get(*position)
+        store.get(position)
     }
 
     fn unpack(&self, packed: &Packed) -> (CommandId, CommandRecord) {
@@ -777,7 +888,7 @@ impl CommandIndex {
     /// Such an index finds nothing ([`CommandIndex::is_records_only`]): a state holding one
     /// must never decide.
     pub fn keep_records_only(&mut self) {
-        self.positions = HashTable::new();
+        self.positions = Slots::default();
         self.appended = Vec::new();
         self.records_only = true;
     }
@@ -814,18 +925,10 @@ impl CommandIndex {
             positions, store, ..
         } = self;
         // One probe decides and inserts (the fresh id is the common case).
-        let entry = positions.entry(
-            spread(tag),
-            |&(other, position)| {
-                other == tag && store.get(position).is_some_and(|record| record.id == id)
-            },
-            slot_hash,
-        );
-        match entry {
-            hashbrown::hash_table::Entry::Occupied(_) => return false,
-            hashbrown::hash_table::Entry::Vacant(slot) => {
-                slot.insert((tag, position));
-            }
+        if !positions.insert(tag, position, |known| {
+            store.get(known).is_some_and(|record| record.id == id)
+        }) {
+            return false;
         }
         self.push_record(command, reference, seq, at);
         true
@@ -1068,13 +1171,15 @@ impl CommandIndex {
 
     /// Makes room for `additional` more commands (growing step by step rehashes the table).
     pub fn reserve(&mut self, additional: usize) {
-        self.positions.reserve(additional, slot_hash);
+        self.positions.reserve(additional);
         self.store.records.reserve(additional);
     }
 
-    /// The position the next record takes, if it fits a table slot.
+    /// The position the next record takes, if it fits a table slot (which holds it plus one).
     fn next_position(&self) -> Option<u32> {
-        u32::try_from(self.len()).ok()
+        u32::try_from(self.len())
+            .ok()
+            .filter(|&position| position < u32::MAX)
     }
 
     /// Builds the index from records, putting them in sequence order; `Err` on a duplicate id.
@@ -1142,7 +1247,7 @@ impl<'a> Records<'a> {
 /// ([`CommandIndex::split_for_entry`]).
 #[derive(Debug)]
 pub struct PendingEntry<'a> {
-    positions: &'a mut HashTable<Slot>,
+    positions: &'a mut Slots,
     store: &'a Store,
     tags: Vec<u32>,
 }
@@ -1161,15 +1266,17 @@ impl PendingEntry<'_> {
             tags,
         } = self;
         let first = store.len().saturating_sub(tags.len());
-        positions.reserve(tags.len(), slot_hash);
-        // hashbrown keeps 7/8 of a power-of-two bucket count usable and picks the bucket from
-        // the hash's low bits. Only speed depends on getting this right.
-        let buckets = (positions.capacity() / 7 * 8).max(1).next_power_of_two();
-        let bits = buckets.trailing_zeros();
+        positions.reserve(tags.len());
+        // A probe starts at the top bits of the spread hash (`Slots::start`): the top
+        // `parts_bits` of them name the part of the table. Only speed depends on this.
+        let bits = positions.capacity().trailing_zeros();
         let parts_bits = bits.min(ENTER_PARTS_BITS_MAX);
         let part = |tag: u32| {
-            usize::try_from((spread(tag) & (buckets as u64 - 1)) >> (bits - parts_bits))
-                .unwrap_or(0)
+            if parts_bits == 0 {
+                0
+            } else {
+                usize::try_from(spread(tag) >> (64 - parts_bits)).unwrap_or(0)
+            }
         };
         let mut starts = vec![0usize; (1usize << parts_bits) + 1];
         for &tag in &tags {
@@ -1191,23 +1298,13 @@ impl PendingEntry<'_> {
         drop(tags);
         let mut repeated: Option<usize> = None;
         for (tag, position) in order {
-            let entry = positions.entry(
-                spread(tag),
-                |&(other, at)| {
-                    other == tag
-                        && store.get(at).map(|known| known.id)
-                            == store.get(position).map(|new| new.id)
-                },
-                slot_hash,
-            );
-            match entry {
-                hashbrown::hash_table::Entry::Occupied(_) => {
-                    let position = usize::try_from(position).unwrap_or(usize::MAX);
-                    repeated = Some(repeated.map_or(position, |known| known.min(position)));
-                }
-                hashbrown::hash_table::Entry::Vacant(slot) => {
-                    slot.insert((tag, position));
-                }
+            // The records are read only for two equal tags (rare): each read is a miss.
+            let entered = positions.insert(tag, position, |at| {
+                store.get(at).map(|known| known.id) == store.get(position).map(|new| new.id)
+            });
+            if !entered {
+                let position = usize::try_from(position).unwrap_or(usize::MAX);
+                repeated = Some(repeated.map_or(position, |known| known.min(position)));
             }
         }
         match repeated.and_then(|position| store.get(u32::try_from(position).ok()?)) {
@@ -1221,6 +1318,42 @@ impl PendingEntry<'_> {
 mod tests {
     use super::*;
     use crate::money::Amount;
+
+    #[test]
+    fn slots_tell_equal_tags_apart_probe_around_the_end_and_keep_room() {
+        let mut slots = Slots::default();
+        assert_eq!(
+            slots.find(7, |_| true),
+            None,
+            "an empty table finds nothing"
+        );
+        // A hundred positions under one tag: only `is` tells them apart.
+        for position in 0..100 {
+            assert!(slots.insert(7, position, |known| known == position));
+        }
+        for position in 0..100 {
+            assert_eq!(slots.find(7, |known| known == position), Some(position));
+        }
+        assert!(!slots.insert(7, 5, |known| known == 5), "already there");
+        assert_eq!(slots.find(7, |known| known == 1_000), None);
+        // Tags whose probe starts in the last slot go on from the first.
+        let last = slots.capacity() - 1;
+        let tag = (0..u32::MAX)
+            .find(|&tag| slots.start(tag) == last)
+            .unwrap_or_else(|| panic!("some tag starts in the last slot"));
+        for position in 100..104 {
+            assert!(slots.insert(tag, position, |known| known == position));
+        }
+        for position in 100..104 {
+            assert_eq!(slots.find(tag, |known| known == position), Some(position));
+        }
+        assert_eq!(slots.len, 104);
+        assert!(slots.len * 100 <= slots.capacity() * SLOTS_LOAD_PERCENT_MAX);
+        // The largest position a slot holds reads back.
+        let mut big = Slots::default();
+        assert!(big.insert(1, u32::MAX - 1, |_| false));
+        assert_eq!(big.find(1, |_| true), Some(u32::MAX - 1));
+    }
 
     #[test]
     fn a_record_is_56_bytes_and_keeps_its_amount() {
