@@ -560,44 +560,45 @@ impl Slots {
         usize::try_from(spread(tag) >> (64 - bits)).unwrap_or(0)
     }
 
-    /// The position of the record with `tag` for which `is` holds.
-    fn find(&self, tag: u32, mut is: impl FnMut(u32) -> bool) -> Option<u32> {
+    /// Probes for `tag`: `Ok` with the position of the record for which `is` holds, or `Err`
+    /// with the empty slot that ends the probe (where such a record would go). `None` for a
+    /// table without slots.
+    fn locate(&self, tag: u32, mut is: impl FnMut(u32) -> bool) -> Option<Result<u32, usize>> {
         let mask = self.slots.len().checked_sub(1)?;
         let mut at = self.start(tag);
         // Never full (see `SLOTS_LOAD_PERCENT_MAX`): an empty slot ends every probe.
         loop {
             let slot = *self.slots.get(at)?;
             if slot == 0 {
-                return None;
+                return Some(Err(at));
             }
             let (other, position) = unpack_slot(slot);
             if other == tag && is(position) {
-                return Some(position);
+                return Some(Ok(position));
             }
             at = (at + 1) & mask;
         }
     }
 
+    /// The position of the record with `tag` for which `is` holds.
+    fn find(&self, tag: u32, is: impl FnMut(u32) -> bool) -> Option<u32> {
+        self.locate(tag, is)?.ok()
+    }
+
     /// Enters `position` under `tag` unless a record with `tag` for which `is` holds is there
     /// already (`false`, nothing changed). `position` is below `u32::MAX`.
-    fn insert(&mut self, tag: u32, position: u32, mut is: impl FnMut(u32) -> bool) -> bool {
+    fn insert(&mut self, tag: u32, position: u32, is: impl FnMut(u32) -> bool) -> bool {
         self.reserve(1);
-        let mask = self.slots.len() - 1;
-        let mut at = self.start(tag);
-        loop {
-            let Some(slot) = self.slots.get_mut(at) else {
-                return false;
-            };
-            if *slot == 0 {
-                *slot = pack_slot(tag, position);
-                self.len += 1;
-                return true;
-            }
-            let (other, known) = unpack_slot(*slot);
-            if other == tag && is(known) {
-                return false;
-            }
-            at = (at + 1) & mask;
+        match self.locate(tag, is) {
+            Some(Err(free)) => match self.slots.get_mut(free) {
+                Some(slot) => {
+                    *slot = pack_slot(tag, position);
+                    self.len += 1;
+                    true
+                }
+                None => false,
+            },
+            Some(Ok(_)) | None => false,
         }
     }
 
@@ -613,15 +614,13 @@ impl Slots {
         }
         let capacity = wanted.max(SLOTS_MIN).next_power_of_two();
         let old = std::mem::replace(&mut self.slots, vec![0; capacity]);
-        let mask = capacity - 1;
-        // The tags are in the slots: growing never reads a record.
+        // The tags are in the slots: growing never reads a record (no two slots are equal, so
+        // each goes to the first free slot of its probe).
         for slot in old.into_iter().filter(|&slot| slot != 0) {
-            let mut at = self.start(unpack_slot(slot).0);
-            while self.slots.get(at).is_some_and(|&taken| taken != 0) {
-                at = (at + 1) & mask;
-            }
-            if let Some(free) = self.slots.get_mut(at) {
-                *free = slot;
+            if let Some(Err(free)) = self.locate(unpack_slot(slot).0, |_| false) {
+                if let Some(taken) = self.slots.get_mut(free) {
+                    *taken = slot;
+                }
             }
         }
     }
