@@ -51,6 +51,18 @@ const SETUP_CONNECTIONS: usize = 4;
 pub const HTTP_CLIENTS_MAX: usize = 1_024;
 /// Longest wait for one answer.
 const REQUEST_SECONDS_MAX: u64 = 60;
+/// Most characters of an answer quoted in an error: an import's refusal lists a result per
+/// account, hundreds of kilobytes nobody reads on a terminal.
+const ERROR_EXCERPT_CHARS_MAX: usize = 400;
+
+/// An answer's text for an error message, cut to [`ERROR_EXCERPT_CHARS_MAX`] characters.
+fn excerpt(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    match text.char_indices().nth(ERROR_EXCERPT_CHARS_MAX) {
+        Some((end, _)) => format!("{}… ({} bytes in all)", &text[..end], body.len()),
+        None => text.into_owned(),
+    }
+}
 
 /// A server to load, and how to reach its admin API. `Debug` leaves the token out.
 #[derive(Clone, PartialEq, Eq)]
@@ -230,7 +242,7 @@ impl Connection {
                 "{} {} answered {status}: {}",
                 call.method,
                 call.path,
-                String::from_utf8_lossy(&body)
+                excerpt(&body)
             )))
         }
     }
@@ -246,16 +258,21 @@ struct ItemStatus {
     status: u16,
 }
 
-/// (committed, rejected) among a batch answer's items, or why a setup batch failed.
-fn batch_statuses(body: &[u8]) -> Result<(u64, u64), BenchError> {
+/// The status of each item of a batch answer.
+fn statuses(body: &[u8]) -> Result<impl Iterator<Item = u16>, BenchError> {
     let answer: BatchAnswer = serde_json::from_slice(body)
         .map_err(|error| failed(format!("a batch answer is not as documented: {error}")))?;
-    let committed = answer
-        .results
+    Ok(answer.results.into_iter().map(|item| item.status))
+}
+
+/// (committed, rejected) among a batch answer's items, or why a setup batch failed.
+fn batch_statuses(body: &[u8]) -> Result<(u64, u64), BenchError> {
+    let statuses: Vec<u16> = statuses(body)?.collect();
+    let committed = statuses
         .iter()
-        .filter(|item| (200..300).contains(&item.status))
+        .filter(|status| (200..300).contains(*status))
         .count();
-    let total = answer.results.len();
+    let total = statuses.len();
     Ok((
         u64::try_from(committed).unwrap_or(0),
         u64::try_from(total - committed).unwrap_or(0),
@@ -300,7 +317,7 @@ async fn run_setup(
                             refused,
                             call.items,
                             call.path,
-                            String::from_utf8_lossy(&body)
+                            excerpt(&body)
                         )));
                     }
                 }
@@ -363,9 +380,17 @@ async fn setup(
         })?;
         let (_, refused) = batch_statuses(&body)?;
         if refused > 0 {
+            let taken = statuses(&body)?.filter(|status| *status == 409).count();
+            if u64::try_from(taken).is_ok_and(|taken| taken == refused) {
+                return Err(BenchError::Setup(format!(
+                    "the server already holds benchmark accounts ({taken} of {} api keys \
+                     imported together are taken): run against an empty server",
+                    chunk.len()
+                )));
+            }
             return Err(BenchError::Setup(format!(
                 "the import was refused ({refused} accounts) — run against an empty server: {}",
-                String::from_utf8_lossy(&body)
+                excerpt(&body)
             )));
         }
     }
@@ -571,7 +596,7 @@ async fn run_client(
                     "{} {} answered {status}: {}",
                     call.method,
                     call.path,
-                    String::from_utf8_lossy(&body)
+                    excerpt(&body)
                 )));
             }
             let (committed, rejected) = if call.items > 0 && status == 200 {
@@ -776,4 +801,19 @@ pub fn run(
             cpu,
         })
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_excerpts_are_cut_at_a_character_boundary() {
+        assert_eq!(excerpt(b"short"), "short");
+        let long = "é".repeat(ERROR_EXCERPT_CHARS_MAX + 10);
+        let cut = excerpt(long.as_bytes());
+        assert!(cut.starts_with(&"é".repeat(ERROR_EXCERPT_CHARS_MAX)));
+        assert!(cut.ends_with(&format!("… ({} bytes in all)", long.len())));
+        assert_eq!(excerpt(&[0xff, b'a']), "\u{fffd}a");
+    }
 }
