@@ -1,7 +1,7 @@
 //! subledger-server: the HTTP face of the ledger — a REST API compatible with the public
 //! Vonage Subaccounts API and its secret management, an admin API, and operations endpoints.
 //!
-//! Layout: [`app`] builds the axum `Router` from an [`AppState`] (tests call it without a
+//! Layout: [`app`] builds the service (the axum `Router` behind the [`edge`]) from an [`AppState`] (tests call it without a
 //! socket); [`serve`] runs it on a listener until a shutdown future resolves, then drains
 //! in-flight requests. `routes` holds the handlers, [`auth`] Basic/bearer authentication
 //! (argon2id off the async workers, a verified-credential cache that revocation reaches at
@@ -11,6 +11,7 @@
 
 pub mod auth;
 mod dashboard;
+pub mod edge;
 mod idempotency;
 pub mod import;
 pub mod json;
@@ -27,20 +28,19 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
+use axum::extract::Request;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use subledger_engine::Ledger;
 
 use crate::auth::{Authenticator, HashCost};
-use crate::problem::{Problem, ProblemResponse};
+use crate::problem::Problem;
 
 /// Default for [`ServerConfig::problem_type_base`].
 pub const PROBLEM_TYPE_BASE_DEFAULT: &str = "https://developer.vonage.com/api-errors";
 /// Most requests handled at once; beyond, callers wait in the accept queue.
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
-/// Longest a request may take before it is answered 503.
+/// Longest a request may take before it is answered 503, unless configured otherwise.
 pub const REQUEST_SECONDS_MAX: u64 = 30;
 /// Most remembered responses to non-money POSTs with an `Idempotency-Key`.
 pub const IDEMPOTENT_RESPONSES_MAX: usize = 100_000;
@@ -54,6 +54,9 @@ pub struct ServerConfig {
     pub admin_token: String,
     /// Argon2id cost for secrets.
     pub hash_cost: HashCost,
+    /// Longest a request may take before it is answered `503` (default
+    /// [`REQUEST_SECONDS_MAX`] seconds). Bounds the handler, not the streaming of a body.
+    pub request_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -62,6 +65,7 @@ impl ServerConfig {
             problem_type_base: PROBLEM_TYPE_BASE_DEFAULT.into(),
             admin_token,
             hash_cost: HashCost::default(),
+            request_timeout: Duration::from_secs(REQUEST_SECONDS_MAX),
         }
     }
 }
@@ -126,75 +130,6 @@ impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, Secu
     }
 }
 
-/// Puts the client's address (when the connection has one) where authentication reads it,
-/// after removing anything a client sent under that name.
-async fn tag_peer(mut request: Request, next: Next) -> Response {
-    let peer = request
-        .extensions()
-        .get::<axum::extract::ConnectInfo<Peer>>()
-        .map(|info| info.0 .0.ip());
-    let headers = request.headers_mut();
-    headers.remove(auth::PEER_HEADER);
-    if let Some(address) =
-        peer.and_then(|ip| axum::http::HeaderValue::from_str(&ip.to_string()).ok())
-    {
-        headers.insert(auth::PEER_HEADER, address);
-    }
-    next.run(request).await
-}
-
-/// Problems leave handlers as a status plus the `Problem` in the response extensions; this
-/// layer renders them with the configured type base and the request path as `instance`.
-async fn render_problems(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    // The path is copied only when a problem needs it as `instance` (a `Uri` clone shares
-    // its bytes).
-    let uri = request.uri().clone();
-    let mut response = next.run(request).await;
-    match response.extensions_mut().remove::<Problem>() {
-        Some(problem) => ProblemResponse {
-            problem,
-            base: state.config.problem_type_base.clone(),
-            instance: uri.path().to_string(),
-        }
-        .into_response(),
-        None => response,
-    }
-}
-
-/// Counts requests by matched route and status.
-async fn count_requests(
-    State(state): State<Arc<AppState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let route = route.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = request.method().clone();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let status = response.status().as_u16();
-    tracing::debug!(
-        target: "subledger::http",
-        method = %method,
-        route = %route,
-        status,
-        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        "request"
-    );
-    if let Ok(mut counts) = state.metrics.counts.lock() {
-        let by_route = match counts.get_mut(route) {
-            Some(by_route) => by_route,
-            None => counts.entry(route.to_string()).or_default(),
-        };
-        *by_route.entry((method, status)).or_default() += 1;
-    }
-    response
-}
-
 impl IntoResponse for Problem {
     fn into_response(self) -> Response {
         let mut response = self.status.into_response();
@@ -203,37 +138,19 @@ impl IntoResponse for Problem {
     }
 }
 
-/// The application: every route, with limits and error rendering.
-pub fn app(state: Arc<AppState>) -> Router {
-    routes::router()
+/// The application's service type: see [`app`].
+pub type App = edge::Edge<Router>;
+
+/// The application: every route behind the [`edge`] (limits, the client's address, error
+/// rendering, counting). A `tower::Service`; cheap to clone.
+pub fn app(state: Arc<AppState>) -> App {
+    let router = routes::router()
         .merge(dashboard::router())
-        .route_layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            count_requests,
-        ))
+        .route_layer(edge::MarkRouteLayer)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            Arc::clone(&state),
-            render_problems,
-        ))
-        .layer(axum::middleware::from_fn(tag_peer))
-        .layer(
-            tower::ServiceBuilder::new()
-                .layer(axum::error_handling::HandleErrorLayer::new(
-                    |_: tower::BoxError| async {
-                        Problem::new(
-                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                            "timeout",
-                            "Service Unavailable",
-                            "the request took too long",
-                        )
-                    },
-                ))
-                .timeout(Duration::from_secs(REQUEST_SECONDS_MAX))
-                .concurrency_limit(REQUESTS_IN_FLIGHT_MAX),
-        )
-        .with_state(state)
+        .with_state(Arc::clone(&state));
+    edge::Edge::new(router, state)
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then stops accepting, finishes the
@@ -244,7 +161,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = limit::LimitedListener::new(listener, limit::CONNECTIONS_MAX);
-    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    let app = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<Peer>(app(state));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
@@ -261,7 +178,7 @@ pub async fn serve_tls(
         tls::TlsListener::new(listener, config)?,
         limit::CONNECTIONS_MAX,
     );
-    let app = app(state).into_make_service_with_connect_info::<Peer>();
+    let app = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<Peer>(app(state));
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await

@@ -974,6 +974,8 @@ async fn healthz_and_metrics() {
         )
         .await
         .unauthorized();
+    // No route: counted too, under one label (not the path, which a client chooses).
+    assert_eq!(server.req("GET", "/no/such/path").send().await.status, 404);
     let metrics = server.req("GET", "/metrics").send().await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -1047,6 +1049,12 @@ async fn healthz_and_metrics() {
     assert!(
         lines.contains(
             &r#"subledger_http_requests_total{method="POST",route="/admin/primaries",status="200"} 1"#
+        ),
+        "{body}"
+    );
+    assert!(
+        lines.contains(
+            &r#"subledger_http_requests_total{method="GET",route="unmatched",status="404"} 1"#
         ),
         "{body}"
     );

@@ -360,6 +360,7 @@ async fn connections_beyond_the_bound_wait_for_a_free_slot() {
     let addr = listener.local_addr().expect("addr");
     let app = subledger_server::app(std::sync::Arc::clone(&server.state));
     tokio::spawn(async move {
+        let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
         let _ = axum::serve(LimitedListener::new(listener, 1), app).await;
     });
     // The first connection is open (and idle): it holds the only slot.

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use subledger_engine::Config;
+use subledger_server::ServerConfig;
 use tokio::io::AsyncWriteExt as _;
 
 use crate::support::*;
@@ -285,6 +286,55 @@ async fn shutdown_finishes_a_request_in_flight() {
     assert_eq!(server.balance(&sub.key).as_deref(), Some("2.5"));
     let list = server.get(&path, &primary).await.ok(200);
     assert_eq!(list["_embedded"]["balance_transfers"][0], transfer);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
+    let server = Server::configured(
+        subledger_engine::Ledger::in_memory(subledger_engine::Config::default())
+            .expect("in-memory ledger"),
+        ServerConfig {
+            request_timeout: Duration::from_millis(300),
+            ..server_config()
+        },
+    );
+    let primary = server.funded_primary("10").await;
+    let sub = server.own_sub(&primary).await;
+    let running = Running::start(&server).await;
+    let path = format!("/accounts/{}/balance-transfers", primary.key);
+    let auth = primary.authorization();
+    let request = request_text(
+        "POST",
+        &path,
+        Some(&auth),
+        &[],
+        &transfer_body(&primary, &sub, "2.5"),
+    );
+    // The head and part of the body, then nothing: the handler waits for the rest.
+    let split = request.find("\r\n\r\n").expect("head") + 4 + 10;
+    let mut stream = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connect");
+    stream
+        .write_all(&request.as_bytes()[..split])
+        .await
+        .expect("write head");
+    let started = tokio::time::Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream, &path))
+        .await
+        .expect("an answer within the test's patience")
+        .expect("response");
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert_eq!(response.status, 503, "{}", response.text);
+    let problem = response.json();
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_BASE}#timeout"),
+        "{problem}"
+    );
+    assert_eq!(problem["instance"], path.as_str(), "{problem}");
+    assert_eq!(server.balance(&sub.key).as_deref(), Some("0"));
+    running.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,6 @@ use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Request};
-use axum::Router;
 use base64::Engine as _;
 use serde_json::Value;
 use subledger_core::ApiKey;
@@ -285,7 +284,7 @@ pub fn transfer_body(from: &Creds, to: &Creds, amount: &str) -> String {
 pub struct Server {
     pub state: Arc<AppState>,
     pub ledger: Arc<Ledger>,
-    router: Router,
+    router: subledger_server::App,
 }
 
 impl Server {
@@ -299,8 +298,13 @@ impl Server {
 
     /// A server on this ledger.
     pub fn on(ledger: Ledger) -> Server {
+        Server::configured(ledger, server_config())
+    }
+
+    /// A server on this ledger with these settings.
+    pub fn configured(ledger: Ledger, config: ServerConfig) -> Server {
         let ledger = Arc::new(ledger);
-        let state = AppState::new(Arc::clone(&ledger), server_config());
+        let state = AppState::new(Arc::clone(&ledger), config);
         let router = app(Arc::clone(&state));
         Server {
             state,
@@ -456,7 +460,7 @@ impl Server {
 /// A request through `app(state)` with `oneshot`.
 #[derive(Debug)]
 pub struct Req {
-    router: Router,
+    router: subledger_server::App,
     method: String,
     path: String,
     headers: Vec<(String, Vec<u8>)>,

@@ -1,0 +1,253 @@
+//! The server's edge: what every request goes through around the router, in one layer.
+//!
+//! It bounds the requests in flight ([`crate::REQUESTS_IN_FLIGHT_MAX`]) and the time each may
+//! take ([`crate::ServerConfig::request_timeout`], then a `503` problem), passes the client's address to
+//! authentication, renders the problems handlers leave in a response, and counts the answers by
+//! route and status for `/metrics`.
+//!
+//! Why one hand-written layer: these were three `axum::middleware::from_fn` layers and a
+//! `tower` stack. Each `from_fn` boxes a future and clones the boxed service below it on every
+//! request, and `Router::layer` wraps each route one by one. With single-transfer requests the
+//! layers cost ~30 % of the server's CPU (sixteenth session, `docs/benchmarks.md`). The edge
+//! wraps the whole router once and allocates one future per request.
+//!
+//! The matched route is known only inside the router, so a small route layer ([`MarkRoute`])
+//! copies it into the response, where the edge reads it.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::problem::{Problem, ProblemResponse};
+use crate::{auth, AppState, Peer, REQUESTS_IN_FLIGHT_MAX};
+
+/// The route a response answered, put there by [`MarkRoute`].
+#[derive(Debug, Clone)]
+struct AnsweredRoute(MatchedPath);
+
+/// The application's outer service: the router behind the edge. Cheap to clone (shared state).
+#[derive(Clone)]
+pub struct Edge<S> {
+    inner: S,
+    state: Arc<AppState>,
+    permits: Arc<Semaphore>,
+}
+
+impl<S> std::fmt::Debug for Edge<S> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Edge")
+            .field("permits_free", &self.permits.available_permits())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S> Edge<S> {
+    pub(crate) fn new(inner: S, state: Arc<AppState>) -> Edge<S> {
+        Edge {
+            inner,
+            state,
+            permits: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+        }
+    }
+}
+
+impl<S> tower::Service<Request> for Edge<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, mut request: Request) -> Self::Future {
+        // The service polled ready is the one to call; a clone stays for the next request.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let state = Arc::clone(&self.state);
+        let permits = Arc::clone(&self.permits);
+        Box::pin(async move {
+            // Waits, as the accept queue does, while the server is at its limit. The semaphore
+            // is never closed; were it, the request would be answered 503 rather than run.
+            let Ok(_permit) = permits.acquire_owned().await else {
+                return Ok(unavailable(&state, request.uri().path()));
+            };
+            tag_peer(&mut request);
+            // The path is needed only when a problem quotes it as `instance`; a `Uri` clone
+            // shares its bytes.
+            let uri = request.uri().clone();
+            let method = request.method().clone();
+            let started = std::time::Instant::now();
+            let answer =
+                tokio::time::timeout(state.config.request_timeout, inner.call(request)).await;
+            let mut response = match answer {
+                Ok(Ok(response)) => response,
+                Ok(Err(never)) => match never {},
+                Err(_) => timed_out().into_response(),
+            };
+            if let Some(problem) = response.extensions_mut().remove::<Problem>() {
+                let route = response.extensions_mut().remove::<AnsweredRoute>();
+                response = render(&state, problem, uri.path());
+                if let Some(route) = route {
+                    response.extensions_mut().insert(route);
+                }
+            }
+            count(&state, &response, &method, started);
+            Ok(response)
+        })
+    }
+}
+
+/// Puts the client's address (when the connection has one) where authentication reads it,
+/// after removing anything a client sent under that name.
+fn tag_peer(request: &mut Request) {
+    let peer = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<Peer>>()
+        .map(|info| info.0 .0.ip());
+    let headers = request.headers_mut();
+    headers.remove(auth::PEER_HEADER);
+    if let Some(address) = peer.and_then(|ip| HeaderValue::from_str(&ip.to_string()).ok()) {
+        headers.insert(auth::PEER_HEADER, address);
+    }
+}
+
+fn timed_out() -> Problem {
+    Problem::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "timeout",
+        "Service Unavailable",
+        "the request took too long",
+    )
+}
+
+fn unavailable(state: &AppState, path: &str) -> Response {
+    render(
+        state,
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "Service Unavailable",
+            "the server is shutting down",
+        ),
+        path,
+    )
+}
+
+/// A problem as `application/problem+json`, with the configured type base and the request's
+/// path as `instance`.
+fn render(state: &AppState, problem: Problem, path: &str) -> Response {
+    ProblemResponse {
+        problem,
+        base: state.config.problem_type_base.clone(),
+        instance: path.to_string(),
+    }
+    .into_response()
+}
+
+/// Counts an answer by matched route (`unmatched` for the fallbacks) and status.
+fn count(
+    state: &AppState,
+    response: &Response,
+    method: &axum::http::Method,
+    started: std::time::Instant,
+) {
+    let route = response
+        .extensions()
+        .get::<AnsweredRoute>()
+        .map_or("unmatched", |route| route.0.as_str());
+    let status = response.status().as_u16();
+    tracing::debug!(
+        target: "subledger::http",
+        method = %method,
+        route = %route,
+        status,
+        micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    if let Ok(mut counts) = state.metrics.counts.lock() {
+        let by_route = match counts.get_mut(route) {
+            Some(by_route) => by_route,
+            None => counts.entry(route.to_string()).or_default(),
+        };
+        *by_route.entry((method.clone(), status)).or_default() += 1;
+    }
+}
+
+/// The route layer that copies the matched route into the response for the edge to count.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct MarkRouteLayer;
+
+impl<S> tower::Layer<S> for MarkRouteLayer {
+    type Service = MarkRoute<S>;
+
+    fn layer(&self, inner: S) -> MarkRoute<S> {
+        MarkRoute { inner }
+    }
+}
+
+/// See [`MarkRouteLayer`].
+#[derive(Debug, Clone)]
+pub(crate) struct MarkRoute<S> {
+    inner: S,
+}
+
+impl<S> tower::Service<Request> for MarkRoute<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Unpin,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Marked<S::Future>;
+
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(context)
+    }
+
+    fn call(&mut self, request: Request) -> Marked<S::Future> {
+        let route = request.extensions().get::<MatchedPath>().cloned();
+        Marked {
+            inner: self.inner.call(request),
+            route,
+        }
+    }
+}
+
+/// [`MarkRoute`]'s future: the route's answer, marked with the route. Not boxed: axum's route
+/// futures are `Unpin`.
+#[derive(Debug)]
+pub(crate) struct Marked<F> {
+    inner: F,
+    route: Option<MatchedPath>,
+}
+
+impl<F> Future for Marked<F>
+where
+    F: Future<Output = Result<Response, Infallible>> + Unpin,
+{
+    type Output = Result<Response, Infallible>;
+
+    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
+        let Poll::Ready(answer) = Pin::new(&mut self.inner).poll(context) else {
+            return Poll::Pending;
+        };
+        let Ok(mut response) = answer;
+        if let Some(route) = self.route.take() {
+            response.extensions_mut().insert(AnsweredRoute(route));
+        }
+        Poll::Ready(Ok(response))
+    }
+}
