@@ -72,7 +72,15 @@ pub struct ServeArgs {
     /// single-command clients, handing their small batches over only added latency).
     #[arg(long, default_value_t = subledger_engine::LOG_HANDOFF_COMMANDS_MIN_DEFAULT)]
     log_handoff_commands_min: usize,
+    /// Longest a request may take before it is answered 503 (`timeout` problem); from 1 to
+    /// 3,600 seconds. Live event streams are not bound by it once they have started.
+    #[arg(long, default_value_t = subledger_server::REQUEST_SECONDS_MAX,
+          value_parser = clap::value_parser!(u64).range(1..=REQUEST_TIMEOUT_SECONDS_MAX))]
+    request_timeout_seconds: u64,
 }
+
+/// Longest `--request-timeout-seconds` accepted: an hour.
+const REQUEST_TIMEOUT_SECONDS_MAX: u64 = 3_600;
 
 fn admin_token(args: &ServeArgs) -> Result<(String, String)> {
     if let Some(path) = &args.admin_token_file {
@@ -193,7 +201,11 @@ pub fn run(args: &ServeArgs) -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    let state = AppState::new(Arc::clone(&ledger), ServerConfig::new(token));
+    let config = ServerConfig {
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_seconds),
+        ..ServerConfig::new(token)
+    };
+    let state = AppState::new(Arc::clone(&ledger), config);
     runtime.block_on(async {
         let listener = tokio::net::TcpListener::bind(args.listen)
             .await

@@ -33,6 +33,27 @@ fn get(port: u16, path: &str, authorization: &str) -> Option<String> {
 }
 
 #[test]
+fn a_request_timeout_out_of_range_is_refused_before_anything_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("ledger");
+    for seconds in ["0", "3601", "ten"] {
+        let refused = run(&[
+            "serve",
+            "--data",
+            &data.display().to_string(),
+            "--request-timeout-seconds",
+            seconds,
+        ]);
+        assert_eq!(refused.status.code(), Some(2), "{seconds}");
+        assert!(
+            String::from_utf8_lossy(&refused.stderr).contains("--request-timeout-seconds"),
+            "{seconds}"
+        );
+        assert!(!data.exists(), "nothing was created for {seconds}");
+    }
+}
+
+#[test]
 fn serve_demo_export_from_a_live_server_and_shut_down_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("ledger");
@@ -51,6 +72,8 @@ fn serve_demo_export_from_a_live_server_and_shut_down_on_sigterm() {
             "3",
             "--snapshot-replica",
             "rebuilt",
+            "--request-timeout-seconds",
+            "20",
         ])
         .env("SUBLEDGER_ADMIN_TOKEN", "live-audit-token")
         .stdout(Stdio::piped())
