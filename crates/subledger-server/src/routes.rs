@@ -27,7 +27,7 @@ use subledger_views::{
 
 use crate::auth::{generate_secret, Principal};
 use crate::idempotency::{claim, idempotency_key, Claimed};
-use crate::json::{number, read_object, Fields};
+use crate::json::{number, parse_object, read_bytes, read_object, Fields, REQUEST_BODY_BYTES_MAX};
 use crate::problem::Problem;
 use crate::{prometheus, AppState};
 
@@ -561,21 +561,63 @@ async fn close_subaccount(
 
 // --- transfers --------------------------------------------------------------------------
 
+/// A transfer as the API answers it, written straight from the snapshot (no `Value` tree):
+/// the single-transfer endpoints answer one per request. The fields are in the order a `Value`
+/// object writes them (sorted), so a transfer reads the same alone and in a list.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct TransferOut<'a> {
+    _links: SelfLink,
+    amount: Option<serde_json::Number>,
+    created_at: String,
+    from: &'a str,
+    id: String,
+    #[serde(rename = "masterAccountId")]
+    master_account_id: &'a str,
+    reference: &'a str,
+    to: &'a str,
+}
+
+/// `{"self": {"href": ...}}`.
+#[derive(Debug, serde::Serialize)]
+struct SelfLink {
+    #[serde(rename = "self")]
+    this: Href,
+}
+
+#[derive(Debug, serde::Serialize)]
+struct Href {
+    href: String,
+}
+
+impl<'a> TransferOut<'a> {
+    pub(crate) fn new(kind: TransferKind, transfer: &'a TransferSnapshot) -> TransferOut<'a> {
+        let collection = match kind {
+            TransferKind::Balance => "balance-transfers",
+            TransferKind::Credit => "credit-transfers",
+        };
+        TransferOut {
+            _links: SelfLink {
+                this: Href {
+                    href: format!(
+                        "/accounts/{}/{collection}/{}",
+                        transfer.primary, transfer.id
+                    ),
+                },
+            },
+            // An amount's text is always a valid JSON number; `null` (as `number` gives) if not.
+            amount: transfer.amount.to_string().parse().ok(),
+            created_at: format_rfc3339_millis(transfer.at),
+            from: transfer.from.as_str(),
+            id: transfer.id.to_string(),
+            master_account_id: transfer.primary.as_str(),
+            reference: &transfer.reference,
+            to: transfer.to.as_str(),
+        }
+    }
+}
+
 pub(crate) fn transfer_json(kind: TransferKind, transfer: &TransferSnapshot) -> Value {
-    let collection = match kind {
-        TransferKind::Balance => "balance-transfers",
-        TransferKind::Credit => "credit-transfers",
-    };
-    json!({
-        "_links": link(&format!("/accounts/{}/{collection}/{}", transfer.primary, transfer.id)),
-        "id": transfer.id.to_string(),
-        "from": transfer.from.as_str(),
-        "to": transfer.to.as_str(),
-        "amount": number(transfer.amount),
-        "reference": transfer.reference,
-        "created_at": format_rfc3339_millis(transfer.at),
-        "masterAccountId": transfer.primary.as_str(),
-    })
+    serde_json::to_value(TransferOut::new(kind, transfer)).unwrap_or(Value::Null)
 }
 
 /// Query parameters of the transfer lists: `start_date`, `end_date` (RFC 3339, with or without
@@ -758,20 +800,41 @@ async fn list_balance_transfers(
     .await
 }
 
-async fn transfer(
-    state: &AppState,
-    primary: &str,
-    headers: &HeaderMap,
-    body: Body,
-    kind: TransferKind,
-) -> Answer {
-    let principal = state.auth.authenticate(&state.ledger, headers).await?;
-    let key = as_primary(principal, primary)?;
-    let body = read_object(body).await?;
+/// A transfer request's body when it is exactly as documented: parsed without a `Value` tree.
+/// Anything else (a wrong type, an unknown or duplicate field, a bad key or amount) is left to
+/// [`transfer_fields`], which names every bad field; both accept the same bodies the same way.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferIn<'a> {
+    #[serde(borrow)]
+    from: std::borrow::Cow<'a, str>,
+    #[serde(borrow)]
+    to: std::borrow::Cow<'a, str>,
+    amount: serde_json::Number,
+    #[serde(default, borrow)]
+    reference: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl TransferIn<'_> {
+    fn parse(bytes: &[u8]) -> Option<(ApiKey, ApiKey, Amount, String)> {
+        let body: TransferIn<'_> = serde_json::from_slice(bytes).ok()?;
+        Some((
+            body.from.parse().ok()?,
+            body.to.parse().ok()?,
+            body.amount.as_str().parse().ok()?,
+            body.reference
+                .map(std::borrow::Cow::into_owned)
+                .unwrap_or_default(),
+        ))
+    }
+}
+
+/// A transfer request's fields from a parsed body, every bad one named.
+fn transfer_fields(body: &Map<String, Value>) -> Result<(ApiKey, ApiKey, Amount, String), Problem> {
     let mut fields = Fields::default();
-    fields.only(&body, &["from", "to", "amount", "reference"]);
+    fields.only(body, &["from", "to", "amount", "reference"]);
     let mut account = |name: &str| {
-        let text = fields.required_string(&body, name)?;
+        let text = fields.required_string(body, name)?;
         match text.parse::<ApiKey>() {
             Ok(key) => Some(key),
             Err(_) => {
@@ -782,11 +845,28 @@ async fn transfer(
     };
     let from = account("from");
     let to = account("to");
-    let amount = fields.amount(&body, "amount", true);
-    let reference = fields.string(&body, "reference").unwrap_or_default();
+    let amount = fields.amount(body, "amount", true);
+    let reference = fields.string(body, "reference").unwrap_or_default();
     fields.finish(false)?;
-    let (Some(from), Some(to), Some(amount)) = (from, to, amount) else {
-        return Err(Problem::internal("validated fields are missing"));
+    match (from, to, amount) {
+        (Some(from), Some(to), Some(amount)) => Ok((from, to, amount, reference)),
+        _ => Err(Problem::internal("validated fields are missing")),
+    }
+}
+
+async fn transfer(
+    state: &AppState,
+    primary: &str,
+    headers: &HeaderMap,
+    body: Body,
+    kind: TransferKind,
+) -> Answer {
+    let principal = state.auth.authenticate(&state.ledger, headers).await?;
+    let key = as_primary(principal, primary)?;
+    let bytes = read_bytes(body, REQUEST_BODY_BYTES_MAX).await?;
+    let (from, to, amount, reference) = match TransferIn::parse(&bytes) {
+        Some(fields) => fields,
+        None => transfer_fields(&parse_object(&bytes)?)?,
     };
     let operation = match kind {
         TransferKind::Balance => "balance-transfer",
@@ -816,10 +896,7 @@ async fn transfer(
         reference,
         primary: key,
     };
-    Ok(json_response(
-        StatusCode::OK,
-        &transfer_json(kind, &snapshot),
-    ))
+    Ok((StatusCode::OK, Json(TransferOut::new(kind, &snapshot))).into_response())
 }
 
 async fn credit_transfer(
@@ -1331,4 +1408,79 @@ async fn metrics(State(state): Shared) -> Response {
         axum::http::HeaderValue::from_static("text/plain; version=0.0.4"),
     );
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The typed reading of a transfer body never accepts what the field-by-field reading
+    /// refuses, and reads what it accepts the same way.
+    #[test]
+    fn a_transfer_body_reads_the_same_either_way() {
+        let bodies = [
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1.5}"#,
+            r#"{"amount":1.5,"to":"efgh5678","from":"abcd1234","reference":"rent"}"#,
+            r#" {"from":"abcd1234","to":"efgh5678","amount":0.00000001,"reference":null} "#,
+            r#"{"from":"\u0061bcd1234","to":"efgh5678","amount":7,"reference":"a \"quoted\" é"}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1e2}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1.000000001}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":-1}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":"1.5"}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1.5,"extra":1}"#,
+            r#"{"from":"abcd1234","from":"zzzz9999","to":"efgh5678","amount":1.5}"#,
+            r#"{"from":"ABCD1234","to":"efgh5678","amount":1.5}"#,
+            r#"{"from":null,"to":"efgh5678","amount":1.5}"#,
+            r#"{"from":12345678,"to":"efgh5678","amount":1.5}"#,
+            r#"{"to":"efgh5678","amount":1.5}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1.5,"reference":5}"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":1.5"#,
+            r#"[{"from":"abcd1234","to":"efgh5678","amount":1.5}]"#,
+            r#"{"from":"abcd1234","to":"efgh5678","amount":{"value":1.5}}"#,
+            "",
+            "{}",
+        ];
+        let mut typed = 0;
+        for body in bodies {
+            let slow = parse_object(body.as_bytes()).and_then(|map| transfer_fields(&map));
+            match TransferIn::parse(body.as_bytes()) {
+                Some(fast) => {
+                    typed += 1;
+                    assert_eq!(slow.ok(), Some(fast), "{body}");
+                }
+                // Only the first six bodies are read typed (`1e2` and `-1` are amounts to both
+                // readings; the rules refuse a negative one later).
+                // Every other one goes the field-by-field way and is refused there, except a
+                // repeated field, where the last one counts (as before the typed reading).
+                None if body.contains(r#""from":"zzzz9999""#) => {
+                    let (from, ..) = slow.unwrap_or_else(|problem| panic!("{problem:?}"));
+                    assert_eq!(from.as_str(), "zzzz9999");
+                }
+                None => assert!(slow.is_err(), "{body}: refused typed, accepted by fields"),
+            }
+        }
+        assert_eq!(typed, 6);
+    }
+
+    /// A transfer answered alone (typed) and in a list (as a `Value`) is the same text.
+    #[test]
+    fn a_transfer_is_written_the_same_alone_and_in_a_list() {
+        let snapshot = TransferSnapshot {
+            id: CommandId::from_bytes([7; 16]),
+            seq: subledger_core::Sequence(42),
+            at: subledger_core::Timestamp(1_764_000_000_123),
+            from: "abcd1234".parse().unwrap(),
+            to: "efgh5678".parse().unwrap(),
+            amount: "12.50000001".parse().unwrap(),
+            reference: "a \"quoted\" é".into(),
+            primary: "abcd1234".parse().unwrap(),
+        };
+        for kind in [TransferKind::Balance, TransferKind::Credit] {
+            let alone = serde_json::to_string(&TransferOut::new(kind, &snapshot)).unwrap();
+            let listed = serde_json::to_string(&transfer_json(kind, &snapshot)).unwrap();
+            assert_eq!(alone, listed);
+            assert!(alone.contains(r#""amount":12.50000001,"#), "{alone}");
+            assert!(alone.starts_with(r#"{"_links":{"self":{"href":"/accounts/abcd1234/"#));
+        }
+    }
 }
