@@ -82,6 +82,8 @@ pub struct Authenticator {
     admin_digest: blake3::Hash,
     /// Permits for argon2 work ([`ARGON2_CONCURRENT_MAX`]).
     argon2_permits: tokio::sync::Semaphore,
+    /// Argon2 hashes and verifications started (for `/metrics`: the server's costliest work).
+    argon2_runs: std::sync::atomic::AtomicU64,
 }
 
 fn argon2(cost: HashCost) -> Result<Argon2<'static>, Problem> {
@@ -102,15 +104,25 @@ impl Authenticator {
             failures: Mutex::new(FxHashMap::default()),
             admin_digest: blake3::hash(admin_token.as_bytes()),
             argon2_permits: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
+            argon2_runs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Waits for a turn at argon2.
     async fn argon2_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Problem> {
-        self.argon2_permits
+        let turn = self
+            .argon2_permits
             .acquire()
             .await
-            .map_err(|_| Problem::internal("argon2 permits are closed"))
+            .map_err(|_| Problem::internal("argon2 permits are closed"))?;
+        self.argon2_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(turn)
+    }
+
+    /// Argon2 hashes and verifications started since the server started.
+    pub fn argon2_runs(&self) -> u64 {
+        self.argon2_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Hashes a new secret (argon2id, random salt) on the blocking pool.

@@ -267,6 +267,12 @@ pub(crate) fn prometheus(state: &AppState) -> String {
         mean.to_string(),
     );
     gauge(
+        "subledger_argon2_runs_total",
+        "Argon2id hashes of new secrets and verifications of uncached credentials started.",
+        "counter",
+        state.auth.argon2_runs().to_string(),
+    );
+    gauge(
         "subledger_up",
         "1 while the writer accepts commands, 0 after a fail-stop.",
         "gauge",

@@ -619,6 +619,17 @@ async fn the_subaccount_limit_is_403_provisioning() {
     server.shared_sub(&primary).await;
 }
 
+/// `subledger_argon2_runs_total` from `/metrics`.
+async fn argon2_runs(server: &Server) -> u64 {
+    let metrics = server.req("GET", "/metrics").send().await;
+    metrics
+        .text
+        .lines()
+        .find_map(|line| line.strip_prefix("subledger_argon2_runs_total "))
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("no argon2 count in {}", metrics.text))
+}
+
 #[tokio::test]
 async fn secret_count_rules_and_unknown_ids() {
     let server = Server::new();
@@ -637,11 +648,13 @@ async fn secret_count_rules_and_unknown_ids() {
         .post(&base, &primary, r#"{"secret":"Second2Secret"}"#)
         .await;
     assert_eq!(created.status, 201);
-    // A third is refused.
+    // A third is refused, without hashing it first (the account is seen to be full).
+    let before = argon2_runs(&server).await;
     server
         .post(&base, &primary, r#"{"secret":"Third3Secret"}"#)
         .await
         .problem(403, "add-excess-secret", "Secret Addition Forbidden");
+    assert_eq!(argon2_runs(&server).await, before);
     server
         .get(&base, &primary.with_secret("Third3Secret"))
         .await
@@ -687,6 +700,17 @@ async fn secret_count_rules_and_unknown_ids() {
         other_list["_embedded"]["secrets"].as_array().map(Vec::len),
         Some(1)
     );
+
+    // Once there is room again, a creation does hash (so the count above could have moved).
+    let second = primary.with_secret("Second2Secret");
+    let revoked = server.delete(&format!("{base}/{only}"), &second).await;
+    assert_eq!(revoked.status, 204, "{}", revoked.text);
+    let before = argon2_runs(&server).await;
+    server
+        .post(&base, &second, r#"{"secret":"Third3Secret"}"#)
+        .await
+        .ok(201);
+    assert_eq!(argon2_runs(&server).await, before + 1);
 }
 
 #[tokio::test]
