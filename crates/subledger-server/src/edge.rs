@@ -11,7 +11,7 @@
 //! layers cost ~30 % of the server's CPU (sixteenth session, `docs/benchmarks.md`). The edge
 //! wraps the whole router once and allocates one future per request.
 //!
-//! The matched route is known only inside the router, so a small route layer ([`MarkRoute`])
+//! The matched route is known only inside the router, so a small route layer (`MarkRoute`)
 //! copies it into the response, where the edge reads it.
 
 use std::convert::Infallible;
