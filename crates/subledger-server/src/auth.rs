@@ -80,8 +80,10 @@ pub struct Authenticator {
     /// someone else failing from elsewhere.
     failures: Mutex<FxHashMap<(ApiKey, Option<IpAddr>), FailureWindow>>,
     admin_digest: blake3::Hash,
-    /// Permits for argon2 work ([`ARGON2_CONCURRENT_MAX`]).
-    argon2_permits: tokio::sync::Semaphore,
+    /// Permits for argon2 work ([`ARGON2_CONCURRENT_MAX`]). Each is moved into the blocking
+    /// task that uses it: a request that gives up (a timeout) must not free its turn while its
+    /// hash still runs.
+    argon2_permits: Arc<tokio::sync::Semaphore>,
     /// Argon2 hashes and verifications started (for `/metrics`: the server's costliest work).
     argon2_runs: std::sync::atomic::AtomicU64,
 }
@@ -103,16 +105,15 @@ impl Authenticator {
             verified: Mutex::new(FxHashMap::default()),
             failures: Mutex::new(FxHashMap::default()),
             admin_digest: blake3::hash(admin_token.as_bytes()),
-            argon2_permits: tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX),
+            argon2_permits: Arc::new(tokio::sync::Semaphore::new(ARGON2_CONCURRENT_MAX)),
             argon2_runs: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
     /// Waits for a turn at argon2.
-    async fn argon2_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Problem> {
-        let turn = self
-            .argon2_permits
-            .acquire()
+    async fn argon2_turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Problem> {
+        let turn = Arc::clone(&self.argon2_permits)
+            .acquire_owned()
             .await
             .map_err(|_| Problem::internal("argon2 permits are closed"))?;
         self.argon2_runs
@@ -120,7 +121,8 @@ impl Authenticator {
         Ok(turn)
     }
 
-    /// Argon2 hashes and verifications started since the server started.
+    /// Argon2 runs started since the server started: hashes of new secrets, and verifications
+    /// of uncached credentials (each checks up to an account's two secrets).
     pub fn argon2_runs(&self) -> u64 {
         self.argon2_runs.load(std::sync::atomic::Ordering::Relaxed)
     }
@@ -128,8 +130,9 @@ impl Authenticator {
     /// Hashes a new secret (argon2id, random salt) on the blocking pool.
     pub async fn hash_secret(&self, secret: String) -> Result<SecretHash, Problem> {
         let cost = self.cost;
-        let _turn = self.argon2_turn().await?;
+        let turn = self.argon2_turn().await?;
         let phc = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             let salt = SaltString::generate(&mut OsRng);
             argon2(cost)?
                 .hash_password(secret.as_bytes(), &salt)
@@ -287,9 +290,10 @@ impl Authenticator {
             });
         }
         let cost = self.cost;
-        let _turn = self.argon2_turn().await?;
+        let turn = self.argon2_turn().await?;
         let ledger = Arc::clone(ledger);
         let matched = tokio::task::spawn_blocking(move || {
+            let _turn = turn;
             // The hashes come from the log (the views keep only where they are): blocking I/O,
             // one record per secret, next to argon2's ~20 ms.
             let secrets: Vec<(SecretId, SecretHash)> =

@@ -1,9 +1,11 @@
 //! The server's edge: what every request goes through around the router, in one layer.
 //!
-//! It bounds the requests in flight ([`crate::REQUESTS_IN_FLIGHT_MAX`]) and the time each may
-//! take ([`crate::ServerConfig::request_timeout`], then a `503` problem), passes the client's address to
-//! authentication, renders the problems handlers leave in a response, and counts the answers by
-//! route and status for `/metrics`.
+//! It bounds the requests in flight ([`crate::ServerConfig::requests_in_flight_max`], `/healthz` and
+//! `/metrics` aside) and the time each may take, waiting for its turn included
+//! ([`crate::ServerConfig::request_timeout`], then a `503` problem); passes the client's
+//! address to authentication; renders the problems handlers leave in a response; and counts
+//! the answers by route, method and status for `/metrics` (a timed-out request, and a 405,
+//! under `unmatched`: the route's answer never reached the edge, or came from the router).
 //!
 //! Why one hand-written layer: these were three `axum::middleware::from_fn` layers and a
 //! `tower` stack. Each `from_fn` boxes a future and clones the boxed service below it on every
@@ -26,7 +28,7 @@ use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
 use crate::problem::{Problem, ProblemResponse};
-use crate::{auth, AppState, Peer, REQUESTS_IN_FLIGHT_MAX};
+use crate::{auth, AppState, Peer};
 
 /// The route a response answered, put there by [`MarkRoute`].
 #[derive(Debug, Clone)]
@@ -51,10 +53,15 @@ impl<S> std::fmt::Debug for Edge<S> {
 
 impl<S> Edge<S> {
     pub(crate) fn new(inner: S, state: Arc<AppState>) -> Edge<S> {
+        // At least one (none would refuse every request), at most what tokio can count.
+        let permits = state
+            .config
+            .requests_in_flight_max
+            .clamp(1, Semaphore::MAX_PERMITS);
         Edge {
             inner,
             state,
-            permits: Arc::new(Semaphore::new(REQUESTS_IN_FLIGHT_MAX)),
+            permits: Arc::new(Semaphore::new(permits)),
         }
     }
 }
@@ -79,36 +86,44 @@ where
         let state = Arc::clone(&self.state);
         let permits = Arc::clone(&self.permits);
         Box::pin(async move {
-            // Waits, as the accept queue does, while the server is at its limit. The semaphore
-            // is never closed; were it, the request would be answered 503 rather than run.
-            let Ok(_permit) = permits.acquire_owned().await else {
-                return Ok(unavailable(&state, request.uri().path()));
-            };
             tag_peer(&mut request);
             // The path is needed only when a problem quotes it as `instance`; a `Uri` clone
             // shares its bytes.
             let uri = request.uri().clone();
             let method = request.method().clone();
             let started = std::time::Instant::now();
-            let answer =
-                tokio::time::timeout(state.config.request_timeout, inner.call(request)).await;
+            // The wait for a turn counts against the request's time: under overload a request
+            // is answered 503 after the timeout rather than queued for ever. The operations
+            // endpoints skip the limit, so that health checks and scrapes still answer when
+            // the API's requests are all busy (say, waiting for argon2).
+            let limited = !OPERATIONS_PATHS.contains(&uri.path());
+            let answer = tokio::time::timeout(state.config.request_timeout, async move {
+                let _permit = if limited {
+                    // The semaphore is never closed; were it, the request would run unlimited.
+                    permits.acquire_owned().await.ok()
+                } else {
+                    None
+                };
+                inner.call(request).await
+            })
+            .await;
             let mut response = match answer {
                 Ok(Ok(response)) => response,
                 Ok(Err(never)) => match never {},
                 Err(_) => timed_out().into_response(),
             };
             if let Some(problem) = response.extensions_mut().remove::<Problem>() {
-                let route = response.extensions_mut().remove::<AnsweredRoute>();
-                response = render(&state, problem, uri.path());
-                if let Some(route) = route {
-                    response.extensions_mut().insert(route);
-                }
+                response = render(&state, problem, uri.path(), response);
             }
             count(&state, &response, &method, started);
             Ok(response)
         })
     }
 }
+
+/// Served whatever the number of requests in flight: cheap, and what operators look at when
+/// the server is overloaded.
+const OPERATIONS_PATHS: [&str; 2] = ["/healthz", "/metrics"];
 
 /// Puts the client's address (when the connection has one) where authentication reads it,
 /// after removing anything a client sent under that name.
@@ -133,28 +148,42 @@ fn timed_out() -> Problem {
     )
 }
 
-fn unavailable(state: &AppState, path: &str) -> Response {
-    render(
-        state,
-        Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "unavailable",
-            "Service Unavailable",
-            "the server is shutting down",
-        ),
-        path,
-    )
-}
-
 /// A problem as `application/problem+json`, with the configured type base and the request's
-/// path as `instance`.
-fn render(state: &AppState, problem: Problem, path: &str) -> Response {
-    ProblemResponse {
+/// path as `instance`, in place of the bare `answer` a handler or the router gave: its `Allow`
+/// header (a 405's list of methods) and its route mark are kept.
+fn render(state: &AppState, problem: Problem, path: &str, answer: Response) -> Response {
+    let mut response = ProblemResponse {
         problem,
         base: state.config.problem_type_base.clone(),
         instance: path.to_string(),
     }
-    .into_response()
+    .into_response();
+    let (mut parts, _) = answer.into_parts();
+    if let Some(allow) = parts.headers.remove(axum::http::header::ALLOW) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::ALLOW, allow);
+    }
+    if let Some(route) = parts.extensions.remove::<AnsweredRoute>() {
+        response.extensions_mut().insert(route);
+    }
+    response
+}
+
+/// A method as a label: one of a fixed set, so that clients cannot grow the counts (hyper
+/// takes any token as a method).
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
 }
 
 /// Counts an answer by matched route (`unmatched` for the fallbacks) and status.
@@ -182,7 +211,7 @@ fn count(
             Some(by_route) => by_route,
             None => counts.entry(route.to_string()).or_default(),
         };
-        *by_route.entry((method.clone(), status)).or_default() += 1;
+        *by_route.entry((method_label(method), status)).or_default() += 1;
     }
 }
 

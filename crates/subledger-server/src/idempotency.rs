@@ -16,7 +16,7 @@ use serde_json::{Map, Value};
 use subledger_core::ApiKey;
 
 use crate::problem::Problem;
-use crate::{AppState, IDEMPOTENT_RESPONSES_MAX, REQUEST_SECONDS_MAX};
+use crate::{AppState, IDEMPOTENT_RESPONSES_MAX};
 
 /// Longest accepted `Idempotency-Key`, in bytes.
 pub(crate) const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
@@ -131,7 +131,8 @@ pub(crate) async fn claim<'a>(
     hasher.update(b"\0");
     hasher.update(key.as_bytes());
     let slot = *hasher.finalize().as_bytes();
-    let deadline = Instant::now() + Duration::from_secs(REQUEST_SECONDS_MAX);
+    // As long as a request may take: the first one is answered or timed out by then.
+    let deadline = Instant::now() + state.config.request_timeout;
     loop {
         {
             let mut cache = state

@@ -38,7 +38,7 @@ use crate::problem::Problem;
 
 /// Default for [`ServerConfig::problem_type_base`].
 pub const PROBLEM_TYPE_BASE_DEFAULT: &str = "https://developer.vonage.com/api-errors";
-/// Most requests handled at once; beyond, callers wait in the accept queue.
+/// Default for [`ServerConfig::requests_in_flight_max`].
 pub const REQUESTS_IN_FLIGHT_MAX: usize = 1_024;
 /// Longest a request may take before it is answered 503, unless configured otherwise.
 pub const REQUEST_SECONDS_MAX: u64 = 30;
@@ -57,6 +57,9 @@ pub struct ServerConfig {
     /// Longest a request may take before it is answered `503` (default
     /// [`REQUEST_SECONDS_MAX`] seconds). Bounds the handler, not the streaming of a body.
     pub request_timeout: Duration,
+    /// Most API requests handled at once (default [`REQUESTS_IN_FLIGHT_MAX`]); beyond, a
+    /// request waits for a turn within its `request_timeout`.
+    pub requests_in_flight_max: usize,
 }
 
 impl ServerConfig {
@@ -66,12 +69,14 @@ impl ServerConfig {
             admin_token,
             hash_cost: HashCost::default(),
             request_timeout: Duration::from_secs(REQUEST_SECONDS_MAX),
+            requests_in_flight_max: REQUESTS_IN_FLIGHT_MAX,
         }
     }
 }
 
-/// Answered requests of one route by (method, status).
-type StatusCounts = rustc_hash::FxHashMap<(axum::http::Method, u16), u64>;
+/// Answered requests of one route by (method, status). The method is one of a fixed set
+/// (see `edge`): any token is a method to hyper, and a client must not be able to grow this.
+type StatusCounts = rustc_hash::FxHashMap<(&'static str, u16), u64>;
 
 /// Counts of answered requests by route and status, for `/metrics`.
 #[derive(Debug, Default)]
@@ -268,7 +273,7 @@ pub(crate) fn prometheus(state: &AppState) -> String {
     );
     gauge(
         "subledger_argon2_runs_total",
-        "Argon2id hashes of new secrets and verifications of uncached credentials started.",
+        "Argon2id runs started: hashes of new secrets, verifications of uncached credentials.",
         "counter",
         state.auth.argon2_runs().to_string(),
     );
@@ -352,7 +357,7 @@ pub(crate) fn prometheus(state: &AppState) -> String {
             .iter()
             .flat_map(|(route, by_route)| {
                 by_route.iter().map(move |((method, status), count)| {
-                    (method.as_str(), route.as_str(), *status, *count)
+                    (*method, route.as_str(), *status, *count)
                 })
             })
             .collect();

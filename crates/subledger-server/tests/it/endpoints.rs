@@ -976,6 +976,10 @@ async fn healthz_and_metrics() {
         .unauthorized();
     // No route: counted too, under one label (not the path, which a client chooses).
     assert_eq!(server.req("GET", "/no/such/path").send().await.status, 404);
+    // Any token is a method to hyper: the counts keep a fixed set of method labels.
+    for method in ["FOOBAR1", "FOOBAR2"] {
+        assert_eq!(server.req(method, "/no/such/path").send().await.status, 404);
+    }
     let metrics = server.req("GET", "/metrics").send().await;
     assert_eq!(metrics.status, 200);
     assert!(
@@ -1058,6 +1062,13 @@ async fn healthz_and_metrics() {
         ),
         "{body}"
     );
+    assert!(
+        lines.contains(
+            &r#"subledger_http_requests_total{method="OTHER",route="unmatched",status="404"} 2"#
+        ),
+        "{body}"
+    );
+    assert!(!body.contains("FOOBAR"), "{body}");
     assert!(lines.contains(&"subledger_up 1"), "{body}");
     assert!(
         lines

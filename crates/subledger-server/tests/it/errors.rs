@@ -880,4 +880,7 @@ async fn wrong_methods_are_405_problems() {
         "{:?}",
         response.text
     );
+    // RFC 9110 §15.5.6: a 405 lists the methods the resource has.
+    let allow = response.header("allow").unwrap_or_default();
+    assert!(allow.contains("GET") && allow.contains("POST"), "{allow:?}");
 }

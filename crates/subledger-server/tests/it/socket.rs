@@ -338,6 +338,70 @@ async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn requests_over_the_in_flight_limit_wait_but_health_checks_do_not() {
+    let server = Server::configured(
+        subledger_engine::Ledger::in_memory(subledger_engine::Config::default())
+            .expect("in-memory ledger"),
+        ServerConfig {
+            request_timeout: Duration::from_millis(600),
+            requests_in_flight_max: 1,
+            ..server_config()
+        },
+    );
+    let primary = server.funded_primary("10").await;
+    let sub = server.own_sub(&primary).await;
+    let running = Running::start(&server).await;
+    let path = format!("/accounts/{}/balance-transfers", primary.key);
+    let auth = primary.authorization();
+    let request = request_text(
+        "POST",
+        &path,
+        Some(&auth),
+        &[],
+        &transfer_body(&primary, &sub, "2.5"),
+    );
+    // The only turn is taken by a request whose body stops halfway.
+    let split = request.find("\r\n\r\n").expect("head") + 4 + 10;
+    let mut holder = tokio::net::TcpStream::connect(running.addr)
+        .await
+        .expect("connect");
+    holder
+        .write_all(&request.as_bytes()[..split])
+        .await
+        .expect("write head");
+    let held = tokio::time::Instant::now();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    // The health check answers at once all the same.
+    let health = http(running.addr, "GET", "/healthz", None, "")
+        .await
+        .expect("health");
+    assert_eq!(health.status, 200, "{}", health.text);
+    assert!(held.elapsed() < Duration::from_millis(500));
+
+    // An API request waits for the turn: it is answered only once the holder has timed out.
+    let list = http(
+        running.addr,
+        "GET",
+        &format!("/accounts/{}/subaccounts", primary.key),
+        Some(&auth),
+        "",
+    )
+    .await
+    .expect("list");
+    assert_eq!(list.status, 200, "{}", list.text);
+    assert!(
+        held.elapsed() >= Duration::from_millis(550),
+        "{:?}",
+        held.elapsed()
+    );
+    let timed_out = read_response(&mut holder, &path).await.expect("response");
+    assert_eq!(timed_out.status, 503, "{}", timed_out.text);
+    assert_eq!(server.balance(&sub.key).as_deref(), Some("0"));
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_under_load_loses_no_acknowledged_transfer() {
     const CLIENTS: usize = 6;
     // A small group-commit wait keeps requests in flight inside the writer.
