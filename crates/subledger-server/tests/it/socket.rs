@@ -288,29 +288,34 @@ async fn shutdown_finishes_a_request_in_flight() {
     assert_eq!(list["_embedded"]["balance_transfers"][0], transfer);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
+/// A running server with these settings and a funded primary with an own-balance subaccount.
+async fn running_with(config: ServerConfig) -> (Server, Running, Creds, Creds) {
     let server = Server::configured(
         subledger_engine::Ledger::in_memory(subledger_engine::Config::default())
             .expect("in-memory ledger"),
-        ServerConfig {
-            request_timeout: Duration::from_millis(300),
-            ..server_config()
-        },
+        config,
     );
     let primary = server.funded_primary("10").await;
     let sub = server.own_sub(&primary).await;
     let running = Running::start(&server).await;
+    (server, running, primary, sub)
+}
+
+/// A transfer of 2.5 from `primary` to `sub` whose head and first 10 body bytes are sent, then
+/// nothing: its handler waits for the rest. Returns the connection and the request's path.
+async fn half_sent_transfer(
+    running: &Running,
+    primary: &Creds,
+    sub: &Creds,
+) -> (tokio::net::TcpStream, String) {
     let path = format!("/accounts/{}/balance-transfers", primary.key);
-    let auth = primary.authorization();
     let request = request_text(
         "POST",
         &path,
-        Some(&auth),
+        Some(&primary.authorization()),
         &[],
-        &transfer_body(&primary, &sub, "2.5"),
+        &transfer_body(primary, sub, "2.5"),
     );
-    // The head and part of the body, then nothing: the handler waits for the rest.
     let split = request.find("\r\n\r\n").expect("head") + 4 + 10;
     let mut stream = tokio::net::TcpStream::connect(running.addr)
         .await
@@ -319,6 +324,17 @@ async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
         .write_all(&request.as_bytes()[..split])
         .await
         .expect("write head");
+    (stream, path)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
+    let (server, running, primary, sub) = running_with(ServerConfig {
+        request_timeout: Duration::from_millis(300),
+        ..server_config()
+    })
+    .await;
+    let (mut stream, path) = half_sent_transfer(&running, &primary, &sub).await;
     let started = tokio::time::Instant::now();
     let response = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream, &path))
         .await
@@ -339,36 +355,14 @@ async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn requests_over_the_in_flight_limit_wait_but_health_checks_do_not() {
-    let server = Server::configured(
-        subledger_engine::Ledger::in_memory(subledger_engine::Config::default())
-            .expect("in-memory ledger"),
-        ServerConfig {
-            request_timeout: Duration::from_millis(600),
-            requests_in_flight_max: 1,
-            ..server_config()
-        },
-    );
-    let primary = server.funded_primary("10").await;
-    let sub = server.own_sub(&primary).await;
-    let running = Running::start(&server).await;
-    let path = format!("/accounts/{}/balance-transfers", primary.key);
-    let auth = primary.authorization();
-    let request = request_text(
-        "POST",
-        &path,
-        Some(&auth),
-        &[],
-        &transfer_body(&primary, &sub, "2.5"),
-    );
+    let (server, running, primary, sub) = running_with(ServerConfig {
+        request_timeout: Duration::from_millis(600),
+        requests_in_flight_max: 1,
+        ..server_config()
+    })
+    .await;
     // The only turn is taken by a request whose body stops halfway.
-    let split = request.find("\r\n\r\n").expect("head") + 4 + 10;
-    let mut holder = tokio::net::TcpStream::connect(running.addr)
-        .await
-        .expect("connect");
-    holder
-        .write_all(&request.as_bytes()[..split])
-        .await
-        .expect("write head");
+    let (mut holder, path) = half_sent_transfer(&running, &primary, &sub).await;
     let held = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -384,7 +378,7 @@ async fn requests_over_the_in_flight_limit_wait_but_health_checks_do_not() {
         running.addr,
         "GET",
         &format!("/accounts/{}/subaccounts", primary.key),
-        Some(&auth),
+        Some(&primary.authorization()),
         "",
     )
     .await
