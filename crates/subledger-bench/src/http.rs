@@ -30,7 +30,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full};
 use hyper::client::conn::http1::SendRequest;
 use serde::Deserialize;
-use subledger_core::{Amount, ApiKey, Command, Transfer};
+use subledger_core::{Amount, ApiKey, Command, SecretId, Transfer};
 
 use crate::{
     client_plan, latency_of, new_histogram, request_size, validate, BenchError, BenchOptions,
@@ -137,7 +137,25 @@ struct Call {
     body: Option<String>,
     /// Items in a batch request (their statuses are in the answer), 0 for a single request.
     items: usize,
+    /// Whether this creates or revokes a secret (see [`SecretStep`]).
+    secret: SecretStep,
 }
+
+/// A secret rotation's steps over HTTP. The workload revokes secrets it created, by the ids it
+/// gave them; the server gives its own ids, read from the creation's answer, and a revocation
+/// is sent with the server's id when its creation was answered (else with the workload's id,
+/// which the server refuses as unknown, as in process for a creation the rules refused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SecretStep {
+    None,
+    /// Creates the secret the workload calls by this id.
+    Create(SecretId),
+    /// Revokes the secret the workload calls by this id, of this account.
+    Revoke(ApiKey, SecretId),
+}
+
+/// Most secret ids a client remembers between a creation and its revocation.
+const SECRET_IDS_KEPT_MAX: usize = 1_024;
 
 /// One keep-alive connection.
 struct Connection {
@@ -371,6 +389,7 @@ async fn setup(
             caller: As::Admin,
             body: Some(serde_json::json!({ "accounts": chunk }).to_string()),
             items: chunk.len(),
+            secret: SecretStep::None,
         };
         let body = connection.must(&call).await.map_err(|error| match error {
             BenchError::Setup(why) if why.contains("taken") => BenchError::Setup(format!(
@@ -401,6 +420,7 @@ async fn setup(
             caller: As::Admin,
             body: Some(r#"{"amount":1000000000}"#.into()),
             items: 0,
+            secret: SecretStep::None,
         })
         .collect();
     run_setup(address, host, target, top_ups).await?;
@@ -424,6 +444,7 @@ async fn setup(
                 caller: As::Primary(primary),
                 body: None,
                 items: 0,
+                secret: SecretStep::None,
             });
         }
         for chunk in own.chunks(HTTP_BATCH_ITEMS_MAX) {
@@ -445,6 +466,7 @@ fn single(command: &Command, layout: Layout) -> Call {
             amount_text(transfer.amount)
         )),
         items: 0,
+        secret: SecretStep::None,
     };
     match command {
         Command::TransferBalance(transfer) => transfer_call("balance-transfers", transfer),
@@ -455,6 +477,7 @@ fn single(command: &Command, layout: Layout) -> Call {
             caller: As::Admin,
             body: Some(format!(r#"{{"amount":{}}}"#, amount_text(charge.amount))),
             items: 0,
+            secret: SecretStep::None,
         },
         Command::UpdateSubaccount(update) => Call {
             method: "PATCH",
@@ -468,6 +491,7 @@ fn single(command: &Command, layout: Layout) -> Call {
                 update.suspended.unwrap_or(false)
             )),
             items: 0,
+            secret: SecretStep::None,
         },
         Command::CreateSecret(create) => Call {
             method: "POST",
@@ -475,6 +499,7 @@ fn single(command: &Command, layout: Layout) -> Call {
             caller: As::Primary(layout.owner(create.account)),
             body: Some(format!(r#"{{"secret":"{ROTATED_SECRET}"}}"#)),
             items: 0,
+            secret: SecretStep::Create(create.secret.id),
         },
         Command::RevokeSecret(revoke) => Call {
             method: "DELETE",
@@ -482,6 +507,7 @@ fn single(command: &Command, layout: Layout) -> Call {
             caller: As::Primary(layout.owner(revoke.account)),
             body: None,
             items: 0,
+            secret: SecretStep::Revoke(revoke.account, revoke.secret),
         },
         // The workloads generate nothing else; a health check keeps the mapping total.
         _ => Call {
@@ -490,6 +516,7 @@ fn single(command: &Command, layout: Layout) -> Call {
             caller: As::Admin,
             body: None,
             items: 0,
+            secret: SecretStep::None,
         },
     }
 }
@@ -502,6 +529,7 @@ fn batch_transfers(primary: ApiKey, items: &[String]) -> Call {
         caller: As::Primary(primary),
         body: Some(format!(r#"{{"transfers":[{}]}}"#, items.join(","))),
         items: items.len(),
+        secret: SecretStep::None,
     }
 }
 
@@ -554,6 +582,7 @@ fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
             caller: As::Admin,
             body: Some(format!(r#"{{"charges":[{}]}}"#, chunk.join(","))),
             items: chunk.len(),
+            secret: SecretStep::None,
         });
     }
     for (primary, items) in transfers {
@@ -562,6 +591,17 @@ fn batch(generator: &mut Generator, count: usize) -> Vec<Call> {
         }
     }
     calls
+}
+
+/// The `id` of a created secret's answer.
+fn created_secret_id(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Created {
+        id: String,
+    }
+    serde_json::from_slice::<Created>(body)
+        .ok()
+        .map(|created| created.id)
 }
 
 async fn run_client(
@@ -576,6 +616,9 @@ async fn run_client(
         pending: Vec::new(),
         ..ClientResult::new()
     };
+    // The workload's secret ids → the server's, from creations answered 201.
+    let mut secret_ids: std::collections::HashMap<SecretId, String> =
+        std::collections::HashMap::new();
     while remaining > 0 {
         let count = request_size(remaining, batch_size);
         let calls = if count == 1 {
@@ -583,9 +626,22 @@ async fn run_client(
         } else {
             batch(&mut generator, count)
         };
-        for call in calls {
+        for mut call in calls {
+            if let SecretStep::Revoke(account, id) = call.secret {
+                if let Some(given) = secret_ids.remove(&id) {
+                    call.path = format!("/accounts/{account}/secrets/{given}");
+                }
+            }
             let started = Instant::now();
             let (status, body) = connection.send(&call).await?;
+            if let (SecretStep::Create(id), 201) = (call.secret, status) {
+                if secret_ids.len() >= SECRET_IDS_KEPT_MAX {
+                    secret_ids.clear();
+                }
+                if let Some(given) = created_secret_id(&body) {
+                    secret_ids.insert(id, given);
+                }
+            }
             let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
             result.latency.saturating_record(micros.max(1));
             // Refusals that are not the rules' (credentials, size, rate, overload) mean the
@@ -634,6 +690,7 @@ async fn server_counters(connection: &mut Connection) -> Result<ServerCounters, 
         caller: As::Admin,
         body: None,
         items: 0,
+        secret: SecretStep::None,
     };
     let body = connection.must(&call).await?;
     let text = String::from_utf8_lossy(&body);
@@ -806,6 +863,17 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_created_secret_id_is_read_from_the_answer() {
+        let answer = br#"{"_links":{"self":{"href":"/accounts/00000001/secrets/ad6dc56f-07b5-46e1-a527-85530e625800"}},"created_at":"2026-11-28T17:00:00.000Z","id":"ad6dc56f-07b5-46e1-a527-85530e625800"}"#;
+        assert_eq!(
+            created_secret_id(answer).as_deref(),
+            Some("ad6dc56f-07b5-46e1-a527-85530e625800")
+        );
+        assert_eq!(created_secret_id(b"{}"), None);
+        assert_eq!(created_secret_id(b"not json"), None);
+    }
 
     #[test]
     fn error_excerpts_are_cut_at_a_character_boundary() {

@@ -12,8 +12,10 @@
 //!   direction, `hot_accounts_pct` % of them on the hottest 1 % of families; ids unique.
 //! - `vonage`: `primaries` × `subaccounts_per_primary`, half of the subaccounts with their own
 //!   balance; 80 % charges, 15 % balance transfers, 5 % credit transfers, and a trickle of
-//!   suspensions, reactivations and secret rotations — some commands are rejected by the rules,
-//!   as in real traffic.
+//!   suspensions, reactivations and secret rotations (a new secret; later, the revocation of
+//!   one the client created, or of an unknown id when it has none) — some commands are
+//!   rejected by the rules, as in real traffic. Over HTTP a revocation names the id the server
+//!   gave the secret when it was created.
 
 // Rates and durations are reported as floating point; money never is.
 #![allow(clippy::float_arithmetic, clippy::cast_precision_loss)]
@@ -391,7 +393,13 @@ struct Generator {
     hot_pct: u64,
     rng: Rng,
     ids: Ids,
+    /// Secrets this generator created and has not revoked yet, oldest first (at most
+    /// [`CREATED_SECRETS_KEPT_MAX`]): a rotation revokes one of them.
+    created_secrets: std::collections::VecDeque<(ApiKey, SecretId)>,
 }
+
+/// Most created secrets a generator keeps for later revocation.
+const CREATED_SECRETS_KEPT_MAX: usize = 64;
 
 impl Generator {
     fn next(&mut self) -> Command {
@@ -465,14 +473,26 @@ impl Generator {
                 suspended: Some(roll.is_multiple_of(2)),
                 use_primary_account_balance: None,
             }),
-            9_990..=9_994 => Command::CreateSecret(CreateSecret {
-                account: self.layout.subaccount(family, sub),
-                secret: bench_secret(u128::from_le_bytes(self.ids.next().to_uuid().into_bytes())),
-            }),
-            _ => Command::RevokeSecret(RevokeSecret {
-                account: self.layout.subaccount(family, sub),
-                secret: bench_secret(u128::from(self.rng.next())).id,
-            }),
+            9_990..=9_994 => {
+                let account = self.layout.subaccount(family, sub);
+                let secret =
+                    bench_secret(u128::from_le_bytes(self.ids.next().to_uuid().into_bytes()));
+                if self.created_secrets.len() >= CREATED_SECRETS_KEPT_MAX {
+                    self.created_secrets.pop_front();
+                }
+                self.created_secrets.push_back((account, secret.id));
+                Command::CreateSecret(CreateSecret { account, secret })
+            }
+            // A rotation's second half: the oldest secret this generator created (refused as
+            // unknown if the rules refused its creation), or, with none, an id never issued.
+            _ => {
+                let unknown = bench_secret(u128::from(self.rng.next())).id;
+                let (account, secret) = self
+                    .created_secrets
+                    .pop_front()
+                    .unwrap_or((self.layout.subaccount(family, sub), unknown));
+                Command::RevokeSecret(RevokeSecret { account, secret })
+            }
         }
     }
 }
@@ -780,6 +800,7 @@ fn client_plan(options: &BenchOptions, layout: Layout, client: usize) -> (u64, G
             client: u128::from(index),
             counter: 0,
         },
+        created_secrets: std::collections::VecDeque::new(),
     };
     (share, generator)
 }
@@ -1225,6 +1246,36 @@ mod tests {
         for index in [0, 7, 10, 99, 1_234_567, 99_999_999] {
             assert_eq!(account_key(index).as_str(), format!("{index:08}"));
         }
+    }
+
+    /// A rotation's revocation names a secret the generator created (the oldest not yet
+    /// revoked), so that rotations complete; with none created, an id never issued.
+    #[test]
+    fn revocations_name_secrets_the_generator_created() {
+        let options = BenchOptions {
+            workload: Workload::Vonage,
+            ..BenchOptions::default()
+        };
+        let (_, mut generator) = client_plan(&options, Layout::of(&options), 0);
+        let mut created = std::collections::VecDeque::new();
+        let (mut revoked_known, mut revoked_unknown) = (0, 0);
+        for _ in 0..200_000 {
+            match generator.next() {
+                Command::CreateSecret(create) => {
+                    created.push_back((create.account, create.secret.id));
+                }
+                Command::RevokeSecret(revoke) => match created.pop_front() {
+                    Some(expected) => {
+                        assert_eq!((revoke.account, revoke.secret), expected);
+                        revoked_known += 1;
+                    }
+                    None => revoked_unknown += 1,
+                },
+                _ => {}
+            }
+        }
+        assert!(revoked_known > 10, "{revoked_known} rotations completed");
+        assert!(revoked_unknown > 0, "some revocations name unknown ids");
     }
 
     #[test]
