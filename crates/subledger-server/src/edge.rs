@@ -1,11 +1,11 @@
 //! The server's edge: what every request goes through around the router, in one layer.
 //!
-//! It bounds the requests in flight ([`crate::ServerConfig::requests_in_flight_max`], `/healthz` and
-//! `/metrics` aside) and the time each may take, waiting for its turn included
+//! It bounds the requests in flight ([`crate::ServerConfig::requests_in_flight_max`];
+//! `/healthz` and `/metrics` aside) and the time each may take, waiting for its turn included
 //! ([`crate::ServerConfig::request_timeout`], then a `503` problem); passes the client's
 //! address to authentication; renders the problems handlers leave in a response; and counts
-//! the answers by route, method and status for `/metrics` (a timed-out request, and a 405,
-//! under `unmatched`: the route's answer never reached the edge, or came from the router).
+//! the answers by route, method and status for `/metrics` (a 405 under `unmatched`: the
+//! router answers it without entering a route).
 //!
 //! Why one hand-written layer: these were three `axum::middleware::from_fn` layers and a
 //! `tower` stack. Each `from_fn` boxes a future and clones the boxed service below it on every
@@ -13,8 +13,9 @@
 //! layers cost ~30 % of the server's CPU (sixteenth session, `docs/benchmarks.md`). The edge
 //! wraps the whole router once and allocates one future per request.
 //!
-//! The matched route is known only inside the router, so a small route layer (`MarkRoute`)
-//! copies it into the response, where the edge reads it.
+//! The matched route is known only inside the router, so the edge puts an empty slot in each
+//! request and a small route layer (`MarkRoute`) fills it as the request enters its route: a
+//! request that times out is still counted under its route.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -30,9 +31,10 @@ use tokio::sync::Semaphore;
 use crate::problem::{Problem, ProblemResponse};
 use crate::{auth, AppState, Peer};
 
-/// The route a response answered, put there by [`MarkRoute`].
-#[derive(Debug, Clone)]
-struct AnsweredRoute(MatchedPath);
+/// Where [`MarkRoute`] leaves the matched route for the edge to count (empty for requests the
+/// router answers itself: no route, or a method the route does not have).
+#[derive(Debug, Clone, Default)]
+struct RouteSlot(Arc<std::sync::OnceLock<MatchedPath>>);
 
 /// The application's outer service: the router behind the edge. Cheap to clone (shared state).
 #[derive(Clone)]
@@ -87,6 +89,8 @@ where
         let permits = Arc::clone(&self.permits);
         Box::pin(async move {
             tag_peer(&mut request);
+            let route = RouteSlot::default();
+            request.extensions_mut().insert(route.clone());
             // The path is needed only when a problem quotes it as `instance`; a `Uri` clone
             // shares its bytes.
             let uri = request.uri().clone();
@@ -115,7 +119,7 @@ where
             if let Some(problem) = response.extensions_mut().remove::<Problem>() {
                 response = render(&state, problem, uri.path(), response);
             }
-            count(&state, &response, &method, started);
+            count(&state, &route, &response, &method, started);
             Ok(response)
         })
     }
@@ -150,7 +154,7 @@ fn timed_out() -> Problem {
 
 /// A problem as `application/problem+json`, with the configured type base and the request's
 /// path as `instance`, in place of the bare `answer` a handler or the router gave: its `Allow`
-/// header (a 405's list of methods) and its route mark are kept.
+/// header (a 405's list of methods) is kept.
 fn render(state: &AppState, problem: Problem, path: &str, answer: Response) -> Response {
     let mut response = ProblemResponse {
         problem,
@@ -158,14 +162,10 @@ fn render(state: &AppState, problem: Problem, path: &str, answer: Response) -> R
         instance: path.to_string(),
     }
     .into_response();
-    let (mut parts, _) = answer.into_parts();
-    if let Some(allow) = parts.headers.remove(axum::http::header::ALLOW) {
+    if let Some(allow) = answer.headers().get(axum::http::header::ALLOW) {
         response
             .headers_mut()
-            .insert(axum::http::header::ALLOW, allow);
-    }
-    if let Some(route) = parts.extensions.remove::<AnsweredRoute>() {
-        response.extensions_mut().insert(route);
+            .insert(axum::http::header::ALLOW, allow.clone());
     }
     response
 }
@@ -189,14 +189,12 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// Counts an answer by matched route (`unmatched` for the fallbacks) and status.
 fn count(
     state: &AppState,
+    route: &RouteSlot,
     response: &Response,
     method: &axum::http::Method,
     started: std::time::Instant,
 ) {
-    let route = response
-        .extensions()
-        .get::<AnsweredRoute>()
-        .map_or("unmatched", |route| route.0.as_str());
+    let route = route.0.get().map_or("unmatched", MatchedPath::as_str);
     let status = response.status().as_u16();
     tracing::debug!(
         target: "subledger::http",
@@ -215,7 +213,7 @@ fn count(
     }
 }
 
-/// The route layer that copies the matched route into the response for the edge to count.
+/// The route layer that fills the edge's [`RouteSlot`] as a request enters its route.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct MarkRouteLayer;
 
@@ -235,48 +233,24 @@ pub(crate) struct MarkRoute<S> {
 
 impl<S> tower::Service<Request> for MarkRoute<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Unpin,
+    S: tower::Service<Request>,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Marked<S::Future>;
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
-    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, context: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.inner.poll_ready(context)
     }
 
-    fn call(&mut self, request: Request) -> Marked<S::Future> {
-        let route = request.extensions().get::<MatchedPath>().cloned();
-        Marked {
-            inner: self.inner.call(request),
-            route,
+    fn call(&mut self, request: Request) -> S::Future {
+        if let (Some(slot), Some(route)) = (
+            request.extensions().get::<RouteSlot>(),
+            request.extensions().get::<MatchedPath>(),
+        ) {
+            // Set once: a request enters one route.
+            let _ = slot.0.set(route.clone());
         }
-    }
-}
-
-/// [`MarkRoute`]'s future: the route's answer, marked with the route. Not boxed: axum's route
-/// futures are `Unpin`.
-#[derive(Debug)]
-pub(crate) struct Marked<F> {
-    inner: F,
-    route: Option<MatchedPath>,
-}
-
-impl<F> Future for Marked<F>
-where
-    F: Future<Output = Result<Response, Infallible>> + Unpin,
-{
-    type Output = Result<Response, Infallible>;
-
-    fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        let Poll::Ready(answer) = Pin::new(&mut self.inner).poll(context) else {
-            return Poll::Pending;
-        };
-        let Ok(mut response) = answer;
-        if let Some(route) = self.route.take() {
-            response.extensions_mut().insert(AnsweredRoute(route));
-        }
-        Poll::Ready(Ok(response))
+        self.inner.call(request)
     }
 }

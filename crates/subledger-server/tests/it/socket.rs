@@ -350,6 +350,14 @@ async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
     );
     assert_eq!(problem["instance"], path.as_str(), "{problem}");
     assert_eq!(server.balance(&sub.key).as_deref(), Some("0"));
+    // Counted under its route, though the route never answered.
+    let metrics = server.req("GET", "/metrics").send().await;
+    assert!(
+        metrics.text.lines().any(|line| line
+            == r#"subledger_http_requests_total{method="POST",route="/accounts/{primary}/balance-transfers",status="503"} 1"#),
+        "{}",
+        metrics.text
+    );
     running.stop().await;
 }
 
