@@ -243,29 +243,9 @@ async fn concurrent_clients_over_sockets_balance_exactly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_finishes_a_request_in_flight() {
-    let server = Server::new();
-    let primary = server.funded_primary("10").await;
-    let sub = server.own_sub(&primary).await;
-    let mut running = Running::start(&server).await;
-    let path = format!("/accounts/{}/balance-transfers", primary.key);
-    let auth = primary.authorization();
-    let request = request_text(
-        "POST",
-        &path,
-        Some(&auth),
-        &[],
-        &transfer_body(&primary, &sub, "2.5"),
-    );
-    let split = request.find("\r\n\r\n").expect("head") + 4 + 10;
-
+    let (server, mut running, primary, sub) = running_with(server_config()).await;
     // Headers and part of the body are sent; the handler is waiting for the rest.
-    let mut stream = tokio::net::TcpStream::connect(running.addr)
-        .await
-        .expect("connect");
-    stream
-        .write_all(&request.as_bytes()[..split])
-        .await
-        .expect("write head");
+    let (mut stream, path, rest) = half_sent_transfer(&running, &primary, &sub).await;
     stream.flush().await.expect("flush");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
@@ -275,10 +255,7 @@ async fn shutdown_finishes_a_request_in_flight() {
         !running.handle.is_finished(),
         "serve returned with a request in flight"
     );
-    stream
-        .write_all(&request.as_bytes()[split..])
-        .await
-        .expect("write the rest");
+    stream.write_all(&rest).await.expect("write the rest");
     let response = read_response(&mut stream, &path).await.expect("response");
     let transfer = response.ok(200);
     running.stop().await;
@@ -302,12 +279,13 @@ async fn running_with(config: ServerConfig) -> (Server, Running, Creds, Creds) {
 }
 
 /// A transfer of 2.5 from `primary` to `sub` whose head and first 10 body bytes are sent, then
-/// nothing: its handler waits for the rest. Returns the connection and the request's path.
+/// nothing: its handler waits for the rest. Returns the connection, the request's path and the
+/// bytes not sent.
 async fn half_sent_transfer(
     running: &Running,
     primary: &Creds,
     sub: &Creds,
-) -> (tokio::net::TcpStream, String) {
+) -> (tokio::net::TcpStream, String, Vec<u8>) {
     let path = format!("/accounts/{}/balance-transfers", primary.key);
     let request = request_text(
         "POST",
@@ -324,7 +302,7 @@ async fn half_sent_transfer(
         .write_all(&request.as_bytes()[..split])
         .await
         .expect("write head");
-    (stream, path)
+    (stream, path, request.as_bytes()[split..].to_vec())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -334,7 +312,7 @@ async fn a_request_over_its_time_is_answered_503_and_changes_nothing() {
         ..server_config()
     })
     .await;
-    let (mut stream, path) = half_sent_transfer(&running, &primary, &sub).await;
+    let (mut stream, path, _) = half_sent_transfer(&running, &primary, &sub).await;
     let started = tokio::time::Instant::now();
     let response = tokio::time::timeout(Duration::from_secs(10), read_response(&mut stream, &path))
         .await
@@ -370,7 +348,7 @@ async fn requests_over_the_in_flight_limit_wait_but_health_checks_do_not() {
     })
     .await;
     // The only turn is taken by a request whose body stops halfway.
-    let (mut holder, path) = half_sent_transfer(&running, &primary, &sub).await;
+    let (mut holder, path, _) = half_sent_transfer(&running, &primary, &sub).await;
     let held = tokio::time::Instant::now();
     tokio::time::sleep(Duration::from_millis(100)).await;
 
